@@ -1,0 +1,353 @@
+"""``EnCodec``: the public codec API (load, encode, decode, encode_continuous)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
+from fastencodec.hub import resolve
+from fastencodec.model import EncodecModel
+from fastencodec.tokens import PAD, Tokens
+from fastencodec.weights import build_model
+
+MAX_BATCH_SAMPLES = 1 << 21
+"""Most audio samples (per channel) run through the network at once."""
+
+
+class EnCodec:
+    """One EnCodec model on one device.
+
+    ``encode`` returns :class:`~fastencodec.tokens.Tokens` ``[batch, codebooks, frames]``;
+    ``decode`` returns audio ``[batch, channels, samples]`` at ``sample_rate`` Hz.
+    See :mod:`fastencodec.arrays` for the accepted audio layouts and channel rule.
+    """
+
+    def __init__(self, model: EncodecModel, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        self.model = model
+        self.config = model.config
+        digest = hashlib.sha1(model.quantizer.embed.float().cpu().numpy().tobytes()).hexdigest()[:12]
+        self.model_id = f"{self.config.name}:{digest}"
+        self.to(device, dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+    ) -> EnCodec:
+        """Load ``encodec-24khz``, ``encodec-32khz``, ``encodec-48khz``, any Hugging Face repo id,
+        a local checkpoint directory or a checkpoint file (HF, Meta ``.th`` or MLX layout).
+
+        ``dtype`` (default float32) applies to the encoder and decoder networks; codebook
+        search stays in float32.
+        """
+        return cls(build_model(resolve(name_or_path, cache_dir, revision)), device, dtype)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
+        """Move to ``device`` and/or run the networks in floating ``dtype``; returns self."""
+        if device is not None:
+            self.model.to(torch.device(device))
+        if dtype is not None:
+            if not dtype.is_floating_point:
+                raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype}")
+            self.model.encoder.to(dtype)
+            self.model.decoder.to(dtype)
+        return self
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.model.quantizer.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.encoder.parameters()).dtype
+
+    @property
+    def name(self) -> str:
+        """Model name as Meta's ``.ecdc`` header spells it, e.g. ``encodec_24khz``."""
+        return self.config.name
+
+    @property
+    def sample_rate(self) -> int:
+        """Audio sample rate in Hz."""
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def frame_rate(self) -> int:
+        """Token frames per second (Hz)."""
+        return self.config.frame_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per token frame."""
+        return self.config.hop_length
+
+    @property
+    def bandwidths(self) -> list[float]:
+        """Supported bandwidths in kbps."""
+        return list(self.config.target_bandwidths)
+
+    @property
+    def default_bandwidth(self) -> float:
+        """6 kbps where the model has it, else its first listed bandwidth."""
+        return 6.0 if 6.0 in self.bandwidths else self.bandwidths[0]
+
+    @property
+    def codebook_size(self) -> int:
+        """Entries per codebook: tokens lie in ``0 .. codebook_size - 1``."""
+        return self.config.codebook_size
+
+    @property
+    def num_codebooks(self) -> int:
+        """Codebooks at the highest bandwidth."""
+        return self.config.num_quantizers
+
+    def codebooks_for(self, bandwidth: float | None = None) -> int:
+        """Codebooks used at ``bandwidth`` kbps (validated)."""
+        return self.config.codebooks_for_bandwidth(self._bandwidth(bandwidth))
+
+    def _bandwidth(self, bandwidth: float | None) -> float:
+        if bandwidth is None:
+            return self.default_bandwidth
+        try:
+            value = float(bandwidth)
+        except (TypeError, ValueError):
+            raise ValueError(f"bandwidth must be a number in kbps, got {bandwidth!r}") from None
+        for known in self.bandwidths:
+            if math.isclose(value, known):
+                return known
+        raise ValueError(f"bandwidth {bandwidth} kbps is not supported by {self.name}; choose one of {self.bandwidths}")
+
+    # -- segmentation ---------------------------------------------------------
+    def segments(self, length: int) -> list[tuple[int, int]]:
+        """``(offset, samples)`` of the segments a signal of ``length`` samples is coded in."""
+        size, stride = self.config.segment_length, self.config.segment_stride
+        if size is None or stride is None:
+            return [(0, length)]
+        return [(offset, min(size, length - offset)) for offset in range(0, length, stride)]
+
+    def frames(self, length: int) -> int:
+        """Token frames for a signal of ``length`` samples."""
+        return sum(-(-n // self.hop_length) for _, n in self.segments(length))
+
+    # -- encoding -------------------------------------------------------------
+    def encode(self, audio: Array, bandwidth: float | None = None, lengths: Sequence[int] | None = None) -> Tokens:
+        """Audio at ``sample_rate`` Hz to tokens ``[batch, codebooks, frames]`` at ``frame_rate`` Hz.
+
+        ``bandwidth`` in kbps picks the number of codebooks (default: ``default_bandwidth``).
+        ``lengths`` gives each item's length in samples for a right-padded batch; a list of
+        signals of unequal lengths works too. Each item gets exactly the tokens it gets
+        when encoded alone.
+        """
+        n_q = self.codebooks_for(bandwidth)
+        items, kind, as_list = audio_batch(audio, lengths, self.channels)
+        results = self._run_encoder(items, n_q)
+        width = max(codes.shape[-1] for codes, _ in results)
+        codes = torch.full((len(items), n_q, width), PAD, dtype=torch.long)
+        for i, (item_codes, _) in enumerate(results):
+            codes[i, :, : item_codes.shape[-1]] = item_codes
+        scales = None
+        if self.config.normalize:
+            segs = max(len(s) for _, s in results)
+            table = torch.zeros(len(items), segs)
+            for i, (_, item_scales) in enumerate(results):
+                table[i, : len(item_scales)] = item_scales
+            scales = kind.audio(table) if kind.torch else table.numpy()
+        lengths_out = tuple(item.shape[-1] for item in items)
+        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list)
+
+    def encode_continuous(self, audio: Array, lengths: Sequence[int] | None = None) -> np.ndarray | torch.Tensor:
+        """Pre-quantisation embeddings ``[batch, dimension, frames]`` at ``frame_rate`` Hz.
+
+        For normalising models each segment is normalised first, as for ``encode``;
+        frames past an item's end in an unequal-length batch are zero.
+        """
+        items, kind, _ = audio_batch(audio, lengths, self.channels)
+        results = self._run_encoder(items, None)
+        width = max(emb.shape[-1] for emb, _ in results)
+        out = torch.zeros(len(items), self.config.dimension, width)
+        for i, (emb, _) in enumerate(results):
+            out[i, :, : emb.shape[-1]] = emb
+        return kind.audio(out)
+
+    @torch.inference_mode()
+    def _run_encoder(self, items: list[torch.Tensor], n_q: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales."""
+        jobs = [(i, x[:, off : off + n]) for i, x in enumerate(items) for off, n in self.segments(x.shape[-1])]
+        outputs: list[torch.Tensor | None] = [None] * len(jobs)
+        scales = torch.ones(len(jobs))
+        for batch in _batches([x.shape[-1] for _, x in jobs]):
+            x = torch.stack([jobs[j][1] for j in batch]).to(self.device, torch.float32)
+            if self.config.normalize:
+                volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+                x = x / volume
+                scales[batch] = volume.view(-1).cpu()
+            emb = self.model.encoder(x.to(self.dtype)).float()
+            out = emb if n_q is None else self.model.quantizer.encode(emb, n_q)
+            for j, value in zip(batch, out.cpu()):
+                outputs[j] = value
+        results = []
+        for i in range(len(items)):
+            mine = [j for j, (owner, _) in enumerate(jobs) if owner == i]
+            results.append((torch.cat([outputs[j] for j in mine], dim=-1), scales[mine]))
+        return results
+
+    # -- decoding -------------------------------------------------------------
+    def decode(
+        self,
+        tokens: Tokens | Array,
+        scales: Array | None = None,
+        lengths: Sequence[int] | None = None,
+    ) -> np.ndarray | torch.Tensor | list:
+        """Tokens to audio ``[batch, channels, samples]`` at ``sample_rate`` Hz.
+
+        ``tokens`` is what ``encode`` returned (each item is trimmed to its input length),
+        or plain integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``)
+        with any number of codebooks up to ``num_codebooks``; trailing frames of -1 mark
+        padding. Plain codes for a normalising model (48 kHz) need ``scales``
+        ``[batch, segments]`` and ``lengths`` in samples. A batch encoded from a list
+        decodes to a list.
+        """
+        codes, item_lengths, item_scales, kind, as_list = self._parse_tokens(tokens, scales, lengths)
+        audio = self._run_decoder(codes, item_lengths, item_scales)
+        if as_list:
+            return [kind.audio(a) for a in audio]
+        out = torch.zeros(len(audio), self.channels, max(a.shape[-1] for a in audio))
+        for i, a in enumerate(audio):
+            out[i, :, : a.shape[-1]] = a
+        return kind.audio(out)
+
+    def _parse_tokens(
+        self, tokens: Tokens | Array, scales: Array | None, lengths: Sequence[int] | None
+    ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor] | None, OutputKind, bool]:
+        as_list = False
+        if isinstance(tokens, Tokens):
+            if tokens.model_id != self.model_id:
+                raise ValueError(f"tokens come from another model ({tokens.model_id}); this is {self.model_id}")
+            if scales is not None or lengths is not None:
+                raise ValueError("Tokens carry their own scales and lengths; pass scales=/lengths= only with plain codes")
+            kind, as_list = OutputKind.of(tokens.codes), tokens.as_list
+            lengths, scales = tokens.lengths, tokens.scales
+            codes = as_tensor(tokens.codes, "tokens")
+        else:
+            kind = OutputKind.of(tokens)
+            codes = as_tensor(tokens, "tokens")
+        if codes.dim() == 2:
+            codes = codes[None]
+        if codes.dim() != 3:
+            raise ValueError(f"tokens have shape {tuple(codes.shape)}; expected [batch, codebooks, frames]")
+        if codes.dtype in (torch.bool, torch.complex64, torch.complex128) or codes.is_floating_point():
+            raise ValueError(f"tokens must be integers, got dtype {codes.dtype}")
+        batch, n_q, width = codes.shape
+        if batch == 0 or width == 0:
+            raise ValueError(f"tokens are empty (shape {tuple(codes.shape)})")
+        if not 1 <= n_q <= self.num_codebooks:
+            raise ValueError(f"tokens have {n_q} codebooks; {self.name} has 1 to {self.num_codebooks}")
+        codes = codes.long().cpu()
+        low, high = int(codes.min()), int(codes.max())
+        if low < PAD or high >= self.codebook_size:
+            raise ValueError(
+                f"tokens out of range: values {low}..{high}, expected 0..{self.codebook_size - 1} ({self.name})"
+            )
+        valid = (codes >= 0).all(dim=1)  # [batch, frames]
+        frames = valid.sum(dim=1).tolist()
+        for i, f in enumerate(frames):
+            if f == 0 or not bool(valid[i, :f].all()) or bool((codes[i, :, f:] != PAD).any()):
+                raise ValueError(f"tokens[{i}] has -1 codes that are not whole trailing padding frames")
+        if lengths is None:
+            if self.config.segment_length is not None:
+                raise ValueError(f"{self.name} codes segments: plain codes need lengths= (samples per item)")
+            lengths = [f * self.hop_length for f in frames]
+        lengths = [int(n) for n in lengths]
+        if len(lengths) != batch:
+            raise ValueError(f"lengths has {len(lengths)} entries for {batch} token items")
+        for i, (n, f) in enumerate(zip(lengths, frames)):
+            if n <= 0 or self.frames(n) != f:
+                raise ValueError(f"tokens[{i}] has {f} frames but a length of {n} samples needs {self.frames(max(n, 1))}")
+        item_scales = None
+        if self.config.normalize:
+            if scales is None:
+                raise ValueError(f"{self.name} normalises segments: plain codes need scales= [batch, segments]")
+            table = as_tensor(scales, "scales").float().cpu()
+            if table.dim() == 1:
+                table = table[None]
+            item_scales = []
+            for i, n in enumerate(lengths):
+                count = len(self.segments(n))
+                if table.dim() != 2 or table.shape[0] != batch or table.shape[1] < count:
+                    raise ValueError(f"scales have shape {tuple(table.shape)}; need [{batch}, >= {count}]")
+                row = table[i, :count]
+                if not bool(torch.isfinite(row).all()) or bool((row <= 0).any()):
+                    raise ValueError(f"scales[{i}] must be positive and finite")
+                item_scales.append(row)
+        return [codes[i, :, :f] for i, f in enumerate(frames)], lengths, item_scales, kind, as_list
+
+    @torch.inference_mode()
+    def _run_decoder(
+        self, codes: list[torch.Tensor], lengths: list[int], scales: list[torch.Tensor] | None
+    ) -> list[torch.Tensor]:
+        """Per item audio ``[channels, length]`` (float32, CPU)."""
+        jobs = []  # (item, segment index, codes [K, f])
+        for i, (item, n) in enumerate(zip(codes, lengths)):
+            start = 0
+            for s, (_, samples) in enumerate(self.segments(n)):
+                f = -(-samples // self.hop_length)
+                jobs.append((i, s, item[:, start : start + f]))
+                start += f
+        outputs: list[torch.Tensor | None] = [None] * len(jobs)
+        for batch in _batches([c.shape[-1] * self.hop_length for _, _, c in jobs]):
+            c = torch.stack([jobs[j][2] for j in batch]).to(self.device)
+            emb = self.model.quantizer.decode(c)
+            out = self.model.decoder(emb.to(self.dtype)).float()
+            if scales is not None:
+                factor = torch.stack([scales[jobs[j][0]][jobs[j][1]] for j in batch]).to(out.device)
+                out = out * factor.view(-1, 1, 1)
+            for j, value in zip(batch, out.cpu()):
+                outputs[j] = value
+        audio = []
+        for i, n in enumerate(lengths):
+            pieces = [outputs[j] for j, job in enumerate(jobs) if job[0] == i]
+            whole = pieces[0] if self.config.segment_length is None else self._overlap_add(pieces)
+            audio.append(whole[:, :n])
+        return audio
+
+    def _overlap_add(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """Join decoded segments with the reference's triangular cross-fade."""
+        stride = self.config.segment_stride or 1
+        total = stride * (len(pieces) - 1) + pieces[-1].shape[-1]
+        t = torch.linspace(0, 1, pieces[0].shape[-1] + 2)[1:-1]
+        weight = 0.5 - (t - 0.5).abs()
+        out = torch.zeros(pieces[0].shape[0], total)
+        weight_sum = torch.zeros(total)
+        for s, piece in enumerate(pieces):
+            n = piece.shape[-1]
+            out[:, s * stride : s * stride + n] += weight[:n] * piece
+            weight_sum[s * stride : s * stride + n] += weight[:n]
+        return out / weight_sum
+
+
+def _batches(sizes: list[int]) -> list[list[int]]:
+    """Indices grouped by equal size, each group cut to at most ``MAX_BATCH_SAMPLES`` samples."""
+    groups: dict[int, list[int]] = {}
+    for j, size in enumerate(sizes):
+        groups.setdefault(size, []).append(j)
+    out = []
+    for size, members in groups.items():
+        per = max(1, MAX_BATCH_SAMPLES // max(size, 1))
+        out += [members[k : k + per] for k in range(0, len(members), per)]
+    return out

@@ -1,0 +1,56 @@
+"""Shared test setup.
+
+Meta's reference package ``encodec`` imports ``torchaudio`` at module level (only to call
+it in code paths the tests never use), and torchaudio is not installed. A bare stand-in
+module lets ``import encodec`` succeed so the tests can use its reference primitives.
+"""
+
+import sys
+import types
+
+import transformers.utils.import_utils as _hf_imports
+
+# transformers probes for torchaudio (and caches the answer): let it see the real absence first.
+_hf_imports.is_torchaudio_available()
+
+if "torchaudio" not in sys.modules:
+    _torchaudio = types.ModuleType("torchaudio")
+    for _name in ("functional", "transforms"):
+        _sub = types.ModuleType(f"torchaudio.{_name}")
+        setattr(_torchaudio, _name, _sub)
+        sys.modules[f"torchaudio.{_name}"] = _sub
+    sys.modules["torchaudio"] = _torchaudio
+
+
+# Random-weight reference models, saved in their published formats (session-wide, built once).
+import pytest  # noqa: E402
+
+from tests import reference  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def meta24(tmp_path_factory):
+    """(Meta 24 kHz reference model, path of its state dict saved as a .th file)."""
+    return reference.meta_model("24khz", tmp_path_factory.mktemp("meta24"))
+
+
+@pytest.fixture(scope="session")
+def meta48(tmp_path_factory):
+    """(Meta 48 kHz reference model, path of its state dict saved as a .th file)."""
+    return reference.meta_model("48khz", tmp_path_factory.mktemp("meta48"))
+
+
+@pytest.fixture(scope="session")
+def hf24(tmp_path_factory):
+    """(transformers 24 kHz EncodecModel, its save_pretrained directory)."""
+    return reference.hf_model(reference.HF_24KHZ, tmp_path_factory.mktemp("hf24"))
+
+
+@pytest.fixture(scope="session")
+def hf48(tmp_path_factory):
+    return reference.hf_model(reference.HF_48KHZ, tmp_path_factory.mktemp("hf48"))
+
+
+@pytest.fixture(scope="session")
+def hf32(tmp_path_factory):
+    return reference.hf_model(reference.HF_32KHZ, tmp_path_factory.mktemp("hf32"))

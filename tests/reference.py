@@ -1,0 +1,110 @@
+"""Random-weight reference models (Meta's ``encodec`` and ``transformers``) for parity tests.
+
+Random initialisation leaves codebooks at zero, so every frame would map to code 0 and a
+parity test would prove nothing. The codebooks are seeded from encoder embeddings of
+random audio (each level from the residual left by the previous ones), so tokens are diverse.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# The published facebook/encodec_*khz config.json contents that matter.
+HF_24KHZ: dict = {"model_type": "encodec"}
+HF_48KHZ: dict = {
+    "model_type": "encodec",
+    "sampling_rate": 48_000,
+    "audio_channels": 2,
+    "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
+    "use_causal_conv": False,
+    "norm_type": "time_group_norm",
+    "normalize": True,
+    "chunk_length_s": 1.0,
+    "overlap": 0.01,
+}
+HF_32KHZ: dict = {
+    "model_type": "encodec",
+    "audio_channels": 1,
+    "chunk_length_s": None,
+    "codebook_dim": 128,
+    "codebook_size": 2048,
+    "compress": 2,
+    "dilation_growth_rate": 2,
+    "hidden_size": 128,
+    "kernel_size": 7,
+    "last_kernel_size": 7,
+    "norm_type": "weight_norm",
+    "normalize": False,
+    "num_filters": 64,
+    "num_lstm_layers": 2,
+    "num_residual_layers": 1,
+    "overlap": None,
+    "pad_mode": "reflect",
+    "residual_kernel_size": 3,
+    "sampling_rate": 32000,
+    "target_bandwidths": [2.2],
+    "trim_right_ratio": 1.0,
+    "upsampling_ratios": [8, 5, 4, 4],
+    "use_causal_conv": False,
+    "use_conv_shortcut": False,
+}
+
+
+def speech_like(sample_rate: int, channels: int, seconds: float, seed: int = 0) -> torch.Tensor:
+    """Speech-like test audio ``[channels, samples]``: harmonics with vibrato, bursts of noise."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sample_rate))
+    t = np.arange(n) / sample_rate
+    out = np.zeros((channels, n))
+    for c in range(channels):
+        f0 = rng.uniform(90, 300) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 6) * t))
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(1, 4) * t + rng.uniform(0, 6))
+        out[c] = 0.15 * envelope * voice + 0.02 * rng.standard_normal(n)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+@torch.no_grad()
+def seed_codebooks(encode, embeds: list[torch.Tensor], sample_rate: int, channels: int, seed: int = 0) -> None:
+    """Fill codebook tensors ``[bins, dim]`` in place from embeddings ``encode(audio)`` ``[B, dim, T]``."""
+    gen = torch.Generator().manual_seed(seed)
+    audio = torch.stack([speech_like(sample_rate, channels, 1.5, seed + i) for i in range(4)])
+    audio = audio + 0.05 * torch.randn(audio.shape, generator=gen)
+    residual = encode(audio).transpose(1, 2).reshape(-1, embeds[0].shape[1])
+    for embed in embeds:
+        bins = embed.shape[0]
+        pick = torch.randint(0, residual.shape[0], (bins,), generator=gen)
+        embed.copy_(residual[pick] + 0.02 * residual.std() * torch.randn(embed.shape, generator=gen))
+        dist = torch.cdist(residual, embed)
+        residual = residual - embed[dist.argmin(dim=1)]
+
+
+def meta_model(kind: str, directory: Path):
+    """Meta ``EncodecModel`` with random weights and seeded codebooks, and its saved ``.th`` path."""
+    from encodec.model import EncodecModel
+
+    torch.manual_seed(1 if kind == "24khz" else 2)
+    model = getattr(EncodecModel, f"encodec_model_{kind}")(pretrained=False).eval()
+    embeds = [layer._codebook.embed for layer in model.quantizer.vq.layers]
+    seed_codebooks(model.encoder, embeds, model.sample_rate, model.channels)
+    name = {"24khz": "encodec_24khz-d7cc33bc.th", "48khz": "encodec_48khz-7e698e3e.th"}[kind]
+    path = Path(directory) / name
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def hf_model(config: dict, directory: Path):
+    """transformers ``EncodecModel`` with random weights and seeded codebooks, saved with save_pretrained."""
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(3 + config.get("sampling_rate", 24_000) // 1000)
+    cfg = EncodecConfig(**{k: v for k, v in config.items() if k != "model_type"})
+    model = EncodecModel(cfg).eval()
+    embeds = [layer.codebook.embed for layer in model.quantizer.layers]
+    seed_codebooks(model.encoder, embeds, cfg.sampling_rate, cfg.audio_channels)
+    model.save_pretrained(directory)
+    return model, Path(directory)
