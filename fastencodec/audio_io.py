@@ -1,0 +1,326 @@
+"""Reading and writing audio files as float32 arrays of shape [channels, samples].
+
+Reading tries libsndfile (through ``soundfile``: WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, ...)
+first and falls back to FFmpeg (through PyAV: M4A/AAC and anything else FFmpeg decodes).
+The path ``"-"`` reads standard input, which is first copied to an anonymous temporary file
+so both libraries can seek in it.
+
+Writing supports ``.wav`` (32-bit float by default: lossless with respect to the decoder
+output, no clipping) and ``.flac`` (24-bit PCM by default); PCM subtypes clip samples to
+[-1, 1]. Files are written to a temporary file in the destination directory and renamed
+into place, so an interrupted write never leaves a partial file. The path ``"-"`` writes a
+WAV stream to standard output.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import av
+import numpy as np
+import soundfile as sf
+
+STDIO = "-"
+_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+_COPY_BLOCK = 1 << 20
+
+
+class AudioFileError(ValueError):
+    """An audio file is missing, unreadable, corrupt, empty or cannot be written."""
+
+
+class AudioReader:
+    """An open audio file, read block by block.
+
+    Attributes:
+        name: the path, or ``"<stdin>"``.
+        sample_rate: sample rate in Hz.
+        channels: channel count.
+        frames: length in samples per channel, or None when the decoder cannot tell ahead.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = "<stdin>" if path == STDIO else os.fspath(path)
+        self._spool: BinaryIO | None = None
+        self._sound_file: sf.SoundFile | None = None
+        self._container: av.container.InputContainer | None = None
+        source: str | BinaryIO
+        if path == STDIO:
+            self._spool = _spool_stdin()
+            source = self._spool
+        else:
+            source = self.name
+            _check_input_path(Path(source))
+        try:
+            self._open(source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, source: str | BinaryIO) -> None:
+        try:
+            self._sound_file = sf.SoundFile(source)
+        except (sf.SoundFileError, RuntimeError, TypeError):
+            if not isinstance(source, str):
+                source.seek(0)
+        else:
+            self.sample_rate = self._sound_file.samplerate
+            self.channels = self._sound_file.channels
+            self.frames: int | None = self._sound_file.frames
+            return
+        try:
+            self._container = av.open(source)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise AudioFileError(f"{self.name}: unsupported or corrupt audio file ({exc})") from None
+        if not self._container.streams.audio:
+            raise AudioFileError(f"{self.name}: no audio stream")
+        stream = self._container.streams.audio[0]
+        self.sample_rate = stream.rate
+        self.channels = stream.channels
+        self.frames = None
+        if not self.sample_rate or not self.channels:
+            raise AudioFileError(f"{self.name}: audio stream has no sample rate or channels")
+
+    def blocks(self, block_size: int) -> Iterator[np.ndarray]:
+        """Yield float32 blocks [channels, block_size]; the last one may be shorter.
+
+        Raises:
+            AudioFileError: the file is corrupt, holds no samples, or NaN/infinite ones.
+        """
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        total = 0
+        try:
+            for block in _rebatch(self._decode(block_size), block_size):
+                if not np.isfinite(block).all():
+                    raise AudioFileError(f"{self.name}: contains NaN or infinite samples")
+                total += block.shape[1]
+                yield block
+        except (sf.SoundFileError, RuntimeError, av.FFmpegError, OSError) as exc:
+            raise AudioFileError(f"{self.name}: corrupt audio ({exc})") from None
+        if total == 0:
+            raise AudioFileError(f"{self.name}: contains no audio samples")
+
+    def _decode(self, block_size: int) -> Iterator[np.ndarray]:
+        if self._sound_file is not None:
+            while True:
+                block = self._sound_file.read(block_size, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield block.T
+        assert self._container is not None
+        stream = self._container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=self.sample_rate)
+        for packet in self._container.demux(stream):
+            for frame in packet.decode():
+                for converted in resampler.resample(frame):
+                    yield converted.to_ndarray()
+        for converted in resampler.resample(None):
+            yield converted.to_ndarray()
+
+    def close(self) -> None:
+        """Release the file (idempotent)."""
+        for resource in (self._sound_file, self._container, self._spool):
+            if resource is not None:
+                resource.close()
+        self._sound_file = self._container = self._spool = None
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Read a whole file (``"-"``: stdin); returns float32 [channels, samples] and the rate in Hz."""
+    with AudioReader(path) as reader:
+        blocks = list(reader.blocks(1 << 18))
+        return np.concatenate(blocks, axis=1), reader.sample_rate
+
+
+class AudioWriter:
+    """Writes an audio file block by block; the file appears only on :meth:`commit`.
+
+    Used as a context manager, it commits on normal exit and discards on an exception.
+
+    Args:
+        path: ``.wav`` or ``.flac`` destination, or ``"-"`` for a WAV stream on stdout.
+        sample_rate: sample rate in Hz.
+        channels: channel count.
+        subtype: libsndfile subtype (e.g. ``"PCM_16"``); defaults to FLOAT for WAV and
+            PCM_24 for FLAC.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], sample_rate: int, channels: int, subtype: str | None = None
+    ) -> None:
+        if type(sample_rate) is not int or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        if type(channels) is not int or channels <= 0:
+            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        self._to_stdout = path == STDIO
+        self.name = "<stdout>" if self._to_stdout else os.fspath(path)
+        suffix = ".wav" if self._to_stdout else Path(self.name).suffix.lower()
+        if suffix not in _FORMATS:
+            raise AudioFileError(f"{self.name}: output must be .wav or .flac")
+        file_format, default_subtype = _FORMATS[suffix]
+        self._subtype = subtype or default_subtype
+        if not sf.check_format(file_format, self._subtype):
+            raise ValueError(f"subtype {self._subtype} is not available for {file_format}")
+        self.channels = channels
+        self._temp_path: str | None = None
+        self._spool: BinaryIO | None = None
+        try:
+            if self._to_stdout:
+                self._spool = tempfile.TemporaryFile()
+                target: str | BinaryIO = self._spool
+            else:
+                self._temp_path = target = _create_sibling_temp(Path(self.name))
+            self._file = sf.SoundFile(
+                target,
+                "w",
+                samplerate=sample_rate,
+                channels=channels,
+                subtype=self._subtype,
+                format=file_format,
+            )
+        except (OSError, sf.SoundFileError, RuntimeError) as exc:
+            self._discard()
+            raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append samples: float array [channels, n]."""
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 2 or block.shape[0] != self.channels:
+            raise ValueError(f"block must have shape [{self.channels}, samples], got {block.shape}")
+        if not np.isfinite(block).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        if self._subtype not in _FLOAT_SUBTYPES:
+            block = np.clip(block, -1.0, 1.0)
+        self._file.write(block.T)
+
+    def commit(self) -> None:
+        """Finish the file and move it into place (or copy it to stdout)."""
+        self._file.close()
+        if self._spool is not None:
+            self._spool.seek(0)
+            shutil.copyfileobj(self._spool, sys.stdout.buffer, _COPY_BLOCK)
+            sys.stdout.buffer.flush()
+            self._spool.close()
+            self._spool = None
+        elif self._temp_path is not None:
+            try:
+                os.replace(self._temp_path, self.name)
+            except OSError as exc:
+                self._discard()
+                raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
+            self._temp_path = None
+
+    def _discard(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None and not file.closed:
+            file.close()
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        if self._temp_path is not None:
+            Path(self._temp_path).unlink(missing_ok=True)
+            self._temp_path = None
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self._discard()
+
+
+def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
+    """Write float audio [channels, samples] at ``sample_rate`` Hz atomically (see AudioWriter)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise ValueError(f"audio must have shape [channels, samples], got {audio.shape}")
+    with AudioWriter(path, sample_rate, audio.shape[0], subtype) as writer:
+        writer.write(audio)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Convert audio [C, N] to [channels, N].
+
+    Rule: equal counts return ``audio`` itself; mono is duplicated into every channel; any
+    other conversion averages all channels to mono first (so stereo to mono is the mean,
+    and 5.1 to stereo keeps the centre channel, at the cost of the stereo image).
+    """
+    if channels <= 0:
+        raise ValueError(f"channels must be positive, got {channels}")
+    if audio.ndim != 2 or audio.shape[0] == 0:
+        raise ValueError(f"audio must have shape [channels, samples], got {audio.shape}")
+    if audio.shape[0] == channels:
+        return audio
+    mono = audio if audio.shape[0] == 1 else audio.mean(axis=0, keepdims=True, dtype=audio.dtype)
+    return np.repeat(mono, channels, axis=0)
+
+
+def _check_input_path(path: Path) -> None:
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a directory")
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise AudioFileError(f"{path}: cannot read ({exc})") from None
+    if empty:
+        raise AudioFileError(f"{path}: file is empty")
+    if not os.access(path, os.R_OK):
+        raise AudioFileError(f"{path}: permission denied")
+
+
+def _spool_stdin() -> BinaryIO:
+    spool = tempfile.TemporaryFile()
+    shutil.copyfileobj(sys.stdin.buffer, spool, _COPY_BLOCK)
+    if spool.tell() == 0:
+        spool.close()
+        raise AudioFileError("<stdin>: no data")
+    spool.seek(0)
+    return spool
+
+
+def _create_sibling_temp(path: Path) -> str:
+    """Create an empty temporary file next to ``path`` with the usual (umask) permissions."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return str(temp)
+
+
+def _rebatch(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Regroup [C, n] arrays of any lengths into [C, size] blocks (the last may be shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for piece in pieces:
+        pending.append(piece)
+        held += piece.shape[1]
+        if held < size:
+            continue
+        joined = np.concatenate(pending, axis=1)
+        whole = held - held % size
+        for start in range(0, whole, size):
+            yield np.ascontiguousarray(joined[:, start : start + size])
+        pending = [joined[:, whole:]]
+        held -= whole
+    if held:
+        yield np.concatenate(pending, axis=1)

@@ -1,0 +1,472 @@
+"""The ``.ecdc`` container for EnCodec codes, compatible with Meta's ``encodec`` 0.1.1 CLI.
+
+Byte layout (integers are big-endian)::
+
+    b"ECDC" | version: uint8 = 0 | metadata size: uint32 | metadata: UTF-8 JSON object
+    segment 0 | segment 1 | ...                      (see below)
+    [CRC-32: uint32]                                 (only when the metadata has "crc")
+
+Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
+(audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
+``lm`` (entropy coding with a language model; only ``false`` is supported here). fastencodec
+also writes ``sr`` (sample rate of the original input, Hz), ``ch`` (channel count of the
+original input) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
+the last segment). Meta's reader only looks up the four keys it needs and never reads past
+the last segment, so it decodes these files unchanged.
+
+Segments: a model without segmentation stores a single segment covering all ``al`` samples;
+otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
+segment of ``n`` samples holds ``ceil(n * frame_rate / sample_rate)`` frames, computed with
+exact integers. (Meta's reader computes this in floating point and asks for one frame too
+many for about 1 length in 6,000, e.g. 6,720 samples at 24 kHz; it then fails on its own
+files, and on ours.) A segment is an optional float32 scale (models that normalize) and
+then the packed codes: frames in time order, each frame's codebooks in order, each code
+``bits`` wide. Bits fill each byte from the least significant bit up, a code's least
+significant bit first; the last byte of a segment is zero-padded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+MAGIC = b"ECDC"
+VERSION = 0
+MAX_METADATA_BYTES = 1 << 16
+MAX_AUDIO_LENGTH = 1 << 40
+MAX_CODEBOOKS = 32
+MAX_BITS_PER_CODEBOOK = 16
+
+_PREFIX = struct.Struct("!4sBI")
+_SCALE = struct.Struct("!f")
+_CRC = struct.Struct("!I")
+_CHECKSUM_NAME = "crc32"
+_LENGTH_WIDTH = len(str(MAX_AUDIO_LENGTH))
+_READ_BLOCK = 1 << 20
+_PACK_BLOCK = 1 << 16
+
+
+class EcdcError(ValueError):
+    """A malformed, truncated or unsupported ``.ecdc`` stream."""
+
+
+@dataclass(frozen=True)
+class EcdcHeader:
+    """Metadata of an ``.ecdc`` stream.
+
+    Attributes:
+        model_name: model that produced the codes, e.g. ``"encodec_48khz"``.
+        audio_length: audio length in samples at the model's sample rate.
+        num_codebooks: codebooks per frame (K).
+        source_sample_rate: sample rate of the original input in Hz, if recorded.
+        source_channels: channel count of the original input, if recorded.
+        checksum: whether a CRC-32 trailer follows the last segment.
+    """
+
+    model_name: str
+    audio_length: int
+    num_codebooks: int
+    source_sample_rate: int | None = None
+    source_channels: int | None = None
+    checksum: bool = False
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    """How a model splits audio into segments and frames (plain numbers, no model needed).
+
+    Attributes:
+        sample_rate: model sample rate in Hz.
+        frame_rate: code frames per second.
+        bits_per_codebook: width of one code in bits (log2 of the codebook size).
+        normalize: whether each segment starts with a float32 scale.
+        segment_length: segment length in samples, or None for one segment per file.
+        segment_stride: distance between segment starts in samples (None iff no segments).
+    """
+
+    sample_rate: int
+    frame_rate: int
+    bits_per_codebook: int
+    normalize: bool
+    segment_length: int | None = None
+    segment_stride: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.frame_rate <= 0:
+            raise ValueError("sample_rate and frame_rate must be positive")
+        _check_bits(self.bits_per_codebook)
+        if (self.segment_length is None) != (self.segment_stride is None):
+            raise ValueError("segment_length and segment_stride must both be set or both be None")
+        if self.segment_length is not None and (
+            self.segment_length <= 0 or self.segment_stride is None or self.segment_stride <= 0
+        ):
+            raise ValueError("segment_length and segment_stride must be positive")
+
+
+@dataclass(frozen=True)
+class CodeChunk:
+    """Consecutive frames of one segment.
+
+    Attributes:
+        segment: index of the segment the frames belong to.
+        codes: int64 array of shape [K, n] (codebooks, frames).
+        scale: the segment's scale, or None for models that do not normalize.
+        first: whether these are the segment's first frames.
+        last: whether these are the segment's last frames.
+    """
+
+    segment: int
+    codes: np.ndarray
+    scale: float | None
+    first: bool
+    last: bool
+
+
+def segment_frame_counts(audio_length: int, layout: SegmentLayout) -> Iterator[int]:
+    """Yield the number of frames of each segment for ``audio_length`` samples."""
+    if audio_length <= 0:
+        return
+    length = layout.segment_length or audio_length
+    stride = layout.segment_stride or audio_length
+    for offset in range(0, audio_length, stride):
+        samples = min(audio_length - offset, length)
+        yield -(-samples * layout.frame_rate // layout.sample_rate)
+
+
+class BitPacker:
+    """Packs ``bits``-wide codes into bytes, keeping the partial byte between calls."""
+
+    def __init__(self, bits: int) -> None:
+        _check_bits(bits)
+        self.bits = bits
+        self._shifts = np.arange(bits, dtype=np.int64)
+        self._pending = np.zeros(0, dtype=np.uint8)
+
+    def pack(self, values: np.ndarray) -> bytes:
+        """Pack a 1-D sequence of codes; returns the bytes completed so far."""
+        flat = np.asarray(values, dtype=np.int64).ravel()
+        out = []
+        for start in range(0, flat.size, _PACK_BLOCK):
+            block = flat[start : start + _PACK_BLOCK]
+            bits = ((block[:, None] >> self._shifts) & 1).astype(np.uint8).ravel()
+            bits = np.concatenate([self._pending, bits])
+            whole = bits.size - bits.size % 8
+            self._pending = bits[whole:]
+            out.append(np.packbits(bits[:whole], bitorder="little").tobytes())
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """Return the zero-padded partial byte (if any) and reset the packer."""
+        tail = np.packbits(self._pending, bitorder="little").tobytes()
+        self._pending = np.zeros(0, dtype=np.uint8)
+        return tail
+
+
+def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
+    """Unpack ``count`` codes of ``bits`` bits from ``data``; returns int64 of shape [count]."""
+    _check_bits(bits)
+    if len(data) * 8 < count * bits:
+        raise EcdcError(f"codes run short: {len(data)} bytes hold fewer than {count} codes")
+    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+    matrix = stream[: count * bits].reshape(count, bits).astype(np.int64)
+    return matrix @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+
+
+class EcdcWriter:
+    """Writes an ``.ecdc`` stream segment by segment, frame chunk by frame chunk.
+
+    The metadata is written at construction. When ``audio_length`` is not known yet (e.g.
+    audio arriving on stdin), pass None: the length field is then written as spaces-padded
+    digits of fixed width, and :meth:`finish` seeks back to fill it in, so ``fileobj`` must
+    be seekable (write to a temporary file, then copy it to a pipe if needed). The writer
+    never closes ``fileobj``.
+
+    Args:
+        fileobj: binary file object to write to.
+        model_name: model name stored as ``m``, e.g. ``"encodec_24khz"``.
+        num_codebooks: codebooks per frame (K).
+        bits_per_codebook: width of one code in bits.
+        normalize: whether every segment carries a scale (the model normalizes).
+        audio_length: audio length in samples at the model's sample rate, or None.
+        source_sample_rate: sample rate of the original input in Hz, or None.
+        source_channels: channel count of the original input, or None.
+        checksum: append a CRC-32 trailer of the payload.
+    """
+
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        *,
+        model_name: str,
+        num_codebooks: int,
+        bits_per_codebook: int,
+        normalize: bool,
+        audio_length: int | None = None,
+        source_sample_rate: int | None = None,
+        source_channels: int | None = None,
+        checksum: bool = True,
+    ) -> None:
+        _check_bits(bits_per_codebook)
+        placeholder_length = 1 if audio_length is None else audio_length
+        header = EcdcHeader(
+            model_name,
+            placeholder_length,
+            num_codebooks,
+            source_sample_rate,
+            source_channels,
+            checksum,
+        )
+        _validate_header(header, MAX_CODEBOOKS, ValueError)
+        self._fo = fileobj
+        self._header = header
+        self._length_known = audio_length is not None
+        self._bits = bits_per_codebook
+        self._normalize = normalize
+        self._packer = BitPacker(bits_per_codebook)
+        self._crc = 0
+        self._in_segment = False
+        self._finished = False
+        metadata, length_offset = _encode_metadata(header, pad_length=not self._length_known)
+        self._length_pos = None
+        if not self._length_known:
+            if not fileobj.seekable():
+                raise ValueError("an unknown audio_length needs a seekable file object")
+            self._length_pos = fileobj.tell() + _PREFIX.size + length_offset
+        fileobj.write(_PREFIX.pack(MAGIC, VERSION, len(metadata)))
+        fileobj.write(metadata)
+
+    def begin_segment(self, scale: float | None = None) -> None:
+        """Start a segment; ``scale`` is required iff the model normalizes."""
+        self._check_open()
+        if self._in_segment:
+            raise ValueError("the previous segment was not ended")
+        if (scale is not None) != self._normalize:
+            raise ValueError("scale must be given exactly when the model normalizes")
+        if scale is not None:
+            if not (math.isfinite(scale) and scale > 0):
+                raise ValueError(f"scale must be finite and positive, got {scale}")
+            self._emit(_SCALE.pack(scale))
+        self._in_segment = True
+
+    def write_frames(self, codes: np.ndarray) -> None:
+        """Append frames to the current segment; ``codes`` is an integer array [K, n]."""
+        if not self._in_segment:
+            raise ValueError("write_frames called outside a segment")
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self._header.num_codebooks:
+            raise ValueError(f"codes must have shape [{self._header.num_codebooks}, frames], got {codes.shape}")
+        if codes.size and not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got {codes.dtype}")
+        if codes.size and (codes.min() < 0 or codes.max() >= 1 << self._bits):
+            raise ValueError(f"codes must lie in [0, {1 << self._bits})")
+        self._emit(self._packer.pack(codes.T))
+
+    def end_segment(self) -> None:
+        """End the current segment, flushing its partial last byte."""
+        if not self._in_segment:
+            raise ValueError("end_segment called outside a segment")
+        self._emit(self._packer.flush())
+        self._in_segment = False
+
+    def write_segment(self, codes: np.ndarray, scale: float | None = None) -> None:
+        """Write a whole segment: integer codes [K, frames] and its scale (or None)."""
+        self.begin_segment(scale)
+        self.write_frames(codes)
+        self.end_segment()
+
+    def finish(self, audio_length: int | None = None) -> None:
+        """Write the checksum trailer and, if it was unknown, the audio length (samples)."""
+        self._check_open()
+        if self._in_segment:
+            raise ValueError("the last segment was not ended")
+        if self._length_known:
+            if audio_length not in (None, self._header.audio_length):
+                raise ValueError("audio_length differs from the one given at construction")
+        elif audio_length is None or not 0 < audio_length <= MAX_AUDIO_LENGTH:
+            raise ValueError("finish needs the audio length (positive samples) of this stream")
+        if self._header.checksum:
+            self._fo.write(_CRC.pack(self._crc))
+        if self._length_pos is not None:
+            end = self._fo.tell()
+            self._fo.seek(self._length_pos)
+            self._fo.write(str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii"))
+            self._fo.seek(end)
+        self._fo.flush()
+        self._finished = True
+
+    def _emit(self, data: bytes) -> None:
+        self._crc = zlib.crc32(data, self._crc)
+        self._fo.write(data)
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise ValueError("the writer is finished")
+
+
+class EcdcReader:
+    """Reads an ``.ecdc`` stream: the metadata at construction, then the codes on demand.
+
+    Args:
+        fileobj: binary file object positioned at the start of the stream.
+        max_codebooks: largest codebook count accepted.
+
+    Raises:
+        EcdcError: the metadata is malformed or unsupported.
+    """
+
+    def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS) -> None:
+        self._fo = fileobj
+        self._crc = 0
+        self._consumed = False
+        self.header = _read_header(fileobj, max_codebooks)
+
+    def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
+        """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
+
+        Memory stays bounded by the chunk size, whatever the file claims. The checksum and
+        the end of the stream are checked after the last chunk, so a corrupt file may
+        raise EcdcError after some chunks were yielded.
+        """
+        if self._consumed:
+            raise RuntimeError("the codes of an EcdcReader can only be read once")
+        self._consumed = True
+        num_codebooks = self.header.num_codebooks
+        bits = layout.bits_per_codebook
+        step = max(8, max_frames - max_frames % 8)
+        counts = segment_frame_counts(self.header.audio_length, layout)
+        for index, frames in enumerate(counts):
+            scale = self._read_scale() if layout.normalize else None
+            for start in range(0, frames, step):
+                count = min(step, frames - start)
+                data = self._read(-(-count * num_codebooks * bits // 8), "codes")
+                codes = unpack_codes(data, bits, count * num_codebooks)
+                yield CodeChunk(
+                    segment=index,
+                    codes=np.ascontiguousarray(codes.reshape(count, num_codebooks).T),
+                    scale=scale,
+                    first=start == 0,
+                    last=start + count == frames,
+                )
+        self._check_end()
+
+    def segments(self, layout: SegmentLayout) -> Iterator[tuple[np.ndarray, float | None]]:
+        """Yield ``(codes, scale)`` per segment: int64 codes [K, frames], scale or None.
+
+        For a model without segmentation the single segment is the whole file; prefer
+        :meth:`chunks` for long files of such models.
+        """
+        parts: list[np.ndarray] = []
+        for chunk in self.chunks(layout):
+            parts.append(chunk.codes)
+            if chunk.last:
+                yield np.concatenate(parts, axis=1), chunk.scale
+                parts = []
+
+    def _read(self, size: int, what: str) -> bytes:
+        data = _read_exact(self._fo, size, what)
+        self._crc = zlib.crc32(data, self._crc)
+        return data
+
+    def _read_scale(self) -> float:
+        (scale,) = _SCALE.unpack(self._read(_SCALE.size, "segment scale"))
+        if not (math.isfinite(scale) and scale > 0):
+            raise EcdcError(f"invalid segment scale {scale}")
+        return scale
+
+    def _check_end(self) -> None:
+        if self.header.checksum:
+            (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
+            if stored != self._crc:
+                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._crc:08x}")
+        if self._fo.read(1):
+            raise EcdcError("trailing data after the last segment")
+
+
+def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
+    magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
+    if magic != MAGIC:
+        raise EcdcError(f"not an ECDC stream (magic {magic!r})")
+    if version != VERSION:
+        raise EcdcError(f"unsupported ECDC version {version}")
+    if not 0 < size <= MAX_METADATA_BYTES:
+        raise EcdcError(f"metadata size {size} is out of range")
+    raw = _read_exact(fileobj, size, "metadata")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise EcdcError(f"corrupt metadata JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise EcdcError("metadata is not a JSON object")
+    missing = [key for key in ("m", "al", "nc", "lm") if key not in meta]
+    if missing:
+        raise EcdcError(f"metadata lacks {', '.join(missing)}")
+    if meta["lm"] is not False:
+        if meta["lm"] is True:
+            raise EcdcError("language-model entropy coding (lm) is not supported")
+        raise EcdcError("metadata lm must be a boolean")
+    checksum = meta.get("crc")
+    if checksum not in (None, _CHECKSUM_NAME):
+        raise EcdcError(f"unsupported checksum {checksum!r}")
+    header = EcdcHeader(meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None)
+    _validate_header(header, max_codebooks, EcdcError)
+    return header
+
+
+def _validate_header(header: EcdcHeader, max_codebooks: int, error: type[ValueError]) -> None:
+    name = header.model_name
+    if not isinstance(name, str) or not 0 < len(name) <= 256 or not (name.isascii() and name.isprintable()):
+        raise error(f"model name must be a non-empty printable ASCII string, got {name!r}")
+    checks = (
+        ("audio length", header.audio_length, MAX_AUDIO_LENGTH, False),
+        ("codebook count", header.num_codebooks, max_codebooks, False),
+        ("source sample rate", header.source_sample_rate, 1 << 24, True),
+        ("source channel count", header.source_channels, 1 << 16, True),
+    )
+    for name, value, limit, optional in checks:
+        if value is None and optional:
+            continue
+        if type(value) is not int or not 0 < value <= limit:
+            raise error(f"{name} must be an integer in [1, {limit}], got {value!r}")
+
+
+def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
+    """Return the JSON bytes (as ``json.dumps`` would write them) and the offset of ``al``."""
+    length = str(header.audio_length)
+    fields = [
+        ("m", json.dumps(header.model_name)),
+        ("al", length.ljust(_LENGTH_WIDTH) if pad_length else length),
+        ("nc", str(header.num_codebooks)),
+        ("lm", "false"),
+    ]
+    if header.source_sample_rate is not None:
+        fields.append(("sr", str(header.source_sample_rate)))
+    if header.source_channels is not None:
+        fields.append(("ch", str(header.source_channels)))
+    if header.checksum:
+        fields.append(("crc", json.dumps(_CHECKSUM_NAME)))
+    text = "{" + ", ".join(f'"{key}": {value}' for key, value in fields) + "}"
+    return text.encode("ascii"), text.index('"al": ') + len('"al": ')
+
+
+def _read_exact(fileobj: BinaryIO, size: int, what: str) -> bytes:
+    parts = []
+    remaining = size
+    while remaining:
+        piece = fileobj.read(min(remaining, _READ_BLOCK))
+        if not piece:
+            raise EcdcError(f"truncated stream: {what} has {size - remaining} of {size} bytes")
+        parts.append(piece)
+        remaining -= len(piece)
+    return b"".join(parts)
+
+
+def _check_bits(bits: int) -> None:
+    if type(bits) is not int or not 0 < bits <= MAX_BITS_PER_CODEBOOK:
+        raise ValueError(f"bits per codebook must be in [1, {MAX_BITS_PER_CODEBOOK}], got {bits!r}")
