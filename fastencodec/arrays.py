@@ -105,7 +105,9 @@ def audio_batch(
             if x.dim() == 1:
                 x = x[None]
             if x.dim() != 2:
-                raise ValueError(f"audio[{i}] has shape {tuple(x.shape)}; list items are [samples] or [channels, samples]")
+                raise ValueError(
+                    f"audio[{i}] has shape {tuple(x.shape)}; list items are [samples] or [channels, samples]"
+                )
             items.append(_to_channels(_check_signal(x, f"audio[{i}]"), channels, f"audio[{i}]"))
         return items, OutputKind.of(audio[0]), True
     x = as_tensor(audio, "audio")
