@@ -7,9 +7,9 @@ so both libraries can seek in it.
 
 Writing supports ``.wav`` (32-bit float by default: lossless with respect to the decoder
 output, no clipping) and ``.flac`` (24-bit PCM by default); PCM subtypes clip samples to
-[-1, 1]. Files are written to a temporary file in the destination directory and renamed
-into place, so an interrupted write never leaves a partial file. The path ``"-"`` writes a
-WAV stream to standard output.
+[-1, 1]. Files (audio, and any binary output through ``AtomicOutput``) are written to a
+temporary file in the destination directory and renamed into place, so an interrupted write
+never leaves a partial file. The path ``"-"`` writes a WAV stream to standard output.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -100,7 +100,7 @@ class AudioReader:
             raise ValueError(f"block_size must be positive, got {block_size}")
         total = 0
         try:
-            for block in _rebatch(self._decode(block_size), block_size):
+            for block in rebatch(self._decode(block_size), block_size):
                 if not np.isfinite(block).all():
                     raise AudioFileError(f"{self.name}: contains NaN or infinite samples")
                 total += block.shape[1]
@@ -148,6 +148,74 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         return np.concatenate(blocks, axis=1), reader.sample_rate
 
 
+class AtomicOutput:
+    """A binary output file that appears at ``path`` only on :meth:`commit`.
+
+    The bytes go to a temporary file next to ``path`` (created with the usual umask
+    permissions), renamed over ``path`` on commit; for ``"-"`` they go to an anonymous
+    temporary file, copied to standard output on commit. :meth:`discard` (or leaving the
+    ``with`` block with an exception) removes them, so no partial output is ever left.
+
+    Attributes:
+        name: the path, or ``"<stdout>"``.
+        file: the seekable binary file object to write to.
+
+    Raises:
+        AudioFileError: the temporary file cannot be created (e.g. the folder is missing).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._to_stdout = path == STDIO
+        self.name = "<stdout>" if self._to_stdout else os.fspath(path)
+        self._temp_path: str | None = None
+        try:
+            if self._to_stdout:
+                self.file: BinaryIO = tempfile.TemporaryFile()
+            else:
+                self._temp_path = _create_sibling_temp(Path(self.name))
+                self.file = open(self._temp_path, "w+b")
+        except OSError as exc:
+            self.discard()
+            raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
+
+    def commit(self) -> None:
+        """Close the file and move it into place (or copy it to stdout)."""
+        try:
+            if self._to_stdout:
+                self.file.seek(0)
+                shutil.copyfileobj(self.file, sys.stdout.buffer, _COPY_BLOCK)
+                sys.stdout.buffer.flush()
+                self.file.close()
+            else:
+                self.file.close()
+                assert self._temp_path is not None
+                os.replace(self._temp_path, self.name)
+                self._temp_path = None
+        except OSError as exc:
+            self.discard()
+            raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
+
+    def discard(self) -> None:
+        """Close and delete what was written (idempotent)."""
+        file = getattr(self, "file", None)
+        if file is not None:
+            file.close()
+        if self._temp_path is not None:
+            Path(self._temp_path).unlink(missing_ok=True)
+            self._temp_path = None
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
 class AudioWriter:
     """Writes an audio file block by block; the file appears only on :meth:`commit`.
 
@@ -168,9 +236,8 @@ class AudioWriter:
             raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
         if type(channels) is not int or channels <= 0:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
-        self._to_stdout = path == STDIO
-        self.name = "<stdout>" if self._to_stdout else os.fspath(path)
-        suffix = ".wav" if self._to_stdout else Path(self.name).suffix.lower()
+        self.name = "<stdout>" if path == STDIO else os.fspath(path)
+        suffix = ".wav" if path == STDIO else Path(self.name).suffix.lower()
         if suffix not in _FORMATS:
             raise AudioFileError(f"{self.name}: output must be .wav or .flac")
         file_format, default_subtype = _FORMATS[suffix]
@@ -178,16 +245,10 @@ class AudioWriter:
         if not sf.check_format(file_format, self._subtype):
             raise ValueError(f"subtype {self._subtype} is not available for {file_format}")
         self.channels = channels
-        self._temp_path: str | None = None
-        self._spool: BinaryIO | None = None
+        self._output = AtomicOutput(path)
         try:
-            if self._to_stdout:
-                self._spool = tempfile.TemporaryFile()
-                target: str | BinaryIO = self._spool
-            else:
-                self._temp_path = target = _create_sibling_temp(Path(self.name))
             self._file = sf.SoundFile(
-                target,
+                self._output.file,
                 "w",
                 samplerate=sample_rate,
                 channels=channels,
@@ -195,7 +256,7 @@ class AudioWriter:
                 format=file_format,
             )
         except (OSError, sf.SoundFileError, RuntimeError) as exc:
-            self._discard()
+            self._output.discard()
             raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
 
     def write(self, block: np.ndarray) -> None:
@@ -212,30 +273,13 @@ class AudioWriter:
     def commit(self) -> None:
         """Finish the file and move it into place (or copy it to stdout)."""
         self._file.close()
-        if self._spool is not None:
-            self._spool.seek(0)
-            shutil.copyfileobj(self._spool, sys.stdout.buffer, _COPY_BLOCK)
-            sys.stdout.buffer.flush()
-            self._spool.close()
-            self._spool = None
-        elif self._temp_path is not None:
-            try:
-                os.replace(self._temp_path, self.name)
-            except OSError as exc:
-                self._discard()
-                raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
-            self._temp_path = None
+        self._output.commit()
 
-    def _discard(self) -> None:
-        file = getattr(self, "_file", None)
-        if file is not None and not file.closed:
-            file.close()
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        if self._temp_path is not None:
-            Path(self._temp_path).unlink(missing_ok=True)
-            self._temp_path = None
+    def discard(self) -> None:
+        """Drop what was written (idempotent)."""
+        if not self._file.closed:
+            self._file.close()
+        self._output.discard()
 
     def __enter__(self) -> AudioWriter:
         return self
@@ -246,7 +290,7 @@ class AudioWriter:
         if exc_type is None:
             self.commit()
         else:
-            self._discard()
+            self.discard()
 
 
 def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
@@ -307,8 +351,8 @@ def _create_sibling_temp(path: Path) -> str:
     return str(temp)
 
 
-def _rebatch(pieces: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Regroup [C, n] arrays of any lengths into [C, size] blocks (the last may be shorter)."""
+def rebatch(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Regroup [C, n] arrays of any lengths (along the last axis) into [C, size] blocks; the last may be shorter."""
     pending: list[np.ndarray] = []
     held = 0
     for piece in pieces:

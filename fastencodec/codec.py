@@ -13,6 +13,7 @@ import torch
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
 from fastencodec.hub import resolve
 from fastencodec.model import EncodecModel
+from fastencodec.streaming import CHUNK_SAMPLES, StreamDecoder, StreamEncoder, decode_long, encode_long
 from fastencodec.tokens import PAD, Tokens
 from fastencodec.weights import build_model
 
@@ -187,8 +188,18 @@ class EnCodec:
 
     @torch.inference_mode()
     def _run_encoder(self, items: list[torch.Tensor], n_q: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales."""
-        jobs = [(i, x[:, off : off + n]) for i, x in enumerate(items) for off, n in self.segments(x.shape[-1])]
+        """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales.
+
+        A causal model streams items longer than ``CHUNK_SAMPLES`` chunk by chunk (exact);
+        other items run in batches of whole segments of at most ``MAX_BATCH_SAMPLES`` samples.
+        """
+        results: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
+        jobs = []  # (item, segment audio [C, n])
+        for i, x in enumerate(items):
+            if self._streams_long(x.shape[-1]):
+                results[i] = (encode_long(self, x, n_q), torch.ones(1))
+            else:
+                jobs += [(i, x[:, off : off + n]) for off, n in self.segments(x.shape[-1])]
         outputs: list[torch.Tensor | None] = [None] * len(jobs)
         scales = torch.ones(len(jobs))
         for batch in _batches([x.shape[-1] for _, x in jobs]):
@@ -201,11 +212,15 @@ class EnCodec:
             out = emb if n_q is None else self.model.quantizer.encode(emb, n_q)
             for j, value in zip(batch, out.cpu()):
                 outputs[j] = value
-        results = []
         for i in range(len(items)):
             mine = [j for j, (owner, _) in enumerate(jobs) if owner == i]
-            results.append((torch.cat([outputs[j] for j in mine], dim=-1), scales[mine]))
+            if mine:
+                results[i] = (torch.cat([outputs[j] for j in mine], dim=-1), scales[mine])
         return results
+
+    def _streams_long(self, length: int) -> bool:
+        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
+        return length > CHUNK_SAMPLES and self.config.causal and self.config.segment_length is None
 
     # -- decoding -------------------------------------------------------------
     def decode(
@@ -240,7 +255,7 @@ class EnCodec:
             if tokens.model_id != self.model_id:
                 raise ValueError(f"tokens come from another model ({tokens.model_id}); this is {self.model_id}")
             if scales is not None or lengths is not None:
-                raise ValueError("Tokens carry their own scales and lengths; pass scales=/lengths= only with plain codes")
+                raise ValueError("Tokens carry their own scales and lengths; scales=/lengths= are for plain codes")
             kind, as_list = OutputKind.of(tokens.codes), tokens.as_list
             lengths, scales = tokens.lengths, tokens.scales
             codes = as_tensor(tokens.codes, "tokens")
@@ -278,7 +293,7 @@ class EnCodec:
             raise ValueError(f"lengths has {len(lengths)} entries for {batch} token items")
         for i, (n, f) in enumerate(zip(lengths, frames)):
             if n <= 0 or self.frames(n) != f:
-                raise ValueError(f"tokens[{i}] has {f} frames but a length of {n} samples needs {self.frames(max(n, 1))}")
+                raise ValueError(f"tokens[{i}] has {f} frames; a length of {n} samples needs {self.frames(max(n, 1))}")
         item_scales = None
         if self.config.normalize:
             if scales is None:
@@ -301,15 +316,25 @@ class EnCodec:
     def _run_decoder(
         self, codes: list[torch.Tensor], lengths: list[int], scales: list[torch.Tensor] | None
     ) -> list[torch.Tensor]:
-        """Per item audio ``[channels, length]`` (float32, CPU)."""
+        """Per item audio ``[channels, length]`` (float32, CPU).
+
+        A causal model streams items longer than ``CHUNK_SAMPLES`` chunk by chunk; other items
+        run in batches of whole segments, each added into the item's output as it comes.
+        """
+        audio = [
+            decode_long(self, item, n) if self._streams_long(n) else torch.zeros(self.channels, n)
+            for item, n in zip(codes, lengths)
+        ]
         jobs = []  # (item, segment index, codes [K, f])
         for i, (item, n) in enumerate(zip(codes, lengths)):
+            if self._streams_long(n):
+                continue
             start = 0
             for s, (_, samples) in enumerate(self.segments(n)):
                 f = -(-samples // self.hop_length)
                 jobs.append((i, s, item[:, start : start + f]))
                 start += f
-        outputs: list[torch.Tensor | None] = [None] * len(jobs)
+        segmented = self.config.segment_length is not None
         for batch in _batches([c.shape[-1] * self.hop_length for _, _, c in jobs]):
             c = torch.stack([jobs[j][2] for j in batch]).to(self.device)
             emb = self.model.quantizer.decode(c)
@@ -318,27 +343,51 @@ class EnCodec:
                 factor = torch.stack([scales[jobs[j][0]][jobs[j][1]] for j in batch]).to(out.device)
                 out = out * factor.view(-1, 1, 1)
             for j, value in zip(batch, out.cpu()):
-                outputs[j] = value
-        audio = []
-        for i, n in enumerate(lengths):
-            pieces = [outputs[j] for j, job in enumerate(jobs) if job[0] == i]
-            whole = pieces[0] if self.config.segment_length is None else self._overlap_add(pieces)
-            audio.append(whole[:, :n])
+                i, s, _ = jobs[j]
+                if segmented:
+                    self._overlap_add(audio[i], s, value)
+                else:
+                    audio[i] = value[:, : lengths[i]]
+        if segmented:
+            for a in audio:
+                self._overlap_normalize(a)
         return audio
 
-    def _overlap_add(self, pieces: list[torch.Tensor]) -> torch.Tensor:
-        """Join decoded segments with the reference's triangular cross-fade."""
+    def _overlap_weight(self, length: int) -> torch.Tensor:
+        """The reference's triangular cross-fade weight over the first decoded segment of a signal
+        of ``length`` samples (whole frames long)."""
+        size = -(-min(self.config.segment_length or length, length) // self.hop_length) * self.hop_length
+        t = torch.linspace(0, 1, size + 2)[1:-1]
+        return 0.5 - (t - 0.5).abs()
+
+    def _overlap_add(self, out: torch.Tensor, index: int, piece: torch.Tensor) -> None:
+        """Add decoded segment ``index`` ``[C, n]``, weighted, into the item's output ``out``."""
+        offset = index * (self.config.segment_stride or 1)
+        n = min(piece.shape[-1], out.shape[-1] - offset)
+        out[:, offset : offset + n] += self._overlap_weight(out.shape[-1])[:n] * piece[:, :n]
+
+    def _overlap_normalize(self, out: torch.Tensor) -> None:
+        """Divide the summed segments by the summed weights, one stride at a time (as the reference)."""
         stride = self.config.segment_stride or 1
-        total = stride * (len(pieces) - 1) + pieces[-1].shape[-1]
-        t = torch.linspace(0, 1, pieces[0].shape[-1] + 2)[1:-1]
-        weight = 0.5 - (t - 0.5).abs()
-        out = torch.zeros(pieces[0].shape[0], total)
-        weight_sum = torch.zeros(total)
-        for s, piece in enumerate(pieces):
-            n = piece.shape[-1]
-            out[:, s * stride : s * stride + n] += weight[:n] * piece
-            weight_sum[s * stride : s * stride + n] += weight[:n]
-        return out / weight_sum
+        weight = self._overlap_weight(out.shape[-1])
+        overlap = weight.shape[-1] - stride
+        for offset in range(0, out.shape[-1], stride):
+            n = min(stride, out.shape[-1] - offset)
+            total = weight[:n].clone()
+            if offset and overlap > 0:  # the previous segment's end lies on this stride's start
+                total[: min(overlap, n)] += weight[stride : stride + min(overlap, n)]
+            out[:, offset : offset + n] /= total
+
+    # -- streaming ------------------------------------------------------------
+    def stream_encoder(self, bandwidth: float | None = None) -> StreamEncoder:
+        """A :class:`~fastencodec.streaming.StreamEncoder`: push audio chunks, get the tokens of
+        each frame as soon as it is complete (causal models only; ``bandwidth`` in kbps)."""
+        return StreamEncoder(self, bandwidth)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A :class:`~fastencodec.streaming.StreamDecoder`: push tokens, get their audio as soon
+        as it is final (causal models only)."""
+        return StreamDecoder(self)
 
 
 def _batches(sizes: list[int]) -> list[list[int]]:

@@ -1,0 +1,500 @@
+"""Exact stateful streaming for causal EnCodec models (the 24 kHz one).
+
+Push audio of any length, get the tokens of every frame that is complete; push tokens,
+get the audio that is final. The concatenated stream output equals offline
+``EnCodec.encode`` / ``decode`` of the whole signal (same tokens; audio equal to float
+rounding), because every layer keeps exactly the state the offline computation would
+read across a chunk boundary:
+
+- a conv keeps the inputs its next window still needs (``kernel - stride`` of them);
+  it waits for its first ``padding_total + 1`` inputs so it can build the reference's
+  reflect padding of the signal's start, and ``flush()`` appends the reference's
+  reflect padding of the signal's end (the final partial window);
+- a transposed conv keeps the overlapping tail of its last window (partial sums) and
+  emits only samples no later input can change;
+- an LSTM carries its (h, c) state; a residual block holds whichever branch is ahead.
+
+Latency of the 24 kHz model (hop 320 samples, frame period 13.33 ms), in steady state:
+
+- encoder: the token of frame ``t`` comes back from the push that delivers sample
+  ``(t + 1) * 320 - 1``, the frame's last one: no look-ahead beyond the frame itself;
+  the algorithmic latency is the frame, 320 samples = 13.33 ms;
+- decoder: pushing the token of frame ``t`` returns the frame's 320 samples at once
+  (0 samples of look-ahead).
+
+Start-up (once per stream): the reference reflect-pads the signal's start, which needs
+the first ``padding_total + 1`` inputs of each conv, so the first tokens arrive
+together once 2 240 samples (7 frames, 93.3 ms) have been pushed, and the decoder
+returns its first audio once 7 frames have been pushed, 2 240 samples at once.
+
+The 48 kHz model normalises each 1 s segment by its volume and uses group norm over
+time, so it is not streamable; long audio for it is coded segment by segment (see
+``EnCodec.encode``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fastencodec.arrays import Array, OutputKind, _to_channels, as_tensor
+from fastencodec.model import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, exact_float32, pad1d
+from fastencodec.tokens import Tokens
+
+if TYPE_CHECKING:
+    from fastencodec.codec import EnCodec
+
+CHUNK_SAMPLES = 1 << 16
+"""Samples per chunk when ``encode``/``decode`` run long audio through a stream (2.7 s at 24 kHz)."""
+
+
+# -- per-layer streaming state ------------------------------------------------------------
+# Each state has push(x [B, C, n]) -> y [B, C', m], the outputs that are final, and
+# flush() -> y or None, the rest as offline processing ends the signal.
+
+
+def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
+    """Join along time; None stands for nothing."""
+    if first is None or first.shape[-1] == 0:
+        return second if second is not None else first
+    if second is None or second.shape[-1] == 0:
+        return first
+    return torch.cat([first, second], dim=-1)
+
+
+class _ConvStream:
+    """A causal ``Conv1d``; keeps the inputs its next window needs, calls the model's ``nn.Conv1d``."""
+
+    def __init__(self, module: Conv1d):
+        if module.norm is not None or not module.causal:
+            raise ValueError("only causal convs without group norm can stream")
+        if module.stride > 1 and module.padding_total < module.stride:
+            # the end's reflect padding (< stride samples) must come from the inputs kept
+            raise ValueError(f"a conv with kernel {module.kernel} and stride {module.stride} cannot stream")
+        self.module = module
+        self.buffer: torch.Tensor | None = None  # raw inputs until the start is padded, then unused padded inputs
+        self.started = False
+        self.length = 0  # inputs received
+
+    def _windows(self, padded: torch.Tensor) -> torch.Tensor:
+        """Outputs of every complete window of ``padded``; keeps the rest for later."""
+        kernel, stride = self.module.kernel, self.module.stride
+        count = (padded.shape[-1] - kernel) // stride + 1 if padded.shape[-1] >= kernel else 0
+        self.buffer = padded[..., count * stride :]
+        if count == 0:
+            return padded.new_empty(padded.shape[0], self.module.conv.out_channels, 0)
+        return self.module.conv(padded[..., : (count - 1) * stride + kernel])
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        self.length += x.shape[-1]
+        buffer = _cat(self.buffer, x)
+        if self.started:
+            return self._windows(buffer)
+        module = self.module
+        if buffer.shape[-1] <= max(module.padding_total, module.stride - 1):
+            self.buffer = buffer
+            return buffer.new_empty(buffer.shape[0], module.conv.out_channels, 0)
+        self.started = True
+        return self._windows(pad1d(buffer, module.padding_total, 0, module.pad_mode))
+
+    def flush(self) -> torch.Tensor | None:
+        if self.buffer is None:
+            return None
+        if not self.started:  # all the input is still here: the offline computation
+            return self.module(self.buffer)
+        right = self.module.padding(self.length)[1]
+        return self._windows(pad1d(self.buffer, 0, right, self.module.pad_mode) if right else self.buffer)
+
+
+class _ConvTransposeStream:
+    """A ``ConvTranspose1d``; keeps the overlap tail of its last window as partial sums."""
+
+    def __init__(self, module: ConvTranspose1d):
+        if module.norm is not None:
+            raise ValueError("transposed convs with group norm cannot stream")
+        self.module = module
+        self.tail: torch.Tensor | None = None  # sums (without bias) of the samples not final yet
+        self.to_trim = module.trim[0]  # start samples still to drop
+
+    def _emit(self, y: torch.Tensor) -> torch.Tensor:
+        bias = self.module.conv.bias
+        if bias is not None:
+            y = y + bias[:, None]
+        drop = min(self.to_trim, y.shape[-1])
+        self.to_trim -= drop
+        return y[..., drop:]
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.module.conv
+        if x.shape[-1] == 0:
+            return x.new_empty(x.shape[0], conv.out_channels, 0)
+        y = F.conv_transpose1d(x, conv.weight, None, conv.stride, 0, 0, conv.groups, conv.dilation)
+        if self.tail is not None:
+            y[..., : self.tail.shape[-1]] += self.tail
+        final = x.shape[-1] * self.module.stride
+        self.tail = y[..., final:]
+        return self._emit(y[..., :final])
+
+    def flush(self) -> torch.Tensor | None:
+        if self.tail is None:
+            return None
+        return self._emit(self.tail[..., : self.tail.shape[-1] - self.module.trim[1]])
+
+
+class _LSTMStream:
+    """The model's ``LSTM`` with its skip connection, carrying (h, c) across pushes."""
+
+    def __init__(self, module: LSTM):
+        self.module = module
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == 0:
+            return x
+        seq = x.permute(2, 0, 1)
+        # oneDNN's LSTM re-lays out all its weights on every call (2.6 ms a layer for one
+        # frame on a CPU core); ATen's own LSTM reads them as they are.
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            y, self.state = self.module.lstm(seq, self.state)
+        finally:
+            torch.backends.mkldnn.enabled = enabled
+        return (y + seq).permute(1, 2, 0)
+
+    def flush(self) -> None:
+        return None
+
+
+class _PointwiseStream:
+    """A layer that maps each time step on its own (ELU, identity)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def flush(self) -> None:
+        return None
+
+
+class _ResnetStream:
+    """Residual block; at a stream's start the shortcut runs ahead of the block: hold it back."""
+
+    def __init__(self, module: ResnetBlock):
+        self.shortcut = streamer(module.shortcut)
+        self.block = streamer(module.block)
+        self.pending: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def _join(self, short: torch.Tensor | None, block: torch.Tensor | None) -> torch.Tensor | None:
+        short, block = _cat(self.pending[0], short), _cat(self.pending[1], block)
+        if short is None or block is None:
+            self.pending = (short, block)
+            return None
+        n = min(short.shape[-1], block.shape[-1])
+        self.pending = (short[..., n:], block[..., n:])
+        return short[..., :n] + block[..., :n]
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._join(self.shortcut.push(x), self.block.push(x))
+        assert out is not None  # both branches answer a push with a tensor
+        return out
+
+    def flush(self) -> torch.Tensor | None:
+        return self._join(self.shortcut.flush(), self.block.flush())
+
+
+class _SequentialStream:
+    """Layers in order; a flush pushes each layer's flushed tail through the layers after it."""
+
+    def __init__(self, module: nn.Sequential):
+        self.layers = [streamer(layer) for layer in module]
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer.push(x)
+        return x
+
+    def flush(self) -> torch.Tensor | None:
+        tail = None
+        for layer in self.layers:
+            tail = _cat(None if tail is None else layer.push(tail), layer.flush())
+        return tail
+
+
+Stream = _ConvStream | _ConvTransposeStream | _LSTMStream | _PointwiseStream | _ResnetStream | _SequentialStream
+
+
+def streamer(module: nn.Module) -> Stream:
+    """Fresh streaming state for one of the model's modules; it runs the module's own weights.
+
+    ``push(x)`` takes ``[batch, channels, n]`` and returns the outputs that are final,
+    ``[batch, channels_out, m]``; ``flush()`` returns the rest as offline processing ends the
+    signal (None when nothing is left).
+    """
+    for kind, stream in (
+        (Conv1d, _ConvStream),
+        (ConvTranspose1d, _ConvTransposeStream),
+        (LSTM, _LSTMStream),
+        (ResnetBlock, _ResnetStream),
+        (nn.Sequential, _SequentialStream),
+        ((nn.ELU, nn.Identity), _PointwiseStream),
+    ):
+        if isinstance(module, kind):
+            return stream(module)
+    raise ValueError(f"{type(module).__name__} has no streaming form")
+
+
+def check_streamable(codec: EnCodec) -> None:
+    """Raise ValueError unless ``codec`` is causal and codes the whole signal as one segment."""
+    cfg = codec.config
+    if not cfg.causal or cfg.normalize or cfg.segment_length is not None or cfg.norm != "weight_norm":
+        raise ValueError(
+            f"{codec.name} is not causal (it normalises segments or looks ahead), so it cannot stream; "
+            "its encode/decode code long audio segment by segment in bounded memory"
+        )
+
+
+# -- long signals through a stream (used by EnCodec.encode/decode) ----------------------------
+
+
+@torch.inference_mode()
+def encode_long(codec: EnCodec, audio: torch.Tensor, num_codebooks: int | None) -> torch.Tensor:
+    """One signal ``[channels, samples]`` to codes ``[num_codebooks, frames]`` (int64), or to
+    embeddings ``[dimension, frames]`` (float32) when ``num_codebooks`` is None, in chunks of
+    ``CHUNK_SAMPLES``: memory does not grow with the length beyond the result."""
+    check_streamable(codec)
+    net = streamer(codec.model.encoder.layers)
+    frames = codec.frames(audio.shape[-1])
+    if num_codebooks is None:
+        out = torch.empty(codec.config.dimension, frames)
+    else:
+        out = torch.empty(num_codebooks, frames, dtype=torch.long)
+    done = 0
+    for start in range(0, audio.shape[-1] + CHUNK_SAMPLES, CHUNK_SAMPLES):
+        chunk = audio[None, :, start : start + CHUNK_SAMPLES]
+        with exact_float32():
+            emb = net.push(chunk.to(codec.device, codec.dtype)) if chunk.shape[-1] else net.flush()
+        if emb is None or emb.shape[-1] == 0:
+            continue
+        emb = emb.float()
+        values = emb if num_codebooks is None else codec.model.quantizer.encode(emb, num_codebooks)
+        out[:, done : done + values.shape[-1]] = values[0]
+        done += values.shape[-1]
+    return out
+
+
+@torch.inference_mode()
+def decode_long(codec: EnCodec, codes: torch.Tensor, length: int) -> torch.Tensor:
+    """Codes ``[codebooks, frames]`` to audio ``[channels, length]`` (float32, CPU), in chunks of
+    about ``CHUNK_SAMPLES`` samples: memory does not grow with the length beyond the result."""
+    check_streamable(codec)
+    net = streamer(codec.model.decoder.layers)
+    out = torch.empty(codec.channels, length)
+    step = max(1, CHUNK_SAMPLES // codec.hop_length)
+    done = 0
+    for start in range(0, codes.shape[-1] + step, step):
+        chunk = codes[None, :, start : start + step].to(codec.device)
+        with exact_float32():
+            audio = net.push(codec.model.quantizer.decode(chunk).to(codec.dtype)) if chunk.shape[-1] else net.flush()
+        if audio is None:
+            continue
+        take = min(audio.shape[-1], length - done)
+        out[:, done : done + take] = audio[0, :, :take].float()
+        done += take
+    return out
+
+
+# -- public streams ------------------------------------------------------------------------
+
+
+class _StreamBase:
+    """Lifecycle shared by the encoder and decoder streams: flushed/broken flags, reset."""
+
+    def __init__(self, codec: EnCodec, module: nn.Module):
+        check_streamable(codec)
+        self.codec = codec
+        self._module = module
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current stream; the next push starts a new one."""
+        self._net = streamer(self._module)
+        self._layout: tuple[int, int] | None = None
+        self._kind = OutputKind(False)
+        self._flushed = False
+        self._broken = False
+
+    def _check_usable(self) -> None:
+        if self._flushed:
+            raise ValueError("the stream was flushed; call reset() to start a new one")
+        if self._broken:
+            raise ValueError("an earlier call failed midway; call reset() to start a new stream")
+
+    def _check_layout(self, layout: tuple[int, int], what: str) -> None:
+        if self._layout is not None and layout != self._layout:
+            raise ValueError(
+                f"this chunk has batch {layout[0]} with {layout[1]} {what}, but the stream started with "
+                f"batch {self._layout[0]} with {self._layout[1]} {what}; call reset() to start a new stream"
+            )
+
+    @torch.inference_mode()
+    def _step(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """Push ``x`` through the network, or flush it when ``x`` is None."""
+        try:
+            with exact_float32():
+                return self._net.flush() if x is None else self._net.push(x)
+        except BaseException:
+            self._broken = True
+            raise
+
+
+class StreamEncoder(_StreamBase):
+    """Audio in pieces of any length to the tokens of every complete frame (causal models).
+
+    ``push(audio)`` takes float audio at ``codec.sample_rate`` Hz as ``[samples]``,
+    ``[batch, samples]`` or ``[batch, channels, samples]`` (the channel rule of ``encode``;
+    every push of a stream has the same batch and channel count) and returns int64 codes
+    ``[batch, codebooks, frames completed]``: NumPy for NumPy input, torch for torch input.
+    ``flush()`` ends the stream and returns its last frames, the final partial frame
+    included; ``reset()`` starts a new stream. Concatenated along the last axis, everything
+    returned equals ``codec.encode(whole_signal, bandwidth).codes``.
+
+    The token of frame ``t`` is returned by the push that delivers the frame's last sample
+    ``(t + 1) * hop_length - 1``, except at the stream's start (see the module docstring).
+    Bad input (another layout, NaN, integers) raises ValueError and leaves the stream as it
+    was; a push after ``flush()`` raises ValueError until ``reset()``.
+
+    Attributes: ``num_codebooks`` (per frame at this bandwidth), ``samples`` (per item pushed
+    so far), ``frames`` (per item returned so far).
+    """
+
+    def __init__(self, codec: EnCodec, bandwidth: float | None = None):
+        self.num_codebooks = codec.codebooks_for(bandwidth)
+        super().__init__(codec, codec.model.encoder.layers)
+
+    def reset(self) -> None:
+        """Forget the current stream; the next push starts a new one."""
+        super().reset()
+        self.samples = 0
+        self.frames = 0
+
+    def push(self, audio: Array) -> np.ndarray | torch.Tensor:
+        """Feed audio ``[.., samples]``; returns codes ``[batch, codebooks, frames completed]``."""
+        self._check_usable()
+        x = as_tensor(audio, "audio chunk")
+        if x.dim() == 1:
+            x = x[None, None]
+        elif x.dim() == 2:
+            x = x[:, None]
+        elif x.dim() != 3:
+            raise ValueError(
+                f"audio chunk has shape {tuple(x.shape)}; expected [samples], [batch, samples] "
+                "or [batch, channels, samples]"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"audio chunk has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
+        layout = (x.shape[0], x.shape[1])
+        self._check_layout(layout, "channels")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("audio chunk contains NaN or Inf; it was not used and the stream is unchanged")
+        x = _to_channels(x, self.codec.channels, "audio chunk")
+        self._layout = layout
+        self.samples += x.shape[-1]
+        return self._codes(self._step(x.to(self.codec.device, self.codec.dtype)), OutputKind.of(audio))
+
+    def flush(self) -> np.ndarray | torch.Tensor:
+        """End the stream; returns the codes ``[batch, codebooks, frames]`` of its last frames."""
+        self._check_usable()
+        self._flushed = True
+        if self._layout is None:
+            return self._kind.ints(torch.zeros(0, self.num_codebooks, 0, dtype=torch.long))
+        return self._codes(self._step(None), self._kind)
+
+    def _codes(self, emb: torch.Tensor | None, kind: OutputKind) -> np.ndarray | torch.Tensor:
+        self._kind = kind
+        if emb is None:
+            emb = torch.zeros(self._layout[0], self.codec.config.dimension, 0)
+        with torch.inference_mode():
+            codes = self.codec.model.quantizer.encode(emb.float(), self.num_codebooks)
+        self.frames += codes.shape[-1]
+        return kind.ints(codes)
+
+
+class StreamDecoder(_StreamBase):
+    """Tokens in pieces of any length to the audio that is final (causal models).
+
+    ``push(codes)`` takes integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``
+    (or :class:`~fastencodec.tokens.Tokens` of this model without padding frames) and returns
+    float32 audio ``[batch, channels, samples]`` at ``codec.sample_rate`` Hz: NumPy for NumPy
+    input, torch for torch input. Every push of a stream has the same batch and codebook count.
+    ``flush()`` ends the stream; ``reset()`` starts a new one.
+
+    A stream of ``F`` frames gives ``F * hop_length`` samples in all, equal to
+    ``codec.decode(codes)`` of all its codes; the signal's own length is
+    ``StreamEncoder.samples``, so drop what the last frame gives beyond it. Pushing frame
+    ``t`` returns the frame's ``hop_length`` samples, except at the stream's start (see the
+    module docstring). Bad codes raise ValueError and leave the stream as it was.
+
+    Attributes: ``frames`` (per item pushed so far), ``samples`` (per item returned so far).
+    """
+
+    def __init__(self, codec: EnCodec):
+        super().__init__(codec, codec.model.decoder.layers)
+
+    def reset(self) -> None:
+        """Forget the current stream; the next push starts a new one."""
+        super().reset()
+        self.frames = 0
+        self.samples = 0
+
+    def push(self, codes: Tokens | Array) -> np.ndarray | torch.Tensor:
+        """Feed codes ``[batch, codebooks, frames]``; returns audio ``[batch, channels, samples]``."""
+        self._check_usable()
+        codec = self.codec
+        if isinstance(codes, Tokens):
+            if codes.model_id != codec.model_id:
+                raise ValueError(f"tokens come from another model ({codes.model_id}); this is {codec.model_id}")
+            codes = codes.codes
+        c = as_tensor(codes, "codes")
+        if c.dim() == 2:
+            c = c[None]
+        if c.dim() != 3:
+            raise ValueError(f"codes have shape {tuple(c.shape)}; expected [batch, codebooks, frames]")
+        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ValueError(f"codes must be integers, got dtype {c.dtype}")
+        if not 1 <= c.shape[1] <= codec.num_codebooks:
+            raise ValueError(f"codes have {c.shape[1]} codebooks; {codec.name} has 1 to {codec.num_codebooks}")
+        layout = (c.shape[0], c.shape[1])
+        self._check_layout(layout, "codebooks")
+        c = c.long()
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= codec.codebook_size):
+            raise ValueError(
+                f"codes out of range: values {int(c.min())}..{int(c.max())}, "
+                f"expected 0..{codec.codebook_size - 1} ({codec.name})"
+            )
+        self._layout = layout
+        self.frames += c.shape[-1]
+        with torch.inference_mode():
+            emb = codec.model.quantizer.decode(c.to(codec.device)).to(codec.dtype)
+        return self._audio(self._step(emb), OutputKind.of(codes))
+
+    def flush(self) -> np.ndarray | torch.Tensor:
+        """End the stream; returns its last audio ``[batch, channels, samples]``."""
+        self._check_usable()
+        self._flushed = True
+        if self._layout is None:
+            return self._kind.audio(torch.zeros(0, self.codec.channels, 0))
+        return self._audio(self._step(None), self._kind)
+
+    def _audio(self, audio: torch.Tensor | None, kind: OutputKind) -> np.ndarray | torch.Tensor:
+        self._kind = kind
+        if audio is None:
+            audio = torch.zeros(self._layout[0], self.codec.channels, 0)
+        self.samples += audio.shape[-1]
+        return kind.audio(audio.float())
