@@ -48,6 +48,9 @@ from fastencodec.tokens import Tokens
 if TYPE_CHECKING:
     from fastencodec.codec import EnCodec
 
+SHORT_PUSH_FRAMES = 16
+"""LSTM inputs of at most this many frames skip oneDNN (per-call weight re-layout dominates)."""
+
 CHUNK_SAMPLES = 1 << 16
 """Samples per chunk when ``encode``/``decode`` run long audio through a stream (2.7 s at 24 kHz)."""
 
@@ -157,9 +160,10 @@ class _LSTMStream:
             return x
         seq = x.permute(2, 0, 1)
         # oneDNN's LSTM re-lays out all its weights on every call (2.6 ms a layer for one
-        # frame on a CPU core); ATen's own LSTM reads them as they are.
+        # frame on a CPU core); ATen's own LSTM reads them as they are. Long pushes keep the
+        # offline computation's kernel, so their rounding matches offline coding.
         enabled = torch.backends.mkldnn.enabled
-        torch.backends.mkldnn.enabled = False
+        torch.backends.mkldnn.enabled = enabled and seq.shape[0] > SHORT_PUSH_FRAMES
         try:
             y, self.state = self.module.lstm(seq, self.state)
         finally:

@@ -70,17 +70,26 @@ def speech_like(sample_rate: int, channels: int, seconds: float, seed: int = 0) 
 
 @torch.no_grad()
 def seed_codebooks(encode, embeds: list[torch.Tensor], sample_rate: int, channels: int, seed: int = 0) -> None:
-    """Fill codebook tensors ``[bins, dim]`` in place from embeddings ``encode(audio)`` ``[B, dim, T]``."""
+    """Fill codebook tensors ``[bins, dim]`` in place from embeddings ``encode(audio)`` ``[B, dim, T]``.
+
+    Each entry is a distinct embedding frame (of the residual left by the previous levels) plus a
+    little noise, so entries are well separated and nearest-neighbour ties are as rare as in a
+    trained codebook.
+    """
     gen = torch.Generator().manual_seed(seed)
-    audio = torch.stack([speech_like(sample_rate, channels, 1.5, seed + i) for i in range(4)])
-    audio = audio + 0.05 * torch.randn(audio.shape, generator=gen)
-    residual = encode(audio).transpose(1, 2).reshape(-1, embeds[0].shape[1])
+    bins, dim = embeds[0].shape
+    frames: list[torch.Tensor] = []
+    item = 0
+    while sum(f.shape[0] for f in frames) < 2 * bins:
+        audio = speech_like(sample_rate, channels, 2.0, seed + item)[None]
+        audio = audio + 0.05 * torch.randn(audio.shape, generator=gen)
+        frames.append(encode(audio).transpose(1, 2).reshape(-1, dim))
+        item += 1
+    residual = torch.cat(frames)
     for embed in embeds:
-        bins = embed.shape[0]
-        pick = torch.randint(0, residual.shape[0], (bins,), generator=gen)
-        embed.copy_(residual[pick] + 0.02 * residual.std() * torch.randn(embed.shape, generator=gen))
-        dist = torch.cdist(residual, embed)
-        residual = residual - embed[dist.argmin(dim=1)]
+        pick = torch.randperm(residual.shape[0], generator=gen)[:bins]
+        embed.copy_(residual[pick] + 0.05 * residual.std() * torch.randn(embed.shape, generator=gen))
+        residual = residual - embed[torch.cdist(residual, embed).argmin(dim=1)]
 
 
 def meta_model(kind: str, directory: Path):
