@@ -13,7 +13,14 @@ import torch
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
 from fastencodec.hub import resolve
 from fastencodec.model import EncodecModel
-from fastencodec.streaming import CHUNK_SAMPLES, StreamDecoder, StreamEncoder, decode_long, encode_long
+from fastencodec.streaming import (
+    CHUNK_SAMPLES,
+    GPU_CHUNK_SAMPLES,
+    StreamDecoder,
+    StreamEncoder,
+    decode_long,
+    encode_long,
+)
 from fastencodec.tokens import PAD, Tokens
 from fastencodec.weights import build_model
 
@@ -190,16 +197,19 @@ class EnCodec:
     def _run_encoder(self, items: list[torch.Tensor], n_q: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales.
 
-        A causal model streams items longer than ``CHUNK_SAMPLES`` chunk by chunk (exact);
-        other items run in batches of whole segments of at most ``MAX_BATCH_SAMPLES`` samples.
+        A causal model streams items longer than ``chunk_samples`` chunk by chunk (items of
+        equal length together); other items run in batches of whole segments of at most
+        ``MAX_BATCH_SAMPLES`` samples.
         """
         results: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
         jobs = []  # (item, segment audio [C, n])
         for i, x in enumerate(items):
-            if self._streams_long(x.shape[-1]):
-                results[i] = (encode_long(self, x, n_q), torch.ones(1))
-            else:
+            if not self._streams_long(x.shape[-1]):
                 jobs += [(i, x[:, off : off + n]) for off, n in self.segments(x.shape[-1])]
+        for group in self._long_groups([x.shape[-1] for x in items]):
+            out = encode_long(self, _stack([items[i] for i in group]), n_q, self.chunk_samples)
+            for i, value in zip(group, out):
+                results[i] = (value, torch.ones(1))
         outputs: list[torch.Tensor | None] = [None] * len(jobs)
         scales = torch.ones(len(jobs))
         for batch in _batches([x.shape[-1] for _, x in jobs]):
@@ -218,9 +228,22 @@ class EnCodec:
                 results[i] = (torch.cat([outputs[j] for j in mine], dim=-1), scales[mine])
         return results
 
+    @property
+    def chunk_samples(self) -> int:
+        """Samples per chunk for long signals of causal models: cache-sized on CPU, large on GPU."""
+        return CHUNK_SAMPLES if self.device.type == "cpu" else GPU_CHUNK_SAMPLES
+
     def _streams_long(self, length: int) -> bool:
         """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
-        return length > CHUNK_SAMPLES and self.config.causal and self.config.segment_length is None
+        return length > self.chunk_samples and self.config.causal and self.config.segment_length is None
+
+    def _long_groups(self, lengths: list[int]) -> list[list[int]]:
+        """Indices of the streamed items, grouped by equal length."""
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            if self._streams_long(n):
+                groups.setdefault(n, []).append(i)
+        return list(groups.values())
 
     # -- decoding -------------------------------------------------------------
     def decode(
@@ -318,13 +341,14 @@ class EnCodec:
     ) -> list[torch.Tensor]:
         """Per item audio ``[channels, length]`` (float32, CPU).
 
-        A causal model streams items longer than ``CHUNK_SAMPLES`` chunk by chunk; other items
+        A causal model streams items longer than ``chunk_samples`` chunk by chunk; other items
         run in batches of whole segments, each added into the item's output as it comes.
         """
-        audio = [
-            decode_long(self, item, n) if self._streams_long(n) else torch.zeros(self.channels, n)
-            for item, n in zip(codes, lengths)
-        ]
+        audio = [torch.zeros(self.channels, n) for n in lengths]
+        for group in self._long_groups(lengths):
+            out = decode_long(self, _stack([codes[i] for i in group]), lengths[group[0]], self.chunk_samples)
+            for i, value in zip(group, out):
+                audio[i] = value
         jobs = []  # (item, segment index, codes [K, f])
         for i, (item, n) in enumerate(zip(codes, lengths)):
             if self._streams_long(n):
@@ -388,6 +412,11 @@ class EnCodec:
         """A :class:`~fastencodec.streaming.StreamDecoder`: push tokens, get their audio as soon
         as it is final (causal models only)."""
         return StreamDecoder(self)
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``, but a view (no copy of a long signal) for a single tensor."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
 
 
 def _batches(sizes: list[int]) -> list[list[int]]:

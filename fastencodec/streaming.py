@@ -52,7 +52,11 @@ SHORT_PUSH_FRAMES = 16
 """LSTM inputs of at most this many frames skip oneDNN (per-call weight re-layout dominates)."""
 
 CHUNK_SAMPLES = 1 << 16
-"""Samples per chunk when ``encode``/``decode`` run long audio through a stream (2.7 s at 24 kHz)."""
+"""Samples per chunk when ``encode``/``decode`` run long audio through a stream on CPU
+(2.7 s at 24 kHz: the activations stay in cache)."""
+
+GPU_CHUNK_SAMPLES = 1 << 22
+"""Samples per chunk on GPUs, where one long pass is fastest (175 s at 24 kHz)."""
 
 
 # -- per-layer streaming state ------------------------------------------------------------
@@ -268,48 +272,48 @@ def check_streamable(codec: EnCodec) -> None:
 
 
 @torch.inference_mode()
-def encode_long(codec: EnCodec, audio: torch.Tensor, num_codebooks: int | None) -> torch.Tensor:
-    """One signal ``[channels, samples]`` to codes ``[num_codebooks, frames]`` (int64), or to
-    embeddings ``[dimension, frames]`` (float32) when ``num_codebooks`` is None, in chunks of
-    ``CHUNK_SAMPLES``: memory does not grow with the length beyond the result."""
+def encode_long(codec: EnCodec, audio: torch.Tensor, num_codebooks: int | None, chunk: int) -> torch.Tensor:
+    """Equal-length signals ``[batch, channels, samples]`` to codes ``[batch, num_codebooks, frames]``
+    (int64), or to embeddings ``[batch, dimension, frames]`` (float32) when ``num_codebooks`` is
+    None, ``chunk`` samples at a time: memory does not grow with the length beyond the result."""
     check_streamable(codec)
     net = streamer(codec.model.encoder.layers)
-    frames = codec.frames(audio.shape[-1])
+    batch, frames = audio.shape[0], codec.frames(audio.shape[-1])
     if num_codebooks is None:
-        out = torch.empty(codec.config.dimension, frames)
+        out = torch.empty(batch, codec.config.dimension, frames)
     else:
-        out = torch.empty(num_codebooks, frames, dtype=torch.long)
+        out = torch.empty(batch, num_codebooks, frames, dtype=torch.long)
     done = 0
-    for start in range(0, audio.shape[-1] + CHUNK_SAMPLES, CHUNK_SAMPLES):
-        chunk = audio[None, :, start : start + CHUNK_SAMPLES]
+    for start in range(0, audio.shape[-1] + chunk, chunk):
+        piece = audio[:, :, start : start + chunk]
         with exact_float32():
-            emb = net.push(chunk.to(codec.device, codec.dtype)) if chunk.shape[-1] else net.flush()
+            emb = net.push(piece.to(codec.device, codec.dtype)) if piece.shape[-1] else net.flush()
         if emb is None or emb.shape[-1] == 0:
             continue
         emb = emb.float()
         values = emb if num_codebooks is None else codec.model.quantizer.encode(emb, num_codebooks)
-        out[:, done : done + values.shape[-1]] = values[0]
+        out[:, :, done : done + values.shape[-1]] = values.cpu()
         done += values.shape[-1]
     return out
 
 
 @torch.inference_mode()
-def decode_long(codec: EnCodec, codes: torch.Tensor, length: int) -> torch.Tensor:
-    """Codes ``[codebooks, frames]`` to audio ``[channels, length]`` (float32, CPU), in chunks of
-    about ``CHUNK_SAMPLES`` samples: memory does not grow with the length beyond the result."""
+def decode_long(codec: EnCodec, codes: torch.Tensor, length: int, chunk: int) -> torch.Tensor:
+    """Codes ``[batch, codebooks, frames]`` to audio ``[batch, channels, length]`` (float32, CPU),
+    about ``chunk`` samples at a time: memory does not grow with the length beyond the result."""
     check_streamable(codec)
     net = streamer(codec.model.decoder.layers)
-    out = torch.empty(codec.channels, length)
-    step = max(1, CHUNK_SAMPLES // codec.hop_length)
+    out = torch.empty(codes.shape[0], codec.channels, length)
+    step = max(1, chunk // codec.hop_length)
     done = 0
     for start in range(0, codes.shape[-1] + step, step):
-        chunk = codes[None, :, start : start + step].to(codec.device)
+        piece = codes[:, :, start : start + step].to(codec.device)
         with exact_float32():
-            audio = net.push(codec.model.quantizer.decode(chunk).to(codec.dtype)) if chunk.shape[-1] else net.flush()
+            audio = net.push(codec.model.quantizer.decode(piece).to(codec.dtype)) if piece.shape[-1] else net.flush()
         if audio is None:
             continue
         take = min(audio.shape[-1], length - done)
-        out[:, done : done + take] = audio[0, :, :take].float()
+        out[:, :, done : done + take] = audio[:, :, :take].float().cpu()
         done += take
     return out
 

@@ -69,6 +69,18 @@ def speech_like(sample_rate: int, channels: int, seconds: float, seed: int = 0) 
 
 
 @torch.no_grad()
+def center_embeddings(encode, last_bias: torch.Tensor, sample_rate: int, channels: int) -> None:
+    """Shift the encoder's last bias so embeddings of speech-like audio average to zero.
+
+    A random encoder's embeddings are one large shared offset plus a small signal-dependent
+    part, so the distances that pick codes cancel down to float rounding and near-ties are
+    everywhere; a trained encoder's embeddings carry the signal, as these then do.
+    """
+    audio = torch.stack([speech_like(sample_rate, channels, 1.0, 100 + i) for i in range(2)])
+    last_bias -= encode(audio).mean(dim=(0, 2))
+
+
+@torch.no_grad()
 def seed_codebooks(encode, embeds: list[torch.Tensor], sample_rate: int, channels: int, seed: int = 0) -> None:
     """Fill codebook tensors ``[bins, dim]`` in place from embeddings ``encode(audio)`` ``[B, dim, T]``.
 
@@ -99,6 +111,7 @@ def meta_model(kind: str, directory: Path):
     torch.manual_seed(1 if kind == "24khz" else 2)
     model = getattr(EncodecModel, f"encodec_model_{kind}")(pretrained=False).eval()
     embeds = [layer._codebook.embed for layer in model.quantizer.vq.layers]
+    center_embeddings(model.encoder, model.encoder.model[-1].conv.conv.bias, model.sample_rate, model.channels)
     seed_codebooks(model.encoder, embeds, model.sample_rate, model.channels)
     name = {"24khz": "encodec_24khz-d7cc33bc.th", "48khz": "encodec_48khz-7e698e3e.th"}[kind]
     path = Path(directory) / name
@@ -114,6 +127,7 @@ def hf_model(config: dict, directory: Path):
     cfg = EncodecConfig(**{k: v for k, v in config.items() if k != "model_type"})
     model = EncodecModel(cfg).eval()
     embeds = [layer.codebook.embed for layer in model.quantizer.layers]
+    center_embeddings(model.encoder, model.encoder.layers[-1].conv.bias, cfg.sampling_rate, cfg.audio_channels)
     seed_codebooks(model.encoder, embeds, cfg.sampling_rate, cfg.audio_channels)
     model.save_pretrained(directory)
     return model, Path(directory)

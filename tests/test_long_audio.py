@@ -27,13 +27,14 @@ def high():  # this process's peak resident memory so far, bytes
 codec = tiny_codec()
 n = int(sys.argv[1])
 audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, n), dtype=np.float32) * 0.1)
-warm = encode_long(codec, audio[:, : 4 * CHUNK_SAMPLES], 2)  # the working set of a few chunks
-decode_long(codec, warm, 4 * CHUNK_SAMPLES)
+audio = audio[None]
+warm = encode_long(codec, audio[..., : 4 * CHUNK_SAMPLES], 2, CHUNK_SAMPLES)  # the working set of a few chunks
+decode_long(codec, warm, 4 * CHUNK_SAMPLES, CHUNK_SAMPLES)
 base = high()
-codes = encode_long(codec, audio, 2)
+codes = encode_long(codec, audio, 2, CHUNK_SAMPLES)
 encode_growth = high() - base
 base = high()
-out = decode_long(codec, codes, n)
+out = decode_long(codec, codes, n, CHUNK_SAMPLES)
 print(json.dumps([encode_growth, high() - base, out.nbytes]))
 """
 
@@ -87,3 +88,16 @@ def test_long_encode_decode_memory_does_not_grow_with_length():
     encode_growth, decode_growth, output_bytes = json.loads(result.stdout.strip().splitlines()[-1])
     assert encode_growth < 8 << 20, f"encode grew {encode_growth / 2**20:.1f} MiB"
     assert decode_growth < output_bytes + (8 << 20), f"decode grew {(decode_growth - output_bytes) / 2**20:.1f} MiB"
+
+
+def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
+    """Long items of equal length stream together; short ones take the batched path."""
+    codec = EnCodec.from_pretrained(meta24[1])
+    long_a, long_b = (speech_like(24_000, 1, 2.9, seed=s)[0] for s in (3, 4))
+    short = speech_like(24_000, 1, 0.4, seed=5)[0]
+    tokens = codec.encode([long_a, long_b, short], bandwidth=3.0)
+    decoded = codec.decode(tokens)
+    for i, item in enumerate((long_a, long_b, short)):
+        alone = codec.encode(item, bandwidth=3.0)
+        assert_same_codes(codec, tokens.codes[i : i + 1, :, : alone.shape[-1]], alone.codes, item)
+        torch.testing.assert_close(decoded[i], codec.decode(alone)[0], rtol=0, atol=1e-6)

@@ -51,7 +51,7 @@ def assert_same_codes(codec, stream, offline, audio):
         k = int(np.argmax(stream[b, :, t] != offline[b, :, t]))
         gap = first_codebook_gap(codec, emb[b], torch.as_tensor(offline[b]), t, k, int(stream[b, k, t]))
         assert gap < 1e-5, f"item {b} frame {t} codebook {k}: not a tie (relative gap {gap:.1e})"
-    assert len(differ) <= max(2, 0.1 * offline.shape[0] * offline.shape[-1]), f"{len(differ)} frames differ"
+    assert len(differ) <= max(2, 0.01 * offline.shape[0] * offline.shape[-1]), f"{len(differ)} frames differ"
 
 
 def assert_audio_close(ours, ref, tol=AUDIO_TOL):
