@@ -222,8 +222,8 @@ def write_segments(codec: EnCodec, bandwidth: float, segments: list[np.ndarray],
 
 def compress_source(
     codec: EnCodec, bandwidth: float, source: AudioSource, out: BinaryIO, progress: Callable[[int], object]
-) -> int:
-    """Compress ``source`` to an ``.ecdc`` stream on ``out`` (seekable); returns the samples coded.
+) -> None:
+    """Compress ``source`` to an ``.ecdc`` stream on ``out`` (seekable).
 
     The header records the input's own sample rate and channel count; its audio length is
     written up front when the source knows its length, else filled in at the end.
@@ -241,9 +241,7 @@ def compress_source(
         source_channels=source.channels,
     )
     encode = encode_stream if can_stream(codec) else encode_segments
-    coded = encode(codec, bandwidth, conformed(source, codec, length, progress), writer)
-    writer.finish(coded)
-    return coded
+    writer.finish(encode(codec, bandwidth, conformed(source, codec, length, progress), writer))
 
 
 def can_stream(codec: EnCodec) -> bool:
