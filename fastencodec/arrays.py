@@ -9,8 +9,9 @@ Audio layout rules, applied everywhere:
 - a list or tuple of 1-D ``[samples]`` or 2-D ``[channels, samples]`` signals of
   any lengths: a batch of unequal lengths.
 
-Channel rule: a mono model gets the mean of the input's channels; a stereo model
-gets mono input copied to both channels, and refuses more than two channels.
+Channel rule (``to_channels``): a mono model gets the mean of the input's channels; a
+stereo model gets mono input copied to both channels, and more than two channels as
+their mean in both.
 Output follows the input: NumPy in, NumPy out; torch in, torch out on the
 input's device and floating dtype; anything else comes back as NumPy.
 """
@@ -69,26 +70,48 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
         raise ValueError(f"{what} has unsupported dtype {array.dtype}") from exc
 
 
-def _check_signal(x: torch.Tensor, what: str) -> torch.Tensor:
+FINITE_CHECK_SAMPLES = 1 << 20
+"""Samples per step of the NaN/Inf check (bounded scratch memory for long signals)."""
+
+
+def check_signal(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Refuse non-float, empty or non-finite audio ``[..., samples]``; returns ``x``."""
     if not x.is_floating_point():
         raise ValueError(f"{what} has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
     if x.shape[-1] == 0:
         raise ValueError(f"{what} is empty (0 samples)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{what} contains NaN or Inf")
+    for start in range(0, x.shape[-1], FINITE_CHECK_SAMPLES):
+        if not bool(torch.isfinite(x[..., start : start + FINITE_CHECK_SAMPLES]).all()):
+            raise ValueError(f"{what} contains NaN or Inf")
     return x
 
 
-def _to_channels(x: torch.Tensor, channels: int, what: str) -> torch.Tensor:
-    """``[..., C, N]`` to the model's channel count by the module's channel rule."""
+def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Audio ``[..., C, samples]`` to ``channels`` channels by the channel rule.
+
+    Equal counts are returned as they are; mono is copied to every channel; anything else
+    is averaged to mono first (stereo to mono is the mean; 5.1 to stereo is that mono mix
+    in both channels). Copies are views where possible.
+    """
     have = x.shape[-2]
     if have == channels:
         return x
-    if channels == 1:
-        return x.mean(dim=-2, keepdim=True)
-    if have == 1:
-        return x.expand(*x.shape[:-2], channels, x.shape[-1])
-    raise ValueError(f"{what} has {have} channels; this model takes 1 or {channels}")
+    mono = x if have == 1 else x.mean(dim=-2, keepdim=True)
+    return mono.expand(*x.shape[:-2], channels, x.shape[-1])
+
+
+def audio_layout(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Apply the layout rule: ``[samples]``, ``[batch, samples]`` or ``[batch, channels, samples]``
+    to ``[batch, channels, samples]``."""
+    if x.dim() == 1:
+        return x[None, None]
+    if x.dim() == 2:
+        return x[:, None]
+    if x.dim() != 3:
+        raise ValueError(
+            f"{what} has shape {tuple(x.shape)}; expected [samples], [batch, samples] or [batch, channels, samples]"
+        )
+    return x
 
 
 def audio_batch(
@@ -108,20 +131,12 @@ def audio_batch(
                 raise ValueError(
                     f"audio[{i}] has shape {tuple(x.shape)}; list items are [samples] or [channels, samples]"
                 )
-            items.append(_to_channels(_check_signal(x, f"audio[{i}]"), channels, f"audio[{i}]"))
+            items.append(to_channels(check_signal(x, f"audio[{i}]"), channels))
         return items, OutputKind.of(audio[0]), True
-    x = as_tensor(audio, "audio")
-    if x.dim() == 1:
-        x = x[None, None]
-    elif x.dim() == 2:
-        x = x[:, None]
-    elif x.dim() != 3:
-        raise ValueError(
-            f"audio has shape {tuple(x.shape)}; expected [samples], [batch, samples] or [batch, channels, samples]"
-        )
+    x = audio_layout(as_tensor(audio, "audio"), "audio")
     if x.shape[0] == 0:
         raise ValueError("audio is an empty batch")
-    x = _to_channels(_check_signal(x, "audio"), channels, "audio")
+    x = to_channels(check_signal(x, "audio"), channels)
     if lengths is None:
         return list(x), OutputKind.of(audio), False
     lengths = [int(n) for n in lengths]

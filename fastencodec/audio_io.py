@@ -27,6 +27,9 @@ from typing import BinaryIO
 import av
 import numpy as np
 import soundfile as sf
+import torch
+
+from fastencodec import arrays
 
 STDIO = "-"
 _FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
@@ -303,11 +306,10 @@ def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: in
 
 
 def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Convert audio [C, N] to [channels, N].
-
-    Rule: equal counts return ``audio`` itself; mono is duplicated into every channel; any
-    other conversion averages all channels to mono first (so stereo to mono is the mean,
-    and 5.1 to stereo keeps the centre channel, at the cost of the stereo image).
+    """Convert audio [C, N] to [channels, N] by the rule of :func:`fastencodec.arrays.to_channels`:
+    equal counts return ``audio`` itself; mono is duplicated into every channel; any other
+    conversion averages all channels to mono first (stereo to mono is the mean; 5.1 to
+    stereo keeps the centre channel, at the cost of the stereo image).
     """
     if channels <= 0:
         raise ValueError(f"channels must be positive, got {channels}")
@@ -315,8 +317,7 @@ def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
         raise ValueError(f"audio must have shape [channels, samples], got {audio.shape}")
     if audio.shape[0] == channels:
         return audio
-    mono = audio if audio.shape[0] == 1 else audio.mean(axis=0, keepdims=True, dtype=audio.dtype)
-    return np.repeat(mono, channels, axis=0)
+    return np.ascontiguousarray(arrays.to_channels(torch.from_numpy(audio), channels).numpy())
 
 
 def _check_input_path(path: Path) -> None:

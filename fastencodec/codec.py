@@ -275,33 +275,18 @@ class EnCodec:
     ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor] | None, OutputKind, bool]:
         as_list = False
         if isinstance(tokens, Tokens):
-            if tokens.model_id != self.model_id:
-                raise ValueError(f"tokens come from another model ({tokens.model_id}); this is {self.model_id}")
+            self.check_model(tokens)
             if scales is not None or lengths is not None:
                 raise ValueError("Tokens carry their own scales and lengths; scales=/lengths= are for plain codes")
             kind, as_list = OutputKind.of(tokens.codes), tokens.as_list
             lengths, scales = tokens.lengths, tokens.scales
-            codes = as_tensor(tokens.codes, "tokens")
+            codes = self.validate_codes(tokens.codes, padding=True)
         else:
             kind = OutputKind.of(tokens)
-            codes = as_tensor(tokens, "tokens")
-        if codes.dim() == 2:
-            codes = codes[None]
-        if codes.dim() != 3:
-            raise ValueError(f"tokens have shape {tuple(codes.shape)}; expected [batch, codebooks, frames]")
-        if codes.dtype in (torch.bool, torch.complex64, torch.complex128) or codes.is_floating_point():
-            raise ValueError(f"tokens must be integers, got dtype {codes.dtype}")
-        batch, n_q, width = codes.shape
+            codes = self.validate_codes(tokens, padding=True)
+        batch, _, width = codes.shape
         if batch == 0 or width == 0:
             raise ValueError(f"tokens are empty (shape {tuple(codes.shape)})")
-        if not 1 <= n_q <= self.num_codebooks:
-            raise ValueError(f"tokens have {n_q} codebooks; {self.name} has 1 to {self.num_codebooks}")
-        codes = codes.long().cpu()
-        low, high = int(codes.min()), int(codes.max())
-        if low < PAD or high >= self.codebook_size:
-            raise ValueError(
-                f"tokens out of range: values {low}..{high}, expected 0..{self.codebook_size - 1} ({self.name})"
-            )
         valid = (codes >= 0).all(dim=1)  # [batch, frames]
         frames = valid.sum(dim=1).tolist()
         for i, f in enumerate(frames):
@@ -334,6 +319,33 @@ class EnCodec:
                     raise ValueError(f"scales[{i}] must be positive and finite")
                 item_scales.append(row)
         return [codes[i, :, :f] for i, f in enumerate(frames)], lengths, item_scales, kind, as_list
+
+    def check_model(self, tokens: Tokens) -> None:
+        """Refuse ``Tokens`` made by another model."""
+        if tokens.model_id != self.model_id:
+            raise ValueError(f"tokens come from another model ({tokens.model_id}); this is {self.model_id}")
+
+    def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
+        """Integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``) as a CPU int64
+        tensor, checked against this model: 1 to ``num_codebooks`` codebooks, values in
+        ``0 .. codebook_size - 1`` (or ``PAD`` where ``padding`` allows it)."""
+        c = as_tensor(codes, "tokens")
+        if c.dim() == 2:
+            c = c[None]
+        if c.dim() != 3:
+            raise ValueError(f"tokens have shape {tuple(c.shape)}; expected [batch, codebooks, frames]")
+        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ValueError(f"tokens must be integers, got dtype {c.dtype}")
+        if not 1 <= c.shape[1] <= self.num_codebooks:
+            raise ValueError(f"tokens have {c.shape[1]} codebooks; {self.name} has 1 to {self.num_codebooks}")
+        c = c.long().cpu()
+        if c.numel():
+            low, high = int(c.min()), int(c.max())
+            if low < (PAD if padding else 0) or high >= self.codebook_size:
+                raise ValueError(
+                    f"tokens out of range: values {low}..{high}, expected 0..{self.codebook_size - 1} ({self.name})"
+                )
+        return c
 
     @torch.inference_mode()
     def _run_decoder(

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastencodec.arrays import Array, OutputKind, _to_channels, as_tensor
+from fastencodec.arrays import Array, OutputKind, as_tensor, audio_layout, check_signal, to_channels
 from fastencodec.model import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, exact_float32, pad1d
 from fastencodec.tokens import Tokens
 
@@ -395,23 +395,14 @@ class StreamEncoder(_StreamBase):
     def push(self, audio: Array) -> np.ndarray | torch.Tensor:
         """Feed audio ``[.., samples]``; returns codes ``[batch, codebooks, frames completed]``."""
         self._check_usable()
-        x = as_tensor(audio, "audio chunk")
-        if x.dim() == 1:
-            x = x[None, None]
-        elif x.dim() == 2:
-            x = x[:, None]
-        elif x.dim() != 3:
-            raise ValueError(
-                f"audio chunk has shape {tuple(x.shape)}; expected [samples], [batch, samples] "
-                "or [batch, channels, samples]"
-            )
+        x = audio_layout(as_tensor(audio, "audio chunk"), "audio chunk")
         if not x.is_floating_point():
             raise ValueError(f"audio chunk has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
         layout = (x.shape[0], x.shape[1])
         self._check_layout(layout, "channels")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError("audio chunk contains NaN or Inf; it was not used and the stream is unchanged")
-        x = _to_channels(x, self.codec.channels, "audio chunk")
+        if x.shape[-1]:
+            check_signal(x, "audio chunk (not used; the stream is unchanged)")
+        x = to_channels(x, self.codec.channels)
         self._layout = layout
         self.samples += x.shape[-1]
         return self._codes(self._step(x.to(self.codec.device, self.codec.dtype)), OutputKind.of(audio))
@@ -466,26 +457,11 @@ class StreamDecoder(_StreamBase):
         self._check_usable()
         codec = self.codec
         if isinstance(codes, Tokens):
-            if codes.model_id != codec.model_id:
-                raise ValueError(f"tokens come from another model ({codes.model_id}); this is {codec.model_id}")
+            codec.check_model(codes)
             codes = codes.codes
-        c = as_tensor(codes, "codes")
-        if c.dim() == 2:
-            c = c[None]
-        if c.dim() != 3:
-            raise ValueError(f"codes have shape {tuple(c.shape)}; expected [batch, codebooks, frames]")
-        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
-            raise ValueError(f"codes must be integers, got dtype {c.dtype}")
-        if not 1 <= c.shape[1] <= codec.num_codebooks:
-            raise ValueError(f"codes have {c.shape[1]} codebooks; {codec.name} has 1 to {codec.num_codebooks}")
+        c = codec.validate_codes(codes)
         layout = (c.shape[0], c.shape[1])
         self._check_layout(layout, "codebooks")
-        c = c.long()
-        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= codec.codebook_size):
-            raise ValueError(
-                f"codes out of range: values {int(c.min())}..{int(c.max())}, "
-                f"expected 0..{codec.codebook_size - 1} ({codec.name})"
-            )
         self._layout = layout
         self.frames += c.shape[-1]
         with torch.inference_mode():
