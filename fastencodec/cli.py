@@ -36,12 +36,12 @@ from tqdm import tqdm
 
 from fastencodec.audio_io import STDIO, AtomicOutput, AudioFileError, AudioReader, AudioWriter, rebatch, to_channels
 from fastencodec.bench import run_bench
-from fastencodec.codec import MAX_BATCH_SAMPLES, EnCodec
+from fastencodec.codec import EnCodec, triangle_weight
 from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
 from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
 from fastencodec.hub import ALIASES
 from fastencodec.resample import StreamResampler, output_length
-from fastencodec.streaming import CHUNK_SAMPLES, check_streamable
+from fastencodec.streaming import check_streamable
 
 PROG = "fastencodec"
 ECDC_SUFFIX = ".ecdc"
@@ -162,12 +162,12 @@ def conformed(
 def encode_stream(codec: EnCodec, bandwidth: float, audio: Iterable[np.ndarray], writer: EcdcWriter) -> int:
     """Code a causal model's audio with its exact stream encoder as one segment; returns the samples.
 
-    The audio goes in pieces of ``CHUNK_SAMPLES``, as ``EnCodec.encode`` feeds long signals to
-    the same encoder, so the codes are those of encoding the whole file at once.
+    The audio goes in pieces of ``codec.chunk_samples``, as ``EnCodec.encode`` feeds long signals
+    to the same encoder, so the codes are those of encoding the whole file at once.
     """
     encoder = codec.stream_encoder(bandwidth)
     writer.begin_segment()
-    for chunk in rebatch(audio, CHUNK_SAMPLES):
+    for chunk in rebatch(audio, codec.chunk_samples):
         writer.write_frames(encoder.push(chunk[None])[0])
     writer.write_frames(encoder.flush()[0])
     writer.end_segment()
@@ -178,12 +178,12 @@ def encode_segments(codec: EnCodec, bandwidth: float, audio: Iterable[np.ndarray
     """Code audio segment by segment, each with its own scale; returns the samples.
 
     A rolling buffer keeps the audio of the segments not complete yet. Complete segments are
-    encoded in batches of ``MAX_BATCH_SAMPLES // segment_length``, the batches ``EnCodec.encode``
+    encoded in batches of ``codec.batch_samples // segment_length``, the batches ``EnCodec.encode``
     forms for a whole signal, so the codes are the same. A model without segments codes the
     whole input as one, at the end.
     """
     size, stride = codec.config.segment_length, codec.config.segment_stride
-    batch = max(1, MAX_BATCH_SAMPLES // size) if size else 1
+    batch = max(1, codec.batch_samples // size) if size else 1
     buffer = np.zeros((codec.channels, 0), dtype=np.float32)
     ready: list[np.ndarray] = []
     total = 0
@@ -280,10 +280,10 @@ def decoded_blocks(codec: EnCodec, reader: EcdcReader) -> Iterator[np.ndarray]:
 
 
 def stream_decoded(codec: EnCodec, reader: EcdcReader, layout: SegmentLayout) -> Iterator[np.ndarray]:
-    """A causal model's audio from its exact stream decoder, fed the frames of ``CHUNK_SAMPLES``
+    """A causal model's audio from its exact stream decoder, fed the frames of ``codec.chunk_samples``
     at a time as ``EnCodec.decode`` feeds long signals to it (so the samples are the same)."""
     decoder = codec.stream_decoder()
-    step = max(1, CHUNK_SAMPLES // codec.hop_length)
+    step = max(1, codec.chunk_samples // codec.hop_length)
     for codes in rebatch((chunk.codes for chunk in reader.chunks(layout)), step):
         yield decoder.push(codes[None])[0]
     yield decoder.flush()[0]
@@ -292,8 +292,10 @@ def stream_decoded(codec: EnCodec, reader: EcdcReader, layout: SegmentLayout) ->
 def segment_decoded(codec: EnCodec, reader: EcdcReader, layout: SegmentLayout) -> Iterator[np.ndarray]:
     """A segmenting model's audio, segment by segment, cross-faded as ``EnCodec.decode`` does."""
     fade: CrossFade | None = None
-    for batch in equal_runs(reader.segments(layout), codec.hop_length):
-        for piece in decode_segments(codec, batch):
+    for batch in equal_runs(reader.segments(layout), codec.hop_length, codec.batch_samples):
+        codes = torch.from_numpy(np.stack([codes for codes, _ in batch]))
+        scales = torch.tensor([scale for _, scale in batch]) if codec.config.normalize else None
+        for piece in codec.decode_segments(codes, scales):
             if codec.config.segment_stride is None:
                 yield piece.numpy()
                 continue
@@ -305,38 +307,19 @@ def segment_decoded(codec: EnCodec, reader: EcdcReader, layout: SegmentLayout) -
 
 
 def equal_runs(
-    segments: Iterable[tuple[np.ndarray, float | None]], hop_length: int
+    segments: Iterable[tuple[np.ndarray, float | None]], hop_length: int, batch_samples: int
 ) -> Iterator[list[tuple[np.ndarray, float | None]]]:
-    """Group consecutive segments of equal frame counts into batches of at most ``MAX_BATCH_SAMPLES`` samples."""
+    """Group consecutive segments of equal frame counts into batches of at most ``batch_samples`` samples."""
     run: list[tuple[np.ndarray, float | None]] = []
     for segment in segments:
         frames = segment[0].shape[-1]
-        limit = max(1, MAX_BATCH_SAMPLES // (frames * hop_length))
+        limit = max(1, batch_samples // (frames * hop_length))
         if run and (run[0][0].shape[-1] != frames or len(run) >= limit):
             yield run
             run = []
         run.append(segment)
     if run:
         yield run
-
-
-@torch.inference_mode()
-def decode_segments(codec: EnCodec, segments: list[tuple[np.ndarray, float | None]]) -> torch.Tensor:
-    """Decode segments of equal frame counts, each on its own (no cross-fade).
-
-    Args:
-        codec: the model.
-        segments: ``(codes [K, frames], scale or None)`` per segment.
-
-    Returns:
-        float32 audio [segments, channels, frames * hop_length] on the CPU, times each scale.
-    """
-    codes = torch.from_numpy(np.stack([codes for codes, _ in segments])).to(codec.device)
-    audio = codec.model.decoder(codec.model.quantizer.decode(codes).to(codec.dtype)).float()
-    if codec.config.normalize:
-        scales = torch.tensor([scale for _, scale in segments], dtype=torch.float32, device=audio.device)
-        audio = audio * scales.view(-1, 1, 1)
-    return audio.cpu()
 
 
 class CrossFade:
@@ -353,8 +336,7 @@ class CrossFade:
     """
 
     def __init__(self, first_length: int, stride: int, channels: int) -> None:
-        t = torch.linspace(0, 1, first_length + 2)[1:-1]
-        self._weight = 0.5 - (t - 0.5).abs()
+        self._weight = triangle_weight(first_length)
         self._stride = stride
         self._sums = torch.zeros(channels, 0)
         self._totals = torch.zeros(0)

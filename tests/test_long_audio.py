@@ -55,7 +55,7 @@ def test_long_24khz_chunks_match_reference(meta24):
 def test_long_48khz_file_matches_reference(meta48, monkeypatch):
     """Segments of 1 s with 1% overlap, as the reference codes them, two segments per batch."""
     codec = EnCodec.from_pretrained(meta48[1])
-    monkeypatch.setattr(fastencodec.codec, "MAX_BATCH_SAMPLES", 2 * 48_000)
+    monkeypatch.setattr(fastencodec.codec, "CPU_BATCH_SAMPLES", 2 * 48_000)
     audio = speech_like(48_000, 2, 3.3)[None]  # 4 segments, the last one short: 3 batches
     codes, scales, ref_audio = meta_run(meta48[0], audio, 6.0)
     tokens = codec.encode(audio, bandwidth=6.0)
