@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,22 +34,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def _stub_torchaudio() -> None:
-    """Let ``import encodec`` work without torchaudio (it imports it only for unused I/O helpers)."""
-    import transformers.utils.import_utils as hf_imports
-
-    hf_imports.is_torchaudio_available()  # transformers caches the real answer first
-    try:
-        import torchaudio  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("torchaudio")
-        for name in ("functional", "transforms"):
-            sub = types.ModuleType(f"torchaudio.{name}")
-            setattr(stub, name, sub)
-            sys.modules[f"torchaudio.{name}"] = sub
-        sys.modules["torchaudio"] = stub
 
 
 from fastencodec import EnCodec  # noqa: E402
@@ -199,7 +182,7 @@ def rss_child(impl_name: str, model_path: str, seconds: float) -> None:
     if impl_name == "fastencodec":
         impl = ours(Path(model_path), "cpu")
     elif impl_name == "meta":
-        _stub_torchaudio()
+        reference.install_torchaudio_standin()
         from encodec.model import EncodecModel
 
         model = EncodecModel.encodec_model_24khz(pretrained=False).eval()
@@ -240,7 +223,7 @@ def cpu_peak(impl_name: str, model_path: Path, seconds: float) -> dict[str, int]
 # -- report --------------------------------------------------------------------------
 def environment(device: str) -> dict[str, str]:
     """Machine, date and library versions for the report header."""
-    _stub_torchaudio()
+    reference.install_torchaudio_standin()
     import encodec
     import transformers
 

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import av
 import numpy as np
@@ -151,7 +151,26 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
         return np.concatenate(blocks, axis=1), reader.sample_rate
 
 
-class AtomicOutput:
+_Output = TypeVar("_Output", bound="_CommitOnExit")
+
+
+class _CommitOnExit:
+    """A ``with`` block that calls the subclass's ``commit()`` on a normal exit and its
+    ``discard()`` on an exception."""
+
+    def __enter__(self: _Output) -> _Output:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class AtomicOutput(_CommitOnExit):
     """A binary output file that appears at ``path`` only on :meth:`commit`.
 
     The bytes go to a temporary file next to ``path`` (created with the usual umask
@@ -207,19 +226,9 @@ class AtomicOutput:
             Path(self._temp_path).unlink(missing_ok=True)
             self._temp_path = None
 
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
 
 
-class AudioWriter:
+class AudioWriter(_CommitOnExit):
     """Writes an audio file block by block; the file appears only on :meth:`commit`.
 
     Used as a context manager, it commits on normal exit and discards on an exception.
@@ -284,16 +293,6 @@ class AudioWriter:
             self._file.close()
         self._output.discard()
 
-    def __enter__(self) -> AudioWriter:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:

@@ -2,9 +2,9 @@
 
 Push audio of any length, get the tokens of every frame that is complete; push tokens,
 get the audio that is final. The concatenated stream output equals offline
-``EnCodec.encode`` / ``decode`` of the whole signal (same tokens; audio equal to float
-rounding), because every layer keeps exactly the state the offline computation would
-read across a chunk boundary:
+``EnCodec.encode`` / ``decode`` of the whole signal (same tokens up to float-rounding ties
+of the codebook search; audio equal to float rounding), because every layer keeps exactly
+the state the offline computation would read across a chunk boundary:
 
 - a conv keeps the inputs its next window still needs (``kernel - stride`` of them);
   it waits for its first ``padding_total + 1`` inputs so it can build the reference's
@@ -371,7 +371,8 @@ class StreamEncoder(_StreamBase):
     ``[batch, codebooks, frames completed]``: NumPy for NumPy input, torch for torch input.
     ``flush()`` ends the stream and returns its last frames, the final partial frame
     included; ``reset()`` starts a new stream. Concatenated along the last axis, everything
-    returned equals ``codec.encode(whole_signal, bandwidth).codes``.
+    returned equals ``codec.encode(whole_signal, bandwidth).codes``, up to float-rounding ties
+    of the nearest-codebook search (oneDNN rounds convolutions of other lengths differently).
 
     The token of frame ``t`` is returned by the push that delivers the frame's last sample
     ``(t + 1) * hop_length - 1``, except at the stream's start (see the module docstring).

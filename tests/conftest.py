@@ -5,28 +5,14 @@ it in code paths the tests never use), and torchaudio is not installed. A bare s
 module lets ``import encodec`` succeed so the tests can use its reference primitives.
 """
 
-import sys
-import types
+import pytest
 
-import transformers.utils.import_utils as _hf_imports
+from tests import reference
 
-# transformers probes for torchaudio (and caches the answer): let it see the real absence first.
-_hf_imports.is_torchaudio_available()
-
-if "torchaudio" not in sys.modules:
-    _torchaudio = types.ModuleType("torchaudio")
-    for _name in ("functional", "transforms"):
-        _sub = types.ModuleType(f"torchaudio.{_name}")
-        setattr(_torchaudio, _name, _sub)
-        sys.modules[f"torchaudio.{_name}"] = _sub
-    sys.modules["torchaudio"] = _torchaudio
+reference.install_torchaudio_standin()
 
 
 # Random-weight reference models, saved in their published formats (session-wide, built once).
-import pytest  # noqa: E402
-
-from tests import reference  # noqa: E402
-
 
 @pytest.fixture(scope="session")
 def meta24(tmp_path_factory):

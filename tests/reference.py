@@ -7,10 +7,34 @@ random audio (each level from the residual left by the previous ones), so tokens
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def install_torchaudio_standin() -> None:
+    """Let ``import encodec`` work without torchaudio.
+
+    Meta's ``encodec`` imports ``torchaudio`` at module level only for I/O helpers the tests
+    and benchmarks never call, and torchaudio is not installed (its pin drags in another
+    torch). transformers probes for torchaudio and caches the answer, so it asks first.
+    """
+    import transformers.utils.import_utils as hf_imports
+
+    hf_imports.is_torchaudio_available()
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType("torchaudio")
+        for name in ("functional", "transforms"):
+            sub = types.ModuleType(f"torchaudio.{name}")
+            setattr(stub, name, sub)
+            sys.modules[f"torchaudio.{name}"] = sub
+        sys.modules["torchaudio"] = stub
+
 
 # The published facebook/encodec_*khz config.json contents that matter.
 HF_24KHZ: dict = {"model_type": "encodec"}
