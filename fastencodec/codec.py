@@ -274,6 +274,8 @@ class EnCodec:
         audio = self._run_decoder(codes, item_lengths, item_scales)
         if as_list:
             return [kind.audio(a) for a in audio]
+        if len(audio) == 1:  # a view: a long signal is not copied again
+            return kind.audio(audio[0][None])
         out = torch.zeros(len(audio), self.channels, max(a.shape[-1] for a in audio))
         for i, a in enumerate(audio):
             out[i, :, : a.shape[-1]] = a
