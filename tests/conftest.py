@@ -40,3 +40,19 @@ def hf48(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hf32(tmp_path_factory):
     return reference.hf_model(reference.HF_32KHZ, tmp_path_factory.mktemp("hf32"))
+
+
+@pytest.fixture(scope="session")
+def codec24(meta24):
+    """fastencodec's EnCodec loaded from the Meta 24 kHz checkpoint (shared; do not mutate)."""
+    from fastencodec import EnCodec
+
+    return EnCodec.from_pretrained(meta24[1])
+
+
+@pytest.fixture(scope="session")
+def codec48(meta48):
+    """fastencodec's EnCodec loaded from the Meta 48 kHz checkpoint (shared; do not mutate)."""
+    from fastencodec import EnCodec
+
+    return EnCodec.from_pretrained(meta48[1])

@@ -15,7 +15,6 @@ import pytest
 import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from fastencodec import cli
 from fastencodec import codec as codec_module
@@ -26,21 +25,12 @@ from fastencodec.ecdc import EcdcHeader, EcdcReader
 from fastencodec.model import EncodecModel
 from fastencodec.resample import resample
 from tests.reference import speech_like
+from tests.test_ecdc import mutated
 
 AUDIO_TOL = 1e-4  # max abs difference from Meta's decoder, relative to its peak (as test_parity)
 
 
 LOADED = {}  # (model, device, dtype) -> EnCodec, shared by the tests of this module
-
-
-@pytest.fixture
-def codec24(meta24):
-    return EnCodec.from_pretrained(meta24[1], device="cpu")
-
-
-@pytest.fixture
-def codec48(meta48):
-    return EnCodec.from_pretrained(meta48[1], device="cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -552,24 +542,6 @@ def test_cuda_unavailable_is_a_failure(tmp_path, capsys, meta24):
 # -- fuzz ------------------------------------------------------------------------------------------
 
 
-@st.composite
-def mutated_ecdc(draw, data):
-    data = bytearray(data)
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
-        position = draw(st.one_of(st.integers(0, 110), st.integers(0, len(data))))
-        position = min(position, max(len(data) - 1, 0))
-        if kind == "flip" and data:
-            data[position] ^= draw(st.integers(1, 255))
-        elif kind == "truncate":
-            del data[position:]
-        elif kind == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=6))
-        else:
-            del data[position : position + draw(st.integers(1, 6))]
-    return bytes(data)
-
-
 def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good_ecdc):
     """Mutated files either decode or end with exit status 1 and one line on stderr: any other
     exception escapes ``main`` and fails the test."""
@@ -577,7 +549,7 @@ def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good
     path, output = directory / "fuzz.ecdc", directory / "out.wav"
 
     @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(mutated_ecdc(good_ecdc))
+    @given(mutated(good_ecdc))
     def check(data):
         path.write_bytes(data)
         status = run("decompress", path, output, "--model", meta24[1], "-f", "-q")

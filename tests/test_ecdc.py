@@ -365,8 +365,9 @@ FUZZ_BASE = valid_file()
 
 
 @st.composite
-def mutated(draw):
-    data = bytearray(FUZZ_BASE)
+def mutated(draw, base: bytes = FUZZ_BASE):
+    """``base`` after 1 to 4 byte flips, truncations, insertions or deletions (also used by test_cli)."""
+    data = bytearray(base)
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
         # Half of the edits land in the prefix and metadata, the rest anywhere.

@@ -10,13 +10,8 @@ from tests.reference import speech_like
 
 
 @pytest.fixture(scope="module")
-def codec(meta24):
-    return EnCodec.from_pretrained(meta24[1])
-
-
-@pytest.fixture(scope="module")
-def codes(codec):
-    return np.asarray(codec.encode(speech_like(24_000, 1, 0.3)))
+def codes(codec24):
+    return np.asarray(codec24.encode(speech_like(24_000, 1, 0.3)))
 
 
 @pytest.mark.parametrize(
@@ -33,55 +28,55 @@ def codes(codec):
         ("not audio", "could not be converted|not a numeric array|unsupported dtype"),
     ],
 )
-def test_bad_audio(codec, audio, message):
+def test_bad_audio(codec24, audio, message):
     with pytest.raises(ValueError, match=message):
-        codec.encode(audio)
+        codec24.encode(audio)
 
 
-def test_bad_lengths(codec):
+def test_bad_lengths(codec24):
     with pytest.raises(ValueError, match="lengths has 1 entries for a batch of 2"):
-        codec.encode(np.zeros((2, 100), np.float32), lengths=[100])
+        codec24.encode(np.zeros((2, 100), np.float32), lengths=[100])
     with pytest.raises(ValueError, match=r"lengths\[0\] = 101 is outside 1..100"):
-        codec.encode(np.zeros((1, 100), np.float32), lengths=[101])
+        codec24.encode(np.zeros((1, 100), np.float32), lengths=[101])
 
 
 @pytest.mark.parametrize("bandwidth", [5.0, 48.0, 0, -1.5, "fast", float("nan")])
-def test_bad_bandwidth(codec, bandwidth):
+def test_bad_bandwidth(codec24, bandwidth):
     with pytest.raises(ValueError, match="bandwidth"):
-        codec.encode(np.zeros(3200, np.float32), bandwidth=bandwidth)
+        codec24.encode(np.zeros(3200, np.float32), bandwidth=bandwidth)
 
 
-def test_tokens_out_of_range(codec, codes):
+def test_tokens_out_of_range(codec24, codes):
     bad = codes.copy()
     bad[0, 1, 3] = 1024
     with pytest.raises(ValueError, match=r"out of range: values \d+..1024, expected 0..1023"):
-        codec.decode(bad)
+        codec24.decode(bad)
     bad[0, 1, 3] = -7
     with pytest.raises(ValueError, match="out of range"):
-        codec.decode(bad)
+        codec24.decode(bad)
     bad[0, 1, 3] = -1  # -1 inside the signal is not padding
     with pytest.raises(ValueError, match="not whole trailing padding frames"):
-        codec.decode(bad)
+        codec24.decode(bad)
 
 
-def test_tokens_wrong_codebook_count_rank_and_dtype(codec, codes):
+def test_tokens_wrong_codebook_count_rank_and_dtype(codec24, codes):
     with pytest.raises(ValueError, match="33 codebooks; encodec_24khz has 1 to 32"):
-        codec.decode(np.zeros((1, 33, 10), np.int64))
+        codec24.decode(np.zeros((1, 33, 10), np.int64))
     with pytest.raises(ValueError, match="0 codebooks"):
-        codec.decode(np.zeros((1, 0, 10), np.int64))
+        codec24.decode(np.zeros((1, 0, 10), np.int64))
     with pytest.raises(ValueError, match="expected \\[batch, codebooks, frames\\]"):
-        codec.decode(codes[0, 0])
+        codec24.decode(codes[0, 0])
     with pytest.raises(ValueError, match="must be integers"):
-        codec.decode(codes.astype(np.float32))
+        codec24.decode(codes.astype(np.float32))
 
 
-def test_tokens_from_another_model(codec, meta48):
-    other = EnCodec.from_pretrained(meta48[1])
+def test_tokens_from_another_model(codec24, codec48):
+    other = codec48
     tokens = other.encode(speech_like(48_000, 2, 0.2)[None], bandwidth=3.0)
     with pytest.raises(ValueError, match="tokens come from another model .*encodec_48khz"):
-        codec.decode(tokens)
+        codec24.decode(tokens)
     with pytest.raises(ValueError, match="tokens come from another model"):
-        other.decode(codec.encode(speech_like(24_000, 1, 0.2), bandwidth=1.5))
+        other.decode(codec24.encode(speech_like(24_000, 1, 0.2), bandwidth=1.5))
 
 
 def test_missing_checkpoint(tmp_path):
@@ -128,6 +123,6 @@ def test_checkpoint_of_another_architecture(tmp_path, meta24):
         EnCodec.from_pretrained(tmp_path / "junk.th")
 
 
-def test_bad_dtype(codec):
+def test_bad_dtype(codec24):
     with pytest.raises(ValueError, match="floating-point"):
-        codec.to(dtype=torch.int8)
+        codec24.to(dtype=torch.int8)

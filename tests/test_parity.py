@@ -49,16 +49,6 @@ def hf_run(model, audio, bandwidth):
     return codes, scales, audio_out[..., : audio.shape[-1]]
 
 
-@pytest.fixture(scope="module")
-def codec24(meta24):
-    return EnCodec.from_pretrained(meta24[1])
-
-
-@pytest.fixture(scope="module")
-def codec48(meta48):
-    return EnCodec.from_pretrained(meta48[1])
-
-
 @pytest.mark.parametrize("bandwidth", [1.5, 3.0, 6.0, 12.0, 24.0])
 def test_meta_24khz_every_bandwidth(meta24, codec24, bandwidth):
     audio = speech_like(24_000, 1, 1.7)[None, :, : 24_000 + 11_117]  # not a multiple of the hop

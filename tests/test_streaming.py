@@ -15,11 +15,6 @@ HOP = 320
 AUDIO_TOL = 1e-4  # max abs error relative to the offline output's peak
 
 
-@pytest.fixture(scope="module")
-def codec24(meta24):
-    return EnCodec.from_pretrained(meta24[1])
-
-
 def tiny_codec() -> EnCodec:
     """A narrow causal model of the 24 kHz architecture (random weights): cheap long streams."""
     return EnCodec(EncodecModel(EncodecConfig(n_filters=2, dimension=8, name="encodec_24khz")))
