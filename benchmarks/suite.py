@@ -18,12 +18,10 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 from fastencodec import EnCodec  # noqa: E402
+from fastencodec.bench import median_seconds  # noqa: E402
 from fastencodec.model import exact_float32  # noqa: E402
 from tests import reference  # noqa: E402
 
@@ -96,25 +95,6 @@ def hf(model: torch.nn.Module, device: str) -> Impl:
 
 
 # -- timing --------------------------------------------------------------------------
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def median_time(fn: Callable[[], Any], device: str, repeat: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @dataclass
 class Row:
     """Timings of one implementation on one case (seconds), plus optional peak memory (bytes)."""
@@ -140,8 +120,8 @@ def time_impl(impl: Impl, case: str, audio: torch.Tensor, sample_rate: int, devi
     """
     tokens = impl.encode(audio)
     warmup = 2 if device.startswith("cuda") else 1
-    enc = median_time(lambda: impl.encode(audio), device, repeat, warmup)
-    dec = median_time(lambda: impl.decode(tokens), device, repeat, warmup)
+    enc = median_seconds(lambda: impl.encode(audio), torch.device(device), repeat, warmup)
+    dec = median_seconds(lambda: impl.decode(tokens), torch.device(device), repeat, warmup)
     seconds = audio.shape[0] * audio.shape[-1] / sample_rate
     return Row(case, impl.name, seconds, enc, dec)
 

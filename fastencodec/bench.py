@@ -29,7 +29,7 @@ def random_codec(device: str | torch.device | None = None, dtype: torch.dtype | 
     return EnCodec(model.eval().requires_grad_(False), device, dtype)
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int) -> float:
+def median_seconds(fn: Callable[[], object], device: torch.device, repeat: int, warmup: int) -> float:
     """Median wall-clock seconds of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -72,8 +72,8 @@ def run_bench(
     bandwidth = codec.default_bandwidth if bandwidth is None else bandwidth
     tokens = codec.encode(audio, bandwidth)
     warmup = 2 if device.type == "cuda" else 1  # CUDA graphs are captured on the second sight of a shape
-    enc = _median_seconds(lambda: codec.encode(audio, bandwidth), device, repeat, warmup)
-    dec = _median_seconds(lambda: codec.decode(tokens), device, repeat, warmup)
+    enc = median_seconds(lambda: codec.encode(audio, bandwidth), device, repeat, warmup)
+    dec = median_seconds(lambda: codec.decode(tokens), device, repeat, warmup)
     audio_s = batch * seconds
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
