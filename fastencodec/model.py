@@ -28,6 +28,8 @@ def extra_padding(length: int, kernel: int, stride: int, padding_total: int) -> 
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
     """``F.pad`` on the time axis that also reflect-pads inputs shorter than the pad."""
+    if not left and not right:
+        return x
     if mode != "reflect":
         return F.pad(x, (left, right), mode)
     length = x.shape[-1]
@@ -94,13 +96,14 @@ class ResnetBlock(nn.Module):
         self.block = nn.Sequential(
             nn.ELU(),
             Conv1d(cfg, dim, hidden, cfg.residual_kernel_size, dilation=dilation),
-            nn.ELU(),
+            nn.ELU(inplace=True),
             Conv1d(cfg, hidden, dim, 1),
         )
         self.shortcut = Conv1d(cfg, dim, dim, 1) if cfg.conv_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shortcut(x) + self.block(x)
+        y = self.block(x)
+        return y.add_(self.shortcut(x))
 
 
 def exact_float32() -> contextlib.AbstractContextManager:
@@ -209,9 +212,10 @@ class Encoder(nn.Module):
         width = cfg.n_filters
         for ratio in reversed(cfg.ratios):
             layers += [ResnetBlock(cfg, width, cfg.dilation_base**j) for j in range(cfg.n_residual_layers)]
-            layers += [nn.ELU(), Conv1d(cfg, width, width * 2, ratio * 2, stride=ratio)]
+            layers += [nn.ELU(inplace=True), Conv1d(cfg, width, width * 2, ratio * 2, stride=ratio)]
             width *= 2
-        layers += [LSTM(width, cfg.lstm_layers), nn.ELU(), Conv1d(cfg, width, cfg.dimension, cfg.last_kernel_size)]
+        layers += [LSTM(width, cfg.lstm_layers), nn.ELU(inplace=True)]
+        layers += [Conv1d(cfg, width, cfg.dimension, cfg.last_kernel_size)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,10 +231,10 @@ class Decoder(nn.Module):
         width = cfg.n_filters * 2 ** len(cfg.ratios)
         layers: list[nn.Module] = [Conv1d(cfg, cfg.dimension, width, cfg.kernel_size), LSTM(width, cfg.lstm_layers)]
         for ratio in cfg.ratios:
-            layers += [nn.ELU(), ConvTranspose1d(cfg, width, width // 2, ratio * 2, stride=ratio)]
+            layers += [nn.ELU(inplace=True), ConvTranspose1d(cfg, width, width // 2, ratio * 2, stride=ratio)]
             width //= 2
             layers += [ResnetBlock(cfg, width, cfg.dilation_base**j) for j in range(cfg.n_residual_layers)]
-        layers += [nn.ELU(), Conv1d(cfg, width, cfg.channels, cfg.last_kernel_size)]
+        layers += [nn.ELU(inplace=True), Conv1d(cfg, width, cfg.channels, cfg.last_kernel_size)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
