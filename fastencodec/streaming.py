@@ -377,12 +377,15 @@ def encode_long(codec: EnCodec, audio: torch.Tensor, num_codebooks: int | None, 
 
 
 @torch.inference_mode()
-def decode_long(codec: EnCodec, codes: torch.Tensor, length: int, chunk: int) -> torch.Tensor:
-    """Codes ``[batch, codebooks, frames]`` to audio ``[batch, channels, length]`` (float32, CPU),
-    about ``chunk`` samples at a time: memory does not grow with the length beyond the result."""
+def decode_long(
+    codec: EnCodec, codes: torch.Tensor, length: int, chunk: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Codes ``[batch, codebooks, frames]`` to audio ``[batch, channels, length]`` (float32, on
+    ``device``), about ``chunk`` samples at a time: memory does not grow with the length beyond
+    the result."""
     check_streamable(codec)
     net = streamer(codec.model.decoder.layers)
-    out = torch.empty(codes.shape[0], codec.channels, length)
+    out = torch.empty(codes.shape[0], codec.channels, length, device=device)
     step = max(1, chunk // codec.hop_length)
     done = 0
     for start in range(0, codes.shape[-1] + step, step):
@@ -392,7 +395,7 @@ def decode_long(codec: EnCodec, codes: torch.Tensor, length: int, chunk: int) ->
         if audio is None:
             continue
         take = min(audio.shape[-1], length - done)
-        out[:, :, done : done + take] = audio[:, :, :take].float().cpu()
+        out[:, :, done : done + take] = audio[:, :, :take]
         done += take
     return out
 

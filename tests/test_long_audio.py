@@ -91,13 +91,15 @@ def test_long_encode_decode_memory_does_not_grow_with_length():
 
 
 def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
-    """Long items of equal length stream together; short ones take the batched path."""
+    """Long items of equal length stream together (at most ``batch_samples`` samples of them per
+    chunk: here two, then one); short ones take the batched path."""
     codec = EnCodec.from_pretrained(meta24[1])
-    long_a, long_b = (speech_like(24_000, 1, 2.9, seed=s)[0] for s in (3, 4))
+    long_items = [speech_like(24_000, 1, 2.9, seed=s)[0] for s in (3, 4, 6)]
+    assert codec.batch_samples // CHUNK_SAMPLES == 2
     short = speech_like(24_000, 1, 0.4, seed=5)[0]
-    tokens = codec.encode([long_a, long_b, short], bandwidth=3.0)
+    tokens = codec.encode([*long_items, short], bandwidth=3.0)
     decoded = codec.decode(tokens)
-    for i, item in enumerate((long_a, long_b, short)):
+    for i, item in enumerate((*long_items, short)):
         alone = codec.encode(item, bandwidth=3.0)
         assert_same_codes(codec, tokens.codes[i : i + 1, :, : alone.shape[-1]], alone.codes, item)
         torch.testing.assert_close(decoded[i], codec.decode(alone)[0], rtol=0, atol=1e-6)
