@@ -81,6 +81,9 @@ class EnCodec:
                 raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype}")
             self.model.encoder.to(dtype)
             self.model.decoder.to(dtype)
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.LSTM):
+                module.flatten_parameters()  # cuDNN wants one weight buffer (a no-op on CPU)
         return self
 
     # -- properties ---------------------------------------------------------

@@ -454,7 +454,7 @@ class StreamEncoder(_StreamBase):
     ``flush()`` ends the stream and returns its last frames, the final partial frame
     included; ``reset()`` starts a new stream. Concatenated along the last axis, everything
     returned equals ``codec.encode(whole_signal, bandwidth).codes``, up to float-rounding ties
-    of the nearest-codebook search (oneDNN rounds convolutions of other lengths differently).
+    of the nearest-codebook search (inputs of other lengths take other kernels, which round differently).
 
     The token of frame ``t`` is returned by the push that delivers the frame's last sample
     ``(t + 1) * hop_length - 1``, except at the stream's start (see the module docstring).
