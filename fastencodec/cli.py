@@ -160,7 +160,7 @@ def conformed(
 
 
 def encode_stream(codec: EnCodec, bandwidth: float, audio: Iterable[np.ndarray], writer: EcdcWriter) -> int:
-    """Code a causal model's audio with its exact stream encoder as one segment; returns the samples.
+    """Code a streamable model's audio with its exact stream encoder as one segment; returns the samples.
 
     The audio goes in pieces of ``codec.chunk_samples``, as ``EnCodec.encode`` feeds long signals
     to the same encoder, so the codes are those of encoding the whole file at once.
@@ -245,7 +245,7 @@ def compress_source(
 
 
 def can_stream(codec: EnCodec) -> bool:
-    """Whether ``codec`` has an exact stream encoder and decoder (causal, unsegmented models)."""
+    """Whether ``codec`` has an exact stream encoder and decoder (unsegmented models: 24 and 32 kHz)."""
     try:
         check_streamable(codec)
     except ValueError:
@@ -280,7 +280,7 @@ def decoded_blocks(codec: EnCodec, reader: EcdcReader) -> Iterator[np.ndarray]:
 
 
 def stream_decoded(codec: EnCodec, reader: EcdcReader, layout: SegmentLayout) -> Iterator[np.ndarray]:
-    """A causal model's audio from its exact stream decoder, fed the frames of ``codec.chunk_samples``
+    """A streamable model's audio from its exact stream decoder, fed the frames of ``codec.chunk_samples``
     at a time as ``EnCodec.decode`` feeds long signals to it (so the samples are the same)."""
     decoder = codec.stream_decoder()
     step = max(1, codec.chunk_samples // codec.hop_length)

@@ -20,6 +20,7 @@ from fastencodec.streaming import (
     StreamEncoder,
     decode_long,
     encode_long,
+    streamable,
 )
 from fastencodec.tokens import PAD, Tokens
 from fastencodec.weights import build_model
@@ -211,7 +212,7 @@ class EnCodec:
     def _run_encoder(self, items: list[torch.Tensor], n_q: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales.
 
-        A causal model streams items longer than ``chunk_samples`` chunk by chunk (items of
+        A streamable model (24 and 32 kHz) streams items longer than ``chunk_samples`` chunk by chunk (items of
         equal length together); other items run in batches of whole segments of at most
         ``batch_samples`` samples.
         """
@@ -253,12 +254,12 @@ class EnCodec:
 
     @property
     def chunk_samples(self) -> int:
-        """Samples per chunk for long signals of causal models: cache-sized on CPU, large on GPU."""
+        """Samples per chunk for long signals of streamable models: cache-sized on CPU, large on GPU."""
         return CHUNK_SAMPLES if self.device.type == "cpu" else GPU_CHUNK_SAMPLES
 
     def _streams_long(self, length: int) -> bool:
         """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
-        return length > self.chunk_samples and self.config.causal and self.config.segment_length is None
+        return length > self.chunk_samples and streamable(self.config)
 
     def _long_groups(self, lengths: list[int]) -> list[list[int]]:
         """Indices of the streamed items, grouped by equal length, at most ``batch_samples``
@@ -376,7 +377,7 @@ class EnCodec:
     ) -> list[torch.Tensor]:
         """Per item audio ``[channels, length]`` (float32, on ``device``).
 
-        A causal model streams items longer than ``chunk_samples`` chunk by chunk; other items
+        A streamable model streams items longer than ``chunk_samples`` chunk by chunk; other items
         run in batches of whole segments, each added into the item's output as it comes.
         """
         segmented = self.config.segment_length is not None
@@ -449,12 +450,12 @@ class EnCodec:
     # -- streaming ------------------------------------------------------------
     def stream_encoder(self, bandwidth: float | None = None) -> StreamEncoder:
         """A :class:`~fastencodec.streaming.StreamEncoder`: push audio chunks, get the tokens of
-        each frame as soon as it is complete (causal models only; ``bandwidth`` in kbps)."""
+        each frame as soon as it is final (24 and 32 kHz models; ``bandwidth`` in kbps)."""
         return StreamEncoder(self, bandwidth)
 
     def stream_decoder(self) -> StreamDecoder:
         """A :class:`~fastencodec.streaming.StreamDecoder`: push tokens, get their audio as soon
-        as it is final (causal models only)."""
+        as it is final (24 and 32 kHz models)."""
         return StreamDecoder(self)
 
 

@@ -1,4 +1,5 @@
-"""Exact stateful streaming for causal EnCodec models (the 24 kHz one).
+"""Exact stateful streaming for the EnCodec models that code a signal as one segment: the causal
+24 kHz model and MusicGen's 32 kHz one (centred convolutions, so its streams look ahead).
 
 Push audio of any length, get the tokens of every frame that is complete; push tokens,
 get the audio that is final. The concatenated stream output equals offline
@@ -7,9 +8,10 @@ of the codebook search; audio equal to float rounding), because every layer keep
 the state the offline computation would read across a chunk boundary:
 
 - a conv keeps the inputs its next window still needs (``kernel - stride`` of them);
-  it waits for its first ``padding_total + 1`` inputs so it can build the reference's
-  reflect padding of the signal's start, and ``flush()`` appends the reference's
-  reflect padding of the signal's end (the final partial window);
+  it waits for the first inputs the reference's reflect padding of the signal's start
+  reads, and ``flush()`` appends the reference's reflect padding of the signal's end
+  (for a centred conv, half its padding plus the final partial window, read from the
+  last inputs, which it keeps);
 - a transposed conv keeps the overlapping tail of its last window (partial sums) and
   emits only samples no later input can change;
 - an LSTM carries its (h, c) state; a residual block holds whichever branch is ahead.
@@ -26,6 +28,10 @@ Start-up (once per stream): the reference reflect-pads the signal's start, which
 the first ``padding_total + 1`` inputs of each conv, so the first tokens arrive
 together once 2 240 samples (7 frames, 93.3 ms) have been pushed, and the decoder
 returns its first audio once 7 frames have been pushed, 2 240 samples at once.
+
+The 32 kHz model's centred convolutions read inputs ahead: a frame's token comes back
+2 386 samples (74.6 ms) after the frame's last sample, and a pushed token's audio about
+as much later (its first 158 samples come with the 4th frame pushed).
 
 The 48 kHz model normalises each 1 s segment by its volume and uses group norm over
 time, so it is not streamable; long audio for it is coded segment by segment (see
@@ -48,6 +54,7 @@ from fastencodec.tokens import Tokens
 
 if TYPE_CHECKING:
     from fastencodec.codec import EnCodec
+    from fastencodec.config import EncodecConfig
 
 SHORT_PUSH_FRAMES = 16
 """CPU LSTM inputs of at most this many frames run step by step here: oneDNN re-lays out all the
@@ -76,15 +83,18 @@ def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tenso
 
 
 class _ConvStream:
-    """A causal ``Conv1d``; keeps the inputs its next window needs, calls the model's ``nn.Conv1d``."""
+    """A ``Conv1d``; keeps the inputs its next window needs, calls the model's ``nn.Conv1d``."""
 
     def __init__(self, module: Conv1d):
-        if module.norm is not None or not module.causal:
-            raise ValueError("only causal convs without group norm can stream")
-        if module.stride > 1 and module.padding_total < module.stride:
-            # the end's reflect padding (< stride samples) must come from the inputs kept
-            raise ValueError(f"a conv with kernel {module.kernel} and stride {module.stride} cannot stream")
+        if module.norm is not None:
+            raise ValueError("convs with group norm cannot stream")
         self.module = module
+        self.left = module.padding(0)[0]  # the start's padding; the end's depends on the length
+        right_most = module.padding_total - self.left + module.stride - 1
+        # the end's reflect padding reads the last right_most + 1 inputs; the windows keep at
+        # least padding_total of them, and when that is too few, a copy of them is kept
+        self.history_size = right_most + 1 if 0 < right_most >= module.padding_total else 0
+        self.history: torch.Tensor | None = None
         self.buffer: torch.Tensor | None = None  # raw inputs until the start is padded, then unused padded inputs
         self.started = False
         self.length = 0  # inputs received
@@ -107,15 +117,17 @@ class _ConvStream:
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
         self.length += x.shape[-1]
+        if self.history_size:
+            self.history = _cat(self.history, x)[..., -self.history_size :]
         buffer = _cat(self.buffer, x)
         if self.started:
             return self._windows(buffer)
         module = self.module
-        if buffer.shape[-1] <= max(module.padding_total, module.stride - 1):
+        if buffer.shape[-1] <= max(self.left, module.stride - 1):
             self.buffer = buffer
             return buffer.new_empty(buffer.shape[0], module.conv.out_channels, 0)
         self.started = True
-        return self._windows(pad1d(buffer, module.padding_total, 0, module.pad_mode))
+        return self._windows(pad1d(buffer, self.left, 0, module.pad_mode))
 
     def flush(self) -> torch.Tensor | None:
         if self.buffer is None:
@@ -123,7 +135,11 @@ class _ConvStream:
         if not self.started:  # all the input is still here: the offline computation
             return self.module(self.buffer)
         right = self.module.padding(self.length)[1]
-        return self._windows(pad1d(self.buffer, 0, right, self.module.pad_mode) if right else self.buffer)
+        if not right:
+            return self._windows(self.buffer)
+        last = self.history if self.history_size else self.buffer
+        end = pad1d(last, 0, right, self.module.pad_mode)[..., -right:]
+        return self._windows(torch.cat([self.buffer, end], dim=-1))
 
 
 class _ConvTransposeStream:
@@ -337,12 +353,18 @@ def streamer(module: nn.Module) -> Stream:
     raise ValueError(f"{type(module).__name__} has no streaming form")
 
 
+def streamable(cfg: EncodecConfig) -> bool:
+    """Whether a model codes the whole signal as one segment with no statistics over time (no
+    volume normalisation, no group norm), so that a stream can carry its exact state: the
+    24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead)."""
+    return not cfg.normalize and cfg.segment_length is None and cfg.norm == "weight_norm"
+
+
 def check_streamable(codec: EnCodec) -> None:
-    """Raise ValueError unless ``codec`` is causal and codes the whole signal as one segment."""
-    cfg = codec.config
-    if not cfg.causal or cfg.normalize or cfg.segment_length is not None or cfg.norm != "weight_norm":
+    """Raise ValueError unless ``codec`` can stream (see :func:`streamable`)."""
+    if not streamable(codec.config):
         raise ValueError(
-            f"{codec.name} is not causal (it normalises segments or looks ahead), so it cannot stream; "
+            f"{codec.name} normalises each segment by its volume and normalises over time, so it cannot stream; "
             "its encode/decode code long audio segment by segment in bounded memory"
         )
 
@@ -445,7 +467,7 @@ class _StreamBase:
 
 
 class StreamEncoder(_StreamBase):
-    """Audio in pieces of any length to the tokens of every complete frame (causal models).
+    """Audio in pieces of any length to the tokens of every final frame (24 and 32 kHz models).
 
     ``push(audio)`` takes float audio at ``codec.sample_rate`` Hz as ``[samples]``,
     ``[batch, samples]`` or ``[batch, channels, samples]`` (the channel rule of ``encode``;
@@ -509,7 +531,7 @@ class StreamEncoder(_StreamBase):
 
 
 class StreamDecoder(_StreamBase):
-    """Tokens in pieces of any length to the audio that is final (causal models).
+    """Tokens in pieces of any length to the audio that is final (24 and 32 kHz models).
 
     ``push(codes)`` takes integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``
     (or :class:`~fastencodec.tokens.Tokens` of this model without padding frames) and returns

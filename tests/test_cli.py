@@ -165,7 +165,7 @@ def test_short_48khz_file_is_one_cross_faded_segment(tmp_path, meta48, codec48):
 
 
 def test_unsegmented_non_causal_model_is_coded_whole(tmp_path, capsys):
-    """A model like encodec_32khz (no segments, not causal, 2,048-entry codebooks) is coded in one piece."""
+    """A model like encodec_32khz (no segments, not causal, 2,048-entry codebooks) is coded as one segment."""
     config = EncodecConfig(
         sample_rate=32000,
         n_filters=4,
@@ -185,7 +185,11 @@ def test_unsegmented_non_causal_model_is_coded_whole(tmp_path, capsys):
     assert run("compress", source, "--model", "tiny-32khz") == 0
     _, tokens = assert_matches_encode(tmp_path / "in.ecdc", codec, *read_audio(source), 2.2)
     assert run("decompress", tmp_path / "in.ecdc", "--model", "tiny-32khz") == 0
-    np.testing.assert_array_equal(read_audio(tmp_path / "in_decompressed.wav")[0], codec.decode(tokens)[0])
+    # decoded through the exact stream: its centred convolutions end the signal in a separate
+    # call at flush, so the audio equals decode() up to float rounding
+    expected = codec.decode(tokens)[0]
+    decoded = read_audio(tmp_path / "in_decompressed.wav")[0]
+    np.testing.assert_allclose(decoded, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
     assert run("info", tmp_path / "in.ecdc") == 1
     assert "unknown model 'encodec_32khz'" in capsys.readouterr().err
     assert run("info", tmp_path / "in.ecdc", "--model", "tiny-32khz") == 0

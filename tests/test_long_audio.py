@@ -12,7 +12,7 @@ import fastencodec.codec
 from fastencodec import EnCodec, Tokens
 from fastencodec.streaming import CHUNK_SAMPLES
 from tests.reference import speech_like
-from tests.test_parity import assert_audio_close, meta_run
+from tests.test_parity import assert_audio_close, hf_run, meta_run
 from tests.test_streaming import assert_same_codes
 
 MEMORY_SCRIPT = """
@@ -103,3 +103,15 @@ def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
         alone = codec.encode(item, bandwidth=3.0)
         assert_same_codes(codec, tokens.codes[i : i + 1, :, : alone.shape[-1]], alone.codes, item)
         torch.testing.assert_close(decoded[i], codec.decode(alone)[0], rtol=0, atol=1e-6)
+
+
+def test_long_32khz_chunks_match_transformers(hf32):
+    """MusicGen's 32 kHz codec (centred convolutions) also runs long audio in chunks through a stream."""
+    model, path = hf32
+    codec = EnCodec.from_pretrained(path)
+    audio = speech_like(32_000, 1, 4.3)[None]
+    assert audio.shape[-1] > 2 * CHUNK_SAMPLES
+    codes, _, ref_audio = hf_run(model, audio, 2.2)
+    tokens = codec.encode(audio)
+    assert_same_codes(codec, tokens.codes, codes, audio)
+    assert_audio_close(codec.decode(tokens), ref_audio)
