@@ -248,7 +248,8 @@ class EnCodec:
         """Most samples per channel the networks process in one batch on this device now."""
         if self.device.type != "cuda":
             return CPU_BATCH_SAMPLES
-        free = torch.cuda.mem_get_info(self.device)[0]
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        free = torch.cuda.mem_get_info(self.device)[0] + cached  # PyTorch's cache is free to reuse
         least, most = GPU_BATCH_SAMPLES
         return max(least, min(most, free // GPU_BATCH_BYTES_PER_SAMPLE))
 

@@ -25,13 +25,17 @@ UNITS_PER_PROGRAM = 4
 
 
 def supports(lstm: nn.LSTM, x: torch.Tensor) -> bool:
-    """Whether the kernel can run ``lstm`` on ``x`` ``[steps, 1, features]``: CUDA, float32,
-    batch 1, no autograd, two unidirectional layers of a power-of-two width, Triton installed."""
-    if not (x.is_cuda and x.dtype == torch.float32 and x.dim() == 3 and x.shape[1] == 1) or torch.is_grad_enabled():
+    """Whether the kernel can run ``lstm`` on ``x`` ``[steps >= 1, 1, features]``: CUDA, float32,
+    batch 1, no autograd or dropout, two unidirectional layers of a power-of-two width, Triton
+    installed."""
+    if not (x.is_cuda and x.dtype == torch.float32 and x.dim() == 3 and x.shape[0] >= 1 and x.shape[1] == 1):
+        return False
+    if torch.is_grad_enabled() or (lstm.training and lstm.dropout):
         return False
     width = lstm.hidden_size
     shape_ok = (
-        lstm.num_layers == 2
+        all(w.dtype == torch.float32 and w.is_contiguous() for w in lstm._flat_weights)
+        and lstm.num_layers == 2
         and lstm.input_size == width
         and width & (width - 1) == 0
         and width >= 64

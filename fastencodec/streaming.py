@@ -73,6 +73,12 @@ GPU_CHUNK_SAMPLES = 1 << 22
 # flush() -> y or None, the rest as offline processing ends the signal.
 
 
+def _own(x: torch.Tensor | None) -> torch.Tensor | None:
+    """A copy of a small piece of state: a view would keep its whole push alive (or, for the
+    first layer, alias the caller's buffer, which the caller may refill for the next push)."""
+    return None if x is None else x.clone()
+
+
 def _cat(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     """Join along time; None stands for nothing."""
     if first is None or first.shape[-1] == 0:
@@ -88,6 +94,10 @@ class _ConvStream:
     def __init__(self, module: Conv1d):
         if module.norm is not None:
             raise ValueError("convs with group norm cannot stream")
+        if module.kernel < module.stride:  # windows that skip inputs: the buffer cannot say which
+            raise ValueError(f"a conv with kernel {module.kernel} < stride {module.stride} cannot stream")
+        if module.pad_mode not in STREAMABLE_PAD_MODES:
+            raise ValueError(f"a conv with {module.pad_mode!r} padding cannot stream")
         self.module = module
         self.left = module.padding(0)[0]  # the start's padding; the end's depends on the length
         right_most = module.padding_total - self.left + module.stride - 1
@@ -103,7 +113,7 @@ class _ConvStream:
         """Outputs of every complete window of ``padded``; keeps the rest for later."""
         kernel, stride = self.module.kernel, self.module.stride
         count = (padded.shape[-1] - kernel) // stride + 1 if padded.shape[-1] >= kernel else 0
-        self.buffer = padded[..., count * stride :]
+        self.buffer = _own(padded[..., count * stride :])
         conv = self.module.conv
         if count == 0:
             return padded.new_empty(padded.shape[0], conv.out_channels, 0)
@@ -118,19 +128,19 @@ class _ConvStream:
     def push(self, x: torch.Tensor) -> torch.Tensor:
         self.length += x.shape[-1]
         if self.history_size:
-            self.history = _cat(self.history, x)[..., -self.history_size :]
+            self.history = _own(_cat(self.history, x[..., -self.history_size :])[..., -self.history_size :])
         buffer = _cat(self.buffer, x)
         if self.started:
             return self._windows(buffer)
         module = self.module
         if buffer.shape[-1] <= max(self.left, module.stride - 1):
-            self.buffer = buffer
+            self.buffer = _own(buffer)
             return buffer.new_empty(buffer.shape[0], module.conv.out_channels, 0)
         self.started = True
         return self._windows(pad1d(buffer, self.left, 0, module.pad_mode))
 
     def flush(self) -> torch.Tensor | None:
-        if self.buffer is None:
+        if self.buffer is None or self.length == 0:
             return None
         if not self.started:  # all the input is still here: the offline computation
             return self.module(self.buffer)
@@ -171,7 +181,7 @@ class _ConvTransposeStream:
         if self.tail is not None:
             y[..., : self.tail.shape[-1]] += self.tail
         final = x.shape[-1] * self.module.stride
-        self.tail = y[..., final:]
+        self.tail = _own(y[..., final:])
         return self._emit(y[..., :final])
 
     def flush(self) -> torch.Tensor | None:
@@ -237,7 +247,7 @@ def _step_weights(lstm: nn.LSTM) -> list[tuple[torch.Tensor, torch.Tensor, torch
         [getattr(lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         for layer in range(lstm.num_layers)
     ]
-    key = tuple(p.data_ptr() for layer in params for p in layer)  # new weights (loaded, moved) rebuild
+    key = tuple((p.data_ptr(), p._version) for layer in params for p in layer)  # changed weights rebuild
     cached = _STEP_WEIGHTS.get(lstm)
     if cached is None or cached[0] != key:
         layers = [(w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih, b_hh) for w_ih, w_hh, b_ih, b_hh in params]
@@ -297,10 +307,10 @@ class _ResnetStream:
     def _join(self, short: torch.Tensor | None, block: torch.Tensor | None) -> torch.Tensor | None:
         short, block = _cat(self.pending[0], short), _cat(self.pending[1], block)
         if short is None or block is None:
-            self.pending = (short, block)
+            self.pending = (_own(short), _own(block))
             return None
         n = min(short.shape[-1], block.shape[-1])
-        self.pending = (short[..., n:], block[..., n:])
+        self.pending = (_own(short[..., n:]), _own(block[..., n:]))
         return short[..., :n] + block[..., :n]
 
     def push(self, x: torch.Tensor) -> torch.Tensor:
@@ -353,11 +363,16 @@ def streamer(module: nn.Module) -> Stream:
     raise ValueError(f"{type(module).__name__} has no streaming form")
 
 
+STREAMABLE_PAD_MODES = ("reflect", "constant", "replicate")
+"""Paddings of a signal's ends that a stream can rebuild from the inputs at that end."""
+
+
 def streamable(cfg: EncodecConfig) -> bool:
     """Whether a model codes the whole signal as one segment with no statistics over time (no
     volume normalisation, no group norm), so that a stream can carry its exact state: the
     24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead)."""
-    return not cfg.normalize and cfg.segment_length is None and cfg.norm == "weight_norm"
+    plain = not cfg.normalize and cfg.segment_length is None and cfg.norm == "weight_norm"
+    return plain and cfg.pad_mode in STREAMABLE_PAD_MODES
 
 
 def check_streamable(codec: EnCodec) -> None:

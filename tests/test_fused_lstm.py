@@ -34,6 +34,7 @@ def test_other_inputs_take_cudnn():
     lstm = GraphedLSTM(512, 512, 2).cuda().eval()
     with torch.inference_mode():
         assert not fused_lstm.supports(lstm, torch.randn(5, 2, 512, device="cuda"))  # batch 2
+        assert not fused_lstm.supports(lstm, torch.randn(0, 1, 512, device="cuda"))  # no steps
         assert not fused_lstm.supports(lstm, torch.randn(5, 1, 512, device="cuda", dtype=torch.bfloat16))
     assert not fused_lstm.supports(lstm, torch.randn(5, 1, 512, device="cuda"))  # autograd on
 

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastencodec import EnCodec, EncodecConfig
-from fastencodec.model import EncodecModel
+from fastencodec.model import Conv1d, EncodecModel
+from fastencodec.streaming import streamer
 from tests.reference import speech_like
 
 HOP = 320
@@ -220,25 +221,71 @@ def test_empty_pushes_and_empty_stream(codec24):
     assert np.array_equal(codes, codec24.encode(audio, bandwidth=1.5).codes)
     dec = codec24.stream_decoder()
     assert dec.flush().shape == (0, 1, 0)
+    enc.reset()
+    enc.push(audio[:, :0])  # a stream of nothing but an empty push ends with no frames
+    assert enc.flush().shape == (1, 2, 0)
+
+
+def test_caller_may_refill_its_buffer_between_pushes(codec24):
+    """Audio callbacks reuse one buffer; the stream keeps copies of what it still needs, not views."""
+    audio = speech_like(24_000, 1, 0.6).numpy()
+    enc, buffer, codes = codec24.stream_encoder(6.0), np.empty((1, 700), dtype=np.float32), []
+    bounds = [0, 3, *range(703, audio.shape[-1], 700), audio.shape[-1]]  # 3 samples first: too few to start
+    for start, end in zip(bounds, bounds[1:]):
+        buffer[:, : end - start] = audio[:, start:end]
+        codes.append(enc.push(buffer[:, : end - start]))
+        buffer[:] = np.nan  # the caller reuses its buffer
+    codes.append(enc.flush())
+    assert_same_codes(codec24, np.concatenate(codes, axis=-1), codec24.encode(audio, bandwidth=6.0).codes, audio)
+
+
+def test_streams_follow_weights_changed_in_place():
+    """Short pushes use a cached transposed copy of the LSTM weights; loading new weights into the
+    same tensors must not leave a new stream on the old ones."""
+    codec = tiny_codec()
+    audio = speech_like(24_000, 1, 0.3).numpy()
+    first = run_stream(codec, audio[None], [320] * 20, 6.0)[0]
+    torch.manual_seed(5)
+    new_weights = {name: torch.randn_like(value) * 0.1 for name, value in codec.model.state_dict().items()}
+    codec.model.load_state_dict(new_weights)
+    codec.model.quantizer.refresh()
+    codes = run_stream(codec, audio[None], [320] * 20, 6.0)[0]
+    assert_same_codes(codec, codes, codec.encode(audio, bandwidth=6.0).codes, audio)
+    assert not np.array_equal(codes, first)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "pad_mode"), [(1, 2, "reflect"), (3, 4, "reflect"), (4, 2, "circular")])
+def test_convs_a_stream_cannot_rebuild_are_refused(kernel, stride, pad_mode):
+    conv = Conv1d(EncodecConfig(pad_mode=pad_mode), 1, 1, kernel, stride)
+    with pytest.raises(ValueError, match="cannot stream"):
+        streamer(conv)
 
 
 def state_bytes(value, seen=None) -> int:
-    """Bytes of the tensors a stream holds as state (its layers' buffers, tails, LSTM states),
-    found by walking its objects; the model's own modules (weights) are not counted."""
+    """Bytes of memory a stream's state keeps alive (its layers' buffers, tails, LSTM states: the
+    whole storage behind each tensor, since a small view can hold a large one), found by walking
+    its objects; the model's own modules (weights) are not counted."""
     seen = set() if seen is None else seen
+    if isinstance(value, torch.Tensor):
+        storage = value.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
     if id(value) in seen or isinstance(value, (torch.nn.Module, EnCodec)):
         return 0
     seen.add(id(value))
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set)):
         return sum(state_bytes(v, seen) for v in value)
+    if isinstance(value, dict):
+        return sum(state_bytes(v, seen) for v in value.values())
     if hasattr(value, "__dict__"):
         return sum(state_bytes(v, seen) for v in vars(value).values())
     return 0
 
 
-def test_ten_minute_stream_memory_is_bounded():
+@pytest.mark.parametrize("model", ["causal 24 kHz", "centred 32 kHz"])
+def test_ten_minute_stream_memory_is_bounded(model, request):
     """10 minutes pushed in 10 s chunks: the stream's state stays as large as after the first
     minute, and the process's resident memory does not grow with the length.
 
@@ -247,16 +294,16 @@ def test_ten_minute_stream_memory_is_bounded():
     memory comes and goes (swings of up to 40 MiB between pushes), so the medians of minutes
     1-5 and 6-10 are compared with a generous bound.
     """
-    codec = tiny_codec()
-    enc = codec.stream_encoder(6.0)
-    chunk = (0.1 * np.random.default_rng(0).standard_normal(240_000)).astype(np.float32)
+    codec = tiny_codec() if model == "causal 24 kHz" else request.getfixturevalue("tiny32")
+    rate, enc = codec.sample_rate, codec.stream_encoder()
+    chunk = (0.1 * np.random.default_rng(0).standard_normal(10 * rate)).astype(np.float32)
     process = psutil.Process()
     rss, state = [], []
     for _ in range(60):
-        assert enc.push(chunk).shape == (1, 8, 750)
+        enc.push(chunk)
         rss.append(process.memory_info().rss)
         state.append(state_bytes(enc))
-    assert enc.samples == 600 * 24_000 and enc.frames == 600 * 75
-    assert 0 < max(state) == max(state[:6]) < 64 << 10, f"stream state grew to {max(state)} bytes"
+    assert enc.samples == 600 * rate and enc.frames >= 600 * codec.frame_rate - 5
+    assert 0 < max(state) == max(state[:6]) < 256 << 10, f"stream state grew to {max(state)} bytes"
     growth = np.median(rss[36:]) - np.median(rss[6:36])
     assert growth < 32 << 20, f"resident memory grew {growth / 2**20:.1f} MiB from minutes 1-5 to 6-10"
