@@ -232,7 +232,7 @@ class _LSTMStream:
         return None
 
 
-_STEP_WEIGHTS: weakref.WeakKeyDictionary[nn.LSTM, tuple[tuple[int, ...], list]] = weakref.WeakKeyDictionary()
+_STEP_WEIGHTS: weakref.WeakKeyDictionary[nn.LSTM, tuple[tuple, list]] = weakref.WeakKeyDictionary()
 
 
 def _step_weights(lstm: nn.LSTM) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -379,8 +379,8 @@ def check_streamable(codec: EnCodec) -> None:
     """Raise ValueError unless ``codec`` can stream (see :func:`streamable`)."""
     if not streamable(codec.config):
         raise ValueError(
-            f"{codec.name} normalises each segment by its volume and normalises over time, so it cannot stream; "
-            "its encode/decode code long audio segment by segment in bounded memory"
+            f"{codec.name} cannot stream: it normalises segments by their volume or over time, or pads with "
+            f"{codec.config.pad_mode!r}; its encode/decode code long audio segment by segment in bounded memory"
         )
 
 
