@@ -1,7 +1,7 @@
 """fastencodec: Meta's EnCodec neural audio codec on PyTorch, bit-faithful and fast."""
 
 from fastencodec.codec import EnCodec
-from fastencodec.config import EncodecConfig
+from fastencodec.nn.config import EncodecConfig
 from fastencodec.tokens import Tokens
 
 __all__ = ["EnCodec", "EncodecConfig", "Tokens"]

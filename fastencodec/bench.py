@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 
 from fastencodec.codec import EnCodec
-from fastencodec.config import META_24KHZ
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ
+from fastencodec.nn.layers import EncodecModel
 
 
 def random_codec(device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:

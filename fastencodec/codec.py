@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
-from fastencodec.hub import resolve
-from fastencodec.model import EncodecModel
-from fastencodec.streaming import (
+from fastencodec.weights.hub import resolve
+from fastencodec.nn.layers import EncodecModel
+from fastencodec.streaming.layers import (
     CHUNK_SAMPLES,
     GPU_CHUNK_SAMPLES,
     StreamDecoder,
@@ -23,7 +23,7 @@ from fastencodec.streaming import (
     streamable,
 )
 from fastencodec.tokens import PAD, Tokens
-from fastencodec.weights import build_model
+from fastencodec.weights.loading import build_model
 
 CPU_BATCH_SAMPLES = 1 << 17
 """Most audio samples (per channel) run through the network at once on a CPU: small batches
@@ -450,12 +450,12 @@ class EnCodec:
 
     # -- streaming ------------------------------------------------------------
     def stream_encoder(self, bandwidth: float | None = None) -> StreamEncoder:
-        """A :class:`~fastencodec.streaming.StreamEncoder`: push audio chunks, get the tokens of
+        """A :class:`~fastencodec.streaming.layers.StreamEncoder`: push audio chunks, get the tokens of
         each frame as soon as it is final (24 and 32 kHz models; ``bandwidth`` in kbps)."""
         return StreamEncoder(self, bandwidth)
 
     def stream_decoder(self) -> StreamDecoder:
-        """A :class:`~fastencodec.streaming.StreamDecoder`: push tokens, get their audio as soon
+        """A :class:`~fastencodec.streaming.layers.StreamDecoder`: push tokens, get their audio as soon
         as it is final (24 and 32 kHz models)."""
         return StreamDecoder(self)
 

@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 
 from fastencodec import cli
 from fastencodec import codec as codec_module
-from fastencodec.audio_io import read_audio, to_channels
+from fastencodec.io.audio import read_audio, to_channels
 from fastencodec.codec import EnCodec
-from fastencodec.config import EncodecConfig
-from fastencodec.ecdc import EcdcHeader, EcdcReader
-from fastencodec.model import EncodecModel
-from fastencodec.resample import resample
+from fastencodec.nn.config import EncodecConfig
+from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
+from fastencodec.nn.layers import EncodecModel
+from fastencodec.io.resample import resample
 from tests.reference import speech_like
 from tests.test_ecdc import mutated
 

@@ -16,7 +16,7 @@ from encodec.model import EncodecModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastencodec.ecdc import (
+from fastencodec.formats.ecdc import (
     BitPacker,
     EcdcError,
     EcdcHeader,

@@ -10,7 +10,7 @@ import torch
 
 import fastencodec.codec
 from fastencodec import EnCodec, Tokens
-from fastencodec.streaming import CHUNK_SAMPLES
+from fastencodec.streaming.layers import CHUNK_SAMPLES
 from tests.reference import speech_like
 from tests.test_parity import assert_audio_close, hf_run, meta_run
 from tests.test_streaming import assert_same_codes
@@ -18,7 +18,7 @@ from tests.test_streaming import assert_same_codes
 MEMORY_SCRIPT = """
 import json, resource, sys
 import numpy as np, torch
-from fastencodec.streaming import CHUNK_SAMPLES, decode_long, encode_long
+from fastencodec.streaming.layers import CHUNK_SAMPLES, decode_long, encode_long
 from tests.test_streaming import tiny_codec
 
 def high():  # this process's peak resident memory so far, bytes

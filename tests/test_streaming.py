@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastencodec import EnCodec, EncodecConfig
-from fastencodec.model import Conv1d, EncodecModel
-from fastencodec.streaming import streamer
+from fastencodec.nn.layers import Conv1d, EncodecModel
+from fastencodec.streaming.layers import streamer
 from tests.reference import speech_like
 
 HOP = 320

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastencodec import fused_lstm
-from fastencodec.config import EncodecConfig
-from fastencodec.quantizer import ResidualVectorQuantizer
+from fastencodec.kernels import fused_lstm
+from fastencodec.nn.config import EncodecConfig
+from fastencodec.nn.quantizer import ResidualVectorQuantizer
 
 
 def extra_padding(length: int, kernel: int, stride: int, padding_total: int) -> int:
@@ -132,7 +132,7 @@ class GraphedLSTM(nn.LSTM):
     Outputs are fresh tensors (copies of the graph's buffers). At most ``MAX_GRAPHS``
     graphs, each of at most ``MAX_GRAPH_BYTES`` of output, are kept (least recently used
     dropped). Not thread-safe: use one model per thread. Batch 1 in float32 with Triton
-    installed runs :mod:`fastencodec.fused_lstm`'s single kernel instead (3.0 ms for those
+    installed runs :mod:`fastencodec.kernels.fused_lstm`'s single kernel instead (3.0 ms for those
     750 steps).
     """
 

@@ -35,14 +35,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastencodec.audio_io import STDIO, AtomicOutput, AudioFileError, AudioReader, AudioWriter, rebatch, to_channels
+from fastencodec.io.audio import STDIO, AtomicOutput, AudioFileError, AudioReader, AudioWriter, rebatch, to_channels
 from fastencodec.bench import run_bench
 from fastencodec.codec import EnCodec, triangle_weight
-from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
-from fastencodec.hub import ALIASES
-from fastencodec.resample import StreamResampler, output_length
-from fastencodec.streaming import check_streamable
+from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
+from fastencodec.formats.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
+from fastencodec.weights.hub import ALIASES
+from fastencodec.io.resample import StreamResampler, output_length
+from fastencodec.streaming.layers import check_streamable
 
 PROG = "fastencodec"
 ECDC_SUFFIX = ".ecdc"

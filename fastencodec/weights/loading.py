@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
+from fastencodec.nn.layers import EncodecModel
 
 StateDict = dict[str, torch.Tensor]
 

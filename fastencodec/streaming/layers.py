@@ -49,12 +49,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_layout, check_signal, to_channels
-from fastencodec.model import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, exact_float32, pad1d
+from fastencodec.nn.layers import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, exact_float32, pad1d
 from fastencodec.tokens import Tokens
 
 if TYPE_CHECKING:
     from fastencodec.codec import EnCodec
-    from fastencodec.config import EncodecConfig
+    from fastencodec.nn.config import EncodecConfig
 
 SHORT_PUSH_FRAMES = 16
 """CPU LSTM inputs of at most this many frames run step by step here: oneDNN re-lays out all the

@@ -9,7 +9,7 @@ rows of a few hidden units in registers, the two layers run as a wavefront (laye
 projection, which needs no recurrence, runs before, as one matrix product.
 
 The arithmetic is float32 throughout (sums in another order than cuDNN's: outputs agree
-to about 1e-7). Used by :class:`fastencodec.model.GraphedLSTM` when :func:`supports` says so;
+to about 1e-7). Used by :class:`fastencodec.nn.layers.GraphedLSTM` when :func:`supports` says so;
 Triton is imported only then.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastencodec.weights import WEIGHT_FILES
+from fastencodec.weights.loading import WEIGHT_FILES
 
 ALIASES = {
     "encodec-24khz": "facebook/encodec_24khz",
