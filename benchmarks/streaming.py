@@ -25,7 +25,7 @@ import torch
 
 from fastencodec import EnCodec
 from fastencodec.nn.config import META_24KHZ
-from fastencodec.nn.layers import EncodecModel
+from fastencodec.nn.model import EncodecModel
 
 
 def test_signal(sample_rate: int, seconds: float) -> np.ndarray:

@@ -17,15 +17,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 
 from fastencodec import cli
-from fastencodec import codec as codec_module
-from fastencodec.io.audio import read_audio, to_channels
+from fastencodec.cli import common as cli_common
 from fastencodec.codec import EnCodec
-from fastencodec.nn.config import EncodecConfig
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
-from fastencodec.nn.layers import EncodecModel
+from fastencodec.io import conform
+from fastencodec.io.audio import read_audio, to_channels
 from fastencodec.io.resample import resample
-from tests.reference import speech_like
-from tests.test_ecdc import mutated
+from fastencodec.nn.config import EncodecConfig
+from fastencodec.nn.model import EncodecModel
+from tests.support import mutated, speech_like
 
 AUDIO_TOL = 1e-4  # max abs difference from Meta's decoder, relative to its peak (as test_parity)
 
@@ -90,7 +90,7 @@ def read_ecdc(path, codec):
     """Header, codes [K, frames] and scales (or None) of an .ecdc file."""
     with open(path, "rb") as stream:
         reader = EcdcReader(stream)
-        segments = list(reader.segments(cli.segment_layout(codec.config)))
+        segments = list(reader.segments(codec.layout))
     codes = np.concatenate([codes for codes, _ in segments], axis=1)
     scales = None if segments[0][1] is None else np.array([scale for _, scale in segments], dtype=np.float32)
     return reader.header, codes, scales
@@ -126,7 +126,7 @@ def test_round_trip_every_input_format(tmp_path, meta24, codec24, suffix):
     assert run("compress", source, "--model", meta24[1], "-b", "3") == 0
     header, codes, _ = read_ecdc(tmp_path / "in.ecdc", codec24)
     length = resample(audio, rate, 24000).shape[-1]
-    assert header == EcdcHeader("encodec_24khz", length, 4, rate, 2, True)
+    assert header == EcdcHeader("encodec_24khz", length, 4, rate, 2, True, codec24.fingerprint)
     # Audio this short goes through EnCodec.encode's offline path, the CLI through the stream
     # encoder: the codes agree up to distance ties (exactly equal for long audio, see below).
     tokens = codec24.encode(conformed(codec24, audio, rate)[None], 3.0)
@@ -141,8 +141,9 @@ def test_round_trip_every_input_format(tmp_path, meta24, codec24, suffix):
 def test_48khz_segments_and_batches_match_whole_file(tmp_path, monkeypatch, meta48, codec48):
     # Batches of 2 segments and small read blocks, in the CLI and in EnCodec alike: the rolling
     # buffer, the batch boundaries and the cross-fade across them must reproduce encode/decode.
-    monkeypatch.setattr(codec_module, "CPU_BATCH_SAMPLES", 2 * 48000)
-    monkeypatch.setattr(cli, "BLOCK_SAMPLES", 7000)
+    codec48 = EnCodec.from_pretrained(meta48[1], batch_samples=2 * 48000)
+    monkeypatch.setitem(LOADED, (str(meta48[1]), "cpu", None), codec48)
+    monkeypatch.setattr(conform, "BLOCK_SAMPLES", 7000)
     source = write_audio_file(tmp_path / "mono.flac", signal(32000, 1, 3.3), 32000)
     audio, _ = read_audio(source)
     ecdc = tmp_path / "x.ecdc"
@@ -190,8 +191,8 @@ def test_unsegmented_non_causal_model_is_coded_whole(tmp_path, capsys):
     expected = codec.decode(tokens)[0]
     decoded = read_audio(tmp_path / "in_decompressed.wav")[0]
     np.testing.assert_allclose(decoded, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
-    assert run("info", tmp_path / "in.ecdc") == 1
-    assert "unknown model 'encodec_32khz'" in capsys.readouterr().err
+    assert run("info", tmp_path / "in.ecdc") == 0  # info knows the published 32 kHz layout
+    assert "2.2 kbps (4 codebooks)" in capsys.readouterr().out
     assert run("info", tmp_path / "in.ecdc", "--model", "tiny-32khz") == 0
     assert "2.2 kbps (4 codebooks)" in capsys.readouterr().out
 
@@ -378,7 +379,7 @@ def test_progress_only_for_long_audio_and_never_with_quiet(tmp_path, capsys, mon
     source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.5), 24000)
     assert run("compress", source, "--model", meta24[1]) == 0
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(cli, "PROGRESS_MIN_SECONDS", 0.1)
+    monkeypatch.setattr(cli_common, "PROGRESS_MIN_SECONDS", 0.1)
     assert run("compress", source, "--model", meta24[1], "-f") == 0
     assert "compress: 100%" in capsys.readouterr().err
     assert run("compress", source, "--model", meta24[1], "-f", "--quiet") == 0
@@ -435,7 +436,7 @@ def test_unknown_or_mismatched_model(tmp_path, capsys, meta24, meta48, good_ecdc
     assert "unknown model 'encodec_96khz'" in capsys.readouterr().err
     path.write_bytes(good_ecdc)
     assert run("decompress", path, "--model", meta48[1]) == 1
-    assert f"{path}: coded with encodec_24khz, but --model" in capsys.readouterr().err
+    assert f"{path}: coded with encodec_24khz, but the model given is encodec_48khz" in capsys.readouterr().err
     path.write_bytes(with_metadata(good_ecdc, nc=32))
     assert run("info", path) == 1  # 32 codebooks do not fit the payload
     assert "truncated stream" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fastencodec.models import EnCodec
-from tests.reference import speech_like
+from tests.support import speech_like
 
 
 @pytest.fixture(scope="module")

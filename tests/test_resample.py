@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastencodec.primitives import StreamResampler, resample
 from fastencodec.io.resample import output_length
+from fastencodec.primitives import StreamResampler, resample
 
 
 def sine(freq, sample_rate, samples, channels=1):

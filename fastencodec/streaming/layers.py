@@ -40,33 +40,13 @@ time, so it is not streamable; long audio for it is coded segment by segment (se
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING
-
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastencodec.arrays import Array, OutputKind, as_tensor, audio_layout, check_signal, to_channels
-from fastencodec.nn.layers import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, exact_float32, pad1d
-from fastencodec.tokens import Tokens
-
-if TYPE_CHECKING:
-    from fastencodec.codec import EnCodec
-    from fastencodec.nn.config import EncodecConfig
-
-SHORT_PUSH_FRAMES = 16
-"""CPU LSTM inputs of at most this many frames run step by step here: oneDNN re-lays out all the
-weights on every call (2.6 ms a layer for one frame on a CPU core)."""
-
-CHUNK_SAMPLES = 1 << 16
-"""Samples per chunk when ``encode``/``decode`` run long audio through a stream on CPU
-(2.7 s at 24 kHz: the activations stay in cache)."""
-
-GPU_CHUNK_SAMPLES = 1 << 22
-"""Samples per chunk on GPUs, where one long pass is fastest (175 s at 24 kHz)."""
-
+from fastencodec.kernels.cpu_steps import SHORT_PUSH_FRAMES, conv_transpose_matmul, lstm_steps, step_weights
+from fastencodec.nn.config import EncodecConfig
+from fastencodec.nn.layers import LSTM, Conv1d, ConvTranspose1d, ResnetBlock, pad1d
 
 # -- per-layer streaming state ------------------------------------------------------------
 # Each state has push(x [B, C, n]) -> y [B, C', m], the outputs that are final, and
@@ -120,7 +100,7 @@ class _ConvStream:
         x = padded[..., : (count - 1) * stride + kernel]
         if x.is_cuda or not 1 < count <= SHORT_PUSH_FRAMES:
             return conv(x)
-        # a few windows: one matrix product (3-4x faster than ATen's small-input conv on a CPU core)
+        # a few windows: one matrix product (faster than ATen's small-input conv on a CPU; BENCHMARKS.md)
         cols = x.unfold(-1, kernel, stride)[..., :: conv.dilation[0]].transpose(1, 2).reshape(x.shape[0] * count, -1)
         y = torch.addmm(conv.bias, cols, conv.weight.view(conv.out_channels, -1).t())
         return y.view(x.shape[0], count, -1).transpose(1, 2)
@@ -177,7 +157,7 @@ class _ConvTransposeStream:
         if x.is_cuda or x.shape[-1] > 2 * SHORT_PUSH_FRAMES:
             y = F.conv_transpose1d(x, conv.weight, None, conv.stride, 0, 0, conv.groups, conv.dilation)
         else:
-            y = _conv_transpose_matmul(x, conv.weight, self.module.stride)
+            y = conv_transpose_matmul(x, conv.weight, self.module.stride)
         if self.tail is not None:
             y[..., : self.tail.shape[-1]] += self.tail
         final = x.shape[-1] * self.module.stride
@@ -188,25 +168,6 @@ class _ConvTransposeStream:
         if self.tail is None:
             return None
         return self._emit(self.tail[..., : self.tail.shape[-1] - self.module.trim[1]])
-
-
-def _conv_transpose_matmul(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
-    """``F.conv_transpose1d(x, weight, stride=stride)`` (no bias) as one matrix product and an
-    overlap-add; on a CPU core 1.3-12x faster than ATen's kernel for inputs of a few steps.
-
-    ``x`` ``[batch, in, steps]``, ``weight`` ``[in, out, kernel]``; returns
-    ``[batch, out, (steps - 1) * stride + kernel]``.
-    """
-    batch, _, steps = x.shape
-    cin, cout, kernel = weight.shape
-    cols = torch.matmul(x.transpose(1, 2), weight.reshape(cin, cout * kernel)).view(batch, steps, cout, kernel)
-    phases = -(-kernel // stride)
-    y = x.new_zeros(batch, cout, (steps + phases - 1) * stride)
-    for p in range(phases):
-        part = cols[..., p * stride : (p + 1) * stride]  # the last phase may be shorter than the stride
-        span = y[..., p * stride : p * stride + steps * stride].view(batch, cout, steps, stride)
-        span[..., : part.shape[-1]] += part.transpose(1, 2)
-    return y[..., : (steps - 1) * stride + kernel]
 
 
 class _LSTMStream:
@@ -225,62 +186,11 @@ class _LSTMStream:
             # long pushes keep the offline computation's kernel, so their rounding matches it
             y, self.state = lstm(seq, self.state)
         else:
-            y, self.state = _lstm_steps(_step_weights(lstm), seq, self.state)
+            y, self.state = lstm_steps(step_weights(lstm), seq, self.state)
         return (y + seq).permute(1, 2, 0)
 
     def flush(self) -> None:
         return None
-
-
-_STEP_WEIGHTS: weakref.WeakKeyDictionary[nn.LSTM, tuple[tuple, list]] = weakref.WeakKeyDictionary()
-
-
-def _step_weights(lstm: nn.LSTM) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per layer ``(W_ih^T, W_hh^T, b_ih, b_hh)`` with the matrices stored transposed, cached per module.
-
-    A one-frame step is a matrix-vector product bound by reading the weights (4 MiB a
-    matrix). Multiplying by a contiguous ``[input, 4 * hidden]`` matrix streams it at about
-    twice the speed of the ``[4 * hidden, input]`` layout that ``nn.LSTM`` keeps (measured on
-    one AMD EPYC core with MKL: 285 us instead of 590 us per matrix from memory).
-    """
-    params = [
-        [getattr(lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        for layer in range(lstm.num_layers)
-    ]
-    key = tuple((p.data_ptr(), p._version) for layer in params for p in layer)  # changed weights rebuild
-    cached = _STEP_WEIGHTS.get(lstm)
-    if cached is None or cached[0] != key:
-        layers = [(w_ih.t().contiguous(), w_hh.t().contiguous(), b_ih, b_hh) for w_ih, w_hh, b_ih, b_hh in params]
-        cached = _STEP_WEIGHTS[lstm] = (key, layers)
-    return cached[1]
-
-
-def _lstm_steps(
-    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
-    seq: torch.Tensor,
-    state: tuple[torch.Tensor, torch.Tensor] | None,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """``nn.LSTM`` on ``seq`` ``[steps, batch, input]`` from ``state`` (h, c) ``[layers, batch, hidden]``,
-    one step at a time, as ATen's LSTM cell computes it (gates in the order i, f, g, o)."""
-    steps, batch = seq.shape[0], seq.shape[1]
-    hidden = layers[0][1].shape[0]
-    if state is None:
-        state = (seq.new_zeros(len(layers), batch, hidden), seq.new_zeros(len(layers), batch, hidden))
-    out, last_h, last_c = seq, [], []
-    for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
-        x_gates = torch.addmm(b_ih, out.reshape(steps * batch, -1), w_ih).view(steps, batch, -1)
-        h, c = state[0][layer], state[1][layer]
-        outputs = []
-        for t in range(steps):
-            gates = torch.addmm(b_hh, h, w_hh).add_(x_gates[t])
-            i, f, g, o = gates.chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        out = torch.stack(outputs)
-        last_h.append(h)
-        last_c.append(c)
-    return out, (torch.stack(last_h), torch.stack(last_c))
 
 
 class _PointwiseStream:
@@ -375,230 +285,10 @@ def streamable(cfg: EncodecConfig) -> bool:
     return plain and cfg.pad_mode in STREAMABLE_PAD_MODES
 
 
-def check_streamable(codec: EnCodec) -> None:
-    """Raise ValueError unless ``codec`` can stream (see :func:`streamable`)."""
-    if not streamable(codec.config):
+def check_streamable(cfg: EncodecConfig, name: str) -> None:
+    """Raise ValueError unless the model ``cfg`` describes can stream (see :func:`streamable`)."""
+    if not streamable(cfg):
         raise ValueError(
-            f"{codec.name} cannot stream: it normalises segments by their volume or over time, or pads with "
-            f"{codec.config.pad_mode!r}; its encode/decode code long audio segment by segment in bounded memory"
+            f"{name} cannot stream: it normalises segments by their volume or over time, or pads with "
+            f"{cfg.pad_mode!r}; its encode/decode code long audio segment by segment in bounded memory"
         )
-
-
-# -- long signals through a stream (used by EnCodec.encode/decode) ----------------------------
-
-
-@torch.inference_mode()
-def encode_long(codec: EnCodec, audio: torch.Tensor, num_codebooks: int | None, chunk: int) -> torch.Tensor:
-    """Equal-length signals ``[batch, channels, samples]`` to codes ``[batch, num_codebooks, frames]``
-    (int64), or to embeddings ``[batch, dimension, frames]`` (float32) when ``num_codebooks`` is
-    None, ``chunk`` samples at a time: memory does not grow with the length beyond the result."""
-    check_streamable(codec)
-    net = streamer(codec.model.encoder.layers)
-    batch, frames = audio.shape[0], codec.frames(audio.shape[-1])
-    if num_codebooks is None:
-        out = torch.empty(batch, codec.config.dimension, frames)
-    else:
-        out = torch.empty(batch, num_codebooks, frames, dtype=torch.long)
-    done = 0
-    for start in range(0, audio.shape[-1] + chunk, chunk):
-        piece = audio[:, :, start : start + chunk]
-        with exact_float32():
-            emb = net.push(piece.to(codec.device, codec.dtype)) if piece.shape[-1] else net.flush()
-        if emb is None or emb.shape[-1] == 0:
-            continue
-        emb = emb.float()
-        values = emb if num_codebooks is None else codec.model.quantizer.encode(emb, num_codebooks)
-        out[:, :, done : done + values.shape[-1]] = values.cpu()
-        done += values.shape[-1]
-    return out
-
-
-@torch.inference_mode()
-def decode_long(
-    codec: EnCodec, codes: torch.Tensor, length: int, chunk: int, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """Codes ``[batch, codebooks, frames]`` to audio ``[batch, channels, length]`` (float32, on
-    ``device``), about ``chunk`` samples at a time: memory does not grow with the length beyond
-    the result."""
-    check_streamable(codec)
-    net = streamer(codec.model.decoder.layers)
-    out = torch.empty(codes.shape[0], codec.channels, length, device=device)
-    step = max(1, chunk // codec.hop_length)
-    done = 0
-    for start in range(0, codes.shape[-1] + step, step):
-        piece = codes[:, :, start : start + step].to(codec.device)
-        with exact_float32():
-            audio = net.push(codec.model.quantizer.decode(piece).to(codec.dtype)) if piece.shape[-1] else net.flush()
-        if audio is None:
-            continue
-        take = min(audio.shape[-1], length - done)
-        out[:, :, done : done + take] = audio[:, :, :take]
-        done += take
-    return out
-
-
-# -- public streams ------------------------------------------------------------------------
-
-
-class _StreamBase:
-    """Lifecycle shared by the encoder and decoder streams: flushed/broken flags, reset."""
-
-    def __init__(self, codec: EnCodec, module: nn.Module):
-        check_streamable(codec)
-        self.codec = codec
-        self._module = module
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the current stream; the next push starts a new one."""
-        self._net = streamer(self._module)
-        self._layout: tuple[int, int] | None = None
-        self._kind = OutputKind(False)
-        self._flushed = False
-        self._broken = False
-
-    def _check_usable(self) -> None:
-        if self._flushed:
-            raise ValueError("the stream was flushed; call reset() to start a new one")
-        if self._broken:
-            raise ValueError("an earlier call failed midway; call reset() to start a new stream")
-
-    def _check_layout(self, layout: tuple[int, int], what: str) -> None:
-        if self._layout is not None and layout != self._layout:
-            raise ValueError(
-                f"this chunk has batch {layout[0]} with {layout[1]} {what}, but the stream started with "
-                f"batch {self._layout[0]} with {self._layout[1]} {what}; call reset() to start a new stream"
-            )
-
-    @torch.inference_mode()
-    def _step(self, x: torch.Tensor | None) -> torch.Tensor | None:
-        """Push ``x`` through the network, or flush it when ``x`` is None."""
-        try:
-            with exact_float32():
-                return self._net.flush() if x is None else self._net.push(x)
-        except BaseException:
-            self._broken = True
-            raise
-
-
-class StreamEncoder(_StreamBase):
-    """Audio in pieces of any length to the tokens of every final frame (24 and 32 kHz models).
-
-    ``push(audio)`` takes float audio at ``codec.sample_rate`` Hz as ``[samples]``,
-    ``[batch, samples]`` or ``[batch, channels, samples]`` (the channel rule of ``encode``;
-    every push of a stream has the same batch and channel count) and returns int64 codes
-    ``[batch, codebooks, frames completed]``: NumPy for NumPy input, torch for torch input.
-    ``flush()`` ends the stream and returns its last frames, the final partial frame
-    included; ``reset()`` starts a new stream. Concatenated along the last axis, everything
-    returned equals ``codec.encode(whole_signal, bandwidth).codes``, up to float-rounding ties
-    of the nearest-codebook search (inputs of other lengths take other kernels, which round differently).
-
-    The token of frame ``t`` is returned by the push that delivers the frame's last sample
-    ``(t + 1) * hop_length - 1``, except at the stream's start (see the module docstring).
-    Bad input (another layout, NaN, integers) raises ValueError and leaves the stream as it
-    was; a push after ``flush()`` raises ValueError until ``reset()``.
-
-    Attributes: ``num_codebooks`` (per frame at this bandwidth), ``samples`` (per item pushed
-    so far), ``frames`` (per item returned so far).
-    """
-
-    def __init__(self, codec: EnCodec, bandwidth: float | None = None):
-        self.num_codebooks = codec.codebooks_for(bandwidth)
-        super().__init__(codec, codec.model.encoder.layers)
-
-    def reset(self) -> None:
-        """Forget the current stream; the next push starts a new one."""
-        super().reset()
-        self.samples = 0
-        self.frames = 0
-
-    def push(self, audio: Array) -> np.ndarray | torch.Tensor:
-        """Feed audio ``[.., samples]``; returns codes ``[batch, codebooks, frames completed]``."""
-        self._check_usable()
-        x = audio_layout(as_tensor(audio, "audio chunk"), "audio chunk")
-        if not x.is_floating_point():
-            raise ValueError(f"audio chunk has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
-        layout = (x.shape[0], x.shape[1])
-        self._check_layout(layout, "channels")
-        if x.shape[-1]:
-            check_signal(x, "audio chunk (not used; the stream is unchanged)")
-        x = to_channels(x, self.codec.channels)
-        self._layout = layout
-        self.samples += x.shape[-1]
-        return self._codes(self._step(x.to(self.codec.device, self.codec.dtype)), OutputKind.of(audio))
-
-    def flush(self) -> np.ndarray | torch.Tensor:
-        """End the stream; returns the codes ``[batch, codebooks, frames]`` of its last frames."""
-        self._check_usable()
-        self._flushed = True
-        if self._layout is None:
-            return self._kind.ints(torch.zeros(0, self.num_codebooks, 0, dtype=torch.long))
-        return self._codes(self._step(None), self._kind)
-
-    def _codes(self, emb: torch.Tensor | None, kind: OutputKind) -> np.ndarray | torch.Tensor:
-        self._kind = kind
-        if emb is None:
-            emb = torch.zeros(self._layout[0], self.codec.config.dimension, 0)
-        with torch.inference_mode():
-            codes = self.codec.model.quantizer.encode(emb.float(), self.num_codebooks)
-        self.frames += codes.shape[-1]
-        return kind.ints(codes)
-
-
-class StreamDecoder(_StreamBase):
-    """Tokens in pieces of any length to the audio that is final (24 and 32 kHz models).
-
-    ``push(codes)`` takes integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``
-    (or :class:`~fastencodec.tokens.Tokens` of this model without padding frames) and returns
-    float32 audio ``[batch, channels, samples]`` at ``codec.sample_rate`` Hz: NumPy for NumPy
-    input, torch for torch input. Every push of a stream has the same batch and codebook count.
-    ``flush()`` ends the stream; ``reset()`` starts a new one.
-
-    A stream of ``F`` frames gives ``F * hop_length`` samples in all, equal to
-    ``codec.decode(codes)`` of all its codes; the signal's own length is
-    ``StreamEncoder.samples``, so drop what the last frame gives beyond it. Pushing frame
-    ``t`` returns the frame's ``hop_length`` samples, except at the stream's start (see the
-    module docstring). Bad codes raise ValueError and leave the stream as it was.
-
-    Attributes: ``frames`` (per item pushed so far), ``samples`` (per item returned so far).
-    """
-
-    def __init__(self, codec: EnCodec):
-        super().__init__(codec, codec.model.decoder.layers)
-
-    def reset(self) -> None:
-        """Forget the current stream; the next push starts a new one."""
-        super().reset()
-        self.frames = 0
-        self.samples = 0
-
-    def push(self, codes: Tokens | Array) -> np.ndarray | torch.Tensor:
-        """Feed codes ``[batch, codebooks, frames]``; returns audio ``[batch, channels, samples]``."""
-        self._check_usable()
-        codec = self.codec
-        if isinstance(codes, Tokens):
-            codec.check_model(codes)
-            codes = codes.codes
-        c = codec.validate_codes(codes)
-        layout = (c.shape[0], c.shape[1])
-        self._check_layout(layout, "codebooks")
-        self._layout = layout
-        self.frames += c.shape[-1]
-        with torch.inference_mode():
-            emb = codec.model.quantizer.decode(c.to(codec.device)).to(codec.dtype)
-        return self._audio(self._step(emb), OutputKind.of(codes))
-
-    def flush(self) -> np.ndarray | torch.Tensor:
-        """End the stream; returns its last audio ``[batch, channels, samples]``."""
-        self._check_usable()
-        self._flushed = True
-        if self._layout is None:
-            return self._kind.audio(torch.zeros(0, self.codec.channels, 0))
-        return self._audio(self._step(None), self._kind)
-
-    def _audio(self, audio: torch.Tensor | None, kind: OutputKind) -> np.ndarray | torch.Tensor:
-        self._kind = kind
-        if audio is None:
-            audio = torch.zeros(self._layout[0], self.codec.channels, 0)
-        self.samples += audio.shape[-1]
-        return kind.audio(audio.float())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from fastencodec.nn.config import EncodecConfig
 from fastencodec.weights.loading import WEIGHT_FILES
 
 ALIASES = {
@@ -33,15 +35,19 @@ def resolve(name_or_path: str | Path, cache_dir: str | Path | None = None, revis
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
+    offline = not hub_reachable()  # no retries against a host that cannot be resolved
+
     def fetch(filename: str) -> Path:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision))
+        path = hf_hub_download(repo_id, filename, cache_dir=cache_dir, revision=revision, local_files_only=offline)
+        return Path(path)
 
     try:
         config = fetch("config.json")
-    except LocalEntryNotFoundError as exc:
+    except LocalEntryNotFoundError:
         raise FileNotFoundError(
-            f"{repo_id}: not in the Hugging Face cache and could not be downloaded (offline or HF_HUB_OFFLINE=1)"
-        ) from exc
+            f"{repo_id}: not in the Hugging Face cache and could not be downloaded (offline or HF_HUB_OFFLINE=1); "
+            "pass the path of a local checkpoint instead (--model PATH)"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise FileNotFoundError(f"{repo_id}: could not be fetched from the Hugging Face hub: {exc}") from exc
     for weights in WEIGHT_FILES:
@@ -51,3 +57,45 @@ def resolve(name_or_path: str | Path, cache_dir: str | Path | None = None, revis
         except (EntryNotFoundError, LocalEntryNotFoundError):
             continue
     raise FileNotFoundError(f"{repo_id}: no {' or '.join(WEIGHT_FILES)} in the repo or the local cache")
+
+
+HUB_HOST = "huggingface.co"
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hugging Face hub's host name resolves (within about ``timeout`` seconds)."""
+    import concurrent.futures
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")).hostname or HUB_HOST
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        pool.submit(socket.getaddrinfo, host, 443).result(timeout)
+        return True
+    except (OSError, concurrent.futures.TimeoutError):
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+PUBLISHED = {repo: repo.split("/", 1)[1] for repo in ALIASES.values()}
+"""The published repos and the model names their ``.ecdc`` headers use (Meta's names)."""
+
+
+def model_name(name_or_path: str | Path, path: Path, config: EncodecConfig) -> str:
+    """The name a loaded checkpoint goes by in ``.ecdc`` headers and messages.
+
+    A published model (alias or repo) gets Meta's name (``encodec_24khz``); another Hugging Face
+    repo its repo id, also when found in the Hugging Face cache (``models--org--name``); any other
+    local checkpoint the name its config gives (Meta ``.th`` files: Meta's name for their tensors).
+    """
+    repo = ALIASES.get(str(name_or_path), str(name_or_path))
+    if not Path(name_or_path).expanduser().exists() and repo.count("/") == 1:
+        return PUBLISHED.get(repo, repo)
+    for part in path.resolve().parts:
+        if cached := re.fullmatch(r"models--([^/]+?)--(.+)", part):
+            repo = f"{cached.group(1)}/{cached.group(2)}"
+            return PUBLISHED.get(repo, repo)
+    return config.name
