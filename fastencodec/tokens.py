@@ -40,6 +40,9 @@ class Tokens:
             time concatenation of (default: one piece, the item's length).
         layout: the model's segment layout; when given, frame counts are checked against it.
 
+    Attributes:
+        frames: each item's own frames (before its padding), computed once.
+
     Raises:
         ValueError: inconsistent shapes, lengths, pieces or scales.
     """

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -16,6 +17,7 @@ import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
 
+import fastencodec
 from fastencodec import cli
 from fastencodec.cli import common as cli_common
 from fastencodec.codec import EnCodec
@@ -138,6 +140,7 @@ def test_round_trip_every_input_format(tmp_path, meta24, codec24, suffix):
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_48khz_segments_and_batches_match_whole_file(tmp_path, monkeypatch, meta48, codec48):
     # Batches of 2 segments and small read blocks, in the CLI and in EnCodec alike: the rolling
     # buffer, the batch boundaries and the cross-fade across them must reproduce encode/decode.
@@ -232,6 +235,7 @@ def payload(data):
     return data[9 + struct.unpack("!I", data[5:9])[0] :]
 
 
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("meta_codec", INTEROP, indirect=True, ids=["24khz", "48khz"])
 def test_interop_with_metas_compress_and_decompress(tmp_path, meta_codec):
@@ -363,6 +367,7 @@ def run_module(*argv, data):
     return subprocess.run(command, input=data, capture_output=True, check=False, timeout=120)
 
 
+@pytest.mark.slow
 def test_python_m_in_a_pipe(tmp_path, meta24):
     """Real processes: raw PCM | compress --stream - - | decompress - - (nothing but data on stdout)."""
     pcm = (signal(24000, 1, 0.7)[0] * 2**15).astype("<i2").tobytes()
@@ -547,6 +552,7 @@ def test_cuda_unavailable_is_a_failure(tmp_path, capsys, meta24):
 # -- fuzz ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good_ecdc):
     """Mutated files either decode or end with exit status 1 and one line on stderr: any other
     exception escapes ``main`` and fails the test."""
@@ -563,3 +569,75 @@ def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good
         output.unlink(missing_ok=True)
 
     check()
+
+
+# -- usability -------------------------------------------------------------------------------------
+
+
+def test_version_and_bandwidths_in_help(capsys):
+    assert run("--version") == 0
+    assert capsys.readouterr().out.strip() == f"fastencodec {fastencodec.__version__}"
+    assert run("compress", "--help") == 0
+    assert "1.5/3/6/12/24" in " ".join(capsys.readouterr().out.split())
+
+
+def test_several_files_and_folders_like_gzip(tmp_path, capsys, meta24, codec24):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.wav", "sub/b.flac", "sub/c.wav"):
+        write_audio_file(tmp_path / name, signal(24000, 1, 0.3, seed=len(name)), 24000)
+    (tmp_path / "sub" / "notes.txt").write_text("not audio")
+    assert run("compress", tmp_path / "a.wav", tmp_path / "sub", "--model", meta24[1]) == 0
+    assert sorted(p.name for p in tmp_path.rglob("*.ecdc")) == ["a.ecdc", "b.ecdc", "c.ecdc"]
+    assert run("decompress", tmp_path / "sub", "--model", meta24[1]) == 0
+    assert sorted(p.name for p in (tmp_path / "sub").glob("*.wav")) == [
+        "b_decompressed.wav",
+        "c.wav",
+        "c_decompressed.wav",
+    ]
+    # one bad file among good ones: the others are still done, the exit status says a file failed
+    (tmp_path / "bad.wav").write_bytes(b"junk" * 100)
+    assert run("compress", tmp_path / "bad.wav", tmp_path / "a.wav", "-f", "--model", meta24[1]) == 1
+    err = capsys.readouterr().err
+    assert "bad.wav" in err and err.count("\n") == 1 and (tmp_path / "a.ecdc").exists()
+
+
+def test_missing_output_folder_fails_alike(tmp_path, capsys, meta24, good_ecdc):
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    (tmp_path / "in.ecdc").write_bytes(good_ecdc)
+    assert run("compress", source, tmp_path / "no" / "out.ecdc", "--model", meta24[1]) == 1
+    assert "no folder" in capsys.readouterr().err
+    assert run("decompress", tmp_path / "in.ecdc", tmp_path / "no" / "out.wav", "--model", meta24[1]) == 1
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_checkpoint(tmp_path, capsys):
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    assert run("compress", source, "--model", source) == 1
+    err = capsys.readouterr().err
+    assert "not a checkpoint" in err and "weights_only" not in err and err.count("\n") == 1
+
+
+def test_offline_hub_fails_fast_and_suggests_a_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    start = time.perf_counter()
+    assert run("compress", source, "--model", "encodec-24khz") == 1
+    assert time.perf_counter() - start < 10
+    assert "--model PATH" in capsys.readouterr().err
+
+
+def test_decompress_warns_about_clipping_and_rescales(tmp_path, capsys, monkeypatch, meta48, codec48):
+    source = write_audio_file(tmp_path / "in.wav", signal(48000, 2, 0.5), 48000)
+    assert run("compress", source, "--model", meta48[1]) == 0
+    loud = EnCodec(codec48.model)  # the same model, its decoded audio scaled to peak at 3
+    decode_batch = loud.engine.decode_batch
+    loud.engine.decode_batch = lambda *args, **kwargs: decode_batch(*args, **kwargs) * 30
+    monkeypatch.setitem(LOADED, (str(meta48[1]), "cpu", None), loud)
+    out = tmp_path / "out.wav"
+    assert run("decompress", tmp_path / "in.ecdc", out, "--subtype", "PCM_16", "--model", meta48[1]) == 0
+    err = capsys.readouterr().err
+    assert "samples exceeded full scale" in err and "--rescale" in err and err.count("\n") == 1
+    assert run("decompress", tmp_path / "in.ecdc", out, "-f", "--subtype", "PCM_16", "-r", "--model", meta48[1]) == 0
+    assert capsys.readouterr().err == ""
+    assert 0.98 < np.abs(read_audio(out)[0]).max() <= 0.99 + 1e-4

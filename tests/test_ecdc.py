@@ -112,6 +112,7 @@ def assert_segments_equal(actual, expected):
         assert scale_a == scale_e
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("bits", [1, 3, 7, 10, 13, 16])
 @pytest.mark.parametrize("count", [0, 1, 5, 17, 1000])
 def test_bit_packer_matches_meta(bits, count):
@@ -138,6 +139,7 @@ def test_bit_packer_matches_meta(bits, count):
     assert [unpacker.pull() for _ in range(count)] == values.tolist()
 
 
+@pytest.mark.interop
 def test_header_bytes_identical_to_meta_without_extras():
     rng = np.random.default_rng(0)
     segments = random_segments(rng, 30000, LAYOUT_24K, 8)
@@ -145,6 +147,7 @@ def test_header_bytes_identical_to_meta_without_extras():
     assert ours == meta_compress("encodec_24khz", 30000, LAYOUT_24K, segments)
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize(
     "model_name, layout, audio_length, num_codebooks",
     [
@@ -378,6 +381,7 @@ FUZZ_BASE = valid_file()
 
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1000,
     deadline=500,
@@ -394,6 +398,7 @@ def test_fuzzed_streams_only_raise_ecdc_error(data):
         assert all(chunk.dtype == np.int64 for chunk in chunks)
 
 
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 @pytest.mark.parametrize("name, bandwidth, audio_length", [("24khz", 1.5, 30001), ("48khz", 6.0, 100000)])
 def test_meta_cli_codec_reads_our_files(monkeypatch, name, bandwidth, audio_length):

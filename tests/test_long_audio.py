@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fastencodec import EnCodec, Tokens
@@ -38,6 +39,7 @@ print(json.dumps([encode_growth, high() - base, out.nbytes]))
 """
 
 
+@pytest.mark.slow
 def test_long_24khz_chunks_match_reference(meta24):
     codec = EnCodec.from_pretrained(meta24[1])
     audio = speech_like(24_000, 1, 2.9)[None]  # 69_600 samples: two chunks
@@ -51,6 +53,7 @@ def test_long_24khz_chunks_match_reference(meta24):
         assert_audio_close(emb, meta24[0].encoder(audio))
 
 
+@pytest.mark.slow
 def test_long_48khz_file_matches_reference(meta48, monkeypatch):
     """Segments of 1 s with 1% overlap, as the reference codes them, two segments per batch."""
     codec = EnCodec.from_pretrained(meta48[1], batch_samples=2 * 48_000)
@@ -70,6 +73,7 @@ def test_manual_chunking_still_works(meta24):
     assert codec.decode(codes).shape == (1, 1, codes.shape[-1] * 320)
 
 
+@pytest.mark.slow
 def test_long_encode_decode_memory_does_not_grow_with_length():
     """2 minutes at 24 kHz coded chunk by chunk: peak memory beyond the input and output arrays stays
     under a fixed bound (a fresh process's peak resident memory, after a warm-up of 4 chunks).
@@ -88,6 +92,7 @@ def test_long_encode_decode_memory_does_not_grow_with_length():
     assert decode_growth < output_bytes + (8 << 20), f"decode grew {(decode_growth - output_bytes) / 2**20:.1f} MiB"
 
 
+@pytest.mark.slow
 def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
     """Long items of equal length stream together (at most ``batch_samples`` samples of them per
     chunk: here two, then one); short ones take the batched path."""
@@ -103,6 +108,7 @@ def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
         torch.testing.assert_close(decoded[i], codec.decode(alone)[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_long_32khz_chunks_match_transformers(hf32):
     """MusicGen's 32 kHz codec (centred convolutions) also runs long audio in chunks through a stream."""
     model, path = hf32

@@ -6,6 +6,8 @@ import torch
 from fastencodec.models import EnCodec
 from tests.support import assert_audio_close, assert_codes_match, hf_run, meta_run, speech_like
 
+pytestmark = pytest.mark.interop
+
 
 @pytest.mark.parametrize("bandwidth", [1.5, 3.0, 6.0, 12.0, 24.0])
 def test_meta_24khz_every_bandwidth(meta24, codec24, bandwidth):

@@ -245,6 +245,7 @@ def state_bytes(value, seen=None) -> int:
     return 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["causal 24 kHz", "centred 32 kHz"])
 def test_ten_minute_stream_memory_is_bounded(model, request):
     """10 minutes pushed in 10 s chunks: the stream's state stays as large as after the first

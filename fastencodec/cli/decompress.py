@@ -7,18 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from fastencodec.cli.common import (
-    PROG,
-    UsageError,
-    add_run_options,
-    check_output,
-    expand_inputs,
-    load_codec,
-    open_binary,
-    positive_int,
-    progress_bar,
-    split_output,
-)
+from fastencodec.cli import common
 from fastencodec.codec import EnCodec
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
 from fastencodec.formats.files import ClippingWarning, decompress_stream, published_name
@@ -63,13 +52,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="decode with --model even if the file names another model or checkpoint",
     )
-    add_run_options(decompress)
+    common.add_run_options(decompress)
     decompress.set_defaults(run=run, jobs=jobs, each=True)
 
 
 def rate_value(text: str) -> str:
     """``--rate``'s value: a positive integer (Hz) or ``original``."""
-    return text if text == "original" else str(positive_int(text))
+    return text if text == "original" else str(common.positive_int(text))
 
 
 def is_output(path: str) -> bool:
@@ -78,31 +67,30 @@ def is_output(path: str) -> bool:
 
 def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(input, output) pairs the arguments name."""
-    inputs, output = split_output(args.paths, is_output)
+    inputs, output = common.split_output(args.paths, is_output)
     if output is None and len(args.paths) == 2 and Path(args.paths[1]).suffix.lower() not in ("", ".ecdc"):
-        raise UsageError(f"{args.paths[1]}: OUTPUT must end in .wav or .flac (or be - for stdout)")
+        raise common.UsageError(f"{args.paths[1]}: OUTPUT must end in .wav or .flac (or be - for stdout)")
     if output is not None:
         return [(inputs[0], output)]
-    return [
-        (p, STDIO if p == STDIO else str(Path(p).with_suffix("")) + SUFFIX) for p in expand_inputs(inputs, (".ecdc",))
-    ]
+    found = common.expand_inputs(inputs, (".ecdc",))
+    return [(p, STDIO if p == STDIO else str(Path(p).with_suffix("")) + SUFFIX) for p in found]
 
 
 def run(args: argparse.Namespace, source: str, output: str, models: dict[str, EnCodec]) -> None:
     """Decompress ``source`` to ``output``; ``models`` keeps the models loaded for earlier files."""
-    check_output(output, source, args.force)
+    common.check_output(output, source, args.force)
     bars: list = []
 
     def started(header: EcdcHeader, model: EnCodec, rate: int) -> None:
-        bars.append(progress_bar(header.audio_length, model.sample_rate, args.quiet, "decompress"))
+        bars.append(common.progress_bar(header.audio_length, model.sample_rate, args.quiet, "decompress"))
         bars.append(bars[0].__enter__())
 
-    with open_binary(source) as stream, warnings.catch_warnings(record=True) as caught:
+    with common.open_binary(source) as stream, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reader = EcdcReader(stream)
         name = args.model or published_name(reader.header)
         if name not in models:
-            models[name] = load_codec(name, args.device, args.threads)
+            models[name] = common.load_codec(name, args.device, args.threads)
         try:
             decompress_stream(
                 reader,
@@ -118,11 +106,11 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
             )
         except ValueError as exc:
             if "subtype" in str(exc):
-                raise UsageError(str(exc)) from None
+                raise common.UsageError(str(exc)) from None
             raise
         finally:
             if bars:
                 bars[0].__exit__(None, None, None)
     for warning in caught:
         if not args.quiet or issubclass(warning.category, ClippingWarning):
-            print(f"{PROG}: {source}: {warning.message}", file=sys.stderr)
+            print(f"{common.PROG}: {source}: {warning.message}", file=sys.stderr)
