@@ -24,7 +24,7 @@ import torch
 
 from fastencodec import __version__
 from fastencodec.cli import bench, compress, decompress, info
-from fastencodec.cli.common import PROG, CliError, UsageError, display_name
+from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, display_name
 from fastencodec.formats.ecdc import EcdcError
 from fastencodec.io.audio import AudioFileError
 
@@ -60,30 +60,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for source, output in jobs:
         status = max(status, guarded(args, source, lambda s=source, o=output: args.run(args, s, o, models)))
-        if status == 2:
+        if status == 2 or isinstance(args.error, ModelLoadError):  # the other files would fail alike
             break
     return status
 
 
 def guarded(args: argparse.Namespace, source: str | None, work: Callable[[], object]) -> int:
-    """Run ``work``; map its failure to one line on stderr and an exit status."""
+    """Run ``work``; map its failure to one line on stderr and an exit status (the error kept as ``args.error``)."""
+    args.error = None
     try:
         work()
-    except UsageError as exc:
-        return fail(f"{PROG} {args.command}: error: {exc}", 2)
-    except EcdcError as exc:
-        return fail(f"{PROG}: {display_name(source or '-')}: {exc}")
-    except (CliError, AudioFileError) as exc:
-        return fail(f"{PROG}: {exc}")
-    except ValueError as exc:  # e.g. a model that does not fit the file
-        return fail(f"{PROG}: {display_name(source or '-')}: {exc}")
-    except torch.cuda.OutOfMemoryError as exc:
-        return fail(f"{PROG}: out of GPU memory ({str(exc).splitlines()[0]})")
-    except OSError as exc:
-        return fail(f"{PROG}: {exc}")
+    except Exception as exc:
+        args.error = exc
+        return _status(args, source, exc)
     except KeyboardInterrupt:
         return fail(f"{PROG}: interrupted", 130)
     return 0
+
+
+def _status(args: argparse.Namespace, source: str | None, exc: Exception) -> int:
+    """The message and exit status of a failure (unexpected errors propagate)."""
+    if isinstance(exc, UsageError):
+        return fail(f"{PROG} {args.command}: error: {exc}", 2)
+    if isinstance(exc, (CliError, AudioFileError)) and not isinstance(exc, EcdcError):
+        return fail(f"{PROG}: {exc}")
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return fail(f"{PROG}: out of GPU memory ({str(exc).splitlines()[0]})")
+    if isinstance(exc, ValueError):  # EcdcError, or e.g. a model that does not fit the file
+        return fail(f"{PROG}: {display_name(source or '-')}: {exc}")
+    if isinstance(exc, OSError):
+        return fail(f"{PROG}: {exc}")
+    raise exc
 
 
 def fail(message: str, status: int = 1) -> int:

@@ -32,6 +32,10 @@ class UsageError(CliError):
     """Bad usage (an option the chosen model or output cannot take); exit status 2."""
 
 
+class ModelLoadError(CliError):
+    """The model cannot be loaded: no file of a command can be done; exit status 1."""
+
+
 def check_device(device: str) -> None:
     """Fail with one line when ``device`` is a CUDA device and CUDA is not available."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -44,7 +48,7 @@ def load_codec(spec: str, device: str, threads: int | None = None) -> EnCodec:
     try:
         return EnCodec.from_pretrained(spec, device=device, policy=RuntimePolicy(threads=threads))
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CliError(f"{spec}: cannot load the model ({exc})") from None
+        raise ModelLoadError(f"{spec}: cannot load the model ({exc})") from None
 
 
 def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
