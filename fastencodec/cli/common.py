@@ -111,7 +111,7 @@ def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
 
 def split_output(paths: list[str], is_output: Callable[[str], bool]) -> tuple[list[str], str | None]:
     """``INPUT [OUTPUT]`` or ``INPUT...``: two paths whose second ``is_output`` are an input and its output."""
-    if len(paths) == 2 and is_output(paths[1]) and not Path(paths[0]).is_dir():
+    if len(paths) == 2 and is_output(paths[1]):
         return [paths[0]], paths[1]
     return paths, None
 
