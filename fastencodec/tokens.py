@@ -285,7 +285,7 @@ class Tokens:
             with safe_open(os.fspath(path), "np") as f:
                 meta = json.loads((f.metadata() or {}).get("tokens", "null"))
                 tensors = {key: f.get_tensor(key) for key in f.keys()}
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # safetensors raises its own error type for corrupt files
             raise ValueError(f"{path}: not a tokens file ({exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "codes" not in tensors:
             raise ValueError(f"{path}: not a fastencodec tokens file")

@@ -30,6 +30,9 @@ def install_torchaudio_standin() -> None:
     machinery that inspects it (``importlib.util.find_spec``, transformers' availability probes,
     which also look for installed package metadata and find none) keeps working.
     """
+    import transformers.utils.import_utils as hf_imports
+
+    hf_imports.is_torchaudio_available()  # transformers caches its answer: ask before the stand-in exists
     try:
         import torchaudio  # noqa: F401
     except ImportError:
