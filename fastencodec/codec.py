@@ -254,7 +254,7 @@ class EnCodec:
             table = torch.zeros(len(items), max(len(s) for _, s in results))
             for i, (_, item_scales) in enumerate(results):
                 table[i, : len(item_scales)] = torch.tensor(item_scales)
-            scales = kind.audio(table) if kind.torch else table.numpy()
+            scales = table.to(kind.device) if kind.torch else table.numpy()  # float32 whatever the audio's dtype
         lengths_out = tuple(item.shape[-1] for item in items)
         return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list, layout=self.layout)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -21,7 +22,11 @@ _FORMAT = "fastencodec.tokens/1"
 
 class Tokens:
     """Integer codes ``[batch, codebooks, frames]`` (or one item's ``[codebooks, frames]``) plus
-    their decoding context. Immutable: built once, validated, never changed in place.
+    their decoding context. Immutable: built once, validated, never changed in place. They keep
+    a private copy of the codes and scales given, so the caller's arrays stay the caller's:
+    NumPy codes and scales are read-only, and a torch tensor (which cannot be made read-only)
+    written into in place through ``codes`` or ``scales`` makes every later use of these Tokens
+    raise ValueError instead of decoding changed codes (clone it to edit it).
 
     A ``Tokens`` acts as its ``codes`` array: ``shape``, ``len``, ``numpy.asarray`` and torch
     functions see the codes. Indexing items (``tokens[0]``, ``tokens[1:3]``), selecting codebooks
@@ -47,7 +52,7 @@ class Tokens:
         ValueError: inconsistent shapes, lengths, pieces or scales.
     """
 
-    __slots__ = ("codes", "lengths", "scales", "model_id", "as_list", "pieces", "layout", "frames")
+    __slots__ = ("_codes", "lengths", "_scales", "model_id", "as_list", "pieces", "layout", "frames", "_versions")
 
     def __init__(
         self,
@@ -62,9 +67,7 @@ class Tokens:
     ) -> None:
         if not isinstance(codes, (np.ndarray, torch.Tensor)) or codes.ndim not in (2, 3):
             raise ValueError("Tokens codes must be a 2-D or 3-D NumPy array or torch tensor")
-        if isinstance(codes, np.ndarray):
-            codes = codes.view()
-            codes.flags.writeable = False
+        codes, scales = _owned(codes), None if scales is None else _owned(scales)
         batch = 1 if codes.ndim == 2 else codes.shape[0]
         lengths = tuple(int(n) for n in lengths)
         pieces = tuple((n,) for n in lengths) if pieces is None else tuple(tuple(int(n) for n in p) for p in pieces)
@@ -76,9 +79,10 @@ class Tokens:
         if scales is not None and (scales.ndim != 2 or scales.shape[0] != batch):
             raise ValueError(f"Tokens scales must be [batch={batch}, segments], got {tuple(scales.shape)}")
         for name, value in (
-            ("codes", codes),
+            ("_codes", codes),
             ("lengths", lengths),
-            ("scales", scales),
+            ("_scales", scales),
+            ("_versions", _versions(codes, scales)),
             ("model_id", str(model_id)),
             ("as_list", bool(as_list)),
             ("pieces", pieces),
@@ -92,6 +96,22 @@ class Tokens:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Tokens are immutable")
+
+    @property
+    def codes(self) -> np.ndarray | torch.Tensor:
+        """The codes (read-only for NumPy; for torch, do not write into them)."""
+        self._check_unchanged()
+        return self._codes
+
+    @property
+    def scales(self) -> np.ndarray | torch.Tensor | None:
+        """The per-segment scales ``[batch, segments]`` (float32), or None."""
+        self._check_unchanged()
+        return self._scales
+
+    def _check_unchanged(self) -> None:
+        if _versions(self._codes, self._scales) != self._versions:
+            raise ValueError("these Tokens' torch codes or scales were written into in place; Tokens are immutable")
 
     def _check_frames(self) -> None:
         """Each item's non-padding frames are leading and as many as its pieces need."""
@@ -129,8 +149,12 @@ class Tokens:
         return np.asarray(self.numpy(), dtype=dtype)
 
     def numpy(self) -> np.ndarray:
-        """The codes as a NumPy array."""
-        return self.codes.cpu().numpy() if isinstance(self.codes, torch.Tensor) else self.codes
+        """The codes as a read-only NumPy array."""
+        if isinstance(self.codes, np.ndarray):
+            return self.codes
+        view = self.codes.cpu().numpy().view()
+        view.flags.writeable = False  # a CPU tensor's numpy() shares its memory
+        return view
 
     @property
     def mask(self) -> np.ndarray | torch.Tensor:
@@ -155,6 +179,8 @@ class Tokens:
             return self._batched()[(slice(None), *parts)][0] if parts else self
         items, books, frames = parts
         if isinstance(items, int):
+            if not -len(self.lengths) <= items < len(self.lengths):
+                raise IndexError(f"item {items} is out of range for Tokens of {len(self.lengths)} items")
             picked = self._batched()._pick(slice(items, items + 1 if items != -1 else None), books, frames)
             return picked._with(picked.codes[0], picked.lengths, picked.scales, picked.pieces)
         return self._pick(items, books, frames)
@@ -229,8 +255,7 @@ class Tokens:
     # -- devices, equality, files -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Tokens:
         """These tokens with codes (and scales) as torch tensors on ``device``."""
-        codes = torch.as_tensor(self.numpy() if isinstance(self.codes, np.ndarray) else self.codes).to(device)
-        scales = None if self.scales is None else torch.as_tensor(np.asarray(self.scales)).to(device)
+        codes, scales = _tensor(self.codes).to(device), None if self.scales is None else _tensor(self.scales).to(device)
         return self._with(codes, self.lengths, scales, self.pieces)
 
     def __eq__(self, other: object) -> bool:
@@ -257,7 +282,9 @@ class Tokens:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write to a ``.safetensors`` file (codes, scales and the context as metadata; no pickle)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
+
+        from fastencodec.io.audio import AtomicOutput
 
         tensors = {"codes": np.ascontiguousarray(self.numpy())}
         if self.scales is not None:
@@ -270,7 +297,9 @@ class Tokens:
             "as_list": self.as_list,
             "layout": None if self.layout is None else asdict(self.layout),
         }
-        save_file(tensors, os.fspath(path), metadata={"tokens": json.dumps(meta)})
+        data = save(tensors, metadata={"tokens": json.dumps(meta)})
+        with AtomicOutput(path) as out:  # no partial file, and an existing one survives a failure
+            out.file.write(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokens:
@@ -290,15 +319,18 @@ class Tokens:
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or "codes" not in tensors:
             raise ValueError(f"{path}: not a fastencodec tokens file")
         layout = meta.get("layout")
-        return cls(
-            tensors["codes"],
-            meta["lengths"],
-            tensors.get("scales"),
-            meta["model_id"],
-            bool(meta.get("as_list")),
-            pieces=meta["pieces"],
-            layout=None if layout is None else SegmentLayout(**layout),
-        )
+        try:
+            return cls(
+                tensors["codes"],
+                meta["lengths"],
+                tensors.get("scales"),
+                meta["model_id"],
+                bool(meta.get("as_list")),
+                pieces=meta["pieces"],
+                layout=None if layout is None else SegmentLayout(**layout),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: a tokens file with missing or malformed metadata ({exc!r})") from None
 
     def check_model(self, model_id: str) -> None:
         """Raise ValueError unless these tokens come from the model ``model_id``."""
@@ -384,6 +416,35 @@ def _cpu(value: Any) -> np.ndarray:
     return value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
 
 
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (``int``, ``np.int64``, 0-d integer arrays; not bool), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _owned(value: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """A private copy of ``value``: read-only for NumPy, a normal (non-inference) tensor for torch."""
+    if isinstance(value, torch.Tensor):
+        with torch.inference_mode(False):
+            return value.clone()
+    copy = np.array(value)
+    copy.flags.writeable = False
+    return copy
+
+
+def _versions(*values: Any) -> tuple[int, ...]:
+    """The in-place write counters of the torch tensors among ``values``."""
+    return tuple(v._version for v in values if isinstance(v, torch.Tensor))
+
+
+def _tensor(value: np.ndarray | torch.Tensor) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
+
+
 def _unwrap(value: Any, convert: Any) -> Any:
     if isinstance(value, Tokens):
         return convert(value.codes)
@@ -398,10 +459,11 @@ def _normalise_index(index: Any, ndim: int) -> tuple | None:
     parts = list(index) if isinstance(index, tuple) else [index]
     if sum(p is Ellipsis for p in parts) > 1:
         return None
-    if Ellipsis in parts:
-        at = parts.index(Ellipsis)
+    if any(p is Ellipsis for p in parts):  # identity: ``in`` would compare index arrays elementwise
+        at = next(i for i, p in enumerate(parts) if p is Ellipsis)
         parts[at : at + 1] = [slice(None)] * (ndim - len(parts) + 1)
-    if len(parts) > ndim or not all(isinstance(p, (int, slice)) and not isinstance(p, bool) for p in parts):
+    parts = [p if isinstance(p, slice) else _integer(p) for p in parts]
+    if len(parts) > ndim or any(p is None for p in parts):
         return None
     parts += [slice(None)] * (ndim - len(parts))
     if any(isinstance(p, int) for p in parts[-2:]) or (ndim == 2 and isinstance(parts[0], int)):

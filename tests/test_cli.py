@@ -641,3 +641,52 @@ def test_decompress_warns_about_clipping_and_rescales(tmp_path, capsys, monkeypa
     assert run("decompress", tmp_path / "in.ecdc", out, "-f", "--subtype", "PCM_16", "-r", "--model", meta48[1]) == 0
     assert capsys.readouterr().err == ""
     assert 0.98 < np.abs(read_audio(out)[0]).max() <= 0.99 + 1e-4
+
+
+def test_two_inputs_with_one_output_are_refused_before_starting(tmp_path, capsys, meta24):
+    for name in ("a.wav", "a.flac"):
+        write_audio_file(tmp_path / name, signal(24000, 1, 0.2), 24000)
+    for argv in ([tmp_path / "a.wav", tmp_path / "a.flac"], [tmp_path]):
+        assert run("compress", *argv, "-f", "--model", meta24[1]) == 2
+        err = capsys.readouterr().err
+        assert "a.wav" in err and "a.flac" in err and "a.ecdc" in err and err.count("\n") == 1
+        assert not (tmp_path / "a.ecdc").exists()
+    assert run("compress", tmp_path / "a.wav", "--model", meta24[1]) == 0  # Meta's naming
+    assert (tmp_path / "a.ecdc").exists()
+
+
+def test_ctrl_c_stops_a_many_file_command(tmp_path, capsys, monkeypatch):
+    sources = [write_audio_file(tmp_path / f"{n}.wav", signal(24000, 1, 0.1), 24000) for n in "ab"]
+    calls = []
+
+    def interrupted(args, source, output, models):
+        calls.append(source)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.compress, "run", interrupted)
+    assert run("compress", *sources) == 130
+    assert len(calls) == 1 and "interrupted" in capsys.readouterr().err
+
+
+def test_a_model_that_fails_to_load_skips_only_its_files(tmp_path, capsys, monkeypatch, meta24, codec24):
+    """Without --model each file names its model: the others are still done (exit 1)."""
+    data = fastencodec.compress(signal(24000, 1, 0.1), model=codec24, sample_rate=24_000)
+    files = [tmp_path / f"{name}.ecdc" for name in ("a48", "b24", "c48")]
+    for path in files:
+        path.write_bytes(with_metadata(data, m="encodec_48khz") if "48" in path.name else data)
+    tried = []
+
+    def load(name, device, threads=None):
+        tried.append(name)
+        if "48" in name:
+            raise cli_common.ModelLoadError(f"{name}: cannot load the model (offline)")
+        return codec24
+
+    monkeypatch.setattr(cli_common, "load_codec", load)
+    assert run("decompress", *files) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert tried == ["encodec_48khz", "encodec_24khz"] and len(err) == 2
+    assert "a48.ecdc" in err[0] and "offline" in err[0] and "c48.ecdc: skipped" in err[1]
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["b24_decompressed.wav"]
+    assert run("decompress", *files, "--model", "encodec_48khz") == 1  # one model for all: stop at once
+    assert len(capsys.readouterr().err.splitlines()) == 1 and tried[-1] == "encodec_48khz"

@@ -117,3 +117,40 @@ def test_load_audio_offset_duration_and_channels(tmp_path):
     part = load_audio(tmp_path / "in.wav", 16_000, 1, offset=0.25, duration=0.5)
     np.testing.assert_allclose(part, audio.mean(0, keepdims=True)[:, 4000:12000], atol=1e-7)
     assert load_audio(tmp_path / "in.wav", 24_000, 2).shape == (2, 24_000)
+
+
+def test_a_given_model_is_never_moved(codec24):
+    """The caller's (possibly shared) model runs where it is; another device= is refused, not obeyed."""
+    audio = speech_like(24_000, 1, 0.2).numpy()
+    with pytest.raises(ValueError, match="on cpu, not on device=meta"):
+        compress(audio, model=codec24, device="meta", sample_rate=24_000)
+    assert codec24.device == torch.device("cpu")
+    data = compress(audio, model=codec24, device="cpu", sample_rate=24_000)
+    with pytest.raises(ValueError, match="device=meta"):
+        decompress(data, model=codec24, device="meta")
+    assert codec24.device == torch.device("cpu") and decompress(data, model=codec24)[0].shape == (1, 4_800)
+
+
+def test_sample_rate_takes_any_integer_type(codec24):
+    audio = speech_like(24_000, 1, 0.2).numpy()
+    assert compress(audio, model=codec24, sample_rate=np.int64(24_000)) == compress(
+        audio, model=codec24, sample_rate=24_000
+    )
+    for bad in (24_000.0, True, "24000"):
+        with pytest.raises(ValueError, match="positive integer"):
+            compress(audio, model=codec24, sample_rate=bad)
+
+
+def test_fingerprint_follows_weights_loaded_in_place(codec24):
+    other = EnCodec(copy.deepcopy(codec24.model))
+    before, model_id = other.fingerprint, other.model_id
+    assert before == codec24.fingerprint
+    with torch.no_grad():
+        other.model.quantizer.embed.mul_(1.01)
+        other.model.quantizer.refresh()
+    assert other.fingerprint != before and other.model_id == f"{other.name}:{other.fingerprint}" != model_id
+    data = compress(speech_like(24_000, 1, 0.2).numpy(), model=codec24, sample_rate=24_000)
+    with pytest.raises(ModelMismatchError):
+        decompress(data, model=other)
+    other.model.quantizer.embed = codec24.model.quantizer.embed.clone()  # replaced, not written into
+    assert other.fingerprint == before

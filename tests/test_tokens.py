@@ -1,10 +1,15 @@
 """Tokens survive use: immutable, validated, indexed, sliced, concatenated, moved, compared, saved."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 from fastencodec import Tokens
+from fastencodec.tokens import _FORMAT, PAD
 from tests.support import speech_like
 
 
@@ -118,3 +123,64 @@ def test_layout_rule_refuses_ambiguous_stereo(codec48, codec24):
     np.testing.assert_array_equal(codec48.encode(stereo[None]).codes, one.codes)
     assert codec48.encode(stereo[:1]).shape[0] == 1  # [1, samples] reads the same either way
     assert codec24.encode(np.stack([stereo[0], stereo[1]])).shape[0] == 2  # mono model: [batch, samples]
+
+
+def test_tokens_own_their_codes_and_scales(codec24, codec48):
+    """The caller's arrays stay the caller's; writing into a torch Tokens' codes is caught, not decoded."""
+    audio = speech_like(24_000, 1, 0.3)
+    codes = np.asarray(codec24.encode(audio.numpy())).copy()
+    tokens = Tokens(codes, (7_200,), None, codec24.model_id, layout=codec24.layout)
+    codes[0, 0, 0] = PAD
+    assert tokens.codes[0, 0, 0] != PAD and not np.asarray(tokens).flags.writeable
+    torch_tokens = codec24.encode(audio)
+    assert not torch_tokens.numpy().flags.writeable  # a CPU tensor's numpy() shares its memory
+    decoded = codec24.decode(torch_tokens)
+    torch_tokens.codes[0, 0, 0] = (torch_tokens.codes[0, 0, 0] + 1) % 1024
+    with pytest.raises(ValueError, match="in place"):
+        codec24.decode(torch_tokens)
+    scaled = codec48.encode(speech_like(48_000, 2, 0.2)[None])
+    scaled.scales.mul_(2)
+    with pytest.raises(ValueError, match="in place"):
+        scaled[0]
+    assert codec24.decode(codec24.encode(audio)).equal(decoded)
+
+
+def test_integer_and_array_indexes(batch24):
+    _, tokens = batch24
+    assert tokens[np.int64(1)] == tokens[1] and tokens[np.int64(0), :, :2 ** 30] == tokens[0]
+    np.testing.assert_array_equal(tokens[np.array([0, 1]), ...], np.asarray(tokens))
+    np.testing.assert_array_equal(tokens[[1, 0]], np.asarray(tokens)[[1, 0]])
+    for out_of_range in (2, -3, np.int64(5)):
+        with pytest.raises(IndexError, match="out of range"):
+            tokens[out_of_range]
+    assert tokens[-2] == tokens[0]
+
+
+def test_torch_scales_stay_float32_and_move(codec48):
+    audio = speech_like(48_000, 2, 0.3)[None]
+    exact = codec48.encode(audio)
+    half = codec48.encode(audio.to(torch.bfloat16))
+    assert exact.scales.dtype == half.scales.dtype == torch.float32
+    moved = Tokens(exact.numpy(), exact.lengths, exact.scales, exact.model_id, layout=exact.layout).to("cpu")
+    assert moved == exact and moved.scales.dtype == torch.float32
+
+
+def test_load_refuses_incomplete_metadata_and_save_is_atomic(tmp_path, monkeypatch, batch24):
+    path = tmp_path / "t.safetensors"
+    save_file({"codes": np.zeros((1, 2, 3), np.int64)}, path, metadata={"tokens": json.dumps({"format": _FORMAT})})
+    with pytest.raises(ValueError, match="metadata"):
+        Tokens.load(path)
+    malformed = {"format": _FORMAT, "lengths": 5, "pieces": None, "model_id": "m"}
+    save_file({"codes": np.zeros((1, 2, 3), np.int64)}, path, metadata={"tokens": json.dumps(malformed)})
+    with pytest.raises(ValueError, match="metadata"):
+        Tokens.load(path)
+    _, tokens = batch24
+    tokens.save(path)
+
+    def crash(*args):  # dies just before the new file would replace the old one
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(ValueError, match="disk full"):
+        tokens[1].save(path)
+    assert Tokens.load(path) == tokens and [p.name for p in tmp_path.iterdir()] == ["t.safetensors"]

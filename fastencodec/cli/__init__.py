@@ -24,7 +24,7 @@ import torch
 
 from fastencodec import __version__
 from fastencodec.cli import bench, compress, decompress, info
-from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, display_name
+from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, check_distinct_outputs, display_name
 from fastencodec.formats.ecdc import EcdcError
 from fastencodec.io.audio import AudioFileError
 
@@ -53,15 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.each:
         return guarded(args, args.input if args.command == "info" else None, lambda: args.run(args))
     jobs: list[tuple[str, str]] = []
-    status = guarded(args, None, lambda: jobs.extend(args.jobs(args)))
+    status = guarded(args, None, lambda: jobs.extend(check_distinct_outputs(args.jobs(args))))
     if status:
         return status
     models: dict = {}
     status = 0
     for source, output in jobs:
-        status = max(status, guarded(args, source, lambda s=source, o=output: args.run(args, s, o, models)))
-        if status == 2 or isinstance(args.error, ModelLoadError):  # the other files would fail alike
-            break
+        done = guarded(args, source, lambda s=source, o=output: args.run(args, s, o, models))
+        status = max(status, done)
+        if done in (2, 130) or (isinstance(args.error, ModelLoadError) and args.model):
+            break  # bad usage, Ctrl-C, or the one model every file needs cannot be loaded
     return status
 
 

@@ -77,6 +77,18 @@ def check_output(output: str, source: str, force: bool) -> None:
         raise CliError(f"{output}: already exists (use -f/--force to overwrite)")
 
 
+def check_distinct_outputs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``jobs`` ((input, output) pairs) if no two write the same output, else a usage error naming both inputs
+    (e.g. ``a.wav`` and ``a.flac``, which both become ``a.ecdc``)."""
+    seen: dict[str, str] = {}
+    for source, output in jobs:
+        key = output if output == STDIO else os.path.normcase(os.path.abspath(output))
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {source} would both be written to {output}; give them one at a time")
+        seen[key] = source
+    return jobs
+
+
 @contextmanager
 def open_binary(path: str) -> Iterator[BinaryIO]:
     """Standard input for ``-``, else the file opened for binary reading; failures name the file."""

@@ -76,8 +76,8 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return [(p, STDIO if p == STDIO else str(Path(p).with_suffix("")) + SUFFIX) for p in found]
 
 
-def run(args: argparse.Namespace, source: str, output: str, models: dict[str, EnCodec]) -> None:
-    """Decompress ``source`` to ``output``; ``models`` keeps the models loaded for earlier files."""
+def run(args: argparse.Namespace, source: str, output: str, models: dict[str, EnCodec | Exception]) -> None:
+    """Decompress ``source`` to ``output``; ``models`` keeps the models loaded (or failed) for earlier files."""
     common.check_output(output, source, args.force)
     bars: list = []
 
@@ -90,7 +90,15 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
         reader = EcdcReader(stream)
         name = args.model or published_name(reader.header)
         if name not in models:
-            models[name] = common.load_codec(name, args.device, args.threads)
+            try:
+                models[name] = common.load_codec(name, args.device, args.threads)
+            except common.ModelLoadError as exc:
+                models[name] = exc  # the other files that need it are skipped, not retried
+                if args.model:
+                    raise
+                raise common.ModelLoadError(f"{common.display_name(source)}: {exc}") from None
+        if isinstance(models[name], common.ModelLoadError):
+            raise common.CliError(f"{common.display_name(source)}: skipped, its model failed to load ({models[name]})")
         try:
             decompress_stream(
                 reader,

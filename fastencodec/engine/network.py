@@ -37,10 +37,26 @@ class Engine:
         self.config = model.config
         self.layout = SegmentLayout.of(model.config)
         self.name = name
-        self.fingerprint = fingerprint(model)
-        self.model_id = f"{name}:{self.fingerprint}"
+        self._fingerprint: tuple[tuple[int, int], str] | None = None
         self.requested = policy
         self.policy = policy.for_device(self.device)
+
+    @property
+    def fingerprint(self) -> str:
+        """The current codebooks' :func:`fingerprint`, recomputed after they change (in place or replaced)."""
+        embed = self.model.quantizer.embed
+        try:
+            key = (embed.data_ptr(), embed._version)
+        except RuntimeError:  # an inference tensor has no version counter: no cache
+            return fingerprint(self.model)
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            self._fingerprint = (key, fingerprint(self.model))
+        return self._fingerprint[1]
+
+    @property
+    def model_id(self) -> str:
+        """``name:fingerprint``, the identity ``Tokens`` carry."""
+        return f"{self.name}:{self.fingerprint}"
 
     @property
     def device(self) -> torch.device:

@@ -9,6 +9,7 @@ length, and the codes equal ``EnCodec.encode`` of the whole signal.
 from __future__ import annotations
 
 import io
+import operator
 import os
 import tempfile
 import warnings
@@ -47,10 +48,28 @@ class ClippingWarning(UserWarning):
 
 
 def load_model(model: str | os.PathLike[str] | EnCodec, device: str | torch.device | None = None) -> EnCodec:
-    """``model`` itself if it is an ``EnCodec``, else the model of that name or path, on ``device``."""
+    """``model`` itself if it is an ``EnCodec``, else the model of that name or path, on ``device``.
+
+    A given ``EnCodec`` is never moved (it may be shared): it runs where it is.
+
+    Raises:
+        ValueError: ``model`` is an ``EnCodec`` on another device than ``device``.
+    """
     if isinstance(model, EnCodec):
-        return model if device is None else model.to(device)
+        if device is not None and not _same_device(torch.device(device), model.device):
+            raise ValueError(
+                f"the model given is on {model.device}, not on device={device}; move it there first "
+                "(model.to(device)) or leave device=None to run it where it is"
+            )
+        return model
     return EnCodec.from_pretrained(model, device=device)
+
+
+def _same_device(wanted: torch.device, actual: torch.device) -> bool:
+    """Whether ``actual`` is ``wanted`` (a device without an index, such as ``cuda``, means the current one)."""
+    if wanted.type == "cuda" and wanted.index is None and torch.cuda.is_available():
+        wanted = torch.device("cuda", torch.cuda.current_device())
+    return wanted.type == actual.type and (wanted.index is None or wanted.index == actual.index)
 
 
 def published_name(header: EcdcHeader) -> str:
@@ -146,9 +165,13 @@ class ArraySource:
         self.audio = array[None] if array.ndim == 1 else array
         if self.audio.ndim != 2 or 0 in self.audio.shape:
             raise ValueError(f"{name}: audio must be [channels, samples], got shape {array.shape}")
-        if type(sample_rate) is not int or sample_rate <= 0:
+        try:  # any integer (``np.int64`` too), but not a float or bool
+            rate = -1 if isinstance(sample_rate, (bool, np.bool_)) else operator.index(sample_rate)
+        except TypeError:
+            rate = -1
+        if rate <= 0:
             raise ValueError(f"{name}: sample_rate must be a positive integer (Hz), got {sample_rate!r}")
-        self.name, self.sample_rate = name, sample_rate
+        self.name, self.sample_rate = name, rate
         self.channels, self.frames = self.audio.shape
 
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
