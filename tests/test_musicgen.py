@@ -30,7 +30,13 @@ def _tokenizer(path):
 
 
 def _build(path, stereo=False):
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, T5Config
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     t5 = T5Config(
         vocab_size=len(WORDS) + 3, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4,
@@ -226,7 +232,10 @@ def test_top_level_generate_is_lazy_and_uses_the_default_model(mono, monkeypatch
     import subprocess
     import sys
 
-    code = "import sys, fastencodec; assert 'fastencodec.musicgen' not in sys.modules; assert 'tokenizers' not in sys.modules"
+    code = (
+        "import sys, fastencodec; assert 'fastencodec.musicgen' not in sys.modules; "
+        "assert 'tokenizers' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     import fastencodec
     from fastencodec.musicgen import generate as module
@@ -302,3 +311,25 @@ def test_sharded_checkpoint_loads(mono, tmp_path):
     sharded = MusicGen.from_pretrained(tmp_path, "cpu")
     a = sharded.generate_tokens("jazz", 0.01, do_sample=False)
     assert torch.equal(a, mg.generate_tokens("jazz", 0.01, do_sample=False))
+
+
+def test_cli_generate_writes_the_audio_the_api_makes(mono, tmp_path, capsys):
+    import soundfile as sf
+
+    from fastencodec.cli import main
+
+    *_, path, mg = mono
+    out = tmp_path / "jazz.wav"
+    args = ["generate", "jazz piano", "-d", "0.02", "--model", str(path), "--device", "cpu", "--top-k", "5"]
+    assert main([*args, "--seed", "4", "-o", str(out)]) == 0
+    audio, rate = sf.read(out, dtype="float32", always_2d=True)
+    expected = mg.generate("jazz piano", 0.02, top_k=5, seed=4)
+    assert rate == 32000 and audio.shape == (640, 1)
+    assert np.allclose(audio.T, expected[0].numpy(), atol=1e-6)
+    assert "s of audio" in capsys.readouterr().err
+    assert main([*args, "-o", str(out)]) == 1  # exists, no -f
+    assert "exists" in capsys.readouterr().err
+    assert main([*args, "--top-k", "500", "-o", str(tmp_path / "x.wav")]) == 2
+    assert "larger than the vocabulary" in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+    assert main(["generate", "x", "--model", str(tmp_path / "none"), "-o", str(tmp_path / "y.wav")]) == 1
