@@ -333,3 +333,30 @@ def test_cli_generate_writes_the_audio_the_api_makes(mono, tmp_path, capsys):
     assert "larger than the vocabulary" in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
     assert main(["generate", "x", "--model", str(tmp_path / "none"), "-o", str(tmp_path / "y.wav")]) == 1
+
+
+def test_stereo_audio_prompt_matches_transformers(stereo):
+    model, tok, _, mg = stereo
+    t = np.arange(256) / 32000
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 300 * t), 0.25 * np.cos(2 * np.pi * 520 * t)])[None].astype(np.float32)
+    new = 10
+    theirs = _theirs(model, tok, ["bass"], new, 3.0, input_values=torch.from_numpy(audio))
+    ours = _ours(mg, ["bass"], 8 + 1 + new - 4, 3.0, audio_prompt=audio)
+    _compare(theirs, ours)
+
+
+@pytest.mark.parametrize("top_k, top_p, temperature", [(5, 0.0, 1.0), (0, 0.7, 0.8), (20, 0.9, 1.3), (64, 0.5, 1.0)])
+def test_sampling_filters_match_transformers(top_k, top_p, temperature):
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from fastencodec.musicgen.sampling import Sampling
+
+    logits = torch.randn(6, 64, generator=torch.Generator().manual_seed(top_k)) * 3
+    expected = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    if top_k:
+        expected = TopKLogitsWarper(top_k)(None, expected)
+    if top_p:
+        expected = TopPLogitsWarper(top_p)(None, expected)
+    ours = Sampling(3.0, top_k, top_p, temperature).filter(logits)
+    assert torch.equal(torch.isinf(ours), torch.isinf(expected))
+    assert torch.allclose(ours[~torch.isinf(ours)], expected[~torch.isinf(expected)])

@@ -86,8 +86,7 @@ def run_generate(args: argparse.Namespace) -> None:
     ) as bar:
 
         def progress(done: float, total: float) -> None:
-            bar.n = round(done, 2)
-            bar.refresh()
+            bar.update(round(done, 2) - bar.n)  # tqdm redraws at most every 0.1 s
 
         try:
             audio = model.generate(

@@ -105,7 +105,29 @@ class MusicGen:
         directory = resolve(name_or_path, cache_dir, revision)
         config = read_config(directory)
         tokenizer = read_tokenizer(directory)
-        parts = split_tensors(read_weights(directory))
+        try:
+            return cls.from_tensors(config, read_weights(directory), tokenizer, device, dtype)
+        except ValueError as exc:
+            raise ValueError(f"{directory}: {exc}") from None
+
+    @classmethod
+    def from_tensors(
+        cls,
+        config: MusicGenConfig | dict,
+        tensors: dict[str, torch.Tensor],
+        tokenizer,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> MusicGen:
+        """Build from a config (a :class:`MusicGenConfig` or a transformers ``MusicgenConfig`` dict),
+        the tensors of a ``MusicgenForConditionalGeneration`` state dict and a ``tokenizers.Tokenizer``.
+
+        Raises:
+            ValueError: the config is not MusicGen's or the tensors do not fit it.
+        """
+        if isinstance(config, dict):
+            config = MusicGenConfig.from_hf(config)
+        parts = split_tensors(tensors)
         text_encoder = T5Encoder(config.text)
         load_into(text_encoder, _t5_tensors(parts["text"]), "text encoder")
         lm = MusicGenLM(config.decoder)
@@ -119,7 +141,7 @@ class MusicGen:
         try:
             codec = EnCodec(model_from_tensors(config.codec, parts["codec"]))
         except ValueError as exc:
-            raise ValueError(f"{directory}: audio encoder: {exc}") from None
+            raise ValueError(f"audio encoder: {exc}") from None
         return cls(config, text_encoder, lm, text_proj, codec, tokenizer, device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MusicGen:

@@ -67,6 +67,13 @@ class Sampling:
         """Next tokens ``[...]`` (long) from guided logits ``[..., vocab]``."""
         if not self.do_sample:
             return logits.argmax(dim=-1)
+        probs = self.filter(logits).softmax(dim=-1)
+        flat = probs.reshape(-1, probs.shape[-1])
+        return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+    def filter(self, logits: torch.Tensor) -> torch.Tensor:
+        """Scores ``[..., vocab]`` (float32) to sample from: ``logits / temperature`` with the tokens
+        top-k and top-p drop set to -inf."""
         scores = logits.float() / self.temperature
         if 0 < self.top_k < scores.shape[-1]:
             threshold = torch.topk(scores, self.top_k, dim=-1).values[..., -1:]
@@ -77,6 +84,4 @@ class Sampling:
             drop = cumulative <= 1 - self.top_p
             drop[..., -1] = False  # keep at least the most likely token
             scores = scores.masked_fill(drop.scatter(-1, index, drop), -math.inf)
-        probs = scores.softmax(dim=-1)
-        flat = probs.reshape(-1, probs.shape[-1])
-        return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+        return scores
