@@ -360,3 +360,20 @@ def test_sampling_filters_match_transformers(top_k, top_p, temperature):
     ours = Sampling(3.0, top_k, top_p, temperature).filter(logits)
     assert torch.equal(torch.isinf(ours), torch.isinf(expected))
     assert torch.allclose(ours[~torch.isinf(ours)], expected[~torch.isinf(expected)])
+
+
+def test_greedy_tokens_do_not_depend_on_the_batch(mono):
+    *_, mg = mono
+    prompts = ["jazz piano", "loud fast rock drums with bass and guitar", None]
+    together = mg.generate_tokens(prompts, 0.012, do_sample=False)
+    for i, prompt in enumerate(prompts):
+        assert torch.equal(mg.generate_tokens([prompt], 0.012, do_sample=False), together[i : i + 1])
+
+
+def test_one_model_shared_by_threads(mono):
+    from concurrent.futures import ThreadPoolExecutor
+
+    *_, mg = mono
+    with ThreadPoolExecutor(3) as pool:
+        runs = list(pool.map(lambda s: mg.generate_tokens("calm", 0.012, seed=s % 2, top_k=8), range(4)))
+    assert torch.equal(runs[0], runs[2]) and torch.equal(runs[1], runs[3])

@@ -244,7 +244,10 @@ class MusicGen:
             extend_stride=extend_stride,
             progress=progress,
         )
-        audio = self.decode(tokens)
+        try:
+            audio = self.decode(tokens)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise MemoryError(f"out of GPU memory decoding {tokens.shape[0]} items: decode fewer at once") from exc
         return (audio, tokens) if return_tokens else audio
 
     def generate_tokens(
@@ -351,11 +354,8 @@ class MusicGen:
     def _check_memory(self, rows: int, frames: int) -> None:
         steps = frames + max(self.config.decoder.delays) + 1
         needed = KVCache.bytes_needed(self.config.decoder, rows, steps, self.lm.lm_heads[0].weight.dtype)
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-        elif hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        else:
+        free = _free_memory(self.device)
+        if free is None:
             return
         if needed > free:
             raise MemoryError(
@@ -479,6 +479,25 @@ class MusicGen:
         cache, graphed = self._graphs[key]
         self.lm.set_memory(cache, memory, mask)
         return graphed, cache
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can take on ``device`` (None: unknown)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as meminfo:  # Linux: MemAvailable counts reclaimable page cache
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def _t5_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
