@@ -104,6 +104,7 @@ def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, d
     """Rows for one architecture, every batch size, ours and transformers; printed as they come."""
     hf = build(arch)
     ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, dtype)
+    ours.use_cuda_graphs = not args.no_graphs
     hf = hf.to(device, dtype if dtype != torch.float32 else None)
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.lm.parameters())
     frames = round(args.seconds * ours.frame_rate)
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after a warm-up; the median is shown")
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
+    parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     if args.quick:

@@ -103,9 +103,11 @@ def read_tokenizer(directory: Path):
     except ImportError as exc:
         raise ImportError("MusicGen needs the `tokenizers` package: pip install fastencodec[musicgen]") from exc
     try:
-        return Tokenizer.from_file(str(file))
+        tokenizer = Tokenizer.from_file(str(file))
     except Exception as exc:  # tokenizers raises a bare Exception for bad files
         raise ValueError(f"{file}: not a readable tokenizer ({exc})") from exc
+    tokenizer.no_padding()  # batches are padded (and masked) by the caller
+    return tokenizer
 
 
 def split_tensors(tensors: StateDict) -> dict[str, StateDict]:
