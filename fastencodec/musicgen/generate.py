@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import secrets
 import threading
@@ -286,6 +287,8 @@ class MusicGen:
         if all(t is None for t in texts):  # guidance would mix the unconditional rows with themselves
             sampling = Sampling(1.0, top_k, top_p, temperature, do_sample)
         window = max(1, int(self.max_duration * self.frame_rate))
+        if prompt_codes is not None and prompt_codes.shape[-1] >= window:
+            raise ValueError(f"audio_prompt must be shorter than the model's {self.max_duration} s window")
         stride = window
         if frames > window:
             if not 0 < extend_stride < self.max_duration:
@@ -329,7 +332,7 @@ class MusicGen:
 
     # -- internals ------------------------------------------------------------
     def _frames(self, duration: float) -> int:
-        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not math.isfinite(duration):
+        if isinstance(duration, bool) or not isinstance(duration, numbers.Real) or not math.isfinite(duration):
             raise ValueError(f"duration must be a finite number of seconds, got {duration!r}")
         if duration <= 0:
             raise ValueError(f"duration must be positive, got {duration} s")
