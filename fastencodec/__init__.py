@@ -10,7 +10,6 @@ __all__ = ["EnCodec", "EncodecConfig", "Tokens", "generate"]
 __version__ = "0.1.0"
 
 
-
 def generate(
     prompts: str | list[str | None] | None = None,
     duration: float = 10.0,
