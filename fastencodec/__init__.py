@@ -1,13 +1,39 @@
-"""fastencodec: Meta's EnCodec neural audio codec on PyTorch, bit-faithful and fast."""
+"""fastencodec: Meta's EnCodec neural audio codec on PyTorch, bit-faithful and fast.
 
-from typing import Any
+The one documented import path::
 
-from fastencodec.codec import EnCodec
-from fastencodec.config import EncodecConfig
-from fastencodec.tokens import Tokens
+    from fastencodec import EnCodec, Tokens, compress, decompress, generate
+"""
 
-__all__ = ["EnCodec", "EncodecConfig", "Tokens", "generate"]
 __version__ = "0.1.0"
+
+from typing import Any  # noqa: E402
+
+from fastencodec.codec import EnCodec  # noqa: E402
+from fastencodec.engine.policy import RuntimePolicy  # noqa: E402
+from fastencodec.formats.ecdc import EcdcError, EcdcReader, EcdcWriter  # noqa: E402
+from fastencodec.formats.files import EcdcFile, ModelMismatchError, compress, decompress, read_ecdc  # noqa: E402
+from fastencodec.io.conform import load_audio  # noqa: E402
+from fastencodec.nn.config import EncodecConfig  # noqa: E402
+from fastencodec.tokens import Tokens  # noqa: E402
+
+__all__ = [
+    "EcdcError",
+    "EcdcFile",
+    "EcdcReader",
+    "EcdcWriter",
+    "EnCodec",
+    "EncodecConfig",
+    "ModelMismatchError",
+    "RuntimePolicy",
+    "Tokens",
+    "__version__",
+    "compress",
+    "decompress",
+    "generate",
+    "load_audio",
+    "read_ecdc",
+]
 
 
 def generate(

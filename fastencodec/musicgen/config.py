@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastencodec.config import EncodecConfig
+from fastencodec.nn.config import EncodecConfig
 
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "silu")
 """Activation names (transformers' spelling) the T5 feed-forward and the decoder support."""

@@ -31,7 +31,7 @@ from fastencodec.musicgen.loading import (
 )
 from fastencodec.musicgen.sampling import Sampling
 from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
-from fastencodec.weights import model_from_tensors
+from fastencodec.weights.loading import model_from_tensors
 
 MAX_DURATION = 3600.0
 """Longest audio one call generates, in seconds."""

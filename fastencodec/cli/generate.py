@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from fastencodec.cli import DTYPES, CliError, UsageError, device_value, positive_float
+from fastencodec.cli.common import DTYPES, CliError, UsageError, check_device, device_value, positive_float
 
 
-def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """Add the ``generate`` command to the ``fastencodec`` command line's subparsers."""
-    parser = subparsers.add_parser(
+    parser = commands.add_parser(
         "generate",
         help="text -> music (MusicGen)",
         description="Generate music from a text prompt with MusicGen (pip install fastencodec[musicgen]) and "
@@ -46,8 +46,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="decoder LM dtype (float32)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_generate)
-    return parser
+    parser.set_defaults(run=run, each=False)
 
 
 def default_output(prompt: str | None) -> str:
@@ -56,12 +55,14 @@ def default_output(prompt: str | None) -> str:
     return f"{slug or 'unconditional'}.wav"
 
 
-def run_generate(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     """Run ``fastencodec generate``."""
-    from fastencodec.audio_io import read_audio, write_audio
+    from fastencodec.io.audio import read_audio, write_audio
+    from fastencodec.io.resample import resample
     from fastencodec.musicgen import MusicGen
-    from fastencodec.resample import resample
 
+    if args.device is not None:
+        check_device(args.device)
     output = Path(args.output or default_output(args.prompt))
     if output.suffix.lower() not in (".wav", ".flac"):
         raise UsageError(f"{output}: output must be .wav or .flac")
