@@ -377,3 +377,18 @@ def test_one_model_shared_by_threads(mono):
     with ThreadPoolExecutor(3) as pool:
         runs = list(pool.map(lambda s: mg.generate_tokens("calm", 0.012, seed=s % 2, top_k=8), range(4)))
     assert torch.equal(runs[0], runs[2]) and torch.equal(runs[1], runs[3])
+
+
+def test_sampled_tokens_do_not_depend_on_the_batch(mono):
+    *_, mg = mono
+    prompts = ["jazz piano", "loud fast rock drums with bass and guitar", None]
+    kwargs = dict(top_k=20, top_p=0.9, temperature=1.3)
+    together = mg.generate_tokens(prompts, 0.012, seed=11, **kwargs)
+    for i, prompt in enumerate(prompts):  # the seed rule: item i of a batch seeded s draws as seed s + i
+        assert torch.equal(mg.generate_tokens(prompt, 0.012, seed=11 + i, **kwargs), together[i : i + 1])
+    listed = mg.generate_tokens(prompts[::-1], 0.012, seed=[13, 12, 11], **kwargs)
+    assert torch.equal(listed, together.flip(0))  # a list gives each item its seed, in any order
+    assert not torch.equal(together[0], together[1])  # different prompts and seeds do differ
+    for bad in (-1, 2**63, 1.5, True, [1, 2]):
+        with pytest.raises(ValueError, match="seed"):
+            mg.generate_tokens(prompts, 0.012, seed=bad, top_k=20)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from fastencodec.musicgen.loading import (
     resolve,
     split_tensors,
 )
-from fastencodec.musicgen.sampling import Sampling
+from fastencodec.musicgen.sampling import ItemStreams, Sampling, item_seeds
 from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
 from fastencodec.weights.loading import model_from_tensors
 
@@ -196,7 +195,7 @@ class MusicGen:
         top_k: int = 250,
         top_p: float = 0.0,
         temperature: float = 1.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         do_sample: bool = True,
         audio_prompt: Array | None = None,
         extend_stride: float = 18.0,
@@ -213,8 +212,10 @@ class MusicGen:
             top_k: sample among the ``top_k`` most likely tokens (0: all).
             top_p: nucleus sampling threshold (0: off); applied after top-k.
             temperature: softmax temperature (> 0).
-            seed: seed of the sampler's own ``torch.Generator`` (None: a fresh random one); the
-                global RNG is never touched.
+            seed: item ``i`` samples from its own ``torch.Generator`` seeded with ``seed + i``
+                (an int in [0, 2**63)), or with ``seed[i]`` (a list, one per item); None: a fresh
+                random ``seed``. Item ``i`` of a batch thus gets the tokens it gets alone with
+                ``seed + i``. The global RNG is never touched.
             do_sample: False decodes greedily.
             audio_prompt: audio at ``sample_rate`` Hz to continue, ``[samples]``, ``[channels,
                 samples]`` as ``[1, channels, samples]``, or ``[batch, channels, samples]``; it is
@@ -260,7 +261,7 @@ class MusicGen:
         top_k: int = 250,
         top_p: float = 0.0,
         temperature: float = 1.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         do_sample: bool = True,
         audio_prompt: Array | None = None,
         extend_stride: float = 18.0,
@@ -295,12 +296,12 @@ class MusicGen:
                 raise ValueError(f"extend_stride must be in (0, {self.max_duration}) s, got {extend_stride}")
             stride = max(1, int(extend_stride * self.frame_rate))
         self._check_memory(len(texts) * (2 if sampling.guided else 1), min(frames, window))
-        generator = torch.Generator(self.device).manual_seed(secrets.randbits(63) if seed is None else int(seed))
+        streams = ItemStreams(item_seeds(seed, len(texts)), self.device)
         try:
             with self._lock, torch.inference_mode():
                 memory, mask = self._text_states(texts, sampling.guided)
                 return self._slide(
-                    memory, mask, prompt_codes, frames, window, stride, sampling, generator, progress, logits_callback
+                    memory, mask, prompt_codes, frames, window, stride, sampling, streams, progress, logits_callback
                 ).cpu()
         except torch.cuda.OutOfMemoryError as exc:
             raise MemoryError(
@@ -404,7 +405,7 @@ class MusicGen:
         window: int,
         stride: int,
         sampling: Sampling,
-        generator: torch.Generator,
+        streams: ItemStreams,
         progress: Progress | None,
         logits_callback: LogitsCallback | None,
     ) -> torch.Tensor:
@@ -423,7 +424,7 @@ class MusicGen:
                 if progress is not None:  # frames a window starts with were reported by the one before
                     progress((offset + max(n, have)) / self.frame_rate, frames / self.frame_rate)
 
-            codes = self._window(memory, mask, prompt, length, sampling, generator, report, logits_callback)
+            codes = self._window(memory, mask, prompt, length, sampling, streams, report, logits_callback)
             pieces.append(codes[..., have:])
             prompt = codes[..., stride:]
             offset += stride
@@ -436,7 +437,7 @@ class MusicGen:
         prompt: torch.Tensor | None,
         frames: int,
         sampling: Sampling,
-        generator: torch.Generator,
+        streams: ItemStreams,
         report: Callable[[int], None],
         logits_callback: LogitsCallback | None,
     ) -> torch.Tensor:
@@ -451,11 +452,12 @@ class MusicGen:
         known = sequence[:, :, :first]
         logits = self.lm.prefill(torch.cat([known, known]) if sampling.guided else known, cache)
         max_delay = max(cfg.delays)
+        uniforms = streams.uniforms(pattern.steps, cfg.codebooks) if sampling.do_sample else None
         for t in range(first, pattern.steps):
             mixed = sampling.mix(logits.float())
             if logits_callback is not None:
                 logits_callback(t, mixed)
-            chosen = sampling.choose(mixed, generator)
+            chosen = sampling.choose(mixed, None if uniforms is None else uniforms[:, t])
             forced = sequence[:, :, t]
             sequence[:, :, t] = torch.where(forced == UNKNOWN, chosen, forced)
             report(min(max(t - max_delay, 0), frames))

@@ -3,13 +3,21 @@
 Guidance runs the conditional and the unconditional rows in one doubled batch
 (``[conditional; unconditional]``) and mixes their logits as
 ``uncond + guidance_scale * (cond - uncond)``. Filters apply in transformers' order:
-temperature, top-k, top-p. Random draws come from the caller's ``torch.Generator``; the global
-RNG is never used.
+temperature, top-k, top-p.
+
+Random draws: every batch item has its own ``torch.Generator`` (:class:`ItemStreams`), so an
+item's tokens do not depend on the other items of its batch. The seed rule (:func:`item_seeds`):
+with ``seed=s``, item ``i`` draws from a generator seeded with ``s + i``; so item ``i`` of a batch
+samples exactly as that item alone with ``seed=s + i`` (same model, device, duration and settings).
+A list of seeds gives each item its own. The global RNG is never used.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,13 +71,26 @@ class Sampling:
         cond, uncond = logits.chunk(2, dim=0)
         return uncond + (cond - uncond) * self.guidance_scale
 
-    def choose(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Next tokens ``[...]`` (long) from guided logits ``[..., vocab]``."""
+    def choose(self, logits: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+        """Next tokens ``[...]`` (long) from guided logits ``[..., vocab]``.
+
+        Args:
+            logits: guided logits ``[..., vocab]``.
+            uniforms: one draw in [0, 1) per token ``[...]`` (from :meth:`ItemStreams.uniforms`);
+                unused when greedy. Each row is sampled by inverting its own cumulative
+                distribution, so a row's token depends only on its logits and its draw.
+
+        Returns:
+            Token ids ``[...]`` (int64).
+        """
         if not self.do_sample:
             return logits.argmax(dim=-1)
-        probs = self.filter(logits).softmax(dim=-1)
-        flat = probs.reshape(-1, probs.shape[-1])
-        return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+        if uniforms is None:
+            raise ValueError("sampling needs one uniform draw per token")
+        cdf = self.filter(logits).softmax(dim=-1).cumsum(dim=-1)
+        target = (uniforms.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)
+        chosen = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+        return chosen.clamp_max(cdf.shape[-1] - 1)  # a draw at the very top of a rounded-down total
 
     def filter(self, logits: torch.Tensor) -> torch.Tensor:
         """Scores ``[..., vocab]`` (float32) to sample from: ``logits / temperature`` with the tokens
@@ -85,3 +106,48 @@ class Sampling:
             drop[..., -1] = False  # keep at least the most likely token
             scores = scores.masked_fill(drop.scatter(-1, index, drop), -math.inf)
         return scores
+
+
+MAX_SEED = 2**63
+"""Seeds are integers in ``[0, MAX_SEED)`` (``seed + i`` included)."""
+
+
+def item_seeds(seed: int | Sequence[int] | None, batch: int) -> list[int]:
+    """The seed of each batch item's generator.
+
+    Args:
+        seed: an int ``s`` (item ``i`` gets ``s + i``), one int per item, or None (a fresh random
+            ``s``, then as an int).
+        batch: number of items.
+
+    Returns:
+        ``batch`` seeds in ``[0, MAX_SEED)``.
+
+    Raises:
+        ValueError: a seed that is not an integer in range, or a list of the wrong length.
+    """
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED - batch)
+    listed = isinstance(seed, Sequence) and not isinstance(seed, (str, bytes))
+    if listed and len(seed) != batch:
+        raise ValueError(f"seed is a list of {len(seed)} seeds for {batch} items")
+    for value in seed if listed else [seed]:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"seed must be an integer or a list of integers, got {value!r}")
+    seeds = [int(v) for v in seed] if listed else [int(seed) + i for i in range(batch)]
+    for i, value in enumerate(seeds):
+        if not 0 <= value < MAX_SEED:
+            raise ValueError(f"seed {value} of item {i} is outside [0, 2**63)")
+    return seeds
+
+
+class ItemStreams:
+    """One ``torch.Generator`` per batch item on ``device``, seeded by :func:`item_seeds`."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str):
+        self.generators = [torch.Generator(device).manual_seed(s) for s in seeds]
+
+    def uniforms(self, steps: int, codebooks: int) -> torch.Tensor:
+        """Draws in [0, 1) ``[batch, steps, codebooks]``: each item's from its own generator, the
+        same whatever the other items are."""
+        return torch.stack([torch.rand(steps, codebooks, generator=g, device=g.device) for g in self.generators])
