@@ -16,7 +16,6 @@ from fastencodec.arrays import Array, as_tensor, audio_layout, check_signal, to_
 from fastencodec.codec import EnCodec
 from fastencodec.musicgen.config import MusicGenConfig
 from fastencodec.musicgen.decoder import DECODER_RENAMES, KVCache, MusicGenLM
-from fastencodec.musicgen.delay import UNKNOWN, DelayPattern
 from fastencodec.musicgen.graphs import GraphedStep
 from fastencodec.musicgen.loading import (
     DEFAULT_MODEL,
@@ -30,6 +29,7 @@ from fastencodec.musicgen.loading import (
 )
 from fastencodec.musicgen.sampling import ItemStreams, Sampling, item_seeds
 from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
+from fastencodec.musicgen.windows import LogitsCallback, Progress, Step, Windows, decode_window
 from fastencodec.weights.loading import model_from_tensors
 
 MAX_DURATION = 3600.0
@@ -40,10 +40,6 @@ FRAME_BUCKET = 256
 """Cache lengths are rounded up to a multiple of this many frames on GPU (fewer CUDA graph shapes)."""
 
 Prompts = str | Sequence[str | None] | None
-Progress = Callable[[float, float], None]
-"""Called with (seconds of audio generated, seconds requested)."""
-LogitsCallback = Callable[[int, torch.Tensor], None]
-"""Called with (sequence step, guided logits ``[batch, codebooks, vocab]``) before each choice."""
 
 
 class MusicGen:
@@ -287,22 +283,25 @@ class MusicGen:
                 )
         if all(t is None for t in texts):  # guidance would mix the unconditional rows with themselves
             sampling = Sampling(1.0, top_k, top_p, temperature, do_sample)
-        window = max(1, int(self.max_duration * self.frame_rate))
-        if prompt_codes is not None and prompt_codes.shape[-1] >= window:
-            raise ValueError(f"audio_prompt must be shorter than the model's {self.max_duration} s window")
-        stride = window
-        if frames > window:
-            if not 0 < extend_stride < self.max_duration:
-                raise ValueError(f"extend_stride must be in (0, {self.max_duration}) s, got {extend_stride}")
-            stride = max(1, int(extend_stride * self.frame_rate))
-        self._check_memory(len(texts) * (2 if sampling.guided else 1), min(frames, window))
+        prompt_frames = 0 if prompt_codes is None else prompt_codes.shape[-1]
+        windows = Windows.plan(frames, self.frame_rate, self.max_duration, extend_stride, prompt_frames)
+        self._check_memory(len(texts) * (2 if sampling.guided else 1), min(frames, windows.window))
         streams = ItemStreams(item_seeds(seed, len(texts)), self.device)
         try:
             with self._lock, torch.inference_mode():
                 memory, mask = self._text_states(texts, sampling.guided)
-                return self._slide(
-                    memory, mask, prompt_codes, frames, window, stride, sampling, streams, progress, logits_callback
-                ).cpu()
+                rows = memory.shape[0]
+
+                def stepper(rows: int, steps: int) -> tuple[Step, KVCache]:
+                    return self._stepper(rows, steps, memory, mask)
+
+                def one_window(prompt: torch.Tensor | None, length: int, report: Callable[[int], None]) -> torch.Tensor:
+                    return decode_window(
+                        self.lm, stepper, prompt, length, rows, sampling, streams, report, logits_callback
+                    )
+
+                start = None if prompt_codes is None else prompt_codes.to(self.device)
+                return windows.slide(start, one_window, self.frame_rate, progress).cpu()
         except torch.cuda.OutOfMemoryError as exc:
             raise MemoryError(
                 f"out of GPU memory generating {len(texts)} x {duration} s; use a smaller batch or a shorter "
@@ -396,79 +395,9 @@ class MusicGen:
             mask = torch.cat([mask, torch.zeros_like(mask)])
         return memory.to(self.lm.lm_heads[0].weight.dtype), mask
 
-    def _slide(
-        self,
-        memory: torch.Tensor,
-        mask: torch.Tensor,
-        prompt: torch.Tensor | None,
-        frames: int,
-        window: int,
-        stride: int,
-        sampling: Sampling,
-        streams: ItemStreams,
-        progress: Progress | None,
-        logits_callback: LogitsCallback | None,
-    ) -> torch.Tensor:
-        """audiocraft's sliding continuation: windows of ``window`` frames, advancing ``stride``
-        frames, each conditioned on the previous window's last ``window - stride`` frames."""
-        pieces = [] if prompt is None else [prompt.to(self.device)]
-        prompt = pieces[0] if pieces else None
-        offset = 0
-        while True:
-            have = 0 if prompt is None else prompt.shape[-1]
-            if offset + have >= frames:
-                break
-            length = min(frames - offset, window)
-
-            def report(n: int, offset: int = offset, have: int = have) -> None:
-                if progress is not None:  # frames a window starts with were reported by the one before
-                    progress((offset + max(n, have)) / self.frame_rate, frames / self.frame_rate)
-
-            codes = self._window(memory, mask, prompt, length, sampling, streams, report, logits_callback)
-            pieces.append(codes[..., have:])
-            prompt = codes[..., stride:]
-            offset += stride
-        return torch.cat(pieces, dim=-1)[..., :frames]
-
-    def _window(
-        self,
-        memory: torch.Tensor,
-        mask: torch.Tensor,
-        prompt: torch.Tensor | None,
-        frames: int,
-        sampling: Sampling,
-        streams: ItemStreams,
-        report: Callable[[int], None],
-        logits_callback: LogitsCallback | None,
-    ) -> torch.Tensor:
-        """Codes ``[batch, codebooks, frames]`` continuing ``prompt`` (``[batch, codebooks, P]``)."""
-        cfg = self.config.decoder
-        rows = memory.shape[0]
-        batch = rows // 2 if sampling.guided else rows
-        pattern = DelayPattern(cfg.delays, frames, cfg.start_token_id)  # transformers pads with the start token
-        sequence = pattern.build(prompt, batch, self.device)
-        first = pattern.first_unknown(0 if prompt is None else prompt.shape[-1])
-        step, cache = self._stepper(rows, pattern.steps, memory, mask)
-        known = sequence[:, :, :first]
-        logits = self.lm.prefill(torch.cat([known, known]) if sampling.guided else known, cache)
-        max_delay = max(cfg.delays)
-        uniforms = streams.uniforms(pattern.steps, cfg.codebooks) if sampling.do_sample else None
-        for t in range(first, pattern.steps):
-            mixed = sampling.mix(logits.float())
-            if logits_callback is not None:
-                logits_callback(t, mixed)
-            chosen = sampling.choose(mixed, None if uniforms is None else uniforms[:, t])
-            forced = sequence[:, :, t]
-            sequence[:, :, t] = torch.where(forced == UNKNOWN, chosen, forced)
-            report(min(max(t - max_delay, 0), frames))
-            if t + 1 < pattern.steps:
-                frame = sequence[:, :, t : t + 1]
-                logits = step(torch.cat([frame, frame]) if sampling.guided else frame, t)
-        return pattern.frames_of(sequence)
-
     def _stepper(
         self, rows: int, steps: int, memory: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[Callable[[torch.Tensor, int], torch.Tensor], KVCache]:
+    ) -> tuple[Step, KVCache]:
         """The per-step function and its cache: a CUDA graph on GPU, else eager."""
         if self.device.type != "cuda" or not self.use_cuda_graphs:
             cache = self.lm.new_cache(rows, steps)
