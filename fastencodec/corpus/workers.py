@@ -124,14 +124,25 @@ def decoded(
 
 def _work(tasks: multiprocessing.Queue, results: multiprocessing.Queue, sample_rate: int, channels: int,
           piece_samples: int) -> None:
-    """Worker process: decode tasks until the ``None`` sentinel, then send ``None``."""
+    """Worker process: decode tasks until the ``None`` sentinel, then send ``None``; exits when
+    the tokenizing process is gone (killed), instead of waiting on a queue nobody reads."""
+    parent = multiprocessing.parent_process()
+
+    def put(message: Message | None) -> None:
+        while True:
+            try:
+                return results.put(message, timeout=_POLL_SECONDS)
+            except queue.Full:
+                if parent is not None and not parent.is_alive():
+                    sys.exit(1)
+
     try:
         import torch
 
         torch.set_num_threads(1)  # channel conversion only; the cores decode in parallel processes
         while (task := tasks.get()) is not None:
             for message in item_messages(*task, sample_rate, channels, piece_samples):
-                results.put(message)
+                put(message)
     except KeyboardInterrupt:
         sys.exit(130)
-    results.put(None)
+    put(None)
