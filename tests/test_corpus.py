@@ -67,6 +67,15 @@ def tone(rate: int, channels: int, seconds: float, seed: int) -> np.ndarray:
     return (out * [1.0, 0.6][:channels]).astype(np.float32)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread than on cores other processes share."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
@@ -239,10 +248,10 @@ def test_other_bandwidth_or_model_into_same_folder_is_refused(corpus, codec24, m
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory):
-    """Twelve 3-second files, for runs that take long enough to be killed mid-way."""
+    """Twelve 2-second files, for runs that take long enough to be killed mid-way."""
     root = tmp_path_factory.mktemp("many")
     for i in range(12):
-        sf.write(root / f"{i:02d}.flac", tone(16000, 1, 3.0, i), 16000)
+        sf.write(root / f"{i:02d}.flac", tone(16000, 1, 2.0, i), 16000)
     (root / "05_broken.wav").write_bytes(b"RIFF....WAVEfmt ")
     return root
 
@@ -268,7 +277,7 @@ def test_resume_after_sigkill_gives_identical_shards(many, models, tmp_path):
 
 def test_two_ranks_write_exactly_the_shards_of_one_process(many, models, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--model", models["24"], "--shard-size", "3", "--workers", "1", "-q"]
+    common = ["--model", models["24"], "--shard-size", "3", "--workers", "0", "-q"]
     runs = [cli("tokenize", many, "--out", two, *common, log=tmp_path / f"{r}.log",
                 env={"WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": "0"}) for r in (0, 1)]
     # the broken file is item 6 (05.flac < 05_broken.wav), in shard 2, which rank 0 codes
@@ -312,7 +321,7 @@ def test_ray_data_path_writes_the_same_shards(corpus, codec24, models, tmp_path)
 
     tokenize_corpus(corpus, tmp_path / "local", codec24, 3.0, workers=0, shard_size=3)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
     try:
         summary = tokenize_with_ray([corpus], tmp_path / "ray", models["24"], 3.0, shard_size=3, batch_size=4)
     finally:

@@ -6,6 +6,15 @@
 ``fastencodec tokenize`` and ``fastencodec detokenize``.
 """
 
-from fastencodec.corpus.api import CorpusRow, detokenize, read_manifest, read_shards, tokenize_corpus
+from typing import Any
 
 __all__ = ["CorpusRow", "detokenize", "read_manifest", "read_shards", "tokenize_corpus"]
+
+
+def __getattr__(name: str) -> Any:
+    """The API, imported on first use (it needs pyarrow, the ``corpus`` extra; the CLI does not until run)."""
+    if name in __all__:
+        from fastencodec.corpus import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

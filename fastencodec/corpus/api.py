@@ -100,7 +100,8 @@ def tokenize_corpus(
             for result in results:
                 run.add(result)
             bar.update(len(results))
-            bar.set_postfix_str(f"{run.summary.hours:.2f} h audio, {run.summary.rate if bar.n else 0:,.0f} h/h")
+            run.summary.seconds = run.elapsed()
+            bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
 
         for message in decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo))):
             if isinstance(message, Whole):

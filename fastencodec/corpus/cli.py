@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from fastencodec.cli import CliError, UsageError, device_value, load_codec, positive_int
-from fastencodec.corpus import api, ranks
-from fastencodec.corpus.manifest import CorpusMismatchError, read_manifest
-from fastencodec.corpus.run import ERRORS, PRECISIONS
+from fastencodec.corpus import ranks
+from fastencodec.corpus.manifest import ERRORS, PRECISIONS, CorpusMismatchError, read_manifest
 from fastencodec.corpus.sources import CorpusInputError
 
 
@@ -83,7 +83,17 @@ def add_detokenize_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def corpus_api() -> ModuleType:
+    """``fastencodec.corpus.api``, imported on use: pyarrow (extra ``corpus``) is needed only here."""
+    try:
+        from fastencodec.corpus import api
+    except ImportError as exc:
+        raise CliError(f"tokenize and detokenize need pyarrow ({exc}): pip install 'fastencodec[corpus]'") from None
+    return api
+
+
 def run_tokenize(args: argparse.Namespace) -> None:
+    api = corpus_api()
     try:
         rank = ranks.from_environment()
         if args.rank is not None or args.world_size is not None:
@@ -117,6 +127,7 @@ def run_tokenize(args: argparse.Namespace) -> None:
 
 
 def run_detokenize(args: argparse.Namespace) -> None:
+    api = corpus_api()
     try:
         manifest = read_manifest(args.input)
     except (OSError, ValueError) as exc:

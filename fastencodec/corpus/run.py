@@ -19,14 +19,11 @@ from fastencodec.codec import EnCodec
 from fastencodec.corpus import manifest as manifests
 from fastencodec.corpus import shards as shard_files
 from fastencodec.corpus.batching import Coded
+from fastencodec.corpus.manifest import ERRORS, PRECISIONS
 from fastencodec.corpus.ranks import Rank
 from fastencodec.corpus.sources import Item, Shard, collect_items, plan_shards
 from fastencodec.corpus.workers import Failed
 
-PRECISIONS = ("exact",)
-"""Precision modes ``tokenize`` accepts; faster ones come with the throughput work."""
-
-ERRORS = "errors.jsonl"
 ERRORS_DIR = "errors"
 
 
@@ -141,6 +138,10 @@ class CorpusRun:
             self._write(shard, [results[i] for i in self._indices(shard)])
             del self._results[shard.index]
 
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self._start
+
     def finish(self) -> Summary:
         """Merge the error lists into ``DIR/errors.jsonl``; returns the summary.
 
@@ -150,7 +151,7 @@ class CorpusRun:
         if self._owner:
             raise RuntimeError(f"{len(self._owner)} items were never coded")
         self._merge_errors()
-        self.summary.seconds = time.perf_counter() - self._start
+        self.summary.seconds = self.elapsed()
         return self.summary
 
     def _indices(self, shard: Shard) -> range:
