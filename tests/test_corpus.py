@@ -233,7 +233,8 @@ def test_other_bandwidth_or_model_into_same_folder_is_refused(corpus, codec24, m
     before = tree_bytes(tmp_path)
     args = ["tokenize", str(corpus / "speech"), "--out", str(tmp_path), "--workers", "0", "-q"]
     assert main(args + ["--model", str(models["24"]), "-b", "3"]) == 1
-    assert "holds tokens of" in capsys.readouterr().err and "1.5 kbps" in capsys.readouterr().err + "1.5 kbps"
+    err = capsys.readouterr().err
+    assert "holds tokens of" in err and "at 1.5 kbps" in err and "at 3.0 kbps" in err
     with pytest.raises(CorpusMismatchError):
         tokenize_corpus(corpus / "speech", tmp_path, EnCodec.from_pretrained(models["48"]), 6.0, workers=0)
     with pytest.raises(CorpusMismatchError, match="other inputs"):

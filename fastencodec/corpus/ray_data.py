@@ -62,7 +62,7 @@ def tokenize_with_ray(
     todo = run.items()
     if todo:
         rows = [
-            {"index": index, "path": item.path, "source": item.source,
+            {"index": index, "path": item.path, "source": os.path.abspath(item.source),  # workers' own cwd
              "offset": np.nan if item.offset is None else item.offset,
              "duration": np.nan if item.duration is None else item.duration}
             for index, item in todo
