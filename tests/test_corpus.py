@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from fastencodec import EnCodec, EncodecConfig
 from fastencodec.audio_io import read_audio, to_channels
 from fastencodec.cli import main
+from fastencodec.corpus import audio as corpus_audio
 from fastencodec.corpus import detokenize, read_manifest, read_shards, tokenize_corpus
 from fastencodec.corpus.manifest import CorpusMismatchError
 from fastencodec.corpus.ranks import Rank, from_environment
@@ -32,6 +33,7 @@ from fastencodec.model import EncodecModel
 from fastencodec.resample import resample
 
 ROOT = Path(__file__).resolve().parents[1]
+seek = corpus_audio._blocks_from
 CHUNK = 1 << 16  # the codec's CPU stream chunk: pieces are whole numbers of it
 TINY_48KHZ = {
     "sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
@@ -188,18 +190,22 @@ def test_48khz_segments_stream_with_their_scales(corpus, models, tmp_path):
     assert [r.path for r in rows] == [str(p) for p in inputs] and rows[0].scales.size == 3
 
 
-def test_manifest_segments_carry_their_offset(corpus, codec24, tmp_path):
+def test_manifest_segments_carry_their_offset(corpus, codec24, tmp_path, monkeypatch):
     manifest = tmp_path / "cuts.jsonl"
     records = [{"path": "e_long_16k.flac", "offset": 1.5, "duration": 2.0}, {"path": "e_long_16k.flac"},
-               {"path": "f_48k.wav", "offset": 0.25}, {"path": "f_48k.wav", "offset": 30.0}]
+               {"path": "f_48k.wav", "offset": 0.25}, {"path": "c_22k.mp3", "offset": 0.5, "duration": 0.3},
+               {"path": "f_48k.wav", "offset": 30.0}]
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
-    for source in ("e_long_16k.flac", "f_48k.wav"):
-        (tmp_path / source).symlink_to(corpus / source)
+    for source in ("e_long_16k.flac", "f_48k.wav", "speech/c_22k.mp3"):
+        (tmp_path / Path(source).name).symlink_to(corpus / source)
+    seeks = []
+    monkeypatch.setattr(corpus_audio, "_blocks_from", lambda path, start: seeks.append(start) or seek(path, start))
     summary = tokenize_corpus(manifest, tmp_path / "out", codec24, workers=0)
-    assert (summary.coded, summary.failed) == (3, 1)  # offset past the end: no audio
+    assert (summary.coded, summary.failed) == (4, 1)  # offset past the end: no audio
+    assert seeks == [24000, 12000, 1440000]  # flac and wav segments are read from their offset, mp3 from the start
     rows = list(read_shards(tmp_path / "out"))
     assert [(r.path, r.offset) for r in rows] == [("e_long_16k.flac", 1.5), ("e_long_16k.flac", 0.0),
-                                                  ("f_48k.wav", 0.25)]
+                                                  ("f_48k.wav", 0.25), ("c_22k.mp3", 0.5)]
     assert rows[0].samples == 48000
     for row, record in zip(rows, records):
         audio = conformed(tmp_path / row.path, codec24, record.get("offset"), record.get("duration"))

@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import soundfile as sf
 
 from fastencodec.audio_io import AudioFileError, AudioReader, to_channels
 from fastencodec.resample import StreamResampler
 
 READ_BLOCK = 1 << 16
 """Input samples decoded per block."""
+
+SEEKABLE = frozenset({"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF", "AU"})
+"""libsndfile formats whose seeks land on the exact sample (PCM and FLAC): segments of these
+are read from their offset; others (MP3, Ogg, FFmpeg formats) are decoded from the start."""
 
 
 def read_item(
@@ -47,7 +52,10 @@ def read_item(
         mixed = reader.channels if reader.channels == channels else 1
         resampler = StreamResampler(reader.sample_rate, sample_rate, mixed)
         total = 0
-        for block in reader.blocks(READ_BLOCK):
+        blocks = reader.blocks(READ_BLOCK)
+        if start and _seekable(path):  # a segment of a long recording: no decoding from its start
+            blocks, start = _blocks_from(path, start), 0
+        for block in blocks:
             if start:
                 skip = min(start, block.shape[1])
                 block, start = block[:, skip:], start - skip
@@ -66,3 +74,25 @@ def read_item(
             where = "" if offset is None else f" from {offset} s"
             raise AudioFileError(f"{path}: no audio{where} (less than one sample at {sample_rate} Hz)")
         yield audio
+
+
+def _seekable(path: str) -> bool:
+    try:
+        return sf.info(path).format in SEEKABLE
+    except (sf.SoundFileError, RuntimeError, TypeError):
+        return False
+
+
+def _blocks_from(path: str, start: int) -> Iterator[np.ndarray]:
+    """float32 blocks [channels, n] of ``path`` from sample ``start`` on, as ``AudioReader`` reads them."""
+    try:
+        with sf.SoundFile(path) as file:
+            if start >= file.frames:
+                return
+            file.seek(start)
+            while len(block := file.read(READ_BLOCK, dtype="float32", always_2d=True)):
+                if not np.isfinite(block).all():
+                    raise AudioFileError(f"{path}: contains NaN or infinite samples")
+                yield block.T
+    except (sf.SoundFileError, RuntimeError) as exc:
+        raise AudioFileError(f"{path}: corrupt audio ({exc})") from None
