@@ -335,3 +335,19 @@ def test_ray_data_path_writes_the_same_shards(corpus, codec24, models, tmp_path)
         ray.shutdown()
     assert (summary.coded, summary.failed) == (6, 2)
     assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+
+
+def test_long_items_travel_in_bounded_pieces(corpus, codec24):
+    """A long file never crosses the queue whole: pieces of piece_samples, the last 1..piece_samples."""
+    from fastencodec.corpus.sources import Item
+    from fastencodec.corpus.workers import Piece, Whole, item_messages
+
+    path = str(corpus / "e_long_16k.flac")
+    messages = list(item_messages(7, Item("x", path), 24000, 1, CHUNK))
+    assert all(isinstance(m, Piece) and m.index == 7 for m in messages) and messages[-1].last
+    assert [m.audio.shape[1] for m in messages[:-1]] == [CHUNK] * (len(messages) - 1)
+    assert 0 < messages[-1].audio.shape[1] <= CHUNK and not any(m.last for m in messages[:-1])
+    whole = np.concatenate([m.audio for m in messages], axis=1)
+    np.testing.assert_array_equal(whole, conformed(path, codec24))
+    (short,) = item_messages(0, Item("x", path), 24000, 1, whole.shape[1])  # exactly one piece: whole
+    assert isinstance(short, Whole) and short.audio.shape == whole.shape
