@@ -745,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="network dtype (float32)")
     bench.add_argument("--repeat", type=positive_int, default=5, help="timed runs; the median is shown (5)")
     bench.set_defaults(run=run_bench_command)
-    from fastencodec.corpus.cli import add_parsers as add_corpus_parsers  # noqa: E402 (corpus.cli imports this module)
+    from fastencodec.corpus.cli import add_parsers as add_corpus_parsers  # here: corpus.cli imports this module
     add_corpus_parsers(commands)
 
     for command in (compress, decompress):
