@@ -51,7 +51,7 @@ def speech(rate: int, seconds: float, seed: int) -> np.ndarray | None:
     """espeak-ng sentences, concatenated to ``seconds``, resampled to ``rate`` (None without espeak-ng)."""
     if shutil.which("espeak-ng") is None:
         return None
-    from fastencodec.resample import resample
+    from fastencodec.io.resample import resample
 
     pieces, total = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,18 +22,17 @@ import torch
 from safetensors.torch import save_file
 
 from fastencodec import EnCodec, EncodecConfig
-from fastencodec.audio_io import read_audio, to_channels
 from fastencodec.cli import main
-from fastencodec.corpus import audio as corpus_audio
 from fastencodec.corpus import detokenize, read_manifest, read_shards, tokenize_corpus
 from fastencodec.corpus.manifest import CorpusMismatchError
 from fastencodec.corpus.ranks import Rank, from_environment
 from fastencodec.corpus.sources import CorpusInputError, collect_items
-from fastencodec.model import EncodecModel
-from fastencodec.resample import resample
+from fastencodec.io.audio import AudioReader, read_audio, to_channels
+from fastencodec.io.resample import resample
+from fastencodec.nn.model import EncodecModel
 
 ROOT = Path(__file__).resolve().parents[1]
-seek = corpus_audio._blocks_from
+seek = AudioReader.seek
 CHUNK = 1 << 16  # the codec's CPU stream chunk: pieces are whole numbers of it
 TINY_48KHZ = {
     "sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
@@ -121,7 +120,7 @@ def assert_rows_match_encode(out: Path, codec: EnCodec, source: Path, bandwidth:
     for row in rows:
         audio = conformed(source / row.path, codec, row.offset, None)
         tokens = codec.encode(audio[None], bandwidth)
-        frames = codec.frames(audio.shape[1])
+        frames = codec.layout.total_frames(audio.shape[1])
         assert row.codes.dtype == np.int16 and row.frames == frames == row.codes.shape[1], row.path
         np.testing.assert_array_equal(row.codes, np.asarray(tokens.codes)[0, :, :frames], err_msg=row.path)
         assert row.samples == audio.shape[1] and row.duration == audio.shape[1] / codec.sample_rate
@@ -129,7 +128,7 @@ def assert_rows_match_encode(out: Path, codec: EnCodec, source: Path, bandwidth:
             assert row.scales.size == 0
         else:
             np.testing.assert_array_equal(row.scales, np.asarray(tokens.scales)[0, : row.scales.size])
-            assert row.scales.size == len(codec.segments(audio.shape[1]))
+            assert row.scales.size == codec.layout.count(audio.shape[1])
     return rows
 
 
@@ -199,10 +198,10 @@ def test_manifest_segments_carry_their_offset(corpus, codec24, tmp_path, monkeyp
     for source in ("e_long_16k.flac", "f_48k.wav", "speech/c_22k.mp3"):
         (tmp_path / Path(source).name).symlink_to(corpus / source)
     seeks = []
-    monkeypatch.setattr(corpus_audio, "_blocks_from", lambda path, start: seeks.append(start) or seek(path, start))
+    monkeypatch.setattr(AudioReader, "seek", lambda reader, n: seeks.append(skipped := seek(reader, n)) or skipped)
     summary = tokenize_corpus(manifest, tmp_path / "out", codec24, workers=0)
     assert (summary.coded, summary.failed) == (4, 1)  # offset past the end: no audio
-    assert seeks == [24000, 12000, 1440000]  # flac and wav segments are read from their offset, mp3 from the start
+    assert seeks == [24000, 12000, 0, 105600]  # flac and wav seek to their offset (the last: to its end); mp3 not
     rows = list(read_shards(tmp_path / "out"))
     assert [(r.path, r.offset) for r in rows] == [("e_long_16k.flac", 1.5), ("e_long_16k.flac", 0.0),
                                                   ("f_48k.wav", 0.25), ("c_22k.mp3", 0.5)]

@@ -11,14 +11,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from fastencodec.audio_io import write_audio
 from fastencodec.codec import EnCodec
 from fastencodec.corpus import ranks
-from fastencodec.corpus.batching import Coded, LengthPool, LongItem, piece_samples_for
+from fastencodec.corpus.batching import Coded, LengthPool, LongItem, check_piece_samples, piece_samples_for
 from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
 from fastencodec.corpus.workers import Failed, Whole, decoded
+from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
 
 PathLike = str | os.PathLike[str]
@@ -33,11 +33,24 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // processes - 1)
 
 
-def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank) -> EnCodec:
-    """``model`` itself, or the model it names loaded on ``device`` (``cuda``: the local rank's GPU)."""
+def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precision: str | None = None) -> EnCodec:
+    """``model`` itself, or the model it names loaded on ``device`` (``cuda``: the local rank's GPU).
+
+    Args:
+        model: a model name, repo id, checkpoint path, or a loaded ``EnCodec``.
+        device: torch device for a model loaded here.
+        rank: the process's rank (picks the GPU of ``cuda``).
+        precision: a name in ``fastencodec.engine.policy.PRECISIONS`` (None: the codec's own,
+            ``"exact"`` for a model loaded here).
+
+    Raises:
+        ValueError: an unknown precision, or a loaded ``model`` whose policy has another one.
+    """
     if isinstance(model, EnCodec):
+        if precision is not None and precision != model.policy.precision:
+            raise ValueError(f"precision {precision!r} asked, but the codec given runs {model.policy.precision!r}")
         return model
-    return EnCodec.from_pretrained(model, device=ranks.device_for(device, rank))
+    return EnCodec.from_pretrained(model, device=ranks.device_for(device, rank), precision=precision or "exact")
 
 
 def tokenize_corpus(
@@ -49,7 +62,7 @@ def tokenize_corpus(
     device: str = "cpu",
     workers: int | None = None,
     shard_size: int = 1000,
-    precision: str = "exact",
+    precision: str | None = None,
     rank: ranks.Rank | None = None,
     progress: bool = False,
     piece_samples: int | None = None,
@@ -71,11 +84,13 @@ def tokenize_corpus(
         workers: audio decoding processes (0: decode in this process; default: see
             :func:`default_workers`).
         shard_size: items per shard.
-        precision: ``"exact"`` (the only mode until faster ones land).
+        precision: the networks' numerical mode (``RuntimePolicy.precision``; None: the
+            codec's own, ``"exact"`` for a model loaded here); the manifest records it.
         rank: this process's rank (default: from torchrun's or Slurm's variables).
         progress: show a progress bar on stderr (hours of audio, hours per hour).
         piece_samples: samples (model rate) above which an item is streamed in pieces of
-            this size (default: a multiple of the model's chunk, >= 2**20).
+            this size (default: a multiple of the model's chunk, >= 2**20; at least
+            ``codec.policy.chunk_samples``).
         pool_samples: samples of whole items collected before a length-sorted encode.
 
     Returns:
@@ -83,13 +98,15 @@ def tokenize_corpus(
 
     Raises:
         CorpusInputError: bad inputs. CorpusMismatchError: ``out`` holds another corpus.
-        ValueError: unsupported bandwidth or precision. RuntimeError: a decoding worker died.
+        ValueError: unsupported bandwidth or precision, or ``piece_samples`` below the
+            model's chunk. RuntimeError: a decoding worker died.
     """
     rank = rank or ranks.from_environment()
-    codec = load_model(model, device, rank)
+    codec = load_model(model, device, rank, precision)
     run = CorpusRun([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs, out, codec, bandwidth,
-                    shard_size, precision, rank)
+                    shard_size, rank)
     pieces = piece_samples or piece_samples_for(codec)
+    check_piece_samples(codec, pieces)
     pool = LengthPool(codec, run.bandwidth, pool_samples)
     streams: dict[int, LongItem] = {}
     todo = run.items()

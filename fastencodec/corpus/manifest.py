@@ -12,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import fastencodec
-from fastencodec.audio_io import AtomicOutput
 from fastencodec.codec import EnCodec
 from fastencodec.corpus.sources import Shard
+from fastencodec.io.audio import AtomicOutput
 
 FORMAT = "fastencodec-corpus"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
-PRECISIONS = ("exact",)
-"""Precision modes ``tokenize`` accepts; faster ones come with the throughput work."""
 _IDENTITY = ("model_id", "bandwidth", "precision")
 
 
@@ -29,8 +27,8 @@ class CorpusMismatchError(ValueError):
     """The output folder holds a corpus of another model, bandwidth, precision or plan."""
 
 
-def build_manifest(codec: EnCodec, bandwidth: float, precision: str, shards: list[Shard], with_offset: bool) -> dict:
-    """The manifest of a corpus of ``shards`` coded by ``codec`` at ``bandwidth`` kbps."""
+def build_manifest(codec: EnCodec, bandwidth: float, shards: list[Shard], with_offset: bool) -> dict:
+    """The manifest of a corpus of ``shards`` coded by ``codec`` at ``bandwidth`` kbps (in its policy's precision)."""
     digests = [shard.digest() for shard in shards]
     return {
         "format": FORMAT,
@@ -44,7 +42,7 @@ def build_manifest(codec: EnCodec, bandwidth: float, precision: str, shards: lis
         "channels": codec.channels,
         "frame_rate": codec.frame_rate,
         "hop_length": codec.hop_length,
-        "precision": precision,
+        "precision": codec.policy.precision,
         "fastencodec_version": fastencodec.__version__,
         "columns": ["path", "codes", "frames", "samples", "duration", "scales"] + (["offset"] if with_offset else []),
         "items": sum(len(shard.items) for shard in shards),

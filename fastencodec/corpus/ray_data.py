@@ -30,7 +30,7 @@ def tokenize_with_ray(
     bandwidth: float | None = None,
     *,
     shard_size: int = 1000,
-    precision: str = "exact",
+    precision: str | None = None,
     actors: int = 1,
     gpus_per_actor: float = 0.0,
     device: str | None = None,
@@ -56,9 +56,10 @@ def tokenize_with_ray(
         import ray.data
     except ImportError:
         raise ImportError("the Ray adapter needs Ray Data: pip install 'fastencodec[ray]'") from None
-    codec = EnCodec.from_pretrained(model)  # on the driver's CPU: the plan needs its identity and rates
+    precision = precision or "exact"
+    codec = EnCodec.from_pretrained(model, precision=precision)  # on the driver's CPU: for the plan and manifest
     run = CorpusRun([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs, out, codec, bandwidth,
-                    shard_size, precision, Rank())
+                    shard_size, Rank())
     todo = run.items()
     if todo:
         rows = [
@@ -71,7 +72,7 @@ def tokenize_with_ray(
             _Decode(codec.sample_rate, codec.channels)
         ).map_batches(
             _Encode,
-            fn_constructor_kwargs={"model": os.fspath(model), "bandwidth": run.bandwidth,
+            fn_constructor_kwargs={"model": os.fspath(model), "bandwidth": run.bandwidth, "precision": precision,
                                    "device": device or ("cuda" if gpus_per_actor else "cpu")},
             batch_size=batch_size,
             batch_format="numpy",
@@ -102,8 +103,8 @@ class _Decode:
 class _Encode:
     """Ray actor: a batch of decoded rows -> codes (bytes, int16 [codebooks, frames]) and scales."""
 
-    def __init__(self, model: str, bandwidth: float, device: str) -> None:
-        self.codec = EnCodec.from_pretrained(model, device=device)
+    def __init__(self, model: str, bandwidth: float, precision: str, device: str) -> None:
+        self.codec = EnCodec.from_pretrained(model, device=device, precision=precision)
         self.pool = LengthPool(self.codec, bandwidth, budget=np.iinfo(np.int64).max)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from fastencodec.codec import EnCodec
 from fastencodec.corpus import manifest as manifests
 from fastencodec.corpus import shards as shard_files
 from fastencodec.corpus.batching import Coded
-from fastencodec.corpus.manifest import ERRORS, PRECISIONS
+from fastencodec.corpus.manifest import ERRORS
 from fastencodec.corpus.ranks import Rank
 from fastencodec.corpus.sources import Item, Shard, collect_items, plan_shards
 from fastencodec.corpus.workers import Failed
@@ -78,7 +78,7 @@ class CorpusRun:
     Raises:
         CorpusInputError: bad inputs.
         CorpusMismatchError: ``out`` holds another corpus.
-        ValueError: unknown precision or unsupported bandwidth.
+        ValueError: unsupported bandwidth.
     """
 
     def __init__(
@@ -88,15 +88,12 @@ class CorpusRun:
         codec: EnCodec,
         bandwidth: float | None,
         shard_size: int,
-        precision: str,
         rank: Rank,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not available; choose one of {', '.join(PRECISIONS)}")
         self.codec, self.bandwidth, self.out = codec, bandwidth_of(codec, bandwidth), Path(out)
         self.plan = plan_shards(collect_items(inputs), shard_size)
         with_offset = any(item.offset is not None or item.duration is not None for s in self.plan for item in s.items)
-        self.manifest = manifests.build_manifest(codec, self.bandwidth, precision, self.plan, with_offset)
+        self.manifest = manifests.build_manifest(codec, self.bandwidth, self.plan, with_offset)
         meta = {key: self.manifest[key] for key in ("model", "model_id", "bandwidth", "sample_rate", "frame_rate")}
         self.schema = shard_files.schema(with_offset, meta)
         manifests.prepare(self.out, self.manifest)

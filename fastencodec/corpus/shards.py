@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fastencodec.audio_io import AtomicOutput
 from fastencodec.corpus.batching import Coded
 from fastencodec.corpus.sources import Item
+from fastencodec.io.audio import AtomicOutput
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3

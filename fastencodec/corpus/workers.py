@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fastencodec.audio_io import AudioFileError
-from fastencodec.corpus.audio import read_item
 from fastencodec.corpus.sources import Item
+from fastencodec.io.audio import AudioFileError, AudioReader
+from fastencodec.io.conform import conformed_blocks
 
 _POLL_SECONDS = 1.0
 
@@ -44,20 +44,25 @@ Message = Whole | Piece | Failed
 
 
 def item_messages(index: int, item: Item, sample_rate: int, channels: int, piece_samples: int) -> Iterator[Message]:
-    """The messages of one item (see the module docstring); read errors become ``Failed``."""
+    """The messages of one item (see the module docstring); read errors become ``Failed``.
+
+    The audio is that of ``fastencodec compress`` (``conformed_blocks``: decoded, cut to the
+    item's segment, mixed and resampled to ``sample_rate`` Hz and ``channels``).
+    """
     pending: list[np.ndarray] = []
     held, pieces = 0, 0
     try:
-        for block in read_item(item.source, sample_rate, channels, item.offset, item.duration):
-            pending.append(block)
-            held += block.shape[1]
-            if held > piece_samples:  # an item of exactly piece_samples stays whole
-                joined = np.concatenate(pending, axis=1)
-                cut = (held - 1) // piece_samples * piece_samples  # keeps 1..piece_samples samples
-                for start in range(0, cut, piece_samples):
-                    yield Piece(index, np.ascontiguousarray(joined[:, start : start + piece_samples]), False)
-                    pieces += 1
-                pending, held = [joined[:, cut:]], held - cut
+        with AudioReader(item.source) as reader:
+            for block in conformed_blocks(reader, sample_rate, channels, offset=item.offset, duration=item.duration):
+                pending.append(block)
+                held += block.shape[1]
+                if held > piece_samples:  # an item of exactly piece_samples stays whole
+                    joined = np.concatenate(pending, axis=1)
+                    cut = (held - 1) // piece_samples * piece_samples  # keeps 1..piece_samples samples
+                    for start in range(0, cut, piece_samples):
+                        yield Piece(index, np.ascontiguousarray(joined[:, start : start + piece_samples]), False)
+                        pieces += 1
+                    pending, held = [joined[:, cut:]], held - cut
         audio = np.ascontiguousarray(np.concatenate(pending, axis=1))
     except (AudioFileError, ValueError, OSError, RuntimeError, MemoryError) as exc:
         yield Failed(index, str(exc) or exc.__class__.__name__)

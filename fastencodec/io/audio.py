@@ -35,6 +35,9 @@ STDIO = "-"
 _FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
 _COPY_BLOCK = 1 << 20
+SEEKABLE = frozenset({"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF", "AU"})
+"""libsndfile formats whose seeks land on the exact sample (PCM and FLAC); other formats (MP3,
+Ogg, FFmpeg's) are decoded from their start when an offset is asked for."""
 
 
 class AudioFileError(ValueError):
@@ -54,6 +57,7 @@ class AudioReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = "<stdin>" if path == STDIO else os.fspath(path)
         self._spool: BinaryIO | None = None
+        self._skipped = 0
         self._sound_file: sf.SoundFile | None = None
         self._container: av.container.InputContainer | None = None
         source: str | BinaryIO
@@ -68,6 +72,20 @@ class AudioReader:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def from_file(cls, file: BinaryIO, name: str) -> AudioReader:
+        """An audio file already open for binary reading (seekable), e.g. bytes in a temporary file."""
+        reader = cls.__new__(cls)
+        reader.name = name
+        reader._spool = reader._sound_file = reader._container = None
+        reader._skipped = 0
+        try:
+            reader._open(file)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     def _open(self, source: str | BinaryIO) -> None:
         try:
@@ -93,8 +111,28 @@ class AudioReader:
         if not self.sample_rate or not self.channels:
             raise AudioFileError(f"{self.name}: audio stream has no sample rate or channels")
 
+    def seek(self, frames: int) -> int:
+        """Skip the first ``frames`` samples per channel without decoding them, where the format
+        seeks exactly (``SEEKABLE``); call before :meth:`blocks`.
+
+        Returns:
+            The samples skipped: ``frames`` (at most the file's length), or 0 for formats that
+            must be decoded from their start.
+        """
+        if self._sound_file is None or self._sound_file.format not in SEEKABLE or frames <= 0:
+            return 0
+        assert self.frames is not None
+        skipped = min(frames, self.frames)
+        try:
+            self._sound_file.seek(skipped)
+        except (sf.SoundFileError, RuntimeError) as exc:
+            raise AudioFileError(f"{self.name}: corrupt audio ({exc})") from None
+        self._skipped += skipped
+        return skipped
+
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
-        """Yield float32 blocks [channels, block_size]; the last one may be shorter.
+        """Yield float32 blocks [channels, block_size] (from where :meth:`seek` left the file); the
+        last one may be shorter.
 
         Raises:
             AudioFileError: the file is corrupt, holds no samples, or NaN/infinite ones.
@@ -110,7 +148,7 @@ class AudioReader:
                 yield block
         except (sf.SoundFileError, RuntimeError, av.FFmpegError, OSError) as exc:
             raise AudioFileError(f"{self.name}: corrupt audio ({exc})") from None
-        if total == 0:
+        if total == 0 and not self._skipped:  # after a seek, the caller tells an offset past the end
             raise AudioFileError(f"{self.name}: contains no audio samples")
 
     def _decode(self, block_size: int) -> Iterator[np.ndarray]:
@@ -227,11 +265,12 @@ class AtomicOutput(_CommitOnExit):
             self._temp_path = None
 
 
-
 class AudioWriter(_CommitOnExit):
     """Writes an audio file block by block; the file appears only on :meth:`commit`.
 
     Used as a context manager, it commits on normal exit and discards on an exception.
+    ``clipped`` counts the samples clipped to [-1, 1] (PCM subtypes) so far; ``subtype`` is the
+    subtype in use.
 
     Args:
         path: ``.wav`` or ``.flac`` destination, or ``"-"`` for a WAV stream on stdout.
@@ -257,6 +296,7 @@ class AudioWriter(_CommitOnExit):
         if not sf.check_format(file_format, self._subtype):
             raise ValueError(f"subtype {self._subtype} is not available for {file_format}")
         self.channels = channels
+        self.clipped = 0  # samples clipped to [-1, 1] so far (PCM subtypes)
         self._output = AtomicOutput(path)
         try:
             self._file = sf.SoundFile(
@@ -271,6 +311,10 @@ class AudioWriter(_CommitOnExit):
             self._output.discard()
             raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
 
+    @property
+    def subtype(self) -> str:
+        return self._subtype
+
     def write(self, block: np.ndarray) -> None:
         """Append samples: float array [channels, n]."""
         block = np.asarray(block, dtype=np.float32)
@@ -279,6 +323,7 @@ class AudioWriter(_CommitOnExit):
         if not np.isfinite(block).all():
             raise ValueError("audio contains NaN or infinite samples")
         if self._subtype not in _FLOAT_SUBTYPES:
+            self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
             block = np.clip(block, -1.0, 1.0)
         self._file.write(block.T)
 
@@ -292,7 +337,6 @@ class AudioWriter(_CommitOnExit):
         if not self._file.closed:
             self._file.close()
         self._output.discard()
-
 
 
 def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:

@@ -1,31 +1,24 @@
-"""``fastencodec tokenize`` and ``fastencodec detokenize``: the corpus tokenizer's commands."""
+"""``fastencodec tokenize``: an audio corpus to Parquet token shards (the work: :mod:`fastencodec.corpus`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from types import ModuleType
-from typing import Any
 
 import torch
 
-from fastencodec.cli import CliError, UsageError, device_value, load_codec, positive_int
+from fastencodec.cli.common import CliError, UsageError, corpus_api, device_value, load_codec, positive_int
 from fastencodec.corpus import ranks
-from fastencodec.corpus.manifest import ERRORS, PRECISIONS, CorpusMismatchError, read_manifest
+from fastencodec.corpus.manifest import ERRORS, CorpusMismatchError
 from fastencodec.corpus.sources import CorpusInputError
+from fastencodec.engine.policy import PRECISIONS
 
 
 class ItemsFailed(CliError):
     """Some items could not be read; every other item is in the shards. Exit status 1."""
 
 
-def add_parsers(commands: Any) -> None:
-    """Register ``tokenize`` and ``detokenize`` on the ``fastencodec`` subparsers."""
-    add_tokenize_parser(commands)
-    add_detokenize_parser(commands)
-
-
-def add_tokenize_parser(commands: Any) -> argparse.ArgumentParser:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "tokenize",
         help="audio corpus -> Parquet token shards",
@@ -55,44 +48,16 @@ def add_tokenize_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--shard-size", type=positive_int, default=1000, metavar="ITEMS", help="items per shard (1000)")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default="exact",
-        help="exact: codes equal to EnCodec.encode (the only mode for now; faster modes come with the "
-        "throughput work)",
+        "--precision", choices=sorted(PRECISIONS), default="exact",
+        help="the networks' numerical mode (exact: codes equal to Meta's reference); recorded in the manifest",
     )
     parser.add_argument("--rank", type=int, help="this process's rank (default: from the launcher's variables)")
     parser.add_argument("--world-size", type=positive_int, help="number of processes (default: from the launcher)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    parser.set_defaults(run=run_tokenize)
-    return parser
+    parser.set_defaults(run=run, each=False)
 
 
-def add_detokenize_parser(commands: Any) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
-        "detokenize",
-        help="Parquet token shards -> audio files",
-        description="Decode every row of a token corpus (the output of `tokenize`) to AUDIO_DIR/<path>.wav "
-        "(32-bit float at the model's rate; segments: <path>@<offset>s.wav).",
-    )
-    parser.add_argument("input", metavar="DIR", help="token corpus folder")
-    parser.add_argument("--out", required=True, metavar="AUDIO_DIR", help="output folder")
-    parser.add_argument("--model", help="model (default: the one the manifest names)")
-    parser.add_argument("--device", type=device_value, default="cpu", help="cpu (default), cuda, ...")
-    parser.add_argument("--batch", type=positive_int, default=16, metavar="ROWS", help="rows decoded together (16)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=run_detokenize)
-    return parser
-
-
-def corpus_api() -> ModuleType:
-    """``fastencodec.corpus.api``, imported on use: pyarrow (extra ``corpus``) is needed only here."""
-    try:
-        from fastencodec.corpus import api
-    except ImportError as exc:
-        raise CliError(f"tokenize and detokenize need pyarrow ({exc}): pip install 'fastencodec[corpus]'") from None
-    return api
-
-
-def run_tokenize(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> None:
     api = corpus_api()
     try:
         rank = ranks.from_environment()
@@ -104,15 +69,15 @@ def run_tokenize(args: argparse.Namespace) -> None:
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    codec = load_codec(args.model, ranks.device_for(device, rank))
+    codec = load_codec(args.model, ranks.device_for(device, rank), precision=args.precision)
     try:
         summary = api.tokenize_corpus(
             args.inputs, args.out, codec, args.bandwidth, workers=args.workers, shard_size=args.shard_size,
-            precision=args.precision, rank=rank, progress=not args.quiet and rank.rank == 0,
+            rank=rank, progress=not args.quiet and rank.rank == 0,
         )
     except (CorpusInputError, CorpusMismatchError) as exc:
         raise CliError(str(exc)) from None
-    except ValueError as exc:  # bandwidth or precision the model cannot take
+    except ValueError as exc:  # a bandwidth the model cannot take
         raise UsageError(str(exc)) from None
     where = f"rank {rank.rank} of {rank.world_size}: " if rank.world_size > 1 else ""
     if not args.quiet:
@@ -124,18 +89,3 @@ def run_tokenize(args: argparse.Namespace) -> None:
         )
     if summary.failed:
         raise ItemsFailed(f"{where}{summary.failed} items could not be read: see {args.out}/{ERRORS}")
-
-
-def run_detokenize(args: argparse.Namespace) -> None:
-    api = corpus_api()
-    try:
-        manifest = read_manifest(args.input)
-    except (OSError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    codec = load_codec(args.model or manifest["model"], args.device)
-    try:
-        written = api.detokenize(args.input, args.out, codec, batch_rows=args.batch, progress=not args.quiet)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if not args.quiet:
-        print(f"{written} files written to {args.out}", file=sys.stderr)
