@@ -41,6 +41,7 @@ from fastencodec.codec import EnCodec, triangle_weight
 from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
 from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
 from fastencodec.hub import ALIASES
+from fastencodec.kernels.precision import PRECISIONS
 from fastencodec.resample import StreamResampler, output_length
 from fastencodec.streaming import check_streamable
 
@@ -369,7 +370,7 @@ def run_compress(args: argparse.Namespace) -> None:
         raise UsageError(f"{output}: OUTPUT must end in {ECDC_SUFFIX} (or be - for stdout)")
     check_output(output, args.input, args.force)
     if args.stream:
-        codec = load_codec(args.model, args.device)
+        codec = load_codec(args.model, args.device, args.precision)
         bandwidth = check_bandwidth(codec, args.bandwidth)
         with open_binary(args.input) as stream:
             source = PcmSource(
@@ -382,7 +383,7 @@ def run_compress(args: argparse.Namespace) -> None:
             write_compressed(codec, bandwidth, source, output, args.quiet)
         return
     with AudioReader(args.input) as reader:
-        codec = load_codec(args.model, args.device)
+        codec = load_codec(args.model, args.device, args.precision)
         bandwidth = check_bandwidth(codec, args.bandwidth)
         write_compressed(codec, bandwidth, reader, output, args.quiet)
 
@@ -541,11 +542,11 @@ def check_device(device: str) -> None:
         raise CliError(f"--device {device}: CUDA is not available")
 
 
-def load_codec(spec: str, device: str) -> EnCodec:
-    """Load the model ``spec`` (name, repo id or path) on ``device``, or fail with one line."""
+def load_codec(spec: str, device: str, precision: str = "exact") -> EnCodec:
+    """Load the model ``spec`` (name, repo id or path) on ``device`` in ``precision``, or fail with one line."""
     check_device(device)
     try:
-        return EnCodec.from_pretrained(spec, device=device)
+        return EnCodec.from_pretrained(spec, device=device, precision=precision)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CliError(f"{spec}: cannot load the model ({exc})") from None
 
@@ -555,7 +556,7 @@ def codec_for(header: EcdcHeader, args: argparse.Namespace) -> EnCodec:
     name = header.model_name
     if args.model is None and name not in ALIASES:
         raise CliError(f"{display_name(args.input)}: unknown model {name!r}; pass --model NAME|PATH")
-    codec = load_codec(args.model or name, args.device)
+    codec = load_codec(args.model or name, args.device, args.precision)
     if codec.name != name:
         raise CliError(f"{display_name(args.input)}: coded with {name}, but --model {args.model} is {codec.name}")
     if header.num_codebooks > codec.num_codebooks:
@@ -748,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for command in (compress, decompress):
         command.add_argument("--device", type=device_value, default="cpu", help="cpu (default), cuda, cuda:1, ...")
+        command.add_argument(
+            "--precision", choices=PRECISIONS, default="exact", help="network arithmetic: exact (default), tf32, bf16"
+        )
         command.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
         command.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes on stderr")
     return parser

@@ -12,6 +12,7 @@ import torch
 
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
 from fastencodec.hub import resolve
+from fastencodec.kernels import Networks
 from fastencodec.model import EncodecModel
 from fastencodec.streaming import (
     CHUNK_SAMPLES,
@@ -48,11 +49,19 @@ class EnCodec:
     See :mod:`fastencodec.arrays` for the accepted audio layouts and channel rule.
     """
 
-    def __init__(self, model: EncodecModel, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: EncodecModel,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        precision: str = "exact",
+    ):
         self.model = model
         self.config = model.config
         digest = hashlib.sha1(model.quantizer.embed.float().cpu().numpy().tobytes()).hexdigest()[:12]
         self.model_id = f"{self.config.name}:{digest}"
+        self.precision = precision
         self.to(device, dtype)
 
     @classmethod
@@ -64,14 +73,18 @@ class EnCodec:
         *,
         cache_dir: str | Path | None = None,
         revision: str | None = None,
+        precision: str = "exact",
     ) -> EnCodec:
         """Load ``encodec-24khz``, ``encodec-32khz``, ``encodec-48khz``, any Hugging Face repo id,
         a local checkpoint directory or a checkpoint file (HF, Meta ``.th`` or MLX layout).
 
-        ``dtype`` (default float32) applies to the encoder and decoder networks; codebook
-        search stays in float32.
+        ``precision`` (``"exact"``, ``"tf32"``, ``"bf16"``; see
+        :mod:`fastencodec.kernels.precision`) is the arithmetic of the encoder and decoder
+        networks; codebook search stays in float32. ``dtype`` (default float32) is the older
+        switch that casts the networks' weights (it bypasses the precision modes).
         """
-        return cls(build_model(resolve(name_or_path, cache_dir, revision)), device, dtype)
+        model = build_model(resolve(name_or_path, cache_dir, revision))
+        return cls(model, device, dtype, precision=precision)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
         """Move to ``device`` and/or run the networks in floating ``dtype``; returns self."""
@@ -85,6 +98,7 @@ class EnCodec:
         for module in self.model.modules():
             if isinstance(module, torch.nn.LSTM):
                 module.flatten_parameters()  # cuDNN wants one weight buffer (a no-op on CPU)
+        self.networks = Networks(self.model, self.precision)  # raises if the device cannot run the mode
         return self
 
     # -- properties ---------------------------------------------------------
@@ -192,7 +206,14 @@ class EnCodec:
                 table[i, : len(item_scales)] = item_scales
             scales = kind.audio(table) if kind.torch else table.numpy()
         lengths_out = tuple(item.shape[-1] for item in items)
-        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list)
+        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list, self.precision)
+
+    def _encode_network(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder network on float32 audio ``[B, C, T]``: float32 embeddings, in this codec's precision
+        (or in the networks' own dtype when ``dtype`` cast them)."""
+        if self.dtype != torch.float32:
+            return self.model.encoder(x.to(self.dtype)).float()
+        return self.networks.encode(x)
 
     def encode_continuous(self, audio: Array, lengths: Sequence[int] | None = None) -> np.ndarray | torch.Tensor:
         """Pre-quantisation embeddings ``[batch, dimension, frames]`` at ``frame_rate`` Hz.
@@ -233,8 +254,8 @@ class EnCodec:
                 volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
                 x = x / volume
                 scales[batch] = volume.view(-1).cpu()
-            emb = self.model.encoder(x.to(self.dtype)).float()
-            out = emb if n_q is None else self.model.quantizer.encode(emb, n_q)
+            emb = self._encode_network(x)
+            out = emb if n_q is None else self.networks.quantize(emb, n_q)
             for j, value in zip(batch, out.cpu()):
                 outputs[j] = value
         for i in range(len(items)):
@@ -419,8 +440,11 @@ class EnCodec:
         ``[segments, channels, frames * hop_length]`` (float32, on ``device``), each times its
         scale (``[segments]``, normalising models); no cross-fade."""
         with torch.inference_mode():
-            emb = self.model.quantizer.decode(codes.to(self.device))
-            audio = self.model.decoder(emb.to(self.dtype)).float()
+            emb = self.networks.dequantize(codes.to(self.device))
+            if self.dtype != torch.float32:
+                audio = self.model.decoder(emb.to(self.dtype)).float()
+            else:
+                audio = self.networks.decode(emb)
             if scales is not None:
                 audio = audio * scales.to(audio.device).view(-1, 1, 1)
         return audio.to(device)

@@ -21,6 +21,8 @@ class Tokens:
       normalise (48 kHz), else None; entries past an item's segments are 0.
     - ``model_id``: identifies the model that made them; decoding them with
       another model is refused.
+    - ``precision``: the precision mode of the encoder that made them (``"exact"``,
+      ``"tf32"``, ``"bf16"``); any mode decodes them.
 
     A ``Tokens`` acts as its ``codes`` array: ``shape``, indexing, ``numpy.asarray``,
     and torch functions (``torch.cat``) see the codes. Concatenating plain codes
@@ -35,12 +37,14 @@ class Tokens:
         scales: np.ndarray | torch.Tensor | None,
         model_id: str,
         as_list: bool = False,
+        precision: str = "exact",
     ):
         self.codes = codes
         self.lengths = tuple(lengths)
         self.scales = scales
         self.model_id = model_id
         self.as_list = as_list
+        self.precision = precision
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -81,4 +85,5 @@ class Tokens:
 
     def __repr__(self) -> str:
         kind = "torch" if isinstance(self.codes, torch.Tensor) else "numpy"
-        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, model={self.model_id})"
+        where = f"model={self.model_id}, precision={self.precision}"
+        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, {where})"
