@@ -6,6 +6,10 @@
 ``bf16`` runs :mod:`.cpu`; on CUDA with Triton installed every mode runs the fused
 channels-last kernels of :mod:`.cuda`, replayed as CUDA graphs; on CUDA without Triton only
 ``exact`` runs (the modules, cuDNN in float32).
+
+Batch invariance: the CUDA kernels compute each item with the same arithmetic in any batch;
+on CPU, where oneDNN and MKL pick algorithms by batch size (outputs then differ in the last
+bits), each item runs on its own, so an item's result is the same in any batch there too.
 """
 
 from __future__ import annotations
@@ -78,8 +82,14 @@ class Networks:
         if self._uses_kernels():
             return self._graphed(part)(x.contiguous())
         if self.precision == "exact":
-            return getattr(self.model, part)(x)
-        return run_steps_bf16(flatten(getattr(self.model, part).layers), x, self._cpu_weights)
+            network = getattr(self.model, part)
+        else:
+            steps = flatten(getattr(self.model, part).layers)
+
+            def network(item: torch.Tensor) -> torch.Tensor:
+                return run_steps_bf16(steps, item, self._cpu_weights)
+
+        return _per_item(network, x)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """Audio ``[B, channels, samples]`` to float32 embeddings ``[B, dimension, frames]``."""
@@ -93,7 +103,7 @@ class Networks:
         """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]`` (float32 search)."""
         quantizer = self.model.quantizer
         if not self._uses_kernels():
-            return quantizer.encode(embeddings, n_q)
+            return _per_item(lambda item: quantizer.encode(item, n_q), embeddings)
         from fastencodec.kernels.cuda import nearest_codes
 
         batch, dim, frames = embeddings.shape
@@ -109,3 +119,10 @@ class Networks:
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, K, frames]`` to summed code vectors ``[B, dimension, frames]`` (float32)."""
         return self.model.quantizer.decode(codes)
+
+
+def _per_item(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to each item ``x[i:i+1]`` alone, results concatenated (CPU batch invariance)."""
+    if x.shape[0] == 1:
+        return fn(x)
+    return torch.cat([fn(x[i : i + 1]) for i in range(x.shape[0])])
