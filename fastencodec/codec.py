@@ -280,8 +280,9 @@ class EnCodec:
         return CHUNK_SAMPLES if self.device.type == "cpu" else GPU_CHUNK_SAMPLES
 
     def _streams_long(self, length: int) -> bool:
-        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
-        return length > self.chunk_samples and streamable(self.config)
+        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk (``exact``
+        only: the streams run the modules; other precisions code long signals whole)."""
+        return length > self.chunk_samples and streamable(self.config) and self.precision == "exact"
 
     def _long_groups(self, lengths: list[int]) -> list[list[int]]:
         """Indices of the streamed items, grouped by equal length, at most ``batch_samples``
