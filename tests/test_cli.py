@@ -39,7 +39,8 @@ def load_each_model_once(monkeypatch):
     load = EnCodec.from_pretrained
 
     def cached(name_or_path, device=None, dtype=None, **kwargs):
-        key = (str(name_or_path), str(device), dtype, tuple(sorted(kwargs.items())))
+        precision = kwargs.get("precision", "exact")
+        key = (str(name_or_path), str(device), dtype) + (() if precision == "exact" else (precision,))
         if key not in LOADED:
             LOADED[key] = load(name_or_path, device, dtype, **kwargs)
         return LOADED[key]
