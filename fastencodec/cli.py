@@ -556,7 +556,7 @@ def codec_for(header: EcdcHeader, args: argparse.Namespace) -> EnCodec:
     name = header.model_name
     if args.model is None and name not in ALIASES:
         raise CliError(f"{display_name(args.input)}: unknown model {name!r}; pass --model NAME|PATH")
-    codec = load_codec(args.model or name, args.device, args.precision)
+    codec = load_codec(args.model or name, args.device, getattr(args, "precision", "exact"))
     if codec.name != name:
         raise CliError(f"{display_name(args.input)}: coded with {name}, but --model {args.model} is {codec.name}")
     if header.num_codebooks > codec.num_codebooks:
