@@ -18,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fastencodec.audio_io import read_audio  # noqa: E402
-from fastencodec.resample import resample  # noqa: E402
+from fastencodec.io.audio import read_audio  # noqa: E402
+from fastencodec.io.resample import resample  # noqa: E402
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. Neural audio codecs turn speech and music into "

@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fastencodec import EnCodec  # noqa: E402
-from fastencodec.kernels import PRECISIONS, Networks  # noqa: E402
+from fastencodec.engine.policy import PRECISIONS  # noqa: E402
+from fastencodec.kernels import Networks  # noqa: E402
 from fastencodec.quality import compare  # noqa: E402
-from tests import reference  # noqa: E402
+from tests import support as reference  # noqa: E402
 
 BANDWIDTH = 6.0
 
@@ -198,7 +199,7 @@ def main() -> None:
     for src, audio in sources.items():
         if "quality" in skip:
             break
-        quality[src] = {p: compare(exact, Networks(model24, p), audio, 8).as_dict() for p in PRECISIONS[1:]}
+        quality[src] = {p: compare(exact, Networks(model24, p), audio, 8).as_dict() for p in list(PRECISIONS)[1:]}
         short = audio[..., : 10 * 24_000]
         quality[src]["exact GPU vs exact CPU"] = compare(Networks(cpu_model, "exact"), exact, short, 8).as_dict()
         quality[src]["bf16 CPU vs exact CPU"] = compare(

@@ -1,13 +1,19 @@
 """GPU kernels (Triton, CUDA): accuracy per precision mode, batch invariance, independence from
 PyTorch's TF32 flags, determinism. Skipped without CUDA and Triton; run on a GPU machine."""
 
+import copy
+
 import pytest
 import torch
 
 from fastencodec.kernels import Networks, triton_available
-from tests import reference
+from tests import support as reference
 
-pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and Triton")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and Triton"),
+]
+
 
 def limit(precision, network, unit):
     """Largest relative L2 error against float64 torch ops; ``unit`` is float32 torch ops' own error
@@ -37,7 +43,7 @@ def relative_error(out, ref):
 def test_networks_match_float64(model, precision):
     nets = Networks(model, precision)
     x = audio(model, 2).cuda()
-    model64 = reference.copy_double(model)
+    model64 = copy.deepcopy(model).double()
     with torch.inference_mode():
         emb_ref = model64.encoder(x.double())
         unit = relative_error(model.encoder(x), emb_ref)
@@ -83,10 +89,10 @@ def test_tokens_ignore_tf32_flags(model):
 
 
 def test_codec_gpu_modes_batch_invariant(model):
-    from fastencodec import EnCodec
+    from fastencodec import EnCodec, RuntimePolicy
 
     for precision in ("exact", "bf16"):
-        codec = EnCodec(model, precision=precision)
+        codec = EnCodec(model, policy=RuntimePolicy(precision=precision))
         x = audio(model, 5)
         tokens = codec.encode(x)
         assert tokens.precision == precision

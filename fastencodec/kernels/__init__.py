@@ -4,8 +4,10 @@
 ``dequantize`` and ``decode``, each in the mode given at construction
 (:mod:`.precision` documents the modes). On CPU, ``exact`` runs the modules themselves and
 ``bf16`` runs :mod:`.cpu`; on CUDA with Triton installed every mode runs the fused
-channels-last kernels of :mod:`.cuda`, replayed as CUDA graphs; on CUDA without Triton only
-``exact`` runs (the modules, cuDNN in float32).
+channels-last kernels of :mod:`.cuda`, replayed as CUDA graphs, and no backend flag is read
+or set. On CUDA without Triton only ``exact`` runs: the modules under
+:func:`~fastencodec.engine.policy.cudnn_precision` (cuDNN in float32, a process-wide flag held
+while they run) and the codebook search in float64.
 
 Batch invariance: the CUDA kernels compute each item with the same arithmetic in any batch;
 on CPU, where oneDNN and MKL pick algorithms by batch size (outputs then differ in the last
@@ -18,12 +20,13 @@ import functools
 
 import torch
 
+from fastencodec.engine.policy import cudnn_precision
 from fastencodec.kernels.cpu import WeightCache, run_steps_bf16
 from fastencodec.kernels.plan import flatten
-from fastencodec.kernels.precision import PRECISIONS, check_precision
-from fastencodec.model import EncodecModel
+from fastencodec.kernels.precision import check_precision
+from fastencodec.nn.model import EncodecModel
 
-__all__ = ["PRECISIONS", "Networks", "check_precision", "triton_available"]
+__all__ = ["Networks", "check_precision", "triton_available"]
 
 
 @functools.cache
@@ -41,7 +44,7 @@ class Networks:
 
     Args:
         model: the model (its weights are read, never changed).
-        precision: a name of :data:`PRECISIONS`.
+        precision: a name in :data:`~fastencodec.engine.policy.PRECISIONS`.
 
     Raises:
         ValueError: the precision is unknown or the device cannot run it.
@@ -89,6 +92,9 @@ class Networks:
             def network(item: torch.Tensor) -> torch.Tensor:
                 return run_steps_bf16(steps, item, self._cpu_weights)
 
+        if self.device.type == "cuda":  # no Triton: cuDNN, kept in float32 by its flags
+            with cudnn_precision(False):
+                return network(x)
         return _per_item(network, x)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -100,10 +106,11 @@ class Networks:
         return self._run("decoder", embeddings)
 
     def quantize(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]`` (float32 search)."""
+        """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: an IEEE float32
+        search on CUDA with Triton, else the quantizer's own (float32 on CPU, float64 on CUDA)."""
         quantizer = self.model.quantizer
         if not self._uses_kernels():
-            return _per_item(lambda item: quantizer.encode(item, n_q), embeddings)
+            return _per_item(lambda item: quantizer.encode(item, n_q), embeddings.float())
         from fastencodec.kernels.cuda import nearest_codes
 
         batch, dim, frames = embeddings.shape

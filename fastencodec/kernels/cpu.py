@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
-from fastencodec.model import pad1d
+from fastencodec.nn.layers import pad1d
 
 
 class WeightCache:

@@ -19,7 +19,7 @@ from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.cpu import WeightCache
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
 from fastencodec.kernels.precision import activation_dtype
-from fastencodec.model import pad1d
+from fastencodec.nn.layers import pad1d
 
 INPUT_PRECISION = {
     ("exact", "encoder"): ("ieee", "ieee"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fastencodec.model import LSTM, Conv1d, ConvTranspose1d, ResnetBlock
+from fastencodec.nn.layers import LSTM, Conv1d, ConvTranspose1d, ResnetBlock
 
 
 @dataclass

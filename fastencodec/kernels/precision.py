@@ -12,22 +12,22 @@
   instructions (AVX512-BF16 or AMX).
 
 The vector quantizer always runs in float32 (IEEE on CUDA). The mode is an explicit
-argument of every runner: no process-wide flag is read or changed.
+argument of every runner: no process-wide flag is read or changed. The names are those of
+:data:`fastencodec.engine.policy.PRECISIONS`.
 """
 
 from __future__ import annotations
 
 import torch
 
-PRECISIONS = ("exact", "tf32", "bf16")
-"""Precision mode names, strictest first."""
+from fastencodec.engine.policy import PRECISIONS
 
 
 def check_precision(precision: str, device: torch.device | str) -> str:
     """Validate ``precision`` for ``device`` and return it.
 
     Args:
-        precision: one of :data:`PRECISIONS`.
+        precision: a name in :data:`~fastencodec.engine.policy.PRECISIONS`.
         device: where the networks run.
 
     Returns:
@@ -41,7 +41,7 @@ def check_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     kind = torch.device(device).type
     if kind == "cpu":
-        if precision == "tf32":
+        if not PRECISIONS[precision].cpu:
             raise ValueError("precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact' or 'bf16'")
         if precision == "bf16" and not cpu_has_bf16():
             raise ValueError("precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks")
