@@ -98,3 +98,22 @@ def test_codec_gpu_modes_batch_invariant(model):
         assert tokens.precision == precision
         alone = codec.encode(x[2:3])
         assert torch.equal(torch.as_tensor(alone.codes), torch.as_tensor(tokens.codes)[2:3])
+
+
+def test_group_norm_kernel_matches_torch_and_ignores_the_batch():
+    from torch.nn import functional as F
+
+    from fastencodec.kernels import cuda
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(1, 32).cuda()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    net = cuda.CudaNetwork([], "exact", "encoder")
+    y = torch.randn(6, 3 * cuda.NORM_CHUNK // 32 + 5, 32, device="cuda") * 3 + 1.5
+    res = torch.randn_like(y)
+    with torch.inference_mode():
+        out = net._group_norm(norm, y, res)
+        ref = F.group_norm(y.double().transpose(1, 2), 1, norm.weight.double(), norm.bias.double(), norm.eps)
+        assert relative_error(out, ref.transpose(1, 2) + res.double()) < 1e-6
+        assert torch.equal(net._group_norm(norm, y[4:5].contiguous(), res[4:5].contiguous()), out[4:5])

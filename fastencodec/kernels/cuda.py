@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 import triton
-from torch.nn import functional as F
 
 from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.cpu import WeightCache
@@ -34,6 +33,9 @@ INPUT_PRECISION = {
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
 In ``bf16`` the convolutions' operands are bf16 (the setting is unused); the LSTM stays float32
 with TF32 products."""
+
+NORM_CHUNK = 1 << 16
+"""Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
 
 LSTM_BM, LSTM_BU, LSTM_BK = 16, 16, 64
 """LSTM step tiles: items, hidden units and reduction chunk per program (fixed: batch invariance)."""
@@ -95,9 +97,7 @@ class CudaNetwork:
             BT=bt, BCO=bco, BCI=bci, num_warps=4,
         )  # fmt: skip
         if module.norm is not None:
-            y = self._group_norm(module.norm, y)
-            if residual is not None:
-                y = (y.float() + residual.float()).to(self.dtype)
+            y = self._group_norm(module.norm, y, residual)
         return y
 
     def _conv_transpose(self, step: ConvTransposeStep, h: torch.Tensor) -> torch.Tensor:
@@ -125,10 +125,35 @@ class CudaNetwork:
             y = self._group_norm(module.norm, y)[:, left : full - right].contiguous()
         return y
 
-    def _group_norm(self, norm: torch.nn.GroupNorm, y: torch.Tensor) -> torch.Tensor:
-        """GroupNorm(1 group) of channels-last ``y``, statistics in float32 per item (torch ops)."""
-        out = torch.stack([F.group_norm(item.t()[None].float(), 1, norm.weight, norm.bias, norm.eps)[0] for item in y])
-        return out.transpose(1, 2).to(self.dtype).contiguous()
+    def _group_norm(
+        self, norm: torch.nn.GroupNorm, y: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """GroupNorm (one group) of channels-last ``y`` ``[B, T, C]`` (plus ``residual``), in float32.
+
+        Each item's mean, then its variance about the mean, are summed in fixed chunks of
+        ``NORM_CHUNK`` values and the chunks' sums in a fixed order: the same arithmetic in any batch.
+        """
+        if norm.num_groups != 1:
+            raise ValueError(f"GroupNorm with {norm.num_groups} groups is not supported by the kernels")
+        batch, t, c = y.shape
+        n = t * c
+        chunks = triton.cdiv(n, NORM_CHUNK)
+        partial = y.new_empty(batch, chunks, dtype=torch.float32)
+        mean = y.new_empty(batch, dtype=torch.float32)
+        rstd = torch.empty_like(mean)
+        for center, stat in ((False, mean), (True, rstd)):
+            ops.group_norm_partial_kernel[(chunks, batch)](
+                y, mean, partial, n, CENTER=center, CHUNK=NORM_CHUNK, BLOCK=1024, num_warps=4
+            )
+            ops.group_norm_total_kernel[(batch,)](partial, stat, chunks, n, norm.eps, RSTD=center, BLOCK=256)
+        out = torch.empty_like(y)
+        bc = triton.next_power_of_2(c)
+        bt = max(1, 4096 // bc)
+        ops.group_norm_apply_kernel[(triton.cdiv(t, bt), batch)](
+            y, mean, rstd, self.fp32.get(norm.weight), self.fp32.get(norm.bias),
+            y if residual is None else residual, out, t, c, ADD=residual is not None, BT=bt, BC=bc, num_warps=4,
+        )  # fmt: skip
+        return out
 
     # -- LSTM -------------------------------------------------------------------
     def _lstm(self, step: LSTMStep, h: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Triton kernels for the networks on CUDA: channels-last convolutions, a batched LSTM step,
-nearest-codebook search.
+nearest-codebook search, GroupNorm with per-item statistics.
 
 Activations are ``[batch, time, channels]``. Every kernel computes each batch item with
 the same tiles, the same reduction order and no atomics whatever the batch size, so an
@@ -164,3 +164,56 @@ def nearest_code_kernel(
         best_at = tl.where(better, tile_at, best_at)
         best = tl.where(better, tile_best, best)
     tl.store(codes + r, best_at.to(tl.int64), mask=r_ok)
+
+
+@triton.jit
+def group_norm_partial_kernel(y, mean, partial, n, CENTER: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Per item ``b`` and chunk ``j`` of its ``n`` values: ``partial[b, j] = sum(v)`` over the chunk's
+    values ``v = y`` (or ``(y - mean[b])^2`` when ``CENTER``), in float32, in a fixed order."""
+    chunk = tl.program_id(0)
+    item = tl.program_id(1).to(tl.int64)
+    base = y + item * n
+    m = tl.load(mean + item) if CENTER else 0.0
+    acc = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, CHUNK, BLOCK):
+        i = chunk * CHUNK + start + tl.arange(0, BLOCK)
+        v = tl.load(base + i, mask=i < n, other=0.0).to(tl.float32)
+        if CENTER:
+            v = tl.where(i < n, (v - m) * (v - m), 0.0)
+        acc += v
+    tl.store(partial + item * tl.num_programs(0) + chunk, tl.sum(acc, 0))
+
+
+@triton.jit
+def group_norm_total_kernel(partial, out, chunks, n, eps, RSTD: tl.constexpr, BLOCK: tl.constexpr):
+    """``out[b] = sum_j partial[b, j] / n`` (a mean), or ``1 / sqrt(that + eps)`` when ``RSTD``."""
+    item = tl.program_id(0).to(tl.int64)
+    acc = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, chunks, BLOCK):
+        j = start + tl.arange(0, BLOCK)
+        acc += tl.load(partial + item * chunks + j, mask=j < chunks, other=0.0)
+    total = tl.sum(acc, 0) / n
+    if RSTD:
+        total = 1.0 / tl.sqrt(total + eps)
+    tl.store(out + item, total)
+
+
+@triton.jit
+def group_norm_apply_kernel(
+    y, mean, rstd, weight, bias, res, out, t, c,
+    ADD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """``out[b, t, :] = (y[b, t, :] - mean[b]) * rstd[b] * weight + bias (+ res[b, t, :])``, channels-last,
+    computed in float32 and stored in ``out``'s dtype."""
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    cols = tl.arange(0, BC)
+    item = tl.program_id(1).to(tl.int64)
+    mask = (rows[:, None] < t) & (cols[None, :] < c)
+    offs = item * t * c + rows[:, None] * c + cols[None, :]
+    v = tl.load(y + offs, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(weight + cols, mask=cols < c, other=0.0)
+    b = tl.load(bias + cols, mask=cols < c, other=0.0)
+    v = (v - tl.load(mean + item)) * tl.load(rstd + item) * w[None, :] + b[None, :]
+    if ADD:
+        v = v + tl.load(res + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out + offs, v.to(out.dtype.element_ty), mask=mask)
