@@ -113,9 +113,9 @@ def main() -> None:
         return
     print(f"{args.model}, {args.seconds:g} s, {args.bandwidth:g} kbps, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}; seconds wall / CPU (process_time, all threads)")
-    for load in ("idle", f"{args.busy} busy"):
+    for load in ("no extra", f"+{args.busy} busy"):
         spinners = []
-        if load != "idle":
+        if load != "no extra":
             deadline = time.time() + args.busy_seconds
             spinners = [multiprocessing.Process(target=spin, args=(deadline,), daemon=True) for _ in range(args.busy)]
             for p in spinners:
