@@ -1,0 +1,280 @@
+"""Entropy coding (fastencodec.entropy): Meta's LM mode against Meta's encodec, and the portable mode."""
+
+import importlib
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from encodec import binary as meta_binary
+from encodec.model import EncodecModel, LMModel
+from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
+
+from fastencodec.ecdc import EcdcError, SegmentLayout, segment_frame_counts
+from fastencodec.entropy import (
+    ArithmeticDecoder,
+    ArithmeticEncoder,
+    MetaLM,
+    MetaLMCoder,
+    MissingLMWeights,
+    lm_checkpoint_path,
+    lm_config,
+    load_lm_state,
+    meta_cdfs,
+)
+from tests import reference
+
+meta_compress = importlib.import_module("encodec.compress")
+
+LAYOUTS = {
+    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
+    "encodec_48khz": SegmentLayout(
+        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
+        segment_length=48000, segment_stride=47520,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Meta's coder and ours on one thread (as a CLI run on one core; the BLAS picks kernels per thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
+    home = tmp_path_factory.mktemp("torch_home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name, n_q, rate, seed in (("24khz-1608e3c0", 32, 75, 11), ("48khz-7add9fc3", 16, 150, 12)):
+        torch.manual_seed(seed)
+        lm = LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate))
+        torch.save(lm.state_dict(), checkpoints / f"encodec_lm_{name}.th")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def coders(torch_home, one_thread):
+    return {name: MetaLMCoder.for_model(name) for name in LAYOUTS}
+
+
+@pytest.fixture(scope="module")
+def meta_models(one_thread):
+    """Meta's 24 and 48 kHz models with random weights and random codebooks (cheap to build)."""
+    models = {}
+    for seed, name in enumerate(LAYOUTS):
+        torch.manual_seed(seed)
+        model = getattr(EncodecModel, f"encodec_model_{name[-5:]}")(pretrained=False).eval()
+        model.name = name
+        wav = reference.speech_like(model.sample_rate, model.channels, 0.2, seed=seed)[None]
+        with torch.no_grad():
+            emb = model.encoder(wav)
+            spread = emb.std()
+            for layer in model.quantizer.vq.layers:
+                layer._codebook.embed.copy_(emb.mean() + spread * torch.randn(layer._codebook.embed.shape))
+                spread = spread * 0.7
+        models[name] = model
+    return models
+
+
+def meta_model(models, name, bandwidth):
+    model = models[name]
+    model.set_target_bandwidth(bandwidth)
+    return model
+
+
+def read_meta_header(fo):
+    meta = meta_binary.read_ecdc_header(fo)
+    return meta["m"], meta["al"], meta["nc"], meta["lm"]
+
+
+def our_decode(data: bytes, coder: MetaLMCoder, layout: SegmentLayout):
+    """Decode a Meta ``lm: true`` file with our coder: [(codes [K, n], scale)] per segment."""
+    fo = io.BytesIO(data)
+    _, length, k, use_lm = read_meta_header(fo)
+    assert use_lm is True
+    segments = []
+    for frames in segment_frame_counts(length, layout):
+        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
+        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
+    assert fo.read() == b""
+    return segments
+
+
+def our_encode(name: str, length: int, segments, coder: MetaLMCoder) -> bytes:
+    """Write an ``lm: true`` file as Meta's compress does, coding segments with our coder."""
+    fo = io.BytesIO()
+    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
+    for codes, scale in segments:
+        if scale is not None:
+            fo.write(struct.pack("!f", scale))
+        encoder = coder.encoder(fo, codes.shape[0])
+        encoder.push(codes[:, : codes.shape[1] // 2])
+        encoder.push(codes[:, codes.shape[1] // 2 :])
+        encoder.finish()
+    return fo.getvalue()
+
+
+CASES = [
+    ("encodec_24khz", 6.0, 12000),  # whole frames (0.5 s)
+    ("encodec_24khz", 6.0, 12250),  # not whole frames
+    ("encodec_48khz", 6.0, 96000),  # three segments, the last 960 samples
+]
+
+
+@pytest.mark.parametrize("name, bandwidth, length", CASES)
+def test_meta_lm_files_both_ways(meta_models, coders, name, bandwidth, length):
+    model = meta_model(meta_models, name, bandwidth)
+    wav = reference.speech_like(model.sample_rate, model.channels, length / model.sample_rate, seed=length)
+    data = meta_compress.compress(model, wav, use_lm=True)
+    with torch.no_grad():
+        expected = [(codes[0].numpy(), None if s is None else float(s)) for codes, s in model.encode(wav[None])]
+    decoded = our_decode(data, coders[name], LAYOUTS[name])
+    assert len(decoded) == len(expected)
+    for (codes, scale), (want, want_scale) in zip(decoded, expected):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == pytest.approx(want_scale) if want_scale is not None else scale is None
+    ours = our_encode(name, length, [(c, s) for c, s in expected], coders[name])
+    assert ours == data
+    plain = meta_compress.compress(model, wav, use_lm=False)
+    assert len(ours) < len(plain) * 1.5  # random LM weights: sizes say nothing about real savings
+
+
+def test_meta_decompress_reads_our_lm_file(meta_models, coders):
+    model = meta_model(meta_models, "encodec_24khz", 1.5)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 1024, (2, 30))
+    data = our_encode("encodec_24khz", 30 * 320 - 7, [(codes, None)], coders["encodec_24khz"])
+    lm = model.get_lm_model()
+    fo = io.BytesIO(data)
+    read_meta_header(fo)
+    decoder = meta_compress.ArithmeticDecoder(fo)
+    states, offset, prev = None, 0, torch.zeros(1, 2, 1, dtype=torch.long)
+    for t in range(30):
+        with torch.no_grad():
+            probas, states, offset = lm(prev, states, offset)
+        got = [decoder.pull(build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False)) for k in range(2)]
+        assert got == codes[:, t].tolist()
+        prev = 1 + torch.tensor(got)[None, :, None]
+
+
+def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
+    state = load_lm_state("encodec_24khz")
+    meta = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
+    meta.load_state_dict(state)
+    ours = MetaLM(state, lm_config("encodec_24khz", state))
+    assert ours.cached
+    ours.reset(3)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 1024, (3, 300))
+    states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    for t in range(300):
+        with torch.no_grad():
+            probas, states, offset = meta(prev, states, offset)
+        np.testing.assert_array_equal(ours.step(None if t == 0 else codes[:, t - 1]), probas[0, :, :, 0].T.numpy())
+        prev = torch.from_numpy(1 + codes[:, t : t + 1])[None]
+
+
+def test_cdfs_and_coder_match_meta():
+    gen = torch.Generator().manual_seed(0)
+    pdf = torch.softmax(torch.randn(200, 1024, generator=gen) * 4, dim=1)
+    pdf[5] = torch.softmax(torch.randn(1024, generator=gen) * 40, dim=0)
+    cdfs = meta_cdfs(pdf.numpy())
+    for i in (0, 5, 199):
+        np.testing.assert_array_equal(cdfs[i], build_stable_quantized_cdf(pdf[i], 24, check=False).numpy())
+    symbols = torch.multinomial(pdf, 1, generator=gen)[:, 0].numpy()
+    symbols[::17] = 1023
+    fo = io.BytesIO()
+    meta_coder = ArithmeticCoder(fo)
+    for i, s in enumerate(symbols):
+        meta_coder.push(int(s), torch.from_numpy(cdfs[i]))
+    meta_coder.flush()
+    out = io.BytesIO()
+    ours = ArithmeticEncoder(out)
+    ours.push(symbols[:50], cdfs[:50])
+    ours.push(symbols[50:], cdfs[50:])
+    ours.finish()
+    assert out.getvalue() == fo.getvalue()
+
+
+class Unseekable(io.RawIOBase):
+    def __init__(self, data):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def read(self, size=-1):
+        return self._data.read(size)
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_decoder_reads_exactly_its_bytes(seekable):
+    rng = np.random.default_rng(1)
+    pdf = rng.dirichlet(np.ones(64) * 0.3, size=120).astype(np.float32)
+    cdfs = meta_cdfs(pdf)
+    symbols = np.array([rng.choice(64, p=p / p.sum()) for p in pdf.astype(np.float64)])
+    out = io.BytesIO()
+    enc = ArithmeticEncoder(out)
+    enc.push(symbols, cdfs)
+    enc.finish()
+    data = out.getvalue() + b"NEXT"
+    src = io.BytesIO(data) if seekable else Unseekable(data)
+    dec = ArithmeticDecoder(src)
+    np.testing.assert_array_equal(np.concatenate([dec.pull(cdfs[i : i + 9]) for i in range(0, 120, 9)]), symbols)
+    dec.close()
+    assert src.read() == b"NEXT"
+
+
+def test_truncated_and_corrupt_lm_segments_raise_ecdc_error(coders):
+    coder = coders["encodec_24khz"]
+    codes = np.random.default_rng(2).integers(0, 1024, (2, 20))
+    out = io.BytesIO()
+    enc = coder.encoder(out, 2)
+    enc.push(codes)
+    enc.finish()
+    data = out.getvalue()
+    with pytest.raises(EcdcError, match="ended sooner"):
+        coder.decoder(io.BytesIO(data[: len(data) // 2]), 2, 20).read(20)
+    corrupt = bytes(b ^ 0xFF for b in data)
+    try:
+        decoded = coder.decoder(io.BytesIO(corrupt), 2, 20).read(20)
+    except EcdcError:
+        pass
+    else:
+        assert not np.array_equal(decoded, codes)
+
+
+def test_missing_lm_weights_name_the_file_and_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    expected = tmp_path / "hub" / "checkpoints" / "encodec_lm_48khz-7add9fc3.th"
+    assert lm_checkpoint_path("encodec_48khz") == expected
+    with pytest.raises(MissingLMWeights) as info:
+        load_lm_state("encodec_48khz")
+    message = str(info.value)
+    assert "encodec_lm_48khz-7add9fc3.th" in message and str(expected) in message
+    assert "https://dl.fbaipublicfiles.com/encodec/v0/encodec_lm_48khz-7add9fc3.th" in message
+    assert not expected.with_name(expected.name + ".partial").exists()
+    with pytest.raises(MissingLMWeights, match="nowhere.th"):
+        load_lm_state("encodec_24khz", tmp_path / "nowhere.th")
+    with pytest.raises(ValueError, match="no entropy-coding LM"):
+        lm_checkpoint_path("encodec_32khz")
+
+
+def _offline(url, dst, *args, **kwargs):
+    Path(dst).write_bytes(b"partial")
+    raise OSError("network is unreachable")
+
