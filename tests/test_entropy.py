@@ -278,3 +278,140 @@ def _offline(url, dst, *args, **kwargs):
     Path(dst).write_bytes(b"partial")
     raise OSError("network is unreachable")
 
+
+
+# Portable mode ("lmp1").
+
+GOLDEN = Path(__file__).parent / "data"
+
+
+def lcg_state(model_name: str) -> dict:
+    """LM weights from integer arithmetic only (no RNG whose stream could change between versions)."""
+    n_q, rate = (32, 75) if model_name == "encodec_24khz" else (16, 150)
+    shapes = {key: tuple(v.shape) for key, v in _lm_shapes(n_q, rate).items()}
+    state, counter = {}, 1
+    for key, shape in shapes.items():
+        n = int(np.prod(shape))
+        idx = np.arange(counter, counter + n, dtype=np.int64)
+        counter += n
+        unit = ((idx * 1103515245 + 12345) % (1 << 31)) / float(1 << 31) - 0.5  # in [-0.5, 0.5)
+        values = unit * (0.5 if "emb" in key else 0.3)
+        if key.endswith(("norm1.weight", "norm2.weight", "norm_in.weight")):
+            values = 1.0 + 0.2 * unit
+        state[key] = torch.from_numpy(values.reshape(shape).astype(np.float32))
+    return state
+
+
+def _lm_shapes(n_q, rate):
+    return LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate)).state_dict()
+
+
+def lcg_codes(k: int, frames: int, salt: int) -> np.ndarray:
+    idx = np.arange(k * frames, dtype=np.int64) + salt
+    return (((idx * 48271) % 2147483647) % 1024).reshape(k, frames)
+
+
+@pytest.fixture(scope="module")
+def portable():
+    from fastencodec.entropy.portable import PortableCoder, PortableLM
+
+    out = {}
+    for name in LAYOUTS:
+        state = lcg_state(name)
+        out[name] = PortableCoder(PortableLM(state, lm_config(name, state)))
+    return out
+
+
+GOLDEN_CASES = [("encodec_24khz", 4, 60, 1), ("encodec_48khz", 4, 40, 2)]
+
+
+def portable_segment(coder, codes) -> bytes:
+    out = io.BytesIO()
+    enc = coder.encoder(out, codes.shape[0])
+    enc.push(codes[:, :7])
+    enc.push(codes[:, 7:])
+    enc.finish()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name, k, frames, salt", GOLDEN_CASES)
+def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt):
+    codes = lcg_codes(k, frames, salt)
+    data = (GOLDEN / f"lmp1_{name}.bin").read_bytes()
+    decoded = portable[name].decoder(io.BytesIO(data), k, frames)
+    np.testing.assert_array_equal(np.concatenate([decoded.read(13), decoded.read(frames - 13)], axis=1), codes)
+    assert portable_segment(portable[name], codes) == data
+
+
+def test_portable_round_trip_and_stream_position(portable):
+    coder = portable["encodec_48khz"]
+    segments = [lcg_codes(8, 150, 5), lcg_codes(8, 3, 6)]
+    data = b"".join(portable_segment(coder, codes) for codes in segments) + b"END"
+    src = io.BytesIO(data)
+    for codes in segments:
+        np.testing.assert_array_equal(coder.decoder(src, 8, codes.shape[1]).read(codes.shape[1]), codes)
+    assert src.read() == b"END"
+
+
+def test_portable_refuses_other_weights_and_damaged_segments(portable):
+    from fastencodec.entropy.portable import PortableLM
+
+    codes = lcg_codes(4, 30, 9)
+    data = portable_segment(portable["encodec_24khz"], codes)
+    other_state = lcg_state("encodec_24khz")
+    other_state["linears.0.bias"] = other_state["linears.0.bias"] + 0.01
+    other = PortableLM(other_state, lm_config("encodec_24khz", other_state))
+    with pytest.raises(EcdcError, match="other LM weights"):
+        type(portable["encodec_24khz"])(other).decoder(io.BytesIO(data), 4, 30)
+    damaged = bytearray(data + b"NEXT")
+    damaged[20] ^= 0x10
+    src = io.BytesIO(bytes(damaged))
+    with pytest.raises(EcdcError, match="CRC"):
+        portable["encodec_24khz"].decoder(src, 4, 30)
+    assert src.read() == b"NEXT"  # the next segment is still readable
+    for cut in (5, 12, len(data) - 1):
+        with pytest.raises(EcdcError, match="truncated"):
+            portable["encodec_24khz"].decoder(io.BytesIO(data[:cut]), 4, 30)
+
+
+def _fuzz_payload(coder, data, frames, k, flips):
+    import zlib
+
+    head, payload = data[:12], bytearray(data[12:])
+    for pos, bit in flips:
+        payload[pos % len(payload)] ^= 1 << bit
+    fixed = head[:8] + struct.pack("!I", zlib.crc32(bytes(payload))) + bytes(payload)
+    try:
+        coder.decoder(io.BytesIO(fixed), k, frames).read(frames)
+    except EcdcError:
+        pass
+
+
+def test_fuzzed_entropy_payloads_only_raise_ecdc_error(portable, coders):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    codes = lcg_codes(2, 12, 4)
+    port = portable["encodec_24khz"]
+    port_data = portable_segment(port, codes)
+    meta_coder = coders["encodec_24khz"]
+    out = io.BytesIO()
+    enc = meta_coder.encoder(out, 2)
+    enc.push(codes)
+    enc.finish()
+    meta_data = out.getvalue()
+    flips = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 7)), min_size=1, max_size=4)
+
+    @settings(max_examples=25, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+    @given(flips=flips, cut=st.integers(0, 64), junk=st.binary(max_size=8))
+    def check(flips, cut, junk):
+        _fuzz_payload(port, port_data, 12, 2, flips)
+        raw = bytearray(meta_data)
+        for pos, bit in flips:
+            raw[pos % len(raw)] ^= 1 << bit
+        try:
+            meta_coder.decoder(io.BytesIO(bytes(raw[: max(1, len(raw) - cut)]) + junk), 2, 12).read(12)
+        except EcdcError:
+            pass
+
+    check()
