@@ -116,7 +116,9 @@ class PortableLM:
         p = "transformer.layers.{}."
         w16 = (1 << 15) - 1
         self.emb = np.stack([_fixed(t[f"emb.{k}.weight"], FRAC, CLAMP, np.int64) for k in range(config.num_codebooks)])
-        self.norm_in = np.stack([_fixed(t["transformer.norm_in." + n], FRAC, CLAMP, np.int64) for n in ("weight", "bias")])
+        self.norm_in = np.stack(
+            [_fixed(t["transformer.norm_in." + n], FRAC, CLAMP, np.int64) for n in ("weight", "bias")]
+        )
 
         def layer_stack(name: str, bits: int, limit: int, dtype) -> np.ndarray:
             return np.stack([_fixed(t[p.format(i) + name], bits, limit, dtype) for i in range(n_layers)])
