@@ -39,13 +39,14 @@ from fastencodec.audio_io import STDIO, AtomicOutput, AudioFileError, AudioReade
 from fastencodec.bench import run_bench
 from fastencodec.codec import EnCodec, triangle_weight
 from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
+from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout, segment_frame_counts
 from fastencodec.hub import ALIASES
 from fastencodec.resample import StreamResampler, output_length
 from fastencodec.streaming import check_streamable
 
 PROG = "fastencodec"
 ECDC_SUFFIX = ".ecdc"
+ENTROPY_NAMES = {"bits": "plain bit packing", "lm": "Meta's LM (lm)", "lmp1": "portable LM (lmp1)"}
 DECOMPRESSED_SUFFIX = "_decompressed.wav"
 """Default decompression output: ``song.ecdc`` -> ``song_decompressed.wav`` (as Meta's tool)."""
 BLOCK_SAMPLES = 1 << 16
@@ -222,7 +223,12 @@ def write_segments(codec: EnCodec, bandwidth: float, segments: list[np.ndarray],
 
 
 def compress_source(
-    codec: EnCodec, bandwidth: float, source: AudioSource, out: BinaryIO, progress: Callable[[int], object]
+    codec: EnCodec,
+    bandwidth: float,
+    source: AudioSource,
+    out: BinaryIO,
+    progress: Callable[[int], object],
+    coder: Any = None,
 ) -> None:
     """Compress ``source`` to an ``.ecdc`` stream on ``out`` (seekable).
 
@@ -240,6 +246,7 @@ def compress_source(
         audio_length=length or None,  # 0: ``conformed`` says why
         source_sample_rate=source.sample_rate,
         source_channels=source.channels,
+        coder=coder,
     )
     encode = encode_stream if can_stream(codec) else encode_segments
     writer.finish(encode(codec, bandwidth, conformed(source, codec, length, progress), writer))
@@ -379,18 +386,35 @@ def run_compress(args: argparse.Namespace) -> None:
                 args.pcm_rate or codec.sample_rate,
                 args.pcm_channels or codec.channels,
             )
-            write_compressed(codec, bandwidth, source, output, args.quiet)
+            write_compressed(codec, bandwidth, source, output, args.quiet, entropy_coder(args, codec.name))
         return
     with AudioReader(args.input) as reader:
         codec = load_codec(args.model, args.device)
         bandwidth = check_bandwidth(codec, args.bandwidth)
-        write_compressed(codec, bandwidth, reader, output, args.quiet)
+        write_compressed(codec, bandwidth, reader, output, args.quiet, entropy_coder(args, codec.name))
 
 
-def write_compressed(codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool) -> None:
+def entropy_coder(args: argparse.Namespace, model_name: str, tag: str | None = None) -> Any:
+    """The symbol coder of ``--entropy``/``--lm`` (or of ``tag``), or None for plain bit packing."""
+    tag = tag or ("lm" if getattr(args, "lm", False) else getattr(args, "entropy", "bits"))
+    if tag == "bits":
+        return None
+    from fastencodec.entropy import MissingLMWeights, coder_for
+
+    try:
+        return coder_for(tag, model_name, args.lm_weights)
+    except MissingLMWeights as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"--entropy {tag}: {exc}") from None
+
+
+def write_compressed(
+    codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool, coder: Any = None
+) -> None:
     """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar."""
     with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, AtomicOutput(output) as out:
-        compress_source(codec, bandwidth, source, out.file, bar.update)
+        compress_source(codec, bandwidth, source, out.file, bar.update, coder)
 
 
 def run_decompress(args: argparse.Namespace) -> None:
@@ -403,6 +427,7 @@ def run_decompress(args: argparse.Namespace) -> None:
         reader = EcdcReader(stream)
         header = reader.header
         codec = codec_for(header, args)
+        reader.coder = entropy_coder(args, header.model_name, header.coder)
         rate = output_rate(args.rate, header, codec, args.quiet)
         try:
             writer = AudioWriter(output, rate, codec.channels, args.subtype)
@@ -436,15 +461,17 @@ def run_info(args: argparse.Namespace) -> None:
         counted = CountingReader(stream)
         reader = EcdcReader(counted)  # type: ignore[arg-type]  # EcdcReader only calls read()
         header = reader.header
+        header_bytes = counted.count
         config = codec_for(header, args).config if args.model else META_CONFIGS.get(header.model_name)
         if config is None:
             known = ", ".join(META_CONFIGS)
             raise CliError(
                 f"{display_name(args.input)}: unknown model {header.model_name!r} (known: {known}); pass --model"
             )
+        reader.coder = entropy_coder(args, header.model_name, header.coder)
         for _ in reader.chunks(segment_layout(config)):  # reads every code: checks the length and checksum
             pass
-    facts = describe(display_name(args.input), header, config, counted.count)
+    facts = describe(display_name(args.input), header, config, counted.count, header_bytes)
     if args.json:
         print(json.dumps(facts, indent=2))
         return
@@ -465,8 +492,10 @@ class CountingReader:
         return data
 
 
-def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int) -> dict[str, Any]:
-    """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes (JSON-ready)."""
+def describe(
+    name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0
+) -> dict[str, Any]:
+    """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes, ``header_bytes`` of them metadata."""
     duration = header.audio_length / config.sample_rate
     rate = header.source_sample_rate or config.sample_rate
     channels = header.source_channels or config.channels
@@ -487,7 +516,18 @@ def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int) ->
         "bitrate_kbps": 8 * size / duration / 1000,
         "compression_ratio": pcm_bytes / size,
         "checksum": "crc32 ok" if header.checksum else "none",
+        "entropy": header.coder,
+        "saving_vs_bits": 1 - (size - header_bytes - 4 * header.checksum) / plain_size(header, config),
     }
+
+
+def plain_size(header: EcdcHeader, config: EncodecConfig) -> int:
+    """Payload bytes (scales and codes) of the same codes with plain bit packing (``"bits"``)."""
+    layout = segment_layout(config)
+    return sum(
+        -(-frames * header.num_codebooks * config.bits_per_codebook // 8) + 4 * config.normalize
+        for frames in segment_frame_counts(header.audio_length, layout)
+    )
 
 
 def info_lines(facts: dict[str, Any]) -> list[str]:
@@ -506,6 +546,7 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         ("size", f"{facts['bytes']:,} bytes ({facts['bitrate_kbps']:.2f} kbps)"),
         ("ratio", f"{facts['compression_ratio']:.1f}:1"),
         ("checksum", facts["checksum"]),
+        ("entropy", f"{ENTROPY_NAMES[facts['entropy']]} ({facts['saving_vs_bits']:+.1%} vs plain bit packing)"),
     ]
     return [f"{label + ':':<15}{value}" for label, value in rows]
 
@@ -688,6 +729,16 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--model", default="encodec-24khz", help="encodec-24khz (default), encodec-48khz, a repo id or a checkpoint"
     )
+    entropy = compress.add_argument_group("entropy coding")
+    entropy.add_argument(
+        "--entropy",
+        choices=("bits", "lm", "lmp1"),
+        default="bits",
+        help="bits: plain packing (default); lm: Meta's LM coding (Meta's tool reads it; same machine only); "
+        "lmp1: portable LM coding (decodes anywhere; fastencodec only)",
+    )
+    entropy.add_argument("--lm", action="store_true", help="same as --entropy lm (Meta's -l)")
+    entropy.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint (default: torch hub's cache)")
     stream = compress.add_argument_group("raw PCM streams")
     stream.add_argument(
         "--stream",
@@ -702,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     decompress = commands.add_parser(
         "decompress",
         help=".ecdc -> wav/flac",
-        description="Decompress an .ecdc file (ours or Meta's encodec without --lm) to WAV or FLAC.",
+        description="Decompress an .ecdc file (ours or Meta's encodec, with or without --lm) to WAV or FLAC.",
     )
     decompress.add_argument("input", metavar="INPUT", help=".ecdc file, or - for standard input")
     decompress.add_argument(
@@ -721,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--subtype", choices=SUBTYPES, help="sample format (default: FLOAT for .wav, PCM_24 for .flac)"
     )
     decompress.add_argument("--model", help="model (default: the one the file names)")
+    decompress.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint of LM-coded files")
     decompress.set_defaults(run=run_decompress)
 
     info = commands.add_parser(
@@ -729,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("input", metavar="FILE", help=".ecdc file, or - for standard input")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--model", help="model, for files of models other than Meta's two")
+    info.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint of LM-coded files")
     info.set_defaults(run=run_info, device="cpu")
 
     bench = commands.add_parser(

@@ -8,7 +8,8 @@ Byte layout (integers are big-endian)::
 
 Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
 (audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
-``lm`` (entropy coding with a language model; only ``false`` is supported here). fastencodec
+``lm`` (``false``: plain bit packing; ``true``: Meta's LM entropy coding). Files of the portable
+LM coder carry ``"lm": "lmp1"`` and ECDC version 1, which Meta's reader refuses. fastencodec
 also writes ``sr`` (sample rate of the original input, Hz), ``ch`` (channel count of the
 original input) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
 the last segment). Meta's reader only looks up the four keys it needs and never reads past
@@ -39,6 +40,7 @@ import numpy as np
 
 MAGIC = b"ECDC"
 VERSION = 0
+CODER_VERSIONS = {"bits": 0, "lm": 0, "lmp1": 1}  # symbol coder tag -> ECDC version byte
 MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
@@ -68,6 +70,7 @@ class EcdcHeader:
         source_sample_rate: sample rate of the original input in Hz, if recorded.
         source_channels: channel count of the original input, if recorded.
         checksum: whether a CRC-32 trailer follows the last segment.
+        coder: symbol coder tag of the segments: ``"bits"``, ``"lm"`` (Meta's) or ``"lmp1"``.
     """
 
     model_name: str
@@ -76,6 +79,7 @@ class EcdcHeader:
     source_sample_rate: int | None = None
     source_channels: int | None = None
     checksum: bool = False
+    coder: str = "bits"
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class EcdcWriter:
         source_sample_rate: sample rate of the original input in Hz, or None.
         source_channels: channel count of the original input, or None.
         checksum: append a CRC-32 trailer of the payload.
+        coder: symbol coder of the segments (``fastencodec.entropy``), or None for plain packing.
     """
 
     def __init__(
@@ -212,9 +217,13 @@ class EcdcWriter:
         source_sample_rate: int | None = None,
         source_channels: int | None = None,
         checksum: bool = True,
+        coder=None,
     ) -> None:
         _check_bits(bits_per_codebook)
         placeholder_length = 1 if audio_length is None else audio_length
+        tag = "bits" if coder is None else coder.tag
+        if tag not in CODER_VERSIONS:
+            raise ValueError(f"unknown symbol coder {tag!r}")
         header = EcdcHeader(
             model_name,
             placeholder_length,
@@ -222,6 +231,7 @@ class EcdcWriter:
             source_sample_rate,
             source_channels,
             checksum,
+            tag,
         )
         _validate_header(header, MAX_CODEBOOKS, ValueError)
         self._fo = fileobj
@@ -230,6 +240,8 @@ class EcdcWriter:
         self._bits = bits_per_codebook
         self._normalize = normalize
         self._packer = BitPacker(bits_per_codebook)
+        self._coder = None if tag == "bits" else coder
+        self._segment = None
         self._crc = 0
         self._in_segment = False
         self._finished = False
@@ -239,7 +251,7 @@ class EcdcWriter:
             if not fileobj.seekable():
                 raise ValueError("an unknown audio_length needs a seekable file object")
             self._length_pos = fileobj.tell() + _PREFIX.size + length_offset
-        fileobj.write(_PREFIX.pack(MAGIC, VERSION, len(metadata)))
+        fileobj.write(_PREFIX.pack(MAGIC, CODER_VERSIONS[tag], len(metadata)))
         fileobj.write(metadata)
 
     def begin_segment(self, scale: float | None = None) -> None:
@@ -253,6 +265,8 @@ class EcdcWriter:
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"scale must be finite and positive, got {scale}")
             self._emit(_SCALE.pack(scale))
+        if self._coder is not None:
+            self._segment = self._coder.encoder(_Tap(self._emit), self._header.num_codebooks)
         self._in_segment = True
 
     def write_frames(self, codes: np.ndarray) -> None:
@@ -266,13 +280,20 @@ class EcdcWriter:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.size and (codes.min() < 0 or codes.max() >= 1 << self._bits):
             raise ValueError(f"codes must lie in [0, {1 << self._bits})")
-        self._emit(self._packer.pack(codes.T))
+        if self._segment is not None:
+            self._segment.push(codes.astype(np.int64))
+        else:
+            self._emit(self._packer.pack(codes.T))
 
     def end_segment(self) -> None:
         """End the current segment, flushing its partial last byte."""
         if not self._in_segment:
             raise ValueError("end_segment called outside a segment")
-        self._emit(self._packer.flush())
+        if self._segment is not None:
+            self._segment.finish()
+            self._segment = None
+        else:
+            self._emit(self._packer.flush())
         self._in_segment = False
 
     def write_segment(self, codes: np.ndarray, scale: float | None = None) -> None:
@@ -310,32 +331,61 @@ class EcdcWriter:
             raise ValueError("the writer is finished")
 
 
+class _Tap:
+    """A minimal unseekable binary stream a symbol coder writes to or reads from (bytes pass the CRC)."""
+
+    def __init__(self, writer=None, reader=None) -> None:
+        self._writer = writer
+        self._reader = reader
+
+    def write(self, data: bytes) -> int:
+        self._writer(bytes(data))
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            raise ValueError("symbol coders read bounded sizes")
+        return self._reader(size)
+
+    def seekable(self) -> bool:
+        return False
+
+
 class EcdcReader:
     """Reads an ``.ecdc`` stream: the metadata at construction, then the codes on demand.
 
     Args:
         fileobj: binary file object positioned at the start of the stream.
         max_codebooks: largest codebook count accepted.
+        coder: symbol coder of entropy-coded files (``fastencodec.entropy.coder_for``).
 
     Raises:
         EcdcError: the metadata is malformed or unsupported.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS) -> None:
+    def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS, coder=None) -> None:
+        self.coder = coder  # symbol coder for entropy-coded files (settable once the header is known)
         self._fo = fileobj
         self._crc = 0
         self._consumed = False
         self.header = _read_header(fileobj, max_codebooks)
 
-    def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
+    def chunks(self, layout: SegmentLayout, max_frames: int = 4096, coder=None) -> Iterator[CodeChunk]:
         """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
 
         Memory stays bounded by the chunk size, whatever the file claims. The checksum and
         the end of the stream are checked after the last chunk, so a corrupt file may
-        raise EcdcError after some chunks were yielded.
+        raise EcdcError after some chunks were yielded. Entropy-coded files need the
+        symbol coder their header names (``coder``; see ``fastencodec.entropy.coder_for``).
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
+        coder = coder or self.coder
+        if self.header.coder != "bits":
+            if coder is None or coder.tag != self.header.coder:
+                raise EcdcError(f"the codes are entropy-coded ({self.header.coder!r}); its symbol coder is needed")
+            yield from self._coded_chunks(layout, max(8, max_frames - max_frames % 8), coder)
+            return
         self._consumed = True
         num_codebooks = self.header.num_codebooks
         bits = layout.bits_per_codebook
@@ -356,14 +406,31 @@ class EcdcReader:
                 )
         self._check_end()
 
-    def segments(self, layout: SegmentLayout) -> Iterator[tuple[np.ndarray, float | None]]:
+    def _coded_chunks(self, layout: SegmentLayout, step: int, coder) -> Iterator[CodeChunk]:
+        self._consumed = True
+        num_codebooks = self.header.num_codebooks
+        tap = _Tap(reader=self._read_some)
+        for index, frames in enumerate(segment_frame_counts(self.header.audio_length, layout)):
+            scale = self._read_scale() if layout.normalize else None
+            decoder = coder.decoder(tap, num_codebooks, frames)
+            for start in range(0, frames, step):
+                count = min(step, frames - start)
+                yield CodeChunk(index, decoder.read(count), scale, start == 0, start + count == frames)
+        self._check_end()
+
+    def _read_some(self, size: int) -> bytes:
+        data = self._fo.read(size)
+        self._crc = zlib.crc32(data, self._crc)
+        return data
+
+    def segments(self, layout: SegmentLayout, coder=None) -> Iterator[tuple[np.ndarray, float | None]]:
         """Yield ``(codes, scale)`` per segment: int64 codes [K, frames], scale or None.
 
         For a model without segmentation the single segment is the whole file; prefer
         :meth:`chunks` for long files of such models.
         """
         parts: list[np.ndarray] = []
-        for chunk in self.chunks(layout):
+        for chunk in self.chunks(layout, coder=coder):
             parts.append(chunk.codes)
             if chunk.last:
                 yield np.concatenate(parts, axis=1), chunk.scale
@@ -393,7 +460,7 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise EcdcError(f"not an ECDC stream (magic {magic!r})")
-    if version != VERSION:
+    if version not in set(CODER_VERSIONS.values()):
         raise EcdcError(f"unsupported ECDC version {version}")
     if not 0 < size <= MAX_METADATA_BYTES:
         raise EcdcError(f"metadata size {size} is out of range")
@@ -407,14 +474,19 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
     missing = [key for key in ("m", "al", "nc", "lm") if key not in meta]
     if missing:
         raise EcdcError(f"metadata lacks {', '.join(missing)}")
-    if meta["lm"] is not False:
-        if meta["lm"] is True:
-            raise EcdcError("language-model entropy coding (lm) is not supported")
-        raise EcdcError("metadata lm must be a boolean")
+    lm = meta["lm"]
+    if isinstance(lm, bool):
+        coder = "lm" if lm else "bits"
+    else:
+        coder = lm if isinstance(lm, str) and CODER_VERSIONS.get(lm, 0) > 0 else None
+    if coder is None or CODER_VERSIONS[coder] != version:
+        raise EcdcError(f"metadata lm {meta['lm']!r} is not a symbol coder of ECDC version {version}")
     checksum = meta.get("crc")
     if checksum not in (None, _CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
-    header = EcdcHeader(meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None)
+    header = EcdcHeader(
+        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, coder
+    )
     _validate_header(header, max_codebooks, EcdcError)
     return header
 
@@ -443,7 +515,7 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         ("m", json.dumps(header.model_name)),
         ("al", length.ljust(_LENGTH_WIDTH) if pad_length else length),
         ("nc", str(header.num_codebooks)),
-        ("lm", "false"),
+        ("lm", {"bits": "false", "lm": "true"}.get(header.coder, json.dumps(header.coder))),
     ]
     if header.source_sample_rate is not None:
         fields.append(("sr", str(header.source_sample_rate)))

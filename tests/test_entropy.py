@@ -1,9 +1,11 @@
 """Entropy coding (fastencodec.entropy): Meta's LM mode against Meta's encodec, and the portable mode."""
 
 import importlib
+import json
 import io
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -415,3 +417,119 @@ def test_fuzzed_entropy_payloads_only_raise_ecdc_error(portable, coders):
             pass
 
     check()
+
+
+# The container hook: EcdcWriter/EcdcReader with a symbol coder.
+
+
+def container_bytes(name, length, segments, coder, **extras):
+    from fastencodec.ecdc import EcdcWriter
+
+    out = io.BytesIO()
+    writer = EcdcWriter(
+        out, model_name=name, num_codebooks=segments[0][0].shape[0], bits_per_codebook=10,
+        normalize=LAYOUTS[name].normalize, audio_length=length, coder=coder, **extras,
+    )
+    for codes, scale in segments:
+        writer.begin_segment(scale)
+        writer.write_frames(codes[:, :5])
+        writer.write_frames(codes[:, 5:])
+        writer.end_segment()
+    writer.finish()
+    return out.getvalue()
+
+
+def container_read(data, name, coder):
+    from fastencodec.ecdc import EcdcReader
+
+    reader = EcdcReader(io.BytesIO(data), coder=coder)
+    return reader.header, list(reader.segments(LAYOUTS[name]))
+
+
+def test_container_writes_meta_lm_files_byte_for_byte(meta_models, coders):
+    model = meta_model(meta_models, "encodec_48khz", 3.0)
+    wav = reference.speech_like(48000, 2, 1.5, seed=4)
+    data = meta_compress.compress(model, wav, use_lm=True)
+    with torch.no_grad():
+        segments = [(c[0].numpy(), float(s)) for c, s in model.encode(wav[None])]
+    coder = coders["encodec_48khz"]
+    assert container_bytes("encodec_48khz", wav.shape[-1], segments, coder, checksum=False) == data
+    header, decoded = container_read(data, "encodec_48khz", coder)
+    assert header.coder == "lm"
+    for (codes, scale), (want, want_scale) in zip(decoded, segments):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == want_scale
+    with_crc = container_bytes("encodec_48khz", wav.shape[-1], segments, coder, source_sample_rate=44100)
+    reread = container_read(with_crc, "encodec_48khz", coder)[1]
+    assert len(reread) == len(decoded) and all(np.array_equal(a, b) for (a, _), (b, _) in zip(reread, decoded))
+    damaged = bytearray(with_crc)
+    damaged[-1] ^= 1  # the CRC trailer
+    with pytest.raises(EcdcError, match="checksum"):
+        container_read(bytes(damaged), "encodec_48khz", coder)
+    with pytest.raises(EcdcError, match="entropy-coded"):
+        container_read(data, "encodec_48khz", None)
+
+
+def test_portable_container_golden_and_meta_refusal(portable):
+    coder = portable["encodec_48khz"]
+    segments = [(lcg_codes(2, 150, 1), 0.5), (lcg_codes(2, 150, 2), 0.25), (lcg_codes(2, 3, 3), 1.0)]
+    data = container_bytes("encodec_48khz", 96000, segments, coder)
+    golden = (GOLDEN / "lmp1_48khz.ecdc").read_bytes()
+    assert data == golden
+    header, decoded = container_read(golden, "encodec_48khz", coder)
+    assert header.coder == "lmp1"
+    for (codes, scale), (want, want_scale) in zip(decoded, segments):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == want_scale
+    with pytest.raises(ValueError, match="Version not supported"):
+        meta_binary.read_ecdc_header(io.BytesIO(golden))
+    with pytest.raises(EcdcError, match="entropy-coded"):
+        container_read(golden, "encodec_48khz", SimpleNamespace(tag="lm"))  # a coder for another mode
+
+
+# The CLI hook: compress --lm / --entropy lmp1, decompress and info read them.
+
+
+@pytest.mark.parametrize("mode", ["lm", "lmp1"])
+def test_cli_entropy_modes_round_trip(meta_models, coders, tmp_path, capsys, mode):
+    import soundfile as sf
+
+    from fastencodec import cli
+
+    model = meta_models["encodec_24khz"]
+    checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(model.state_dict(), checkpoint)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, reference.speech_like(24000, 1, 0.4, seed=8).numpy()[0], 24000)
+    plain, coded = tmp_path / "plain.ecdc", tmp_path / f"{mode}.ecdc"
+    flag = ["--lm"] if mode == "lm" else ["--entropy", mode]
+    assert cli.main(["compress", str(wav), str(plain), "--model", str(checkpoint), "-b", "3", "-q"]) == 0
+    assert cli.main(["compress", str(wav), str(coded), "--model", str(checkpoint), "-b", "3", "-q", *flag]) == 0
+    outputs = []
+    for path in (plain, coded):
+        out = tmp_path / (path.stem + ".wav")
+        assert cli.main(["decompress", str(path), str(out), "--model", str(checkpoint), "-q"]) == 0
+        outputs.append(sf.read(out)[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    capsys.readouterr()
+    assert cli.main(["info", str(coded), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["entropy"] == mode and facts["bytes"] == coded.stat().st_size
+    payload = [p.stat().st_size - 9 - struct.unpack("!I", p.read_bytes()[5:9])[0] - 4 for p in (coded, plain)]
+    assert facts["saving_vs_bits"] == pytest.approx(1 - payload[0] / payload[1])
+    assert cli.main(["info", str(coded)]) == 0
+    assert "vs plain bit packing" in capsys.readouterr().out
+
+
+def test_cli_names_missing_lm_weights(tmp_path, monkeypatch, capsys):
+    from fastencodec import cli
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    data = io.BytesIO()
+    meta_binary.write_ecdc_header(data, {"m": "encodec_24khz", "al": 320, "nc": 2, "lm": True})
+    path = tmp_path / "x.ecdc"
+    path.write_bytes(data.getvalue() + bytes(8))
+    assert cli.main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "encodec_lm_24khz-1608e3c0.th" in err and str(tmp_path / "hub" / "checkpoints") in err

@@ -8,21 +8,27 @@ container's symbol-coder interface).
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder, CoderError
 from .cdf import integer_cdfs, meta_cdfs
+from .coders import ENTROPY_MODES, coder_for
 from .lm import LMConfig, MetaLM, MissingLMWeights, lm_checkpoint_path, lm_config, load_lm_state
 from .meta_lm import MetaLMCoder
+from .portable import PortableCoder, PortableLM
 from .seam import SegmentDecoder, SegmentEncoder, SymbolCoder
 
 __all__ = [
     "ArithmeticDecoder",
     "ArithmeticEncoder",
     "CoderError",
+    "ENTROPY_MODES",
     "LMConfig",
     "MetaLM",
     "MetaLMCoder",
     "MissingLMWeights",
+    "PortableCoder",
+    "PortableLM",
     "SegmentDecoder",
     "SegmentEncoder",
     "SymbolCoder",
+    "coder_for",
     "integer_cdfs",
     "lm_checkpoint_path",
     "lm_config",
