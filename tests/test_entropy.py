@@ -1,8 +1,8 @@
 """Entropy coding (fastencodec.entropy): Meta's LM mode against Meta's encodec, and the portable mode."""
 
 import importlib
-import json
 import io
+import json
 import struct
 from pathlib import Path
 from types import SimpleNamespace
