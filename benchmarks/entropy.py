@@ -7,7 +7,7 @@ Run from the repository root (CPU, one thread by default)::
 Audio: espeak-ng speech (when ``espeak-ng`` is installed) and a NumPy music-like signal
 (chords, bass and percussion). Models: Meta's 24 kHz EnCodec and LM with *random* weights
 (the published ones are not reachable offline), so the sizes measure the coders on these
-codes, not the savings real LM weights give (Meta reports 20-40% smaller files). Times are
+codes, not the savings real LM weights give (Meta's docstring expects 20-30% smaller files). Times are
 of the entropy coding alone: Meta's ``compress(use_lm=True)`` minus its ``use_lm=False``
 run, and Meta's LM ``decompress`` minus its plain one, against our coders on the same codes.
 Sizes are payload bytes (the codes as coded; lmp1's include its 12-byte segment header).
