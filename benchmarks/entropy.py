@@ -33,14 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import reference  # noqa: E402
+from tests import support as reference  # noqa: E402
 
 reference.install_torchaudio_standin()
 
 from encodec.model import EncodecModel, LMModel  # noqa: E402
 
 from fastencodec.entropy import MetaLMCoder, PortableCoder  # noqa: E402
-from fastencodec.resample import resample  # noqa: E402
+from fastencodec.io.resample import resample  # noqa: E402
 
 meta_compress = importlib.import_module("encodec.compress")
 

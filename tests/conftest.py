@@ -7,7 +7,7 @@ module lets ``import encodec`` succeed so the tests can use its reference primit
 
 import pytest
 
-from tests import reference
+from tests import support as reference
 
 reference.install_torchaudio_standin()
 

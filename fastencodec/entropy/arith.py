@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from numba import njit
 
-from fastencodec.ecdc import EcdcError
+from fastencodec.formats.ecdc import EcdcError
 
 from .cdf import TOTAL_RANGE_BITS
 

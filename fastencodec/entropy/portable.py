@@ -32,7 +32,7 @@ from typing import BinaryIO
 import numpy as np
 from numba import njit
 
-from fastencodec.ecdc import EcdcError
+from fastencodec.formats.ecdc import EcdcError
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder
 from .cdf import _integer_cdfs

@@ -2,28 +2,32 @@
 
 Byte layout (integers are big-endian)::
 
-    b"ECDC" | version: uint8 = 0 | metadata size: uint32 | metadata: UTF-8 JSON object
+    b"ECDC" | version: uint8 | metadata size: uint32 | metadata: UTF-8 JSON object
     segment 0 | segment 1 | ...                      (see below)
     [CRC-32: uint32]                                 (only when the metadata has "crc")
 
 Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
 (audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
-``lm`` (``false``: plain bit packing; ``true``: Meta's LM entropy coding). Files of the portable
-LM coder carry ``"lm": "lmp1"`` and ECDC version 1, which Meta's reader refuses. fastencodec
-also writes ``sr`` (sample rate of the original input, Hz), ``ch`` (channel count of the
-original input) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
+``lm`` (the symbol coder: ``false`` is plain bit packing, ``true`` Meta's language-model
+entropy coding, a string another coder's tag; see :mod:`fastencodec.formats.coders`). The
+version is 0 (Meta's), or 1 for files of the portable LM coder (``"lm": "lmp1"``), which Meta's
+reader refuses rather than misreads. fastencodec also writes ``sr`` (sample
+rate of the original input, Hz), ``ch`` (channel count of the original input), ``fp`` (the
+model's fingerprint, a digest of its codebooks, so files from another checkpoint of the same
+name are recognised) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
 the last segment). Meta's reader only looks up the four keys it needs and never reads past
 the last segment, so it decodes these files unchanged.
 
 Segments: a model without segmentation stores a single segment covering all ``al`` samples;
 otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
 segment of ``n`` samples holds ``ceil(n * frame_rate / sample_rate)`` frames, computed with
-exact integers. (Meta's reader computes this in floating point and asks for one frame too
+exact integers (:class:`~fastencodec.engine.segments.SegmentLayout`). (Meta's reader computes
+this in floating point and asks for one frame too
 many for about 1 length in 6,000, e.g. 6,720 samples at 24 kHz; it then fails on its own
 files, and on ours.) A segment is an optional float32 scale (models that normalize) and
-then the packed codes: frames in time order, each frame's codebooks in order, each code
-``bits`` wide. Bits fill each byte from the least significant bit up, a code's least
-significant bit first; the last byte of a segment is zero-padded.
+then its codes as the file's symbol coder stores them (plain packing: frames in time order,
+each frame's codebooks in order, each code ``bits`` wide, see :mod:`fastencodec.formats.bitpack`;
+the last byte of a segment is zero-padded).
 """
 
 from __future__ import annotations
@@ -38,13 +42,15 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastencodec.engine.segments import SegmentLayout, check_bits
+from fastencodec.formats.coders import CODER_VERSIONS, BitsCoder, LMWeights, SegmentEncoder, SymbolCoder, coder_for
+
 MAGIC = b"ECDC"
 VERSION = 0
-CODER_VERSIONS = {"bits": 0, "lm": 0, "lmp1": 1}  # symbol coder tag -> ECDC version byte
+"""Meta's version byte; coders other than Meta's write theirs (``CODER_VERSIONS``)."""
 MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
-MAX_BITS_PER_CODEBOOK = 16
 
 _PREFIX = struct.Struct("!4sBI")
 _SCALE = struct.Struct("!f")
@@ -52,7 +58,6 @@ _CRC = struct.Struct("!I")
 _CHECKSUM_NAME = "crc32"
 _LENGTH_WIDTH = len(str(MAX_AUDIO_LENGTH))
 _READ_BLOCK = 1 << 20
-_PACK_BLOCK = 1 << 16
 
 
 class EcdcError(ValueError):
@@ -70,7 +75,9 @@ class EcdcHeader:
         source_sample_rate: sample rate of the original input in Hz, if recorded.
         source_channels: channel count of the original input, if recorded.
         checksum: whether a CRC-32 trailer follows the last segment.
-        coder: symbol coder tag of the segments: ``"bits"``, ``"lm"`` (Meta's) or ``"lmp1"``.
+        fingerprint: digest of the model's codebooks (``fp``), if recorded.
+        coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``, else the
+            tag itself, e.g. ``"lmp1"``).
     """
 
     model_name: str
@@ -79,39 +86,8 @@ class EcdcHeader:
     source_sample_rate: int | None = None
     source_channels: int | None = None
     checksum: bool = False
+    fingerprint: str | None = None
     coder: str = "bits"
-
-
-@dataclass(frozen=True)
-class SegmentLayout:
-    """How a model splits audio into segments and frames (plain numbers, no model needed).
-
-    Attributes:
-        sample_rate: model sample rate in Hz.
-        frame_rate: code frames per second.
-        bits_per_codebook: width of one code in bits (log2 of the codebook size).
-        normalize: whether each segment starts with a float32 scale.
-        segment_length: segment length in samples, or None for one segment per file.
-        segment_stride: distance between segment starts in samples (None iff no segments).
-    """
-
-    sample_rate: int
-    frame_rate: int
-    bits_per_codebook: int
-    normalize: bool
-    segment_length: int | None = None
-    segment_stride: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.frame_rate <= 0:
-            raise ValueError("sample_rate and frame_rate must be positive")
-        _check_bits(self.bits_per_codebook)
-        if (self.segment_length is None) != (self.segment_stride is None):
-            raise ValueError("segment_length and segment_stride must both be set or both be None")
-        if self.segment_length is not None and (
-            self.segment_length <= 0 or self.segment_stride is None or self.segment_stride <= 0
-        ):
-            raise ValueError("segment_length and segment_stride must be positive")
 
 
 @dataclass(frozen=True)
@@ -133,56 +109,6 @@ class CodeChunk:
     last: bool
 
 
-def segment_frame_counts(audio_length: int, layout: SegmentLayout) -> Iterator[int]:
-    """Yield the number of frames of each segment for ``audio_length`` samples."""
-    if audio_length <= 0:
-        return
-    length = layout.segment_length or audio_length
-    stride = layout.segment_stride or audio_length
-    for offset in range(0, audio_length, stride):
-        samples = min(audio_length - offset, length)
-        yield -(-samples * layout.frame_rate // layout.sample_rate)
-
-
-class BitPacker:
-    """Packs ``bits``-wide codes into bytes, keeping the partial byte between calls."""
-
-    def __init__(self, bits: int) -> None:
-        _check_bits(bits)
-        self.bits = bits
-        self._shifts = np.arange(bits, dtype=np.int64)
-        self._pending = np.zeros(0, dtype=np.uint8)
-
-    def pack(self, values: np.ndarray) -> bytes:
-        """Pack a 1-D sequence of codes; returns the bytes completed so far."""
-        flat = np.asarray(values, dtype=np.int64).ravel()
-        out = []
-        for start in range(0, flat.size, _PACK_BLOCK):
-            block = flat[start : start + _PACK_BLOCK]
-            bits = ((block[:, None] >> self._shifts) & 1).astype(np.uint8).ravel()
-            bits = np.concatenate([self._pending, bits])
-            whole = bits.size - bits.size % 8
-            self._pending = bits[whole:]
-            out.append(np.packbits(bits[:whole], bitorder="little").tobytes())
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        """Return the zero-padded partial byte (if any) and reset the packer."""
-        tail = np.packbits(self._pending, bitorder="little").tobytes()
-        self._pending = np.zeros(0, dtype=np.uint8)
-        return tail
-
-
-def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Unpack ``count`` codes of ``bits`` bits from ``data``; returns int64 of shape [count]."""
-    _check_bits(bits)
-    if len(data) * 8 < count * bits:
-        raise EcdcError(f"codes run short: {len(data)} bytes hold fewer than {count} codes")
-    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    matrix = stream[: count * bits].reshape(count, bits).astype(np.int64)
-    return matrix @ (np.int64(1) << np.arange(bits, dtype=np.int64))
-
-
 class EcdcWriter:
     """Writes an ``.ecdc`` stream segment by segment, frame chunk by frame chunk.
 
@@ -202,7 +128,8 @@ class EcdcWriter:
         source_sample_rate: sample rate of the original input in Hz, or None.
         source_channels: channel count of the original input, or None.
         checksum: append a CRC-32 trailer of the payload.
-        coder: symbol coder of the segments (``fastencodec.entropy``), or None for plain packing.
+        fingerprint: the model's fingerprint (header key ``fp``), or None.
+        coder: the symbol coder (default: plain bit packing, ``BitsCoder``).
     """
 
     def __init__(
@@ -217,13 +144,12 @@ class EcdcWriter:
         source_sample_rate: int | None = None,
         source_channels: int | None = None,
         checksum: bool = True,
-        coder=None,
+        fingerprint: str | None = None,
+        coder: SymbolCoder | None = None,
     ) -> None:
-        _check_bits(bits_per_codebook)
+        check_bits(bits_per_codebook)
+        coder = coder or BitsCoder(bits_per_codebook)
         placeholder_length = 1 if audio_length is None else audio_length
-        tag = "bits" if coder is None else coder.tag
-        if tag not in CODER_VERSIONS:
-            raise ValueError(f"unknown symbol coder {tag!r}")
         header = EcdcHeader(
             model_name,
             placeholder_length,
@@ -231,7 +157,8 @@ class EcdcWriter:
             source_sample_rate,
             source_channels,
             checksum,
-            tag,
+            fingerprint,
+            coder.tag,
         )
         _validate_header(header, MAX_CODEBOOKS, ValueError)
         self._fo = fileobj
@@ -239,11 +166,9 @@ class EcdcWriter:
         self._length_known = audio_length is not None
         self._bits = bits_per_codebook
         self._normalize = normalize
-        self._packer = BitPacker(bits_per_codebook)
-        self._coder = None if tag == "bits" else coder
-        self._segment = None
-        self._crc = 0
-        self._in_segment = False
+        self._coder = coder
+        self._sink = _Checked(fileobj)
+        self._segment: SegmentEncoder | None = None
         self._finished = False
         metadata, length_offset = _encode_metadata(header, pad_length=not self._length_known)
         self._length_pos = None
@@ -251,27 +176,25 @@ class EcdcWriter:
             if not fileobj.seekable():
                 raise ValueError("an unknown audio_length needs a seekable file object")
             self._length_pos = fileobj.tell() + _PREFIX.size + length_offset
-        fileobj.write(_PREFIX.pack(MAGIC, CODER_VERSIONS[tag], len(metadata)))
+        fileobj.write(_PREFIX.pack(MAGIC, CODER_VERSIONS.get(coder.tag, VERSION), len(metadata)))
         fileobj.write(metadata)
 
     def begin_segment(self, scale: float | None = None) -> None:
         """Start a segment; ``scale`` is required iff the model normalizes."""
         self._check_open()
-        if self._in_segment:
+        if self._segment is not None:
             raise ValueError("the previous segment was not ended")
         if (scale is not None) != self._normalize:
             raise ValueError("scale must be given exactly when the model normalizes")
         if scale is not None:
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"scale must be finite and positive, got {scale}")
-            self._emit(_SCALE.pack(scale))
-        if self._coder is not None:
-            self._segment = self._coder.encoder(_Tap(self._emit), self._header.num_codebooks)
-        self._in_segment = True
+            self._sink.write(_SCALE.pack(scale))
+        self._segment = self._coder.encoder(self._sink, self._header.num_codebooks)
 
     def write_frames(self, codes: np.ndarray) -> None:
         """Append frames to the current segment; ``codes`` is an integer array [K, n]."""
-        if not self._in_segment:
+        if self._segment is None:
             raise ValueError("write_frames called outside a segment")
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] != self._header.num_codebooks:
@@ -280,21 +203,14 @@ class EcdcWriter:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.size and (codes.min() < 0 or codes.max() >= 1 << self._bits):
             raise ValueError(f"codes must lie in [0, {1 << self._bits})")
-        if self._segment is not None:
-            self._segment.push(codes.astype(np.int64))
-        else:
-            self._emit(self._packer.pack(codes.T))
+        self._segment.push(codes.astype(np.int64, copy=False))
 
     def end_segment(self) -> None:
         """End the current segment, flushing its partial last byte."""
-        if not self._in_segment:
+        if self._segment is None:
             raise ValueError("end_segment called outside a segment")
-        if self._segment is not None:
-            self._segment.finish()
-            self._segment = None
-        else:
-            self._emit(self._packer.flush())
-        self._in_segment = False
+        self._segment.finish()
+        self._segment = None
 
     def write_segment(self, codes: np.ndarray, scale: float | None = None) -> None:
         """Write a whole segment: integer codes [K, frames] and its scale (or None)."""
@@ -305,7 +221,7 @@ class EcdcWriter:
     def finish(self, audio_length: int | None = None) -> None:
         """Write the checksum trailer and, if it was unknown, the audio length (samples)."""
         self._check_open()
-        if self._in_segment:
+        if self._segment is not None:
             raise ValueError("the last segment was not ended")
         if self._length_known:
             if audio_length not in (None, self._header.audio_length):
@@ -313,7 +229,7 @@ class EcdcWriter:
         elif audio_length is None or not 0 < audio_length <= MAX_AUDIO_LENGTH:
             raise ValueError("finish needs the audio length (positive samples) of this stream")
         if self._header.checksum:
-            self._fo.write(_CRC.pack(self._crc))
+            self._fo.write(_CRC.pack(self._sink.crc))
         if self._length_pos is not None:
             end = self._fo.tell()
             self._fo.seek(self._length_pos)
@@ -322,33 +238,9 @@ class EcdcWriter:
         self._fo.flush()
         self._finished = True
 
-    def _emit(self, data: bytes) -> None:
-        self._crc = zlib.crc32(data, self._crc)
-        self._fo.write(data)
-
     def _check_open(self) -> None:
         if self._finished:
             raise ValueError("the writer is finished")
-
-
-class _Tap:
-    """A minimal unseekable binary stream a symbol coder writes to or reads from (bytes pass the CRC)."""
-
-    def __init__(self, writer=None, reader=None) -> None:
-        self._writer = writer
-        self._reader = reader
-
-    def write(self, data: bytes) -> int:
-        self._writer(bytes(data))
-        return len(data)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            raise ValueError("symbol coders read bounded sizes")
-        return self._reader(size)
-
-    def seekable(self) -> bool:
-        return False
 
 
 class EcdcReader:
@@ -357,92 +249,81 @@ class EcdcReader:
     Args:
         fileobj: binary file object positioned at the start of the stream.
         max_codebooks: largest codebook count accepted.
-        coder: symbol coder of entropy-coded files (``fastencodec.entropy.coder_for``).
+        coder: the symbol coder of the codes (default: the one the header names, built when
+            the codes are read; ``coder_for``). Must have the header's tag.
+        lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
 
     Raises:
         EcdcError: the metadata is malformed or unsupported.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS, coder=None) -> None:
-        self.coder = coder  # symbol coder for entropy-coded files (settable once the header is known)
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        *,
+        max_codebooks: int = MAX_CODEBOOKS,
+        coder: SymbolCoder | None = None,
+        lm_weights: LMWeights = None,
+    ) -> None:
+        self._coder = coder
+        self._lm_weights = lm_weights
         self._fo = fileobj
-        self._crc = 0
+        self._source = _Checked(fileobj)
         self._consumed = False
         self.header = _read_header(fileobj, max_codebooks)
 
-    def chunks(self, layout: SegmentLayout, max_frames: int = 4096, coder=None) -> Iterator[CodeChunk]:
+    def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
         """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
 
         Memory stays bounded by the chunk size, whatever the file claims. The checksum and
         the end of the stream are checked after the last chunk, so a corrupt file may
-        raise EcdcError after some chunks were yielded. Entropy-coded files need the
-        symbol coder their header names (``coder``; see ``fastencodec.entropy.coder_for``).
+        raise EcdcError after some chunks were yielded.
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
-        coder = coder or self.coder
-        if self.header.coder != "bits":
-            if coder is None or coder.tag != self.header.coder:
-                raise EcdcError(f"the codes are entropy-coded ({self.header.coder!r}); its symbol coder is needed")
-            yield from self._coded_chunks(layout, max(8, max_frames - max_frames % 8), coder)
-            return
         self._consumed = True
         num_codebooks = self.header.num_codebooks
-        bits = layout.bits_per_codebook
+        coder = self._symbol_coder(layout.bits_per_codebook)
         step = max(8, max_frames - max_frames % 8)
-        counts = segment_frame_counts(self.header.audio_length, layout)
-        for index, frames in enumerate(counts):
+        for index, frames in enumerate(layout.frame_counts(self.header.audio_length)):
             scale = self._read_scale() if layout.normalize else None
+            segment = coder.decoder(self._source, num_codebooks, frames)
             for start in range(0, frames, step):
                 count = min(step, frames - start)
-                data = self._read(-(-count * num_codebooks * bits // 8), "codes")
-                codes = unpack_codes(data, bits, count * num_codebooks)
                 yield CodeChunk(
                     segment=index,
-                    codes=np.ascontiguousarray(codes.reshape(count, num_codebooks).T),
+                    codes=segment.read(count),
                     scale=scale,
                     first=start == 0,
                     last=start + count == frames,
                 )
         self._check_end()
 
-    def _coded_chunks(self, layout: SegmentLayout, step: int, coder) -> Iterator[CodeChunk]:
-        self._consumed = True
-        num_codebooks = self.header.num_codebooks
-        tap = _Tap(reader=self._read_some)
-        for index, frames in enumerate(segment_frame_counts(self.header.audio_length, layout)):
-            scale = self._read_scale() if layout.normalize else None
-            decoder = coder.decoder(tap, num_codebooks, frames)
-            for start in range(0, frames, step):
-                count = min(step, frames - start)
-                yield CodeChunk(index, decoder.read(count), scale, start == 0, start + count == frames)
-        self._check_end()
-
-    def _read_some(self, size: int) -> bytes:
-        data = self._fo.read(size)
-        self._crc = zlib.crc32(data, self._crc)
-        return data
-
-    def segments(self, layout: SegmentLayout, coder=None) -> Iterator[tuple[np.ndarray, float | None]]:
+    def segments(self, layout: SegmentLayout) -> Iterator[tuple[np.ndarray, float | None]]:
         """Yield ``(codes, scale)`` per segment: int64 codes [K, frames], scale or None.
 
         For a model without segmentation the single segment is the whole file; prefer
         :meth:`chunks` for long files of such models.
         """
         parts: list[np.ndarray] = []
-        for chunk in self.chunks(layout, coder=coder):
+        for chunk in self.chunks(layout):
             parts.append(chunk.codes)
             if chunk.last:
                 yield np.concatenate(parts, axis=1), chunk.scale
                 parts = []
 
-    def _read(self, size: int, what: str) -> bytes:
-        data = _read_exact(self._fo, size, what)
-        self._crc = zlib.crc32(data, self._crc)
-        return data
+    def _symbol_coder(self, bits: int) -> SymbolCoder:
+        tag = self.header.coder
+        if self._coder is not None:
+            if self._coder.tag != tag:
+                raise EcdcError(f"the file's codes use coder {tag!r}, not the {self._coder.tag!r} given")
+            return self._coder
+        if tag not in CODER_VERSIONS:
+            raise EcdcError(f"the file uses coder {tag!r}, which is not available here")
+        return coder_for(tag, self.header.model_name, bits, self._lm_weights)
 
     def _read_scale(self) -> float:
-        (scale,) = _SCALE.unpack(self._read(_SCALE.size, "segment scale"))
+        (scale,) = _SCALE.unpack(self._source.read(_SCALE.size, "segment scale"))
         if not (math.isfinite(scale) and scale > 0):
             raise EcdcError(f"invalid segment scale {scale}")
         return scale
@@ -450,8 +331,8 @@ class EcdcReader:
     def _check_end(self) -> None:
         if self.header.checksum:
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
-            if stored != self._crc:
-                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._crc:08x}")
+            if stored != self._source.crc:
+                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._source.crc:08x}")
         if self._fo.read(1):
             raise EcdcError("trailing data after the last segment")
 
@@ -460,7 +341,7 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise EcdcError(f"not an ECDC stream (magic {magic!r})")
-    if version not in set(CODER_VERSIONS.values()):
+    if version not in CODER_VERSIONS.values():
         raise EcdcError(f"unsupported ECDC version {version}")
     if not 0 < size <= MAX_METADATA_BYTES:
         raise EcdcError(f"metadata size {size} is out of range")
@@ -475,17 +356,19 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
     if missing:
         raise EcdcError(f"metadata lacks {', '.join(missing)}")
     lm = meta["lm"]
-    if isinstance(lm, bool):
-        coder = "lm" if lm else "bits"
-    else:
-        coder = lm if isinstance(lm, str) and CODER_VERSIONS.get(lm, 0) > 0 else None
-    if coder is None or CODER_VERSIONS[coder] != version:
-        raise EcdcError(f"metadata lm {meta['lm']!r} is not a symbol coder of ECDC version {version}")
+    if not isinstance(lm, (bool, str)) or (isinstance(lm, str) and not 0 < len(lm) <= 32):
+        raise EcdcError("metadata lm must be a boolean or a coder tag")
+    coder = "lm" if lm is True else "bits" if lm is False else lm
+    if CODER_VERSIONS.get(coder, VERSION) != version:
+        raise EcdcError(f"metadata lm {lm!r} is not a symbol coder of ECDC version {version}")
+    fingerprint = meta.get("fp")
+    if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
+        raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")
     checksum = meta.get("crc")
     if checksum not in (None, _CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
     header = EcdcHeader(
-        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, coder
+        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, fingerprint, coder
     )
     _validate_header(header, max_codebooks, EcdcError)
     return header
@@ -515,7 +398,7 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         ("m", json.dumps(header.model_name)),
         ("al", length.ljust(_LENGTH_WIDTH) if pad_length else length),
         ("nc", str(header.num_codebooks)),
-        ("lm", {"bits": "false", "lm": "true"}.get(header.coder, json.dumps(header.coder))),
+        ("lm", {"bits": "false", "lm": "true"}.get(header.coder) or json.dumps(header.coder)),
     ]
     if header.source_sample_rate is not None:
         fields.append(("sr", str(header.source_sample_rate)))
@@ -523,8 +406,27 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         fields.append(("ch", str(header.source_channels)))
     if header.checksum:
         fields.append(("crc", json.dumps(_CHECKSUM_NAME)))
+    if header.fingerprint is not None:
+        fields.append(("fp", json.dumps(header.fingerprint)))
     text = "{" + ", ".join(f'"{key}": {value}' for key, value in fields) + "}"
     return text.encode("ascii"), text.index('"al": ') + len('"al": ')
+
+
+class _Checked:
+    """A binary stream seen through a running CRC-32: writes go through, reads are exact."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fo = fileobj
+        self.crc = 0
+
+    def write(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self._fo.write(data)
+
+    def read(self, size: int, what: str = "codes") -> bytes:
+        data = _read_exact(self._fo, size, what)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
 
 
 def _read_exact(fileobj: BinaryIO, size: int, what: str) -> bytes:
@@ -537,8 +439,3 @@ def _read_exact(fileobj: BinaryIO, size: int, what: str) -> bytes:
         parts.append(piece)
         remaining -= len(piece)
     return b"".join(parts)
-
-
-def _check_bits(bits: int) -> None:
-    if type(bits) is not int or not 0 < bits <= MAX_BITS_PER_CODEBOOK:
-        raise ValueError(f"bits per codebook must be in [1, {MAX_BITS_PER_CODEBOOK}], got {bits!r}")

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
+from fastencodec.nn.model import EncodecModel
 
 StateDict = dict[str, torch.Tensor]
 
@@ -44,7 +44,9 @@ def read_tensors(path: Path) -> StateDict:
         else:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the loaders raise many types for corrupt files
-        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = exc.__class__.__name__ + (f": {first_line}" if len(first_line) < 120 else "")
+        raise ValueError(f"{path}: not a checkpoint (not a safetensors file or torch state dict; {detail})") from None
     if isinstance(tensors, dict) and "state_dict" in tensors and isinstance(tensors["state_dict"], dict):
         tensors = tensors["state_dict"]
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):

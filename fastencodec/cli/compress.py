@@ -1,0 +1,129 @@
+"""``fastencodec compress``: audio files (or raw PCM) to ``.ecdc``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fastencodec.cli.common import (
+    BANDWIDTHS_HELP,
+    UsageError,
+    add_run_options,
+    check_bandwidth,
+    check_output,
+    display_name,
+    expand_inputs,
+    load_codec,
+    open_binary,
+    positive_int,
+    progress_bar,
+    split_output,
+)
+from fastencodec.codec import EnCodec
+from fastencodec.formats.coders import CODERS, SymbolCoder, coder_for
+from fastencodec.formats.files import compress_source
+from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader
+from fastencodec.io.conform import AudioSource
+from fastencodec.io.pcm import PCM_FORMATS, PcmSource
+
+SUFFIX = ".ecdc"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aiff", ".aif", ".au", ".caf")
+"""What ``compress`` picks up in a folder."""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    compress = commands.add_parser(
+        "compress",
+        help="audio files -> .ecdc",
+        description="Compress audio (wav, flac, ogg, opus, mp3, m4a/aac, aiff, or anything FFmpeg decodes) to "
+        ".ecdc files. Any sample rate and channel count is accepted: it is resampled (soxr) to the model's "
+        "rate and mixed to its channels (more or fewer channels than the model has go through their mean). "
+        "Like gzip, several files and folders may be given: each FILE becomes FILE.ecdc beside it.",
+    )
+    compress.add_argument(
+        "paths", nargs="+", metavar="INPUT", help="audio files or folders (- for stdin); or INPUT OUTPUT.ecdc (or -)"
+    )
+    compress.add_argument(
+        "-b", "--bandwidth", type=float, metavar="KBPS", help=f"target bandwidth ({BANDWIDTHS_HELP}; default: 6)"
+    )
+    compress.add_argument(
+        "--model", default="encodec-24khz", help="encodec-24khz (default), encodec-48khz, a repo id or a checkpoint"
+    )
+    entropy = compress.add_argument_group("entropy coding")
+    entropy.add_argument(
+        "--entropy",
+        choices=tuple(CODERS),
+        default="bits",
+        help="bits: plain packing (default); lm: Meta's LM coding (Meta's tool reads it; decode on the same kind "
+        "of machine); lmp1: portable LM coding (decodes anywhere; fastencodec only)",
+    )
+    entropy.add_argument("--lm", action="store_true", help="same as --entropy lm (Meta's -l)")
+    entropy.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint (default: torch hub's cache)")
+    stream = compress.add_argument_group("raw PCM streams")
+    stream.add_argument(
+        "--stream",
+        action="store_true",
+        help="read INPUT (usually -) as headerless interleaved PCM, coding it as it arrives",
+    )
+    stream.add_argument("--pcm-format", choices=sorted(PCM_FORMATS), default="s16le", help="sample format (s16le)")
+    stream.add_argument("--pcm-rate", type=positive_int, metavar="HZ", help="sample rate (default: the model's)")
+    stream.add_argument("--pcm-channels", type=positive_int, metavar="N", help="channels (default: the model's)")
+    add_run_options(compress)
+    compress.set_defaults(run=run, jobs=jobs, each=True)
+
+
+def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(input, output) pairs the arguments name."""
+    inputs, output = split_output(args.paths, lambda p: p == STDIO or p.lower().endswith(SUFFIX))
+    if output is None and len(args.paths) == 2 and Path(args.paths[1]).suffix and not Path(args.paths[1]).exists():
+        raise UsageError(f"{args.paths[1]}: OUTPUT must end in {SUFFIX} (or be - for stdout)")
+    if output is not None:
+        return [(inputs[0], output)]
+    return [
+        (p, STDIO if p == STDIO else str(Path(p).with_suffix(SUFFIX))) for p in expand_inputs(inputs, AUDIO_SUFFIXES)
+    ]
+
+
+def run(args: argparse.Namespace, source: str, output: str, models: dict[str, EnCodec]) -> None:
+    """Compress ``source`` to ``output``; ``models`` keeps the model loaded for earlier files."""
+    check_output(output, source, args.force)
+
+    def codec() -> EnCodec:
+        if args.model not in models:
+            models[args.model] = load_codec(args.model, args.device, args.threads)
+        return models[args.model]
+
+    if args.stream:
+        model = codec()
+        bandwidth = check_bandwidth(model, args.bandwidth)
+        with open_binary(source) as stream:
+            pcm = PcmSource(
+                stream,
+                display_name(source),
+                args.pcm_format,
+                args.pcm_rate or model.sample_rate,
+                args.pcm_channels or model.channels,
+            )
+            write(model, bandwidth, pcm, output, args.quiet, symbol_coder(args, model))
+        return
+    with AudioReader(source) as reader:
+        model = codec()
+        bandwidth = check_bandwidth(model, args.bandwidth)
+        write(model, bandwidth, reader, output, args.quiet, symbol_coder(args, model))
+
+
+def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
+    """The coder ``--entropy`` (or ``--lm``) names, for ``codec``'s codes."""
+    tag = "lm" if args.lm else args.entropy
+    try:
+        return coder_for(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights)
+    except ValueError as exc:
+        raise UsageError(f"--entropy {tag}: {exc}") from None
+
+
+def write(
+    codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool, coder: SymbolCoder | None = None
+) -> None:
+    """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar."""
+    with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, AtomicOutput(output) as out:
+        compress_source(codec, source, out.file, bandwidth, bar.update, coder)
