@@ -531,3 +531,102 @@ def test_cli_names_missing_lm_weights(tmp_path, monkeypatch, capsys):
     assert cli.main(["info", str(path)]) == 1
     err = capsys.readouterr().err
     assert "encodec_lm_24khz-1608e3c0.th" in err and str(tmp_path / "hub" / "checkpoints") in err
+
+
+# The file API: fastencodec.compress(..., entropy=, lm_weights=) and decompress read them.
+
+
+@pytest.mark.parametrize("mode", ["lm", "lmp1"])
+def test_file_api_entropy_modes(meta_models, coders, torch_home, tmp_path, mode):
+    import fastencodec
+    from fastencodec.formats.files import read_ecdc
+
+    checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(meta_models["encodec_24khz"].state_dict(), checkpoint)
+    weights = tmp_path / "my_lm.th"
+    weights.write_bytes((torch_home / "hub" / "checkpoints" / "encodec_lm_24khz-1608e3c0.th").read_bytes())
+    codec = fastencodec.EnCodec.from_pretrained(str(checkpoint))
+    audio = reference.speech_like(24000, 1, 0.3, seed=9).numpy()
+    plain = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0)
+    coded = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0, entropy=mode, lm_weights=weights)
+    assert coded[4] == (1 if mode == "lmp1" else 0)  # the version byte: Meta's reader refuses lmp1
+    file = read_ecdc(coded, codec, lm_weights=weights)
+    assert file.header.coder == mode
+    np.testing.assert_array_equal(file.segments[0][0], read_ecdc(plain, codec).segments[0][0])
+    out = io.BytesIO()
+    file.write(out, lm_weights=weights)
+    assert out.getvalue() == coded
+    want, rate = fastencodec.decompress(plain, model=codec)
+    got, _ = fastencodec.decompress(coded, model=codec, lm_weights=weights)
+    np.testing.assert_array_equal(got, want)
+    assert rate == 24000
+    with pytest.raises(ValueError, match="unknown entropy mode 'zip'"):
+        fastencodec.compress(audio, model=codec, sample_rate=24000, entropy="zip")
+    with pytest.raises(MissingLMWeights, match="not found"):
+        fastencodec.decompress(coded, model=codec, lm_weights=tmp_path / "missing.th")
+
+
+def test_codec_import_path_does_not_load_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, fastencodec, fastencodec.cli; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# A damaged lmp1 segment: reported with a warning, decoded as silence; the other segments survive.
+
+
+def segment_payload_offsets(data):
+    """Byte offsets of each lmp1 payload in a normalizing (48 kHz) file written by fastencodec."""
+    position = 9 + struct.unpack("!I", data[5:9])[0]
+    offsets = []
+    while position + 16 < len(data) - 4:
+        size = struct.unpack("!I", data[position + 8 : position + 12])[0]
+        offsets.append(position + 16)
+        position += 16 + size
+    return offsets
+
+
+def test_reader_continues_past_a_damaged_lmp1_segment(portable):
+    from fastencodec import DamagedSegmentWarning
+
+    coder = portable["encodec_48khz"]
+    golden = (GOLDEN / "lmp1_48khz.ecdc").read_bytes()
+    offsets = segment_payload_offsets(golden)
+    assert len(offsets) == 3
+    damaged = bytearray(golden)
+    damaged[offsets[1] + 3] ^= 0x40
+    reader = EcdcReader(io.BytesIO(bytes(damaged)), coder=coder)
+    with pytest.warns(DamagedSegmentWarning, match=r"segment 1 \(samples 47520 to 95520\).*CRC"):
+        chunks = list(reader.chunks(LAYOUTS["encodec_48khz"]))
+    assert reader.damaged == [1]
+    assert [c.damaged for c in chunks] == [False, True, False]
+    clean = list(EcdcReader(io.BytesIO(golden), coder=coder).chunks(LAYOUTS["encodec_48khz"]))
+    for index in (0, 2):
+        np.testing.assert_array_equal(chunks[index].codes, clean[index].codes)
+    assert not chunks[1].codes.any() and chunks[1].scale == clean[1].scale
+    damaged[offsets[1] - 12] ^= 1  # the fingerprint of that segment: not a damaged payload, an error
+    with pytest.raises(EcdcError, match="other LM weights"):
+        list(EcdcReader(io.BytesIO(bytes(damaged)), coder=coder).chunks(LAYOUTS["encodec_48khz"]))
+
+
+def test_decompress_silences_a_damaged_lmp1_segment(codec48, torch_home):
+    import warnings
+
+    import fastencodec
+
+    audio = reference.speech_like(48000, 2, 2.0, seed=5).numpy()  # 3 segments, the last 960 samples
+    data = fastencodec.compress(audio, model=codec48, sample_rate=48000, bandwidth=3.0, entropy="lmp1")
+    clean, _ = fastencodec.decompress(data, model=codec48)
+    damaged = bytearray(data)
+    damaged[segment_payload_offsets(data)[1] + 1] ^= 0x08
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        audio_out, rate = fastencodec.decompress(bytes(damaged), model=codec48)
+    assert [w.category for w in caught] == [fastencodec.DamagedSegmentWarning]
+    assert rate == 48000 and audio_out.shape == clean.shape
+    assert not audio_out[:, 47520:95520].any()
+    np.testing.assert_array_equal(audio_out[:, :47520], clean[:, :47520])
+    np.testing.assert_array_equal(audio_out[:, 95520:], clean[:, 95520:])
+    assert np.abs(clean[:, 47520:95520]).max() > 0

@@ -15,8 +15,9 @@ Everything that feeds the CDFs is computed exactly, so every platform gets the s
 Segment layout (after the container's scale): ``fingerprint: 4 bytes | payload size:
 uint32 | CRC-32 of the payload: uint32 | payload`` (big-endian); the payload is the
 arithmetic-coded frames. The fingerprint identifies the quantized LM weights; a file coded
-with other weights is refused. A segment whose payload fails its CRC raises EcdcError with
-the stream positioned after it, so a reader can skip it and carry on.
+with other weights is refused. A segment whose payload fails its CRC raises
+``DamagedSegmentError`` with the stream positioned after it, so the reader skips it and
+carries on (the segment decodes as silence, with a warning).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import BinaryIO
 import numpy as np
 from numba import njit
 
-from fastencodec.formats.ecdc import EcdcError
+from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder
 from .cdf import _integer_cdfs
@@ -415,7 +416,7 @@ class _Decoder:
                 f"segment coded with other LM weights (fingerprint {fingerprint.hex()}, loaded {lm.fingerprint.hex()})"
             )
         if zlib.crc32(payload) != crc:
-            raise EcdcError("portable LM segment fails its CRC: corrupt (the stream continues at the next segment)")
+            raise DamagedSegmentError("portable LM segment fails its CRC (the stream continues at the next segment)")
         self._stream = _Stream(lm, num_codebooks)
         self._payload = io.BytesIO(payload)
         self._ac = ArithmeticDecoder(self._payload, max_bytes=size)

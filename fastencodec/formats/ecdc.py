@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +63,15 @@ _READ_BLOCK = 1 << 20
 
 class EcdcError(ValueError):
     """A malformed, truncated or unsupported ``.ecdc`` stream."""
+
+
+class DamagedSegmentError(EcdcError):
+    """A segment's codes fail their own check (the portable coder's CRC); a coder raises it with the
+    stream positioned after the segment, so the reader can carry on with the next one."""
+
+
+class DamagedSegmentWarning(UserWarning):
+    """A segment of an ``.ecdc`` file was damaged; its frames were replaced by silence."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,8 @@ class CodeChunk:
         scale: the segment's scale, or None for models that do not normalize.
         first: whether these are the segment's first frames.
         last: whether these are the segment's last frames.
+        damaged: the segment was damaged: ``codes`` are zeros standing in for its frames, and
+            decoders make its samples silent.
     """
 
     segment: int
@@ -107,6 +119,7 @@ class CodeChunk:
     scale: float | None
     first: bool
     last: bool
+    damaged: bool = False
 
 
 class EcdcWriter:
@@ -267,6 +280,8 @@ class EcdcReader:
     ) -> None:
         self._coder = coder
         self._lm_weights = lm_weights
+        self.damaged: list[int] = []
+        """Indices of the damaged segments met so far (see :meth:`chunks`)."""
         self._fo = fileobj
         self._source = _Checked(fileobj)
         self._consumed = False
@@ -278,6 +293,12 @@ class EcdcReader:
         Memory stays bounded by the chunk size, whatever the file claims. The checksum and
         the end of the stream are checked after the last chunk, so a corrupt file may
         raise EcdcError after some chunks were yielded.
+
+        A segment that fails its own check (``DamagedSegmentError``: a portable ``lmp1``
+        segment whose CRC fails) does not stop the reading: it is reported with a
+        ``DamagedSegmentWarning``, its chunks come with ``damaged=True`` and zero codes, its
+        index is added to ``damaged``, and the reader continues at the next segment. The
+        file's CRC trailer, which then cannot match, is not checked.
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
@@ -287,7 +308,18 @@ class EcdcReader:
         step = max(8, max_frames - max_frames % 8)
         for index, frames in enumerate(layout.frame_counts(self.header.audio_length)):
             scale = self._read_scale() if layout.normalize else None
-            segment = coder.decoder(self._source, num_codebooks, frames)
+            try:
+                segment = coder.decoder(self._source, num_codebooks, frames)
+            except DamagedSegmentError as exc:
+                self.damaged.append(index)
+                offset, samples = layout.span(index, self.header.audio_length)
+                warnings.warn(
+                    f"segment {index} (samples {offset} to {offset + samples}) is damaged and decodes as silence: "
+                    f"{exc}",
+                    DamagedSegmentWarning,
+                    stacklevel=2,
+                )
+                segment = _Zeros(num_codebooks)
             for start in range(0, frames, step):
                 count = min(step, frames - start)
                 yield CodeChunk(
@@ -296,6 +328,7 @@ class EcdcReader:
                     scale=scale,
                     first=start == 0,
                     last=start + count == frames,
+                    damaged=bool(self.damaged) and self.damaged[-1] == index,
                 )
         self._check_end()
 
@@ -330,11 +363,26 @@ class EcdcReader:
 
     def _check_end(self) -> None:
         if self.header.checksum:
+            if self.damaged:
+                _read_exact(self._fo, _CRC.size, "checksum")
+                if self._fo.read(1):
+                    raise EcdcError("trailing data after the last segment")
+                return
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
             if stored != self._source.crc:
                 raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._source.crc:08x}")
         if self._fo.read(1):
             raise EcdcError("trailing data after the last segment")
+
+
+class _Zeros:
+    """Stands in for the decoder of a damaged segment: zero codes."""
+
+    def __init__(self, num_codebooks: int) -> None:
+        self._num_codebooks = num_codebooks
+
+    def read(self, frames: int) -> np.ndarray:
+        return np.zeros((self._num_codebooks, frames), dtype=np.int64)
 
 
 def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:

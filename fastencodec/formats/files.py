@@ -255,10 +255,30 @@ class _source:
 def decoded_blocks(codec: EnCodec, reader: EcdcReader) -> Iterator[np.ndarray]:
     """``reader``'s codes decoded to float32 blocks ``[channels, n]`` at the model's rate,
     ``audio_length`` samples in all."""
-    decoder = BlockDecoder(codec.engine, reader.header.audio_length)
+    length = reader.header.audio_length
+    decoder = BlockDecoder(codec.engine, length)
+    silent: list[tuple[int, int]] = []  # sample spans of damaged segments
+    position = 0
     for chunk in reader.chunks(codec.layout):
-        yield from decoder.push(chunk.codes, chunk.scale, chunk.last)
-    yield from decoder.finish()
+        if chunk.damaged and chunk.first:
+            offset, samples = codec.layout.span(chunk.segment, length)
+            silent.append((offset, offset + samples))
+        for block in decoder.push(chunk.codes, chunk.scale, chunk.last):
+            yield _silenced(block, position, silent)
+            position += block.shape[-1]
+    for block in decoder.finish():
+        yield _silenced(block, position, silent)
+        position += block.shape[-1]
+
+
+def _silenced(block: np.ndarray, position: int, spans: list[tuple[int, int]]) -> np.ndarray:
+    """``block`` (starting at sample ``position``) with the samples inside ``spans`` set to zero."""
+    for start, end in spans:
+        lo, hi = max(start - position, 0), min(end - position, block.shape[-1])
+        if lo < hi:
+            block = block.copy() if not block.flags.writeable else block
+            block[..., lo:hi] = 0
+    return block
 
 
 def output_rate(rate: int | str | None, header: EcdcHeader, codec: EnCodec) -> int:
