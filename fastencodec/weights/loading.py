@@ -167,6 +167,11 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
 def build_model(path: Path) -> EncodecModel:
     """An inference-ready model (weight norm folded, eval mode) from a checkpoint path."""
     config, tensors = load_checkpoint(path)
+    return model_from_tensors(config, tensors)
+
+
+def model_from_tensors(config: EncodecConfig, tensors: StateDict) -> EncodecModel:
+    """An inference-ready model from a config and checkpoint tensors in any supported layout."""
     model = EncodecModel(config)
     model.load_state_dict(to_model_state(tensors, model))
     model.quantizer.refresh()
