@@ -10,6 +10,8 @@ item gets the same batches (and tokens) whatever else the device is doing.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -32,6 +34,32 @@ room for cuDNN's algorithm search); the default batch is sized from the device's
 
 GPU_BATCH_SAMPLES = (1 << 21, 1 << 24)
 """Fewest and most samples (per channel) of a default GPU batch."""
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (``cpu.max``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def default_threads() -> int:
+    """A CPU thread count for a process that runs one codec job: the usable CPUs that other work
+    does not already keep busy (1-minute load average), at least 1.
+
+    torch's OpenMP threads wait for each other at the end of every parallel region, spinning
+    first; when another process holds one of their cores, every region costs the others a spin
+    (see BENCHMARKS.md, "CPU contention"), so a loaded machine is better served by fewer threads.
+    """
+    cpus = usable_cpus()
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,16 @@ from fastencodec.nn.quantizer import ResidualVectorQuantizer
 from fastencodec.nn.seanet import Decoder, Encoder
 
 
+def segment_scale(x: torch.Tensor) -> torch.Tensor:
+    """The scale of one segment ``[1, channels, samples]`` as ``[1, 1, 1]``: its mono RMS plus 1e-8.
+
+    Computed on the segment alone, exactly as Meta's reference does: torch splits a reduction
+    to one value across its threads but a batched reduction by rows, and the two summation
+    orders round differently, so a batch's scales computed in one call would not be bit-exact.
+    """
+    return x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+
+
 class EncodecModel(nn.Module):
     """Encoder, residual vector quantizer and decoder of one EnCodec checkpoint.
 
@@ -44,7 +54,7 @@ class EncodecModel(nn.Module):
         x = x.float()
         scale = None
         if self.config.normalize:
-            volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+            volume = torch.cat([segment_scale(x[i : i + 1]) for i in range(x.shape[0])])
             x = x / volume
             scale = volume.view(-1)
         dtype = next(self.encoder.parameters()).dtype
