@@ -256,7 +256,15 @@ class EnCodec:
                 table[i, : len(item_scales)] = torch.tensor(item_scales)
             scales = table.to(kind.device) if kind.torch else table.numpy()  # float32 whatever the audio's dtype
         lengths_out = tuple(item.shape[-1] for item in items)
-        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list, layout=self.layout)
+        return Tokens(
+            kind.ints(codes),
+            lengths_out,
+            scales,
+            self.model_id,
+            as_list,
+            layout=self.layout,
+            precision=self.policy.precision,
+        )
 
     def encode_continuous(
         self, audio: Array, lengths: Sequence[int] | None = None, *, layout: str | None = None

@@ -44,6 +44,8 @@ class Tokens:
         pieces: per item, the lengths in samples of the independently encoded signals it is a
             time concatenation of (default: one piece, the item's length).
         layout: the model's segment layout; when given, frame counts are checked against it.
+        precision: the precision mode of the encoder that made them (``"exact"``, ``"tf32"``,
+            ``"bf16"``; ``"mixed"`` for a concatenation of several modes). Any mode decodes them.
 
     Attributes:
         frames: each item's own frames (before its padding), computed once.
@@ -52,7 +54,9 @@ class Tokens:
         ValueError: inconsistent shapes, lengths, pieces or scales.
     """
 
-    __slots__ = ("_codes", "lengths", "_scales", "model_id", "as_list", "pieces", "layout", "frames", "_versions")
+    __slots__ = (
+        "_codes", "lengths", "_scales", "model_id", "as_list", "pieces", "layout", "frames", "precision", "_versions"
+    )
 
     def __init__(
         self,
@@ -64,6 +68,7 @@ class Tokens:
         *,
         pieces: Sequence[Sequence[int]] | None = None,
         layout: SegmentLayout | None = None,
+        precision: str = "exact",
     ) -> None:
         if not isinstance(codes, (np.ndarray, torch.Tensor)) or codes.ndim not in (2, 3):
             raise ValueError("Tokens codes must be a 2-D or 3-D NumPy array or torch tensor")
@@ -87,6 +92,7 @@ class Tokens:
             ("as_list", bool(as_list)),
             ("pieces", pieces),
             ("layout", layout),
+            ("precision", str(precision)),
         ):
             object.__setattr__(self, name, value)
         valid = _cpu((codes >= 0).all(-2)).reshape(batch, -1)
@@ -168,7 +174,16 @@ class Tokens:
         return self._with(self.codes[None], self.lengths, self.scales, self.pieces)
 
     def _with(self, codes: Any, lengths: Any, scales: Any, pieces: Any) -> Tokens:
-        return Tokens(codes, lengths, scales, self.model_id, self.as_list, pieces=pieces, layout=self.layout)
+        return Tokens(
+            codes,
+            lengths,
+            scales,
+            self.model_id,
+            self.as_list,
+            pieces=pieces,
+            layout=self.layout,
+            precision=self.precision,
+        )
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, index: Any) -> Any:
@@ -271,6 +286,7 @@ class Tokens:
         )
         return (
             self.model_id == other.model_id
+            and self.precision == other.precision
             and self.lengths == other.lengths
             and self.pieces == other.pieces
             and self.shape == other.shape
@@ -295,6 +311,7 @@ class Tokens:
             "pieces": self.pieces,
             "model_id": self.model_id,
             "as_list": self.as_list,
+            "precision": self.precision,
             "layout": None if self.layout is None else asdict(self.layout),
         }
         data = save(tensors, metadata={"tokens": json.dumps(meta)})
@@ -328,6 +345,7 @@ class Tokens:
                 bool(meta.get("as_list")),
                 pieces=meta["pieces"],
                 layout=None if layout is None else SegmentLayout(**layout),
+                precision=str(meta.get("precision", "exact")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: a tokens file with missing or malformed metadata ({exc!r})") from None
@@ -339,7 +357,8 @@ class Tokens:
 
     def __repr__(self) -> str:
         kind = "torch" if isinstance(self.codes, torch.Tensor) else "numpy"
-        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, model={self.model_id})"
+        where = f"model={self.model_id}, precision={self.precision}"
+        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, {where})"
 
 
 def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
@@ -347,7 +366,7 @@ def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
 
     Along time, each item becomes the concatenation of its pieces (decoded piece by piece for
     segmenting models, so every piece keeps its own segments and scales); along batch, items
-    are padded with ``PAD``.
+    are padded with ``PAD``. Tokens of several precision modes join as ``precision="mixed"``.
 
     Raises:
         ValueError: another model, another codebook count, or another axis.
@@ -392,7 +411,18 @@ def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
     out_codes: Any = torch.from_numpy(codes).to(first.codes.device) if torch_out else codes
     if torch_out and scales is not None:
         scales = torch.from_numpy(scales).to(first.codes.device)
-    return Tokens(out_codes, lengths, scales, first.model_id, first.as_list, pieces=pieces, layout=first.layout)
+    modes = {t.precision for t in tokens}
+    precision = modes.pop() if len(modes) == 1 else "mixed"
+    return Tokens(
+        out_codes,
+        lengths,
+        scales,
+        first.model_id,
+        first.as_list,
+        pieces=pieces,
+        layout=first.layout,
+        precision=precision,
+    )
 
 
 def _item_scales(tokens: Tokens, i: int) -> np.ndarray:

@@ -211,7 +211,6 @@ def hf_run(model, audio, bandwidth):
     return codes, scales, audio_out[..., : audio.shape[-1]]
 
 
-
 def tiny_codec() -> EnCodec:
     """A narrow causal model of the 24 kHz architecture (random weights): cheap long streams."""
     return EnCodec(EncodecModel(EncodecConfig(n_filters=2, dimension=8, name="encodec_24khz")))
@@ -246,7 +245,6 @@ def assert_same_codes(codec, stream, offline, audio):
     assert len(differ) <= max(2, 0.01 * offline.shape[0] * offline.shape[-1]), f"{len(differ)} frames differ"
 
 
-
 @st.composite
 def mutated(draw, base: bytes):
     """``base`` after 1 to 4 byte flips, truncations, insertions or deletions."""
@@ -265,3 +263,20 @@ def mutated(draw, base: bytes):
         else:
             del data[position : position + draw(st.integers(1, 8))]
     return bytes(data)
+
+
+@torch.no_grad()
+def fast_model(sample_rate: int = 24_000, seed: int = 0) -> EncodecModel:
+    """fastencodec ``EncodecModel`` (24, 32 or 48 kHz architecture) with random weights, centred
+    embeddings and seeded codebooks; no reference package needed."""
+    from fastencodec.nn.config import META_24KHZ, META_48KHZ
+
+    configs = {24_000: META_24KHZ, 48_000: META_48KHZ, 32_000: EncodecConfig.from_hf(HF_32KHZ)}
+    cfg = configs[sample_rate]
+    torch.manual_seed(seed)
+    model = EncodecModel(cfg).eval().requires_grad_(False)
+    center_embeddings(model.encoder, model.encoder.layers[-1].conv.bias, cfg.sample_rate, cfg.channels)
+    embeds = list(model.quantizer.embed.unbind(0))
+    seed_codebooks(model.encoder, embeds, cfg.sample_rate, cfg.channels, seed)
+    model.quantizer.refresh()
+    return model
