@@ -39,7 +39,15 @@ from fastencodec.audio_io import STDIO, AtomicOutput, AudioFileError, AudioReade
 from fastencodec.bench import run_bench
 from fastencodec.codec import EnCodec, triangle_weight
 from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter, SegmentLayout
+from fastencodec.ecdc import (
+    MAX_AUDIO_LENGTH,
+    MAX_SOURCE_SAMPLE_RATE,
+    EcdcError,
+    EcdcHeader,
+    EcdcReader,
+    EcdcWriter,
+    SegmentLayout,
+)
 from fastencodec.hub import ALIASES
 from fastencodec.resample import StreamResampler, output_length
 from fastencodec.streaming import check_streamable
@@ -52,6 +60,8 @@ BLOCK_SAMPLES = 1 << 16
 """Input samples per channel read at a time."""
 PROGRESS_MIN_SECONDS = 5.0
 """Audio at least this long (seconds) gets a progress bar on stderr, unless ``--quiet``."""
+MAX_PCM_CHANNELS = 256
+"""Most interleaved channels ``compress --stream`` takes (a block of them is allocated at once)."""
 PCM_FORMATS = {"s16le": ("<i2", 2.0**15), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
 """Raw PCM sample formats of ``compress --stream``: NumPy dtype and the value of full scale."""
 META_CONFIGS = {config.name: config for config in (META_24KHZ, META_48KHZ)}
@@ -149,6 +159,8 @@ def conformed(
     for block in source.blocks(BLOCK_SAMPLES):
         audio = to_channels(resampler.push(to_channels(block, mixed)), codec.channels)
         total += audio.shape[-1]
+        if total > MAX_AUDIO_LENGTH:
+            raise AudioFileError(f"{source.name}: longer than an .ecdc file holds ({MAX_AUDIO_LENGTH:,} samples)")
         progress(block.shape[-1])
         yield audio
     audio = to_channels(resampler.flush(), codec.channels)
@@ -231,6 +243,11 @@ def compress_source(
     ``progress`` is called with the input samples of each block read.
     """
     length = None if source.frames is None else output_length(source.frames, source.sample_rate, codec.sample_rate)
+    if length is not None and length > MAX_AUDIO_LENGTH:
+        raise AudioFileError(
+            f"{source.name}: {length:,} samples at {codec.sample_rate} Hz is more than an .ecdc file holds "
+            f"({MAX_AUDIO_LENGTH:,})"
+        )
     writer = EcdcWriter(
         out,
         model_name=codec.name,
@@ -363,7 +380,16 @@ class CrossFade:
 # -- commands -------------------------------------------------------------------------------------
 
 
+def check_input_name(path: str) -> None:
+    """Refuse an input path that cannot name a file (``''``, ``/``, ``.``, any directory) with one line."""
+    if path == "":
+        raise CliError("'': empty input path")
+    if path != STDIO and Path(path).is_dir():
+        raise CliError(f"{path}: is a directory")
+
+
 def run_compress(args: argparse.Namespace) -> None:
+    check_input_name(args.input)
     output = args.output or (STDIO if args.input == STDIO else str(Path(args.input).with_suffix(ECDC_SUFFIX)))
     if output != STDIO and not output.lower().endswith(ECDC_SUFFIX):
         raise UsageError(f"{output}: OUTPUT must end in {ECDC_SUFFIX} (or be - for stdout)")
@@ -379,21 +405,26 @@ def run_compress(args: argparse.Namespace) -> None:
                 args.pcm_rate or codec.sample_rate,
                 args.pcm_channels or codec.channels,
             )
-            write_compressed(codec, bandwidth, source, output, args.quiet)
+            write_compressed(codec, bandwidth, source, output, args.quiet, args.force)
         return
     with AudioReader(args.input) as reader:
         codec = load_codec(args.model, args.device)
         bandwidth = check_bandwidth(codec, args.bandwidth)
-        write_compressed(codec, bandwidth, reader, output, args.quiet)
+        write_compressed(codec, bandwidth, reader, output, args.quiet, args.force)
 
 
-def write_compressed(codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool) -> None:
-    """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar."""
-    with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, AtomicOutput(output) as out:
+def write_compressed(
+    codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool, force: bool = False
+) -> None:
+    """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar;
+    an ``output`` that exists by the end is replaced only with ``force``."""
+    output_file = AtomicOutput(output, overwrite=force)
+    with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, output_file as out:
         compress_source(codec, bandwidth, source, out.file, bar.update)
 
 
 def run_decompress(args: argparse.Namespace) -> None:
+    check_input_name(args.input)
     default = STDIO if args.input == STDIO else str(Path(args.input).with_suffix("")) + DECOMPRESSED_SUFFIX
     output = args.output or default
     if output != STDIO and Path(output).suffix.lower() not in (".wav", ".flac"):
@@ -405,7 +436,7 @@ def run_decompress(args: argparse.Namespace) -> None:
         codec = codec_for(header, args)
         rate = output_rate(args.rate, header, codec, args.quiet)
         try:
-            writer = AudioWriter(output, rate, codec.channels, args.subtype)
+            writer = AudioWriter(output, rate, codec.channels, args.subtype, overwrite=args.force)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         with progress_bar(header.audio_length, codec.sample_rate, args.quiet, "decompress") as bar, writer:
@@ -541,11 +572,12 @@ def check_device(device: str) -> None:
         raise CliError(f"--device {device}: CUDA is not available")
 
 
-def load_codec(spec: str, device: str) -> EnCodec:
-    """Load the model ``spec`` (name, repo id or path) on ``device``, or fail with one line."""
+def load_codec(spec: str, device: str, local: bool = True) -> EnCodec:
+    """Load the model ``spec`` (name, repo id or path; only a published name without ``local``)
+    on ``device``, or fail with one line."""
     check_device(device)
     try:
-        return EnCodec.from_pretrained(spec, device=device)
+        return EnCodec.from_pretrained(spec, device=device, local=local)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CliError(f"{spec}: cannot load the model ({exc})") from None
 
@@ -555,7 +587,7 @@ def codec_for(header: EcdcHeader, args: argparse.Namespace) -> EnCodec:
     name = header.model_name
     if args.model is None and name not in ALIASES:
         raise CliError(f"{display_name(args.input)}: unknown model {name!r}; pass --model NAME|PATH")
-    codec = load_codec(args.model or name, args.device)
+    codec = load_codec(args.model or name, args.device, local=args.model is not None)  # a file names no path
     if codec.name != name:
         raise CliError(f"{display_name(args.input)}: coded with {name}, but --model {args.model} is {codec.name}")
     if header.num_codebooks > codec.num_codebooks:
@@ -652,8 +684,24 @@ positive_float = _positive(float, "number")
 
 
 def rate_value(text: str) -> str:
-    """``--rate``'s value: a positive integer (Hz) or ``original``."""
-    return text if text == "original" else str(positive_int(text))
+    """``--rate``'s value: a positive integer (Hz, at most ``MAX_SOURCE_SAMPLE_RATE``) or ``original``."""
+    return text if text == "original" else str(sample_rate_value(text))
+
+
+def sample_rate_value(text: str) -> int:
+    """A sample rate in Hz: a positive integer up to ``MAX_SOURCE_SAMPLE_RATE``."""
+    rate = int(positive_int(text))
+    if rate > MAX_SOURCE_SAMPLE_RATE:
+        raise argparse.ArgumentTypeError(f"sample rate {rate} Hz is above {MAX_SOURCE_SAMPLE_RATE} Hz")
+    return rate
+
+
+def pcm_channels_value(text: str) -> int:
+    """``--pcm-channels``: a positive integer up to ``MAX_PCM_CHANNELS``."""
+    channels = int(positive_int(text))
+    if channels > MAX_PCM_CHANNELS:
+        raise argparse.ArgumentTypeError(f"{channels} channels is more than {MAX_PCM_CHANNELS}")
+    return channels
 
 
 def device_value(text: str) -> str:
@@ -695,8 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="read INPUT (usually -) as headerless interleaved PCM, coding it as it arrives",
     )
     stream.add_argument("--pcm-format", choices=sorted(PCM_FORMATS), default="s16le", help="sample format (s16le)")
-    stream.add_argument("--pcm-rate", type=positive_int, metavar="HZ", help="sample rate (default: the model's)")
-    stream.add_argument("--pcm-channels", type=positive_int, metavar="N", help="channels (default: the model's)")
+    stream.add_argument("--pcm-rate", type=sample_rate_value, metavar="HZ", help="sample rate (default: the model's)")
+    stream.add_argument("--pcm-channels", type=pcm_channels_value, metavar="N", help="channels (default: the model's)")
     compress.set_defaults(run=run_compress)
 
     decompress = commands.add_parser(
@@ -772,8 +820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"{PROG}: out of GPU memory ({str(exc).splitlines()[0]})")
     except OSError as exc:
         return fail(f"{PROG}: {exc}")
+    except ValueError as exc:  # the library's own errors name the problem (e.g. a scale that overflows)
+        return fail(f"{PROG}: {display_name(args.input) if 'input' in args else args.command}: {exc}")
+    except MemoryError:
+        return fail(f"{PROG}: out of memory")
     except KeyboardInterrupt:
         return fail(f"{PROG}: interrupted", 130)
+    except Exception as exc:  # a bug: still one line, naming the exception, rather than a traceback
+        return fail(f"{PROG}: internal error ({exc.__class__.__name__}: {exc}); please report it")
     return 0
 
 

@@ -64,14 +64,18 @@ class EnCodec:
         *,
         cache_dir: str | Path | None = None,
         revision: str | None = None,
+        local: bool = True,
     ) -> EnCodec:
         """Load ``encodec-24khz``, ``encodec-32khz``, ``encodec-48khz``, any Hugging Face repo id,
         a local checkpoint directory or a checkpoint file (HF, Meta ``.th`` or MLX layout).
 
         ``dtype`` (default float32) applies to the encoder and decoder networks; codebook
-        search stays in float32.
+        search stays in float32. The short names always mean the published models (from the
+        Hugging Face cache), never a local directory of that name. ``local=False`` accepts
+        only those short names: use it for a name read from a file (an ``.ecdc`` header), so
+        that the file cannot pick weights on disk.
         """
-        return cls(build_model(resolve(name_or_path, cache_dir, revision)), device, dtype)
+        return cls(build_model(resolve(name_or_path, cache_dir, revision, local=local)), device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
         """Move to ``device`` and/or run the networks in floating ``dtype``; returns self."""
@@ -363,6 +367,12 @@ class EnCodec:
             raise ValueError(f"tokens must be integers, got dtype {c.dtype}")
         if not 1 <= c.shape[1] <= self.num_codebooks:
             raise ValueError(f"tokens have {c.shape[1]} codebooks; {self.name} has 1 to {self.num_codebooks}")
+        if c.numel() and not c.dtype.is_signed:  # unsigned: converting to int64 could wrap to PAD
+            high = int(c.cpu().numpy().max())
+            if high >= self.codebook_size:
+                raise ValueError(
+                    f"tokens out of range: values up to {high}, expected 0..{self.codebook_size - 1} ({self.name})"
+                )
         c = c.long().cpu()
         if c.numel():
             low, high = int(c.min()), int(c.max())
@@ -423,6 +433,8 @@ class EnCodec:
             audio = self.model.decoder(emb.to(self.dtype)).float()
             if scales is not None:
                 audio = audio * scales.to(audio.device).view(-1, 1, 1)
+            if not bool(torch.isfinite(audio).all()):
+                raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
         return audio.to(device)
 
     def _overlap_weight(self, length: int) -> torch.Tensor:

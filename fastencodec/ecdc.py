@@ -9,10 +9,13 @@ Byte layout (integers are big-endian)::
 Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
 (audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
 ``lm`` (entropy coding with a language model; only ``false`` is supported here). fastencodec
-also writes ``sr`` (sample rate of the original input, Hz), ``ch`` (channel count of the
-original input) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
-the last segment). Meta's reader only looks up the four keys it needs and never reads past
-the last segment, so it decodes these files unchanged.
+also writes ``sr`` (sample rate of the original input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``),
+``ch`` (channel count of the original input) and ``crc`` (``"crc32+meta"``: a CRC-32 follows
+the last segment, computed over every byte after the metadata and then over the metadata
+bytes themselves, so a changed ``sr`` or ``al`` fails the check too; files of fastencodec
+0.1.0 say ``"crc32"``, a CRC-32 of the bytes after the metadata only, and still read).
+Meta's reader only looks up the four keys it needs and never reads past the last segment,
+so it decodes these files unchanged.
 
 Segments: a model without segmentation stores a single segment covering all ``al`` samples;
 otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
@@ -43,11 +46,14 @@ MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
 MAX_BITS_PER_CODEBOOK = 16
+MAX_SOURCE_SAMPLE_RATE = 768_000
+"""Highest original sample rate (Hz) a header may record: ``decompress --rate`` writes at it."""
 
 _PREFIX = struct.Struct("!4sBI")
 _SCALE = struct.Struct("!f")
 _CRC = struct.Struct("!I")
-_CHECKSUM_NAME = "crc32"
+_CHECKSUM_NAME = "crc32+meta"
+_PAYLOAD_CHECKSUM_NAME = "crc32"  # fastencodec 0.1.0: the payload only
 _LENGTH_WIDTH = len(str(MAX_AUDIO_LENGTH))
 _READ_BLOCK = 1 << 20
 _PACK_BLOCK = 1 << 16
@@ -234,6 +240,8 @@ class EcdcWriter:
         self._in_segment = False
         self._finished = False
         metadata, length_offset = _encode_metadata(header, pad_length=not self._length_known)
+        self._metadata = bytearray(metadata)
+        self._length_offset = length_offset
         self._length_pos = None
         if not self._length_known:
             if not fileobj.seekable():
@@ -291,12 +299,15 @@ class EcdcWriter:
                 raise ValueError("audio_length differs from the one given at construction")
         elif audio_length is None or not 0 < audio_length <= MAX_AUDIO_LENGTH:
             raise ValueError("finish needs the audio length (positive samples) of this stream")
+        if not self._length_known:
+            field = str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii")
+            self._metadata[self._length_offset : self._length_offset + _LENGTH_WIDTH] = field
         if self._header.checksum:
-            self._fo.write(_CRC.pack(self._crc))
+            self._fo.write(_CRC.pack(zlib.crc32(self._metadata, self._crc)))
         if self._length_pos is not None:
             end = self._fo.tell()
             self._fo.seek(self._length_pos)
-            self._fo.write(str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii"))
+            self._fo.write(self._metadata[self._length_offset : self._length_offset + _LENGTH_WIDTH])
             self._fo.seek(end)
         self._fo.flush()
         self._finished = True
@@ -325,7 +336,7 @@ class EcdcReader:
         self._fo = fileobj
         self._crc = 0
         self._consumed = False
-        self.header = _read_header(fileobj, max_codebooks)
+        self.header, self._metadata, self._covers_metadata = _read_header(fileobj, max_codebooks)
 
     def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
         """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
@@ -383,13 +394,15 @@ class EcdcReader:
     def _check_end(self) -> None:
         if self.header.checksum:
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
-            if stored != self._crc:
-                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._crc:08x}")
+            computed = zlib.crc32(self._metadata, self._crc) if self._covers_metadata else self._crc
+            if stored != computed:
+                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {computed:08x}")
         if self._fo.read(1):
             raise EcdcError("trailing data after the last segment")
 
 
-def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
+def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, bytes, bool]:
+    """The header, the raw metadata bytes, and whether the checksum covers them."""
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise EcdcError(f"not an ECDC stream (magic {magic!r})")
@@ -412,11 +425,11 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
             raise EcdcError("language-model entropy coding (lm) is not supported")
         raise EcdcError("metadata lm must be a boolean")
     checksum = meta.get("crc")
-    if checksum not in (None, _CHECKSUM_NAME):
+    if checksum not in (None, _CHECKSUM_NAME, _PAYLOAD_CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
     header = EcdcHeader(meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None)
     _validate_header(header, max_codebooks, EcdcError)
-    return header
+    return header, raw, checksum == _CHECKSUM_NAME
 
 
 def _validate_header(header: EcdcHeader, max_codebooks: int, error: type[ValueError]) -> None:
@@ -426,7 +439,7 @@ def _validate_header(header: EcdcHeader, max_codebooks: int, error: type[ValueEr
     checks = (
         ("audio length", header.audio_length, MAX_AUDIO_LENGTH, False),
         ("codebook count", header.num_codebooks, max_codebooks, False),
-        ("source sample rate", header.source_sample_rate, 1 << 24, True),
+        ("source sample rate", header.source_sample_rate, MAX_SOURCE_SAMPLE_RATE, True),
         ("source channel count", header.source_channels, 1 << 16, True),
     )
     for name, value, limit, optional in checks:
