@@ -48,8 +48,9 @@ def bounded(code: str, *, warmup: str = "", timeout: float = 60) -> dict:
     """Run ``code`` in a fresh interpreter, after ``warmup`` (lazy imports, first allocations);
     ``code`` sets ``result`` (a dict). Returns it plus the growth of peak memory (MB) over the
     memory in use just before ``code`` ran, and the seconds it took."""
-    script = textwrap.dedent(
-        """
+    script = (
+        textwrap.dedent(
+            """
         import json, sys, time
         import torch, fastencodec
         from fastencodec import EnCodec
@@ -58,20 +59,25 @@ def bounded(code: str, *, warmup: str = "", timeout: float = 60) -> dict:
                 line = next(line for line in f if line.startswith(field + ":"))
             return int(line.split()[1]) / 1024
         """
-    ) + textwrap.dedent(warmup) + textwrap.dedent(
-        """
+        )
+        + textwrap.dedent(warmup)
+        + textwrap.dedent(
+            """
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets the peak (VmHWM) to the memory in use now
         before = status_mb("VmRSS")
         start = time.perf_counter()
         result = {}
         """
-    ) + textwrap.dedent(code) + textwrap.dedent(
-        """
+        )
+        + textwrap.dedent(code)
+        + textwrap.dedent(
+            """
         result["seconds"] = time.perf_counter() - start
         result["peak_growth_mb"] = status_mb("VmHWM") - before
         print("RESULT " + json.dumps(result))
         """
+        )
     )
     env = dict(os.environ, PYTHONPATH=CHILD_PATH)
     proc = subprocess.run(
