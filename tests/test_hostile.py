@@ -363,6 +363,17 @@ def test_checksum_covers_the_recorded_rate(tmp_path, capsys, meta24, ecdc24):
     assert sf.info(output).samplerate == 48_000
 
 
+def test_files_of_the_payload_only_checksum_still_read(tmp_path, meta24, ecdc24):
+    """fastencodec 0.1.0 wrote ``"crc": "crc32"``, a CRC of the codes only (a compatibility guard)."""
+    meta, payload = ecdc_parts(ecdc24)
+    old = payload[:-4] + struct.pack("!I", zlib.crc32(payload[:-4]))
+    path = tmp_path / "old.ecdc"
+    path.write_bytes(ecdc_file(meta | {"crc": "crc32"}, old, fix_crc=False))
+    assert run("decompress", path, tmp_path / "out.wav", "--model", meta24[1], "-q") == 0
+    path.write_bytes(ecdc_file(meta | {"crc": "crc32", "sr": 8000}, old, fix_crc=False))  # not covered there
+    assert run("decompress", path, tmp_path / "out.wav", "--model", meta24[1], "-q", "-f") == 0
+
+
 def test_metas_reader_still_reads_our_files(meta24, ecdc24):
     """Meta's ``encodec.compress.decompress`` reads our files (its model from our checkpoint)."""
     meta_compress = importlib.import_module("encodec.compress")
