@@ -183,7 +183,11 @@ PAD_MODES = ("reflect", "constant", "replicate", "circular")
 
 
 def _check_ranges(cfg: EncodecConfig) -> None:
-    """Refuse fields of the wrong type or outside ``LIMITS`` (ValueError naming the field)."""
+    """Refuse fields of the wrong type or outside ``LIMITS`` (ValueError naming the field); lists
+    of ratios or bandwidths become tuples."""
+    for field in ("ratios", "target_bandwidths"):
+        if isinstance(getattr(cfg, field), list):
+            object.__setattr__(cfg, field, tuple(getattr(cfg, field)))
     for field, (low, high) in LIMITS.items():
         if field == "num_quantizers":
             continue
