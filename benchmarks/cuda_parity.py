@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import benchmarks.suite  # noqa: E402, F401  (lets encodec import without torchaudio)
 from fastencodec import EnCodec  # noqa: E402
-from tests import reference  # noqa: E402
+from tests import support as reference  # noqa: E402
 
 
 def compare(kind: str, seconds: float, bandwidth: float) -> None:

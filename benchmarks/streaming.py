@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from fastencodec import EnCodec
-from fastencodec.config import META_24KHZ
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ
+from fastencodec.nn.model import EncodecModel
 
 
 def test_signal(sample_rate: int, seconds: float) -> np.ndarray:

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from fastencodec import EnCodec  # noqa: E402
 from fastencodec.bench import median_seconds  # noqa: E402
-from fastencodec.model import exact_float32  # noqa: E402
-from tests import reference  # noqa: E402
+from fastencodec.nn.layers import exact_float32  # noqa: E402
+from tests import support as reference  # noqa: E402
 
 BANDWIDTH = 6.0
 """kbps for every run (8 codebooks at 24 kHz, 4 at 48 kHz)."""

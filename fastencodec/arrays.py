@@ -3,15 +3,18 @@
 Audio layout rules, applied everywhere:
 
 - 1-D ``[samples]``: one mono signal;
-- 2-D ``[batch, samples]``: a batch of mono signals (pass multichannel audio as
-  3-D, e.g. ``stereo[None]`` for one ``[channels, samples]`` signal);
+- 2-D: for a mono model ``[batch, samples]``, a batch of mono signals. For a multichannel
+  model a 2-D array with more than one row is ambiguous (one ``[channels, samples]`` signal, as
+  ``fastencodec.io.load_audio`` returns, or a batch of mono signals) and is refused unless
+  ``layout="channels"`` or ``layout="batch"`` says which; ``[1, samples]`` reads the same
+  either way;
 - 3-D ``[batch, channels, samples]``;
 - a list or tuple of 1-D ``[samples]`` or 2-D ``[channels, samples]`` signals of
   any lengths: a batch of unequal lengths.
 
-Channel rule (``to_channels``): a mono model gets the mean of the input's channels; a
-stereo model gets mono input copied to both channels, and more than two channels as
-their mean in both.
+Channel rule (``to_channels``): equal counts are kept; mono is copied to every channel the
+model has; any other count is averaged to mono first (a mono model gets the mean of the
+channels; the stereo model gets the mean of three or more channels in both of its channels).
 Output follows the input: NumPy in, NumPy out; torch in, torch out on the
 input's device and floating dtype; anything else comes back as NumPy.
 """
@@ -102,12 +105,37 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return mono.expand(*x.shape[:-2], channels, x.shape[-1])
 
 
-def audio_layout(x: torch.Tensor, what: str) -> torch.Tensor:
+LAYOUTS = ("batch", "channels")
+"""Readings of 2-D audio: ``[batch, samples]`` or one ``[channels, samples]`` signal."""
+
+
+def audio_layout(x: torch.Tensor, what: str, channels: int = 1, layout: str | None = None) -> torch.Tensor:
     """Apply the layout rule: ``[samples]``, ``[batch, samples]`` or ``[batch, channels, samples]``
-    to ``[batch, channels, samples]``."""
+    to ``[batch, channels, samples]``.
+
+    Args:
+        x: the audio.
+        what: how messages name it.
+        channels: the model's channel count.
+        layout: the reading of 2-D audio (``LAYOUTS``), or None for the rule's default.
+
+    Raises:
+        ValueError: another rank, an unknown layout, or 2-D audio a multichannel model cannot read
+            without ``layout``.
+    """
+    if layout not in (None, *LAYOUTS):
+        raise ValueError(f"layout must be one of {LAYOUTS} or None, got {layout!r}")
     if x.dim() == 1:
         return x[None, None]
     if x.dim() == 2:
+        if layout == "channels":
+            return x[None]
+        if layout is None and channels > 1 and x.shape[0] > 1:
+            raise ValueError(
+                f"{what} has shape {tuple(x.shape)}: for a {channels}-channel model that is either one "
+                f"[channels, samples] signal or a batch of {x.shape[0]} mono [batch, samples] signals; pass "
+                "layout='channels' or layout='batch' (or a 3-D [batch, channels, samples] array)"
+            )
         return x[:, None]
     if x.dim() != 3:
         raise ValueError(
@@ -117,7 +145,7 @@ def audio_layout(x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def audio_batch(
-    audio: Array, lengths: Sequence[int] | None, channels: int
+    audio: Array, lengths: Sequence[int] | None, channels: int, layout: str | None = None
 ) -> tuple[list[torch.Tensor], OutputKind, bool]:
     """Validated signals ``[channels, samples_i]`` (views, on the input's device), the output kind,
     and whether the input was a list (so results should be a list too)."""
@@ -135,7 +163,7 @@ def audio_batch(
                 )
             items.append(to_channels(check_signal(x, f"audio[{i}]"), channels))
         return items, OutputKind.of(audio[0]), True
-    x = audio_layout(as_tensor(audio, "audio"), "audio")
+    x = audio_layout(as_tensor(audio, "audio"), "audio", channels, layout)
     if x.shape[0] == 0:
         raise ValueError("audio is an empty batch")
     x = to_channels(check_signal(x, "audio"), channels)

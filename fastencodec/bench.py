@@ -15,15 +15,16 @@ from collections.abc import Callable
 import torch
 
 from fastencodec.codec import EnCodec
-from fastencodec.config import META_24KHZ
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ
+from fastencodec.nn.model import EncodecModel
 
 
 def random_codec(device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
-    """Meta's 24 kHz architecture with random weights and random codebooks (seeded)."""
-    torch.manual_seed(0)
-    model = EncodecModel(META_24KHZ)
-    with torch.no_grad():
+    """Meta's 24 kHz architecture with random weights and random codebooks (seeded; the caller's
+    global RNG state is restored afterwards)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        model = EncodecModel(META_24KHZ)
         model.quantizer.embed.normal_()
     model.quantizer.refresh()
     return EnCodec(model.eval().requires_grad_(False), device, dtype)

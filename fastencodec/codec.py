@@ -1,58 +1,62 @@
-"""``EnCodec``: the public codec API (load, encode, decode, encode_continuous)."""
+"""``EnCodec``: the public codec API (load, encode, decode, stream).
+
+The work happens in :mod:`fastencodec.engine`; this class validates inputs, hands them to the
+engine and shapes the results.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fastencodec.arrays import Array, OutputKind, as_tensor, audio_batch
-from fastencodec.hub import resolve
-from fastencodec.model import EncodecModel
-from fastencodec.streaming import (
-    CHUNK_SAMPLES,
-    GPU_CHUNK_SAMPLES,
-    StreamDecoder,
-    StreamEncoder,
-    decode_long,
-    encode_long,
-    streamable,
-)
+from fastencodec.engine.blocks import decode_items, encode_items
+from fastencodec.engine.network import Engine
+from fastencodec.engine.policy import RuntimePolicy
+from fastencodec.engine.segments import SegmentLayout
+from fastencodec.nn.model import EncodecModel
+from fastencodec.streaming.streams import StreamDecoder, StreamEncoder
 from fastencodec.tokens import PAD, Tokens
-from fastencodec.weights import build_model
-
-CPU_BATCH_SAMPLES = 1 << 17
-"""Most audio samples (per channel) run through the network at once on a CPU: small batches
-keep the activations in cache (two 48 kHz segments: twice as fast as 43 of them)."""
-
-GPU_BATCH_BYTES_PER_SAMPLE = 2560
-"""GPU memory budgeted per audio sample of a batch: four times the peak measured on an H100
-(9.2 GiB for 64 x 10 s at 24 kHz, about 640 bytes a sample), which leaves room for cuDNN's
-algorithm search on new shapes."""
-
-GPU_BATCH_SAMPLES = (1 << 21, 1 << 24)
-"""Fewest and most audio samples (per channel) run through the network at once on a GPU; in
-between, as many as free memory allows (``GPU_BATCH_BYTES_PER_SAMPLE``). Bigger batches mean
-fewer sequential LSTM steps: 64 x 10 s in one batch ran 1.35x faster than in batches of 8."""
+from fastencodec.weights.hub import model_name, resolve
+from fastencodec.weights.loading import build_model
 
 
 class EnCodec:
-    """One EnCodec model on one device.
+    """One EnCodec model on one device, under one runtime policy.
 
     ``encode`` returns :class:`~fastencodec.tokens.Tokens` ``[batch, codebooks, frames]``;
-    ``decode`` returns audio ``[batch, channels, samples]`` at ``sample_rate`` Hz.
-    See :mod:`fastencodec.arrays` for the accepted audio layouts and channel rule.
+    ``decode`` returns audio ``[batch, channels, samples]`` at ``sample_rate`` Hz. See
+    :mod:`fastencodec.arrays` for the accepted audio layouts and the channel rule. One instance
+    may be used from several threads at once.
+
+    Args:
+        model: the network (inference mode).
+        device: where to run it (default: where it is).
+        dtype: floating dtype of the encoder and decoder networks (default float32).
+        policy: the runtime policy (default ``RuntimePolicy()``: exact float32, device-default sizes).
+        name: the model's name as ``.ecdc`` headers spell it (default: from its config).
     """
 
-    def __init__(self, model: EncodecModel, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        model: EncodecModel,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        policy: RuntimePolicy | None = None,
+        name: str | None = None,
+    ) -> None:
         self.model = model
         self.config = model.config
-        digest = hashlib.sha1(model.quantizer.embed.float().cpu().numpy().tobytes()).hexdigest()[:12]
-        self.model_id = f"{self.config.name}:{digest}"
+        self._engine = Engine(model, policy or RuntimePolicy(), name or model.config.name)
+        if self._engine.policy.threads is not None:
+            torch.set_num_threads(self._engine.policy.threads)  # torch's pool is per process
         self.to(device, dtype)
 
     @classmethod
@@ -65,17 +69,35 @@ class EnCodec:
         cache_dir: str | Path | None = None,
         revision: str | None = None,
         local: bool = True,
+        policy: RuntimePolicy | None = None,
+        **policy_options: Any,
     ) -> EnCodec:
-        """Load ``encodec-24khz``, ``encodec-32khz``, ``encodec-48khz``, any Hugging Face repo id,
-        a local checkpoint directory or a checkpoint file (HF, Meta ``.th`` or MLX layout).
+        """Load a published model, a Hugging Face repo or a local checkpoint.
 
-        ``dtype`` (default float32) applies to the encoder and decoder networks; codebook
-        search stays in float32. The short names always mean the published models (from the
-        Hugging Face cache), never a local directory of that name. ``local=False`` accepts
-        only those short names: use it for a name read from a file (an ``.ecdc`` header), so
-        that the file cannot pick weights on disk.
+        Args:
+            name_or_path: ``encodec-24khz``, ``encodec-32khz``, ``encodec-48khz``, a Hugging Face
+                repo id, a checkpoint directory or file (HF, Meta ``.th`` or MLX layout).
+            device: where to run (default CPU).
+            dtype: floating dtype of the encoder and decoder (default float32); the codebook
+                search stays in float32.
+            cache_dir: Hugging Face cache directory.
+            revision: Hugging Face revision.
+            local: accept local paths. The short names always mean the published models (from
+                the Hugging Face cache), never a local directory of that name; ``local=False``
+                accepts only those short names: use it for a name read from a file (an ``.ecdc``
+                header), so that the file cannot pick weights on disk.
+            policy: the runtime policy; or give its fields as keywords (``precision="exact"``,
+                ``batch_samples=``, ``chunk_samples=``, ``threads=``).
+
+        Raises:
+            FileNotFoundError: nothing found under that name.
+            ValueError: not a valid checkpoint, or a bad policy option.
         """
-        return cls(build_model(resolve(name_or_path, cache_dir, revision, local=local)), device, dtype)
+        if policy_options:
+            policy = replace(policy or RuntimePolicy(), **policy_options)
+        path = resolve(name_or_path, cache_dir, revision, local=local)
+        model = build_model(path)
+        return cls(model, device, dtype, policy=policy, name=model_name(name_or_path, path, model.config))
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
         """Move to ``device`` and/or run the networks in floating ``dtype``; returns self."""
@@ -89,21 +111,47 @@ class EnCodec:
         for module in self.model.modules():
             if isinstance(module, torch.nn.LSTM):
                 module.flatten_parameters()  # cuDNN wants one weight buffer (a no-op on CPU)
+        self._engine.moved()
         return self
 
-    # -- properties ---------------------------------------------------------
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine that runs the networks (model, device, resolved policy)."""
+        return self._engine
+
+    @property
+    def policy(self) -> RuntimePolicy:
+        """The runtime policy in force, its sizes resolved for the current device."""
+        return self._engine.policy
+
+    @property
+    def layout(self) -> SegmentLayout:
+        """How signals split into segments and frames."""
+        return self._engine.layout
+
+    @property
+    def model_id(self) -> str:
+        """``name:fingerprint``: identifies the checkpoint (its codebooks), not just the architecture."""
+        return self._engine.model_id
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the codebooks, stored in ``.ecdc`` headers (``fp``)."""
+        return self._engine.fingerprint
+
     @property
     def device(self) -> torch.device:
-        return self.model.quantizer.embed.device
+        return self._engine.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.encoder.parameters()).dtype
+        return self._engine.dtype
 
     @property
     def name(self) -> str:
-        """Model name as Meta's ``.ecdc`` header spells it, e.g. ``encodec_24khz``."""
-        return self.config.name
+        """Model name as ``.ecdc`` headers spell it, e.g. ``encodec_24khz``."""
+        return self._engine.name
 
     @property
     def sample_rate(self) -> int:
@@ -144,11 +192,25 @@ class EnCodec:
         """Codebooks at the highest bandwidth."""
         return self.config.num_quantizers
 
-    def codebooks_for(self, bandwidth: float | None = None) -> int:
-        """Codebooks used at ``bandwidth`` kbps (validated)."""
-        return self.config.codebooks_for_bandwidth(self._bandwidth(bandwidth))
+    @property
+    def streamable(self) -> bool:
+        """Whether the model has exact streams (24 and 32 kHz)."""
+        return self._engine.streamable
 
-    def _bandwidth(self, bandwidth: float | None) -> float:
+    def codebooks_for(self, bandwidth: float | None = None) -> int:
+        """Codebooks used at ``bandwidth`` kbps.
+
+        Raises:
+            ValueError: the model does not support ``bandwidth``.
+        """
+        return self.config.codebooks_for_bandwidth(self.check_bandwidth(bandwidth))
+
+    def check_bandwidth(self, bandwidth: float | None) -> float:
+        """``bandwidth`` (kbps; None: the default) as the model lists it.
+
+        Raises:
+            ValueError: not a number, or not one of ``bandwidths``.
+        """
         if bandwidth is None:
             return self.default_bandwidth
         try:
@@ -160,136 +222,94 @@ class EnCodec:
                 return known
         raise ValueError(f"bandwidth {bandwidth} kbps is not supported by {self.name}; choose one of {self.bandwidths}")
 
-    # -- segmentation ---------------------------------------------------------
-    def segments(self, length: int) -> list[tuple[int, int]]:
-        """``(offset, samples)`` of the segments a signal of ``length`` samples is coded in."""
-        size, stride = self.config.segment_length, self.config.segment_stride
-        if size is None or stride is None:
-            return [(0, length)]
-        return [(offset, min(size, length - offset)) for offset in range(0, length, stride)]
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(
+        self,
+        audio: Array,
+        bandwidth: float | None = None,
+        lengths: Sequence[int] | None = None,
+        *,
+        layout: str | None = None,
+    ) -> Tokens:
+        """Audio to tokens.
 
-    def frames(self, length: int) -> int:
-        """Token frames for a signal of ``length`` samples."""
-        return sum(-(-n // self.hop_length) for _, n in self.segments(length))
+        Args:
+            audio: float audio at ``sample_rate`` Hz: ``[samples]``, ``[batch, samples]``,
+                ``[batch, channels, samples]`` or a list of signals (see :mod:`fastencodec.arrays`).
+            bandwidth: kbps, picks the number of codebooks (default ``default_bandwidth``).
+            lengths: each item's length in samples, for a right-padded batch.
+            layout: for 2-D audio, ``"batch"`` (``[batch, samples]``) or ``"channels"``
+                (one ``[channels, samples]`` signal); needed for a multichannel model.
 
-    # -- encoding -------------------------------------------------------------
-    def encode(self, audio: Array, bandwidth: float | None = None, lengths: Sequence[int] | None = None) -> Tokens:
-        """Audio at ``sample_rate`` Hz to tokens ``[batch, codebooks, frames]`` at ``frame_rate`` Hz.
+        Returns:
+            Tokens ``[batch, codebooks, frames]`` at ``frame_rate`` Hz; each item gets exactly
+            the tokens it gets alone, whatever the batch.
 
-        ``bandwidth`` in kbps picks the number of codebooks (default: ``default_bandwidth``).
-        ``lengths`` gives each item's length in samples for a right-padded batch; a list of
-        signals of unequal lengths works too. Each item gets exactly the tokens it gets
-        when encoded alone.
+        Raises:
+            ValueError: bad audio, lengths, layout or bandwidth.
         """
         n_q = self.codebooks_for(bandwidth)
-        items, kind, as_list = audio_batch(audio, lengths, self.channels)
-        results = self._run_encoder(items, n_q)
-        width = max(codes.shape[-1] for codes, _ in results)
-        codes = torch.full((len(items), n_q, width), PAD, dtype=torch.long)
+        items, kind, as_list = audio_batch(audio, lengths, self.channels, layout)
+        results = encode_items(self._engine, items, n_q)
+        codes = torch.full((len(items), n_q, max(c.shape[-1] for c, _ in results)), PAD, dtype=torch.long)
         for i, (item_codes, _) in enumerate(results):
             codes[i, :, : item_codes.shape[-1]] = item_codes
         scales = None
         if self.config.normalize:
-            segs = max(len(s) for _, s in results)
-            table = torch.zeros(len(items), segs)
+            table = torch.zeros(len(items), max(len(s) for _, s in results))
             for i, (_, item_scales) in enumerate(results):
-                table[i, : len(item_scales)] = item_scales
+                table[i, : len(item_scales)] = torch.tensor(item_scales)
             scales = kind.audio(table) if kind.torch else table.numpy()
         lengths_out = tuple(item.shape[-1] for item in items)
-        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list)
+        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list, layout=self.layout)
 
-    def encode_continuous(self, audio: Array, lengths: Sequence[int] | None = None) -> np.ndarray | torch.Tensor:
+    def encode_continuous(
+        self, audio: Array, lengths: Sequence[int] | None = None, *, layout: str | None = None
+    ) -> np.ndarray | torch.Tensor:
         """Pre-quantisation embeddings ``[batch, dimension, frames]`` at ``frame_rate`` Hz.
 
-        For normalising models each segment is normalised first, as for ``encode``;
+        Arguments as for :meth:`encode`. Normalising models normalise each segment first;
         frames past an item's end in an unequal-length batch are zero.
         """
-        items, kind, _ = audio_batch(audio, lengths, self.channels)
-        results = self._run_encoder(items, None)
-        width = max(emb.shape[-1] for emb, _ in results)
-        out = torch.zeros(len(items), self.config.dimension, width)
+        items, kind, _ = audio_batch(audio, lengths, self.channels, layout)
+        results = encode_items(self._engine, items, None)
+        out = torch.zeros(len(items), self.config.dimension, max(e.shape[-1] for e, _ in results))
         for i, (emb, _) in enumerate(results):
             out[i, :, : emb.shape[-1]] = emb
         return kind.audio(out)
 
-    @torch.inference_mode()
-    def _run_encoder(self, items: list[torch.Tensor], n_q: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per item: codes ``[n_q, frames]`` (or embeddings when ``n_q`` is None) and segment scales.
-
-        A streamable model (24 and 32 kHz) streams items longer than ``chunk_samples`` chunk by chunk (items of
-        equal length together); other items run in batches of whole segments of at most
-        ``batch_samples`` samples.
-        """
-        results: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(items)
-        jobs = []  # (item, segment audio [C, n])
-        for i, x in enumerate(items):
-            if not self._streams_long(x.shape[-1]):
-                jobs += [(i, x[:, off : off + n]) for off, n in self.segments(x.shape[-1])]
-        for group in self._long_groups([x.shape[-1] for x in items]):
-            out = encode_long(self, _stack([items[i] for i in group]), n_q, self.chunk_samples)
-            for i, value in zip(group, out):
-                results[i] = (value, torch.ones(1))
-        outputs: list[torch.Tensor | None] = [None] * len(jobs)
-        scales = torch.ones(len(jobs))
-        for batch in _batches([x.shape[-1] for _, x in jobs], self.batch_samples):
-            x = torch.stack([jobs[j][1] for j in batch]).to(self.device, torch.float32)
-            if self.config.normalize:
-                volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
-                x = x / volume
-                scales[batch] = volume.view(-1).cpu()
-            emb = self.model.encoder(x.to(self.dtype)).float()
-            out = emb if n_q is None else self.model.quantizer.encode(emb, n_q)
-            for j, value in zip(batch, out.cpu()):
-                outputs[j] = value
-        for i in range(len(items)):
-            mine = [j for j, (owner, _) in enumerate(jobs) if owner == i]
-            if mine:
-                results[i] = (torch.cat([outputs[j] for j in mine], dim=-1), scales[mine])
-        return results
-
-    @property
-    def batch_samples(self) -> int:
-        """Most samples per channel the networks process in one batch on this device now."""
-        if self.device.type != "cuda":
-            return CPU_BATCH_SAMPLES
-        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        free = torch.cuda.mem_get_info(self.device)[0] + cached  # PyTorch's cache is free to reuse
-        least, most = GPU_BATCH_SAMPLES
-        return max(least, min(most, free // GPU_BATCH_BYTES_PER_SAMPLE))
-
-    @property
-    def chunk_samples(self) -> int:
-        """Samples per chunk for long signals of streamable models: cache-sized on CPU, large on GPU."""
-        return CHUNK_SAMPLES if self.device.type == "cpu" else GPU_CHUNK_SAMPLES
-
-    def _streams_long(self, length: int) -> bool:
-        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
-        return length > self.chunk_samples and streamable(self.config)
-
-    def _long_groups(self, lengths: list[int]) -> list[list[int]]:
-        """Indices of the streamed items, grouped by equal length, at most ``batch_samples``
-        samples of them per chunk (memory stays bounded however many long items come)."""
-        return _batches([n if self._streams_long(n) else 0 for n in lengths], self.batch_samples, self.chunk_samples)
-
-    # -- decoding -------------------------------------------------------------
+    # -- decoding -----------------------------------------------------------------------------
     def decode(
-        self,
-        tokens: Tokens | Array,
-        scales: Array | None = None,
-        lengths: Sequence[int] | None = None,
+        self, tokens: Tokens | Array, scales: Array | None = None, lengths: Sequence[int] | None = None
     ) -> np.ndarray | torch.Tensor | list:
-        """Tokens to audio ``[batch, channels, samples]`` at ``sample_rate`` Hz.
+        """Tokens to audio.
 
-        ``tokens`` is what ``encode`` returned (each item is trimmed to its input length),
-        or plain integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``)
-        with any number of codebooks up to ``num_codebooks``; trailing frames of -1 mark
-        padding. Plain codes for a normalising model (48 kHz) need ``scales``
-        ``[batch, segments]`` and ``lengths`` in samples. A batch encoded from a list
-        decodes to a list.
+        Args:
+            tokens: what ``encode`` returned (each item is trimmed to its input length), or plain
+                integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``) with 1 to
+                ``num_codebooks`` codebooks; trailing frames of -1 mark padding.
+            scales: for plain codes of a normalising model (48 kHz): ``[batch, segments]``.
+            lengths: for plain codes: samples per item (needed for segmenting models).
+
+        Returns:
+            float audio ``[batch, channels, samples]`` at ``sample_rate`` Hz (a list for a batch
+            encoded from a list): NumPy for NumPy codes, torch on the codes' device for torch.
+
+        Raises:
+            ValueError: codes, scales or lengths that do not fit this model.
         """
-        codes, item_lengths, item_scales, kind, as_list = self._parse_tokens(tokens, scales, lengths)
+        if isinstance(tokens, Tokens):
+            tokens.check_model(self.model_id)
+            if scales is not None or lengths is not None:
+                raise ValueError("Tokens carry their own scales and lengths; scales=/lengths= are for plain codes")
+            kind, as_list = OutputKind.of(tokens.codes), tokens.as_list
+            codes, pieces = self._engine.validate_codes(tokens.codes, padding=True), tokens.pieces
+            lengths, scales = tokens.lengths, tokens.scales
+        else:
+            kind, as_list, pieces = OutputKind.of(tokens), False, None
+            codes = self._engine.validate_codes(tokens, padding=True)
         device = kind.device if kind.torch else torch.device("cpu")  # GPU audio stays on the GPU
-        audio = self._run_decoder(codes, item_lengths, item_scales, device)
+        audio = self._decode_codes(codes, lengths, pieces, scales, device)
         if as_list:
             return [kind.audio(a) for a in audio]
         if len(audio) == 1:  # a view: a long signal is not copied again
@@ -299,21 +319,16 @@ class EnCodec:
             out[i, :, : a.shape[-1]] = a
         return kind.audio(out)
 
-    def _parse_tokens(
-        self, tokens: Tokens | Array, scales: Array | None, lengths: Sequence[int] | None
-    ) -> tuple[list[torch.Tensor], list[int], list[torch.Tensor] | None, OutputKind, bool]:
-        as_list = False
-        if isinstance(tokens, Tokens):
-            self.check_model(tokens)
-            if scales is not None or lengths is not None:
-                raise ValueError("Tokens carry their own scales and lengths; scales=/lengths= are for plain codes")
-            kind, as_list = OutputKind.of(tokens.codes), tokens.as_list
-            lengths, scales = tokens.lengths, tokens.scales
-            codes = self.validate_codes(tokens.codes, padding=True)
-        else:
-            kind = OutputKind.of(tokens)
-            codes = self.validate_codes(tokens, padding=True)
-        batch, _, width = codes.shape
+    def _decode_codes(
+        self,
+        codes: torch.Tensor,
+        lengths: Sequence[int] | None,
+        pieces: Sequence[Sequence[int]] | None,
+        scales: Array | None,
+        device: torch.device,
+    ) -> list[torch.Tensor]:
+        """Validated codes ``[batch, K, frames]`` to each item's audio ``[channels, length]``."""
+        layout, batch, width = self.layout, codes.shape[0], codes.shape[-1]
         if batch == 0 or width == 0:
             raise ValueError(f"tokens are empty (shape {tuple(codes.shape)})")
         valid = (codes >= 0).all(dim=1)  # [batch, frames]
@@ -322,177 +337,83 @@ class EnCodec:
             if f == 0 or not bool(valid[i, :f].all()) or bool((codes[i, :, f:] != PAD).any()):
                 raise ValueError(f"tokens[{i}] has -1 codes that are not whole trailing padding frames")
         if lengths is None:
-            if self.config.segment_length is not None:
+            if layout.segmented:
                 raise ValueError(f"{self.name} codes segments: plain codes need lengths= (samples per item)")
             lengths = [f * self.hop_length for f in frames]
         lengths = [int(n) for n in lengths]
         if len(lengths) != batch:
             raise ValueError(f"lengths has {len(lengths)} entries for {batch} token items")
-        for i, (n, f) in enumerate(zip(lengths, frames)):
-            if n <= 0 or self.frames(n) != f:
-                raise ValueError(f"tokens[{i}] has {f} frames; a length of {n} samples needs {self.frames(max(n, 1))}")
-        item_scales = None
-        if self.config.normalize:
-            if scales is None:
-                raise ValueError(f"{self.name} normalises segments: plain codes need scales= [batch, segments]")
-            table = as_tensor(scales, "scales").float().cpu()
-            if table.dim() == 1:
-                table = table[None]
-            item_scales = []
-            for i, n in enumerate(lengths):
-                count = len(self.segments(n))
-                if table.dim() != 2 or table.shape[0] != batch or table.shape[1] < count:
-                    raise ValueError(f"scales have shape {tuple(table.shape)}; need [{batch}, >= {count}]")
-                row = table[i, :count]
-                if not bool(torch.isfinite(row).all()) or bool((row <= 0).any()):
-                    raise ValueError(f"scales[{i}] must be positive and finite")
-                item_scales.append(row)
-        return [codes[i, :, :f] for i, f in enumerate(frames)], lengths, item_scales, kind, as_list
+        pieces = [(n,) for n in lengths] if pieces is None else pieces
+        for i, (f, parts) in enumerate(zip(frames, pieces)):
+            need = sum(layout.total_frames(p) for p in parts) if all(p > 0 for p in parts) else -1
+            if need != f:
+                raise ValueError(f"tokens[{i}] has {f} frames; a length of {lengths[i]} samples needs {max(need, 0)}")
+        table = self._scale_table(scales, pieces, batch)
+        # independently coded signals: each piece of a segmenting model, each whole item otherwise
+        sub_codes, sub_lengths, sub_scales, owners = [], [], [], []
+        for i, parts in enumerate(pieces):
+            start, seg = 0, 0
+            split = parts if layout.segmented else [sum(layout.frames(p) for p in parts) * self.hop_length]
+            if len(parts) == 1:
+                split = parts
+            for n in split:
+                f, count = layout.total_frames(n), layout.count(n)
+                sub_codes.append(codes[i, :, start : start + f])
+                sub_lengths.append(n)
+                sub_scales.append(None if table is None else table[i][seg : seg + count])
+                owners.append(i)
+                start, seg = start + f, seg + count
+        audio = decode_items(self._engine, sub_codes, sub_lengths, None if table is None else sub_scales, device)
+        out: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        for i, piece in zip(owners, audio):
+            out[i].append(piece)
+        return [self._join(parts, pieces[i]) for i, parts in enumerate(out)]
+
+    def _join(self, audio: list[torch.Tensor], parts: Sequence[int]) -> torch.Tensor:
+        """An item's audio from its decoded signals: pieces of a concatenation cut to their lengths."""
+        if len(audio) == 1 and len(parts) == 1:
+            return audio[0]
+        if len(audio) > 1:
+            return torch.cat(audio, dim=-1)
+        starts = np.cumsum([0] + [self.layout.frames(p) * self.hop_length for p in parts])
+        return torch.cat([audio[0][:, s : s + n] for s, n in zip(starts, parts)], dim=-1)
+
+    def _scale_table(self, scales: Array | None, pieces: Sequence[Sequence[int]], batch: int) -> list | None:
+        """Per item its segments' scales (floats), checked; None for models that do not normalise."""
+        if not self.config.normalize:
+            return None
+        if scales is None:
+            raise ValueError(f"{self.name} normalises segments: plain codes need scales= [batch, segments]")
+        table = as_tensor(scales, "scales").float().cpu()
+        if table.dim() == 1:
+            table = table[None]
+        rows = []
+        for i, parts in enumerate(pieces):
+            count = sum(self.layout.count(p) for p in parts)
+            if table.dim() != 2 or table.shape[0] != batch or table.shape[1] < count:
+                raise ValueError(f"scales have shape {tuple(table.shape)}; need [{batch}, >= {count}]")
+            row = table[i, :count]
+            if not bool(torch.isfinite(row).all()) or bool((row <= 0).any()):
+                raise ValueError(f"scales[{i}] must be positive and finite")
+            rows.append(row.tolist())
+        return rows
 
     def check_model(self, tokens: Tokens) -> None:
-        """Refuse ``Tokens`` made by another model."""
-        if tokens.model_id != self.model_id:
-            raise ValueError(f"tokens come from another model ({tokens.model_id}); this is {self.model_id}")
+        """Refuse ``Tokens`` made by another model (ValueError naming both)."""
+        tokens.check_model(self.model_id)
 
     def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
-        """Integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``) as a CPU int64
-        tensor, checked against this model: 1 to ``num_codebooks`` codebooks, values in
-        ``0 .. codebook_size - 1`` (or ``PAD`` where ``padding`` allows it)."""
-        c = as_tensor(codes, "tokens")
-        if c.dim() == 2:
-            c = c[None]
-        if c.dim() != 3:
-            raise ValueError(f"tokens have shape {tuple(c.shape)}; expected [batch, codebooks, frames]")
-        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
-            raise ValueError(f"tokens must be integers, got dtype {c.dtype}")
-        if not 1 <= c.shape[1] <= self.num_codebooks:
-            raise ValueError(f"tokens have {c.shape[1]} codebooks; {self.name} has 1 to {self.num_codebooks}")
-        if c.numel() and not c.dtype.is_signed:  # unsigned: converting to int64 could wrap to PAD
-            high = int(c.cpu().numpy().max())
-            if high >= self.codebook_size:
-                raise ValueError(
-                    f"tokens out of range: values up to {high}, expected 0..{self.codebook_size - 1} ({self.name})"
-                )
-        c = c.long().cpu()
-        if c.numel():
-            low, high = int(c.min()), int(c.max())
-            if low < (PAD if padding else 0) or high >= self.codebook_size:
-                raise ValueError(
-                    f"tokens out of range: values {low}..{high}, expected 0..{self.codebook_size - 1} ({self.name})"
-                )
-        return c
+        """Codes checked against this model, as a CPU int64 ``[batch, codebooks, frames]`` tensor
+        (see :meth:`fastencodec.engine.network.Engine.validate_codes`)."""
+        return self._engine.validate_codes(codes, padding)
 
-    @torch.inference_mode()
-    def _run_decoder(
-        self, codes: list[torch.Tensor], lengths: list[int], scales: list[torch.Tensor] | None, device: torch.device
-    ) -> list[torch.Tensor]:
-        """Per item audio ``[channels, length]`` (float32, on ``device``).
-
-        A streamable model streams items longer than ``chunk_samples`` chunk by chunk; other items
-        run in batches of whole segments, each added into the item's output as it comes.
-        """
-        segmented = self.config.segment_length is not None
-        audio: list[torch.Tensor | None] = [
-            torch.zeros(self.channels, n, device=device) if segmented else None for n in lengths
-        ]
-        for group in self._long_groups(lengths):
-            out = decode_long(self, _stack([codes[i] for i in group]), lengths[group[0]], self.chunk_samples, device)
-            for i, value in zip(group, out):
-                audio[i] = value
-        jobs = []  # (item, segment index, codes [K, f])
-        for i, (item, n) in enumerate(zip(codes, lengths)):
-            if self._streams_long(n):
-                continue
-            start = 0
-            for s, (_, samples) in enumerate(self.segments(n)):
-                f = -(-samples // self.hop_length)
-                jobs.append((i, s, item[:, start : start + f]))
-                start += f
-        for batch in _batches([c.shape[-1] * self.hop_length for _, _, c in jobs], self.batch_samples):
-            factor = None if scales is None else torch.stack([scales[jobs[j][0]][jobs[j][1]] for j in batch])
-            out = self.decode_segments(torch.stack([jobs[j][2] for j in batch]), factor, device)
-            for j, value in zip(batch, out):
-                i, s, _ = jobs[j]
-                if segmented:
-                    self._overlap_add(audio[i], s, value)
-                else:
-                    audio[i] = value[:, : lengths[i]]
-        if segmented:
-            for a in audio:
-                self._overlap_normalize(a)
-        return audio
-
-    def decode_segments(
-        self, codes: torch.Tensor, scales: torch.Tensor | None = None, device: str | torch.device = "cpu"
-    ) -> torch.Tensor:
-        """Independently coded segments' codes ``[segments, K, frames]`` to their audio
-        ``[segments, channels, frames * hop_length]`` (float32, on ``device``), each times its
-        scale (``[segments]``, normalising models); no cross-fade."""
-        with torch.inference_mode():
-            emb = self.model.quantizer.decode(codes.to(self.device))
-            audio = self.model.decoder(emb.to(self.dtype)).float()
-            if scales is not None:
-                audio = audio * scales.to(audio.device).view(-1, 1, 1)
-            if not bool(torch.isfinite(audio).all()):
-                raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
-        return audio.to(device)
-
-    def _overlap_weight(self, length: int) -> torch.Tensor:
-        """The cross-fade weight over the first decoded segment of a signal of ``length`` samples."""
-        size = -(-min(self.config.segment_length or length, length) // self.hop_length) * self.hop_length
-        return triangle_weight(size)
-
-    def _overlap_add(self, out: torch.Tensor, index: int, piece: torch.Tensor) -> None:
-        """Add decoded segment ``index`` ``[C, n]``, weighted, into the item's output ``out``."""
-        offset = index * (self.config.segment_stride or 1)
-        n = min(piece.shape[-1], out.shape[-1] - offset)
-        out[:, offset : offset + n] += self._overlap_weight(out.shape[-1])[:n].to(out.device) * piece[:, :n]
-
-    def _overlap_normalize(self, out: torch.Tensor) -> None:
-        """Divide the summed segments by the summed weights, one stride at a time (as the reference)."""
-        stride = self.config.segment_stride or 1
-        weight = self._overlap_weight(out.shape[-1]).to(out.device)
-        overlap = weight.shape[-1] - stride
-        for offset in range(0, out.shape[-1], stride):
-            n = min(stride, out.shape[-1] - offset)
-            total = weight[:n].clone()
-            if offset and overlap > 0:  # the previous segment's end lies on this stride's start
-                total[: min(overlap, n)] += weight[stride : stride + min(overlap, n)]
-            out[:, offset : offset + n] /= total
-
-    # -- streaming ------------------------------------------------------------
+    # -- streaming ----------------------------------------------------------------------------
     def stream_encoder(self, bandwidth: float | None = None) -> StreamEncoder:
-        """A :class:`~fastencodec.streaming.StreamEncoder`: push audio chunks, get the tokens of
-        each frame as soon as it is final (24 and 32 kHz models; ``bandwidth`` in kbps)."""
-        return StreamEncoder(self, bandwidth)
+        """A :class:`~fastencodec.streaming.streams.StreamEncoder`: push audio chunks, get the tokens
+        of each frame as soon as it is final (24 and 32 kHz models; ``bandwidth`` in kbps)."""
+        return StreamEncoder(self._engine, self.codebooks_for(bandwidth))
 
     def stream_decoder(self) -> StreamDecoder:
-        """A :class:`~fastencodec.streaming.StreamDecoder`: push tokens, get their audio as soon
-        as it is final (24 and 32 kHz models)."""
-        return StreamDecoder(self)
-
-
-def triangle_weight(size: int) -> torch.Tensor:
-    """The reference's overlap-add weight over a decoded segment of ``size`` samples: a triangle
-    peaking mid-segment, the same float32 values as Meta's ``_linear_overlap_add``."""
-    t = torch.linspace(0, 1, size + 2)[1:-1]
-    return 0.5 - (t - 0.5).abs()
-
-
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack``, but a view (no copy of a long signal) for a single tensor."""
-    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
-
-
-def _batches(sizes: list[int], limit: int, chunk: int | None = None) -> list[list[int]]:
-    """Indices grouped by equal size, each group cut to at most ``limit`` samples (counting at
-    most ``chunk`` samples of each member when given); members of size 0 are left out."""
-    groups: dict[int, list[int]] = {}
-    for j, size in enumerate(sizes):
-        if size:
-            groups.setdefault(size, []).append(j)
-    out = []
-    for size, members in groups.items():
-        per = max(1, limit // (size if chunk is None else min(size, chunk)))
-        out += [members[k : k + per] for k in range(0, len(members), per)]
-    return out
+        """A :class:`~fastencodec.streaming.streams.StreamDecoder`: push tokens, get their audio as
+        soon as it is final (24 and 32 kHz models)."""
+        return StreamDecoder(self._engine)

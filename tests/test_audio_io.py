@@ -1,4 +1,4 @@
-"""Tests for fastencodec.audio_io."""
+"""Tests for fastencodec.io.audio."""
 
 import io
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fastencodec.audio_io import AudioFileError, AudioReader, AudioWriter, read_audio, to_channels, write_audio
+from fastencodec.io.audio import AudioFileError, AudioReader, AudioWriter, read_audio, to_channels, write_audio
 
 RATE = 44100
 

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -16,16 +17,17 @@ import soundfile as sf
 import torch
 from hypothesis import HealthCheck, given, settings
 
+import fastencodec
 from fastencodec import cli
-from fastencodec import codec as codec_module
-from fastencodec.audio_io import read_audio, to_channels
+from fastencodec.cli import common as cli_common
 from fastencodec.codec import EnCodec
-from fastencodec.config import EncodecConfig
-from fastencodec.ecdc import EcdcHeader, EcdcReader
-from fastencodec.model import EncodecModel
-from fastencodec.resample import resample
-from tests.reference import speech_like
-from tests.test_ecdc import mutated
+from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
+from fastencodec.io import conform
+from fastencodec.io.audio import read_audio, to_channels
+from fastencodec.io.resample import resample
+from fastencodec.nn.config import EncodecConfig
+from fastencodec.nn.model import EncodecModel
+from tests.support import mutated, speech_like
 
 AUDIO_TOL = 1e-4  # max abs difference from Meta's decoder, relative to its peak (as test_parity)
 
@@ -90,7 +92,7 @@ def read_ecdc(path, codec):
     """Header, codes [K, frames] and scales (or None) of an .ecdc file."""
     with open(path, "rb") as stream:
         reader = EcdcReader(stream)
-        segments = list(reader.segments(cli.segment_layout(codec.config)))
+        segments = list(reader.segments(codec.layout))
     codes = np.concatenate([codes for codes, _ in segments], axis=1)
     scales = None if segments[0][1] is None else np.array([scale for _, scale in segments], dtype=np.float32)
     return reader.header, codes, scales
@@ -126,7 +128,7 @@ def test_round_trip_every_input_format(tmp_path, meta24, codec24, suffix):
     assert run("compress", source, "--model", meta24[1], "-b", "3") == 0
     header, codes, _ = read_ecdc(tmp_path / "in.ecdc", codec24)
     length = resample(audio, rate, 24000).shape[-1]
-    assert header == EcdcHeader("encodec_24khz", length, 4, rate, 2, True)
+    assert header == EcdcHeader("encodec_24khz", length, 4, rate, 2, True, codec24.fingerprint)
     # Audio this short goes through EnCodec.encode's offline path, the CLI through the stream
     # encoder: the codes agree up to distance ties (exactly equal for long audio, see below).
     tokens = codec24.encode(conformed(codec24, audio, rate)[None], 3.0)
@@ -138,11 +140,13 @@ def test_round_trip_every_input_format(tmp_path, meta24, codec24, suffix):
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow
 def test_48khz_segments_and_batches_match_whole_file(tmp_path, monkeypatch, meta48, codec48):
     # Batches of 2 segments and small read blocks, in the CLI and in EnCodec alike: the rolling
     # buffer, the batch boundaries and the cross-fade across them must reproduce encode/decode.
-    monkeypatch.setattr(codec_module, "CPU_BATCH_SAMPLES", 2 * 48000)
-    monkeypatch.setattr(cli, "BLOCK_SAMPLES", 7000)
+    codec48 = EnCodec.from_pretrained(meta48[1], batch_samples=2 * 48000)
+    monkeypatch.setitem(LOADED, (str(meta48[1]), "cpu", None), codec48)
+    monkeypatch.setattr(conform, "BLOCK_SAMPLES", 7000)
     source = write_audio_file(tmp_path / "mono.flac", signal(32000, 1, 3.3), 32000)
     audio, _ = read_audio(source)
     ecdc = tmp_path / "x.ecdc"
@@ -190,8 +194,8 @@ def test_unsegmented_non_causal_model_is_coded_whole(tmp_path, capsys):
     expected = codec.decode(tokens)[0]
     decoded = read_audio(tmp_path / "in_decompressed.wav")[0]
     np.testing.assert_allclose(decoded, expected, rtol=0, atol=1e-6 * np.abs(expected).max())
-    assert run("info", tmp_path / "in.ecdc") == 1
-    assert "unknown model 'encodec_32khz'" in capsys.readouterr().err
+    assert run("info", tmp_path / "in.ecdc") == 0  # info knows the published 32 kHz layout
+    assert "2.2 kbps (4 codebooks)" in capsys.readouterr().out
     assert run("info", tmp_path / "in.ecdc", "--model", "tiny-32khz") == 0
     assert "2.2 kbps (4 codebooks)" in capsys.readouterr().out
 
@@ -231,6 +235,7 @@ def payload(data):
     return data[9 + struct.unpack("!I", data[5:9])[0] :]
 
 
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("meta_codec", INTEROP, indirect=True, ids=["24khz", "48khz"])
 def test_interop_with_metas_compress_and_decompress(tmp_path, meta_codec):
@@ -363,6 +368,7 @@ def run_module(*argv, data):
     return subprocess.run(command, input=data, capture_output=True, check=False, timeout=120)
 
 
+@pytest.mark.slow
 def test_python_m_in_a_pipe(tmp_path, meta24):
     """Real processes: raw PCM | compress --stream - - | decompress - - (nothing but data on stdout)."""
     pcm = (signal(24000, 1, 0.7)[0] * 2**15).astype("<i2").tobytes()
@@ -379,7 +385,7 @@ def test_progress_only_for_long_audio_and_never_with_quiet(tmp_path, capsys, mon
     source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.5), 24000)
     assert run("compress", source, "--model", meta24[1]) == 0
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(cli, "PROGRESS_MIN_SECONDS", 0.1)
+    monkeypatch.setattr(cli_common, "PROGRESS_MIN_SECONDS", 0.1)
     assert run("compress", source, "--model", meta24[1], "-f") == 0
     assert "compress: 100%" in capsys.readouterr().err
     assert run("compress", source, "--model", meta24[1], "-f", "--quiet") == 0
@@ -436,7 +442,7 @@ def test_unknown_or_mismatched_model(tmp_path, capsys, meta24, meta48, good_ecdc
     assert "unknown model 'encodec_96khz'" in capsys.readouterr().err
     path.write_bytes(good_ecdc)
     assert run("decompress", path, "--model", meta48[1]) == 1
-    assert f"{path}: coded with encodec_24khz, but --model" in capsys.readouterr().err
+    assert f"{path}: coded with encodec_24khz, but the model given is encodec_48khz" in capsys.readouterr().err
     path.write_bytes(with_metadata(good_ecdc, nc=32))
     assert run("info", path) == 1  # 32 codebooks do not fit the payload
     assert "truncated stream" in capsys.readouterr().err
@@ -547,6 +553,7 @@ def test_cuda_unavailable_is_a_failure(tmp_path, capsys, meta24):
 # -- fuzz ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good_ecdc):
     """Mutated files either decode or end with exit status 1 and one line on stderr: any other
     exception escapes ``main`` and fails the test."""
@@ -563,3 +570,75 @@ def test_fuzzed_ecdc_files_decode_or_fail_cleanly(tmp_path_factory, meta24, good
         output.unlink(missing_ok=True)
 
     check()
+
+
+# -- usability -------------------------------------------------------------------------------------
+
+
+def test_version_and_bandwidths_in_help(capsys):
+    assert run("--version") == 0
+    assert capsys.readouterr().out.strip() == f"fastencodec {fastencodec.__version__}"
+    assert run("compress", "--help") == 0
+    assert "1.5/3/6/12/24" in " ".join(capsys.readouterr().out.split())
+
+
+def test_several_files_and_folders_like_gzip(tmp_path, capsys, meta24, codec24):
+    (tmp_path / "sub").mkdir()
+    for name in ("a.wav", "sub/b.flac", "sub/c.wav"):
+        write_audio_file(tmp_path / name, signal(24000, 1, 0.3, seed=len(name)), 24000)
+    (tmp_path / "sub" / "notes.txt").write_text("not audio")
+    assert run("compress", tmp_path / "a.wav", tmp_path / "sub", "--model", meta24[1]) == 0
+    assert sorted(p.name for p in tmp_path.rglob("*.ecdc")) == ["a.ecdc", "b.ecdc", "c.ecdc"]
+    assert run("decompress", tmp_path / "sub", "--model", meta24[1]) == 0
+    assert sorted(p.name for p in (tmp_path / "sub").glob("*.wav")) == [
+        "b_decompressed.wav",
+        "c.wav",
+        "c_decompressed.wav",
+    ]
+    # one bad file among good ones: the others are still done, the exit status says a file failed
+    (tmp_path / "bad.wav").write_bytes(b"junk" * 100)
+    assert run("compress", tmp_path / "bad.wav", tmp_path / "a.wav", "-f", "--model", meta24[1]) == 1
+    err = capsys.readouterr().err
+    assert "bad.wav" in err and err.count("\n") == 1 and (tmp_path / "a.ecdc").exists()
+
+
+def test_missing_output_folder_fails_alike(tmp_path, capsys, meta24, good_ecdc):
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    (tmp_path / "in.ecdc").write_bytes(good_ecdc)
+    assert run("compress", source, tmp_path / "no" / "out.ecdc", "--model", meta24[1]) == 1
+    assert "no folder" in capsys.readouterr().err
+    assert run("decompress", tmp_path / "in.ecdc", tmp_path / "no" / "out.wav", "--model", meta24[1]) == 1
+    assert "no folder" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_checkpoint(tmp_path, capsys):
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    assert run("compress", source, "--model", source) == 1
+    err = capsys.readouterr().err
+    assert "not a checkpoint" in err and "weights_only" not in err and err.count("\n") == 1
+
+
+def test_offline_hub_fails_fast_and_suggests_a_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.2), 24000)
+    start = time.perf_counter()
+    assert run("compress", source, "--model", "encodec-24khz") == 1
+    assert time.perf_counter() - start < 10
+    assert "--model PATH" in capsys.readouterr().err
+
+
+def test_decompress_warns_about_clipping_and_rescales(tmp_path, capsys, monkeypatch, meta48, codec48):
+    source = write_audio_file(tmp_path / "in.wav", signal(48000, 2, 0.5), 48000)
+    assert run("compress", source, "--model", meta48[1]) == 0
+    loud = EnCodec(codec48.model)  # the same model, its decoded audio scaled to peak at 3
+    decode_batch = loud.engine.decode_batch
+    loud.engine.decode_batch = lambda *args, **kwargs: decode_batch(*args, **kwargs) * 30
+    monkeypatch.setitem(LOADED, (str(meta48[1]), "cpu", None), loud)
+    out = tmp_path / "out.wav"
+    assert run("decompress", tmp_path / "in.ecdc", out, "--subtype", "PCM_16", "--model", meta48[1]) == 0
+    err = capsys.readouterr().err
+    assert "samples exceeded full scale" in err and "--rescale" in err and err.count("\n") == 1
+    assert run("decompress", tmp_path / "in.ecdc", out, "-f", "--subtype", "PCM_16", "-r", "--model", meta48[1]) == 0
+    assert capsys.readouterr().err == ""
+    assert 0.98 < np.abs(read_audio(out)[0]).max() <= 0.99 + 1e-4

@@ -4,13 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from fastencodec import fused_lstm
 from fastencodec.bench import random_codec
-from fastencodec.model import GraphedLSTM
+from fastencodec.kernels import fused_lstm
+from fastencodec.nn.layers import GraphedLSTM
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() or fused_lstm._kernel() is None, reason="needs a CUDA device and Triton"
-)
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or fused_lstm._kernel() is None, reason="needs a CUDA device and Triton"
+    ),
+]
 
 
 @pytest.mark.parametrize("steps", [1, 2, 7, 750])

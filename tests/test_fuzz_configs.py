@@ -13,14 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import fastencodec
-from tests.test_hostile import save_tiny
 
 SECONDS_PER_EXAMPLE = 10.0
 HEADROOM_BYTES = 2 << 30
@@ -58,11 +56,6 @@ def load_or_fail_cleanly(path: Path) -> None:
     except (ValueError, FileNotFoundError):
         pass
     assert time.perf_counter() - start < SECONDS_PER_EXAMPLE
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 CONFIG_KEYS = [
@@ -107,11 +100,11 @@ VALUES = st.one_of(
 )
 
 
-def test_fuzzed_configs_load_or_fail_cleanly(tmp_path, tiny):
-    base = json.loads((tiny / "config.json").read_text())
+def test_fuzzed_configs_load_or_fail_cleanly(tmp_path, tiny24):
+    base = json.loads((tiny24 / "config.json").read_text())
     directory = tmp_path / "model"
     directory.mkdir()
-    os.symlink(tiny / "model.safetensors", directory / "model.safetensors")
+    os.symlink(tiny24 / "model.safetensors", directory / "model.safetensors")
 
     @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.dictionaries(st.sampled_from(CONFIG_KEYS), VALUES, min_size=1, max_size=4))
@@ -158,9 +151,9 @@ def mutate(state: dict[str, torch.Tensor], mutation: tuple) -> dict[str, torch.T
     return state
 
 
-def test_fuzzed_checkpoints_load_or_fail_cleanly(tmp_path, tiny):
-    state = load_file(str(tiny / "model.safetensors"))
-    config = (tiny / "config.json").read_text()
+def test_fuzzed_checkpoints_load_or_fail_cleanly(tmp_path, tiny24):
+    state = load_file(str(tiny24 / "model.safetensors"))
+    config = (tiny24 / "config.json").read_text()
 
     @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.lists(MUTATIONS, min_size=1, max_size=3), st.booleans(), st.integers(0, 10**9))

@@ -26,7 +26,7 @@ import torch
 
 import fastencodec
 from fastencodec import cli
-from tests.reference import speech_like
+from tests.support import speech_like
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_PATH = os.pathsep.join(dict.fromkeys([str(Path(fastencodec.__file__).resolve().parents[1]), str(ROOT)]))
@@ -126,30 +126,6 @@ def ecdc_file(meta: dict, payload: bytes, fix_crc: bool = True) -> bytes:
 
 
 # -- 1, 2: configs ------------------------------------------------------------------------------
-
-TINY = {"num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1, "codebook_size": 1024, "target_bandwidths": [1.5]}
-"""A small EnCodec architecture (random weights load in milliseconds)."""
-
-
-def save_tiny(directory: Path, **config) -> Path:
-    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``), saved with save_pretrained."""
-    from transformers import EncodecConfig, EncodecModel
-
-    torch.manual_seed(0)
-    EncodecModel(EncodecConfig(**(TINY | config))).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def tiny24(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("tiny24"))
-
-
-@pytest.fixture(scope="module")
-def tiny48(tmp_path_factory):
-    segmented = {"sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0], "use_causal_conv": False}
-    segmented |= {"norm_type": "time_group_norm", "normalize": True, "chunk_length_s": 1.0, "overlap": 0.01}
-    return save_tiny(tmp_path_factory.mktemp("tiny48"), **segmented)
 
 
 @pytest.mark.parametrize(
@@ -387,6 +363,35 @@ def test_metas_reader_still_reads_our_files(meta24, ecdc24):
     assert rate == 24_000 and audio.shape[-1] == round(0.3 * 24_000)
 
 
+def test_file_api_checks_the_checksum_over_the_header(meta24, ecdc24):
+    """``fastencodec.decompress`` verifies ``crc32+meta`` as the CLI does."""
+    meta, payload = ecdc_parts(ecdc24)
+    assert meta["crc"] == "crc32+meta"
+    with pytest.raises(fastencodec.EcdcError, match="checksum mismatch"):
+        tampered = ecdc_file(meta | {"sr": 48_000}, payload, fix_crc=False)
+        fastencodec.decompress(tampered, model=meta24[1], rate="original")
+    audio, rate = fastencodec.decompress(ecdc_file(meta | {"sr": 48_000}, payload), model=meta24[1], rate="original")
+    assert rate == 48_000 and audio.shape == (1, round(0.3 * 48_000))
+
+
+def test_file_api_bounds_the_output_rate(meta24, ecdc24):
+    with pytest.raises(ValueError, match="above 768000 Hz"):
+        fastencodec.decompress(ecdc24, model=meta24[1], rate=10**11)
+
+
+def test_file_api_without_overwrite_refuses_an_output_that_appeared(tmp_path, meta24, ecdc24):
+    output = tmp_path / "out.wav"
+    output.write_bytes(b"someone else's")
+    with pytest.raises(ValueError, match="already exists"):
+        fastencodec.decompress(ecdc24, output, model=meta24[1], overwrite=False)
+    assert output.read_bytes() == b"someone else's" and os.listdir(tmp_path) == ["out.wav"]
+    source = write_wav(tmp_path / "in.wav", 24_000, 1, 0.1)
+    with pytest.raises(ValueError, match="already exists"):
+        fastencodec.compress(source, output, model=meta24[1], overwrite=False)
+    fastencodec.decompress(ecdc24, output, model=meta24[1])  # the default replaces it
+    assert sf.info(output).samplerate == 24_000
+
+
 # -- 7: the model a name resolves to ------------------------------------------------------------
 
 
@@ -406,6 +411,19 @@ def test_name_from_an_ecdc_header_never_resolves_to_a_local_directory(tmp_path, 
     assert proc.returncode == 1, proc.stderr
     assert "Hugging Face cache" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "out.wav").exists()
+
+
+def test_file_api_name_from_an_ecdc_header_never_resolves_to_a_local_directory(tmp_path, hf24, ecdc24):
+    """``fastencodec.decompress`` without ``model=``: the header's name means the published model only."""
+    shutil.copytree(hf24[1], tmp_path / "encodec_24khz", symlinks=True)
+    (tmp_path / "x.ecdc").write_bytes(ecdc24)
+    code = "import fastencodec\ntry:\n    fastencodec.decompress('x.ecdc')\n    print('DECODED')\n"
+    code += "except FileNotFoundError as exc:\n    print('REFUSED', exc)\n"
+    env = dict(os.environ, PYTHONPATH=CHILD_PATH, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.startswith("REFUSED") and "Hugging Face cache" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_local_paths_only_when_passed_as_paths(tmp_path, monkeypatch, hf24):

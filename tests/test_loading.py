@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fastencodec.models import EnCodec
-from tests.reference import speech_like
+from tests.support import speech_like
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,7 @@ def test_meta_checkpoint_identified_by_tensors_not_name(tmp_path, meta48):
     assert [codec.codebooks_for(b) for b in codec.bandwidths] == [2, 4, 8, 16]
 
 
+@pytest.mark.slow
 def test_hub_layout_offline(tmp_path, hf24):
     """A cache laid out like huggingface_hub's, resolved by name with HF_HUB_OFFLINE=1."""
     commit = hashlib.sha1(b"fastencodec-test").hexdigest()
@@ -156,3 +157,21 @@ def test_config_json_is_the_architecture(tmp_path, hf24, hf_tensors):
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"does not match its config: .* has shape \(512,\), expected \(1024,\)"):
         EnCodec.from_pretrained(directory)
+
+
+@pytest.mark.slow
+def test_torchaudio_standin_leaves_transformers_importable(tmp_path):
+    """The tests' torchaudio stand-in is a proper module (with a spec): transformers imports after it,
+    in the same process, and does not take it for a real torchaudio."""
+    script = (
+        "from tests.support import install_torchaudio_standin\n"
+        "install_torchaudio_standin()\n"
+        "import importlib.util, encodec, transformers\n"
+        "from transformers import EncodecModel\n"
+        "from transformers.utils import is_torchaudio_available\n"
+        "assert importlib.util.find_spec('torchaudio') is not None and not is_torchaudio_available()\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

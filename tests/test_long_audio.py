@@ -6,20 +6,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-import fastencodec.codec
 from fastencodec import EnCodec, Tokens
-from fastencodec.streaming import CHUNK_SAMPLES
-from tests.reference import speech_like
-from tests.test_parity import assert_audio_close, hf_run, meta_run
-from tests.test_streaming import assert_same_codes
+from fastencodec.engine.policy import CPU_CHUNK_SAMPLES as CHUNK_SAMPLES
+from tests.support import assert_audio_close, assert_same_codes, hf_run, meta_run, speech_like
 
 MEMORY_SCRIPT = """
 import json, resource, sys
 import numpy as np, torch
-from fastencodec.streaming import CHUNK_SAMPLES, decode_long, encode_long
-from tests.test_streaming import tiny_codec
+from fastencodec.engine.blocks import stream_decode, stream_encode
+from tests.support import tiny_codec
 
 def high():  # this process's peak resident memory so far, bytes
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -28,17 +26,20 @@ codec = tiny_codec()
 n = int(sys.argv[1])
 audio = torch.from_numpy(np.random.default_rng(0).standard_normal((1, n), dtype=np.float32) * 0.1)
 audio = audio[None]
-warm = encode_long(codec, audio[..., : 4 * CHUNK_SAMPLES], 2, CHUNK_SAMPLES)  # the working set of a few chunks
-decode_long(codec, warm, 4 * CHUNK_SAMPLES, CHUNK_SAMPLES)
+engine = codec.engine
+CHUNK_SAMPLES = engine.policy.chunk_samples
+warm = stream_encode(engine, audio[..., : 4 * CHUNK_SAMPLES], 2)  # the working set of a few chunks
+stream_decode(engine, warm, 4 * CHUNK_SAMPLES, "cpu")
 base = high()
-codes = encode_long(codec, audio, 2, CHUNK_SAMPLES)
+codes = stream_encode(engine, audio, 2)
 encode_growth = high() - base
 base = high()
-out = decode_long(codec, codes, n, CHUNK_SAMPLES)
+out = stream_decode(engine, codes, n, "cpu")
 print(json.dumps([encode_growth, high() - base, out.nbytes]))
 """
 
 
+@pytest.mark.slow
 def test_long_24khz_chunks_match_reference(meta24):
     codec = EnCodec.from_pretrained(meta24[1])
     audio = speech_like(24_000, 1, 2.9)[None]  # 69_600 samples: two chunks
@@ -52,10 +53,10 @@ def test_long_24khz_chunks_match_reference(meta24):
         assert_audio_close(emb, meta24[0].encoder(audio))
 
 
+@pytest.mark.slow
 def test_long_48khz_file_matches_reference(meta48, monkeypatch):
     """Segments of 1 s with 1% overlap, as the reference codes them, two segments per batch."""
-    codec = EnCodec.from_pretrained(meta48[1])
-    monkeypatch.setattr(fastencodec.codec, "CPU_BATCH_SAMPLES", 2 * 48_000)
+    codec = EnCodec.from_pretrained(meta48[1], batch_samples=2 * 48_000)
     audio = speech_like(48_000, 2, 3.3)[None]  # 4 segments, the last one short: 3 batches
     codes, scales, ref_audio = meta_run(meta48[0], audio, 6.0)
     tokens = codec.encode(audio, bandwidth=6.0)
@@ -72,6 +73,7 @@ def test_manual_chunking_still_works(meta24):
     assert codec.decode(codes).shape == (1, 1, codes.shape[-1] * 320)
 
 
+@pytest.mark.slow
 def test_long_encode_decode_memory_does_not_grow_with_length():
     """2 minutes at 24 kHz coded chunk by chunk: peak memory beyond the input and output arrays stays
     under a fixed bound (a fresh process's peak resident memory, after a warm-up of 4 chunks).
@@ -90,12 +92,13 @@ def test_long_encode_decode_memory_does_not_grow_with_length():
     assert decode_growth < output_bytes + (8 << 20), f"decode grew {(decode_growth - output_bytes) / 2**20:.1f} MiB"
 
 
+@pytest.mark.slow
 def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
     """Long items of equal length stream together (at most ``batch_samples`` samples of them per
     chunk: here two, then one); short ones take the batched path."""
     codec = EnCodec.from_pretrained(meta24[1])
     long_items = [speech_like(24_000, 1, 2.9, seed=s)[0] for s in (3, 4, 6)]
-    assert codec.batch_samples // CHUNK_SAMPLES == 2
+    assert codec.policy.batch_samples // codec.policy.chunk_samples == 2
     short = speech_like(24_000, 1, 0.4, seed=5)[0]
     tokens = codec.encode([*long_items, short], bandwidth=3.0)
     decoded = codec.decode(tokens)
@@ -105,6 +108,7 @@ def test_long_batch_and_mixed_lengths_match_items_alone(meta24):
         torch.testing.assert_close(decoded[i], codec.decode(alone)[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_long_32khz_chunks_match_transformers(hf32):
     """MusicGen's 32 kHz codec (centred convolutions) also runs long audio in chunks through a stream."""
     model, path = hf32

@@ -1,52 +1,12 @@
 """Numerical parity with Meta's ``encodec`` 0.1.1 and with ``transformers.EncodecModel``."""
 
-import numpy as np
 import pytest
 import torch
 
 from fastencodec.models import EnCodec
-from tests.reference import speech_like
+from tests.support import assert_audio_close, assert_codes_match, hf_run, meta_run, speech_like
 
-MAX_CODE_MISMATCH = 0.001  # fraction of tokens allowed to differ (distance ties only)
-AUDIO_TOL = 1e-4  # max abs error relative to the reference's peak
-
-
-def assert_codes_match(ours, ref):
-    ours, ref = torch.as_tensor(np.asarray(ours)), torch.as_tensor(ref)
-    assert ours.shape == ref.shape
-    mismatch = (ours != ref).float().mean().item()
-    assert mismatch <= MAX_CODE_MISMATCH, f"{mismatch:.4%} of tokens differ"
-    # the test only means something if tokens are diverse
-    assert len(torch.unique(ref[:, 0])) >= 8
-
-
-def assert_audio_close(ours, ref, tol=AUDIO_TOL):
-    ours, ref = torch.as_tensor(np.asarray(ours)), torch.as_tensor(ref)
-    assert ours.shape == ref.shape
-    err = (ours - ref).abs().max().item() / ref.abs().max().item()
-    assert err <= tol, f"max abs error {err:.2e} of peak"
-
-
-@torch.no_grad()
-def meta_run(model, audio, bandwidth):
-    """Reference codes [B, K, T], scales [B, S] or None, decoded audio trimmed."""
-    model.set_target_bandwidth(bandwidth)
-    frames = model.encode(audio)
-    codes = torch.cat([c for c, _ in frames], dim=-1)
-    scales = torch.cat([s for _, s in frames], dim=-1) if frames[0][1] is not None else None
-    return codes, scales, model.decode(frames)[..., : audio.shape[-1]]
-
-
-@torch.no_grad()
-def hf_run(model, audio, bandwidth):
-    enc = model.encode(audio, bandwidth=bandwidth)
-    chunks = list(enc.audio_codes)
-    if enc.last_frame_pad_length:
-        chunks[-1] = chunks[-1][..., : -enc.last_frame_pad_length]
-    codes = torch.cat(chunks, dim=-1)
-    scales = None if enc.audio_scales[0] is None else torch.cat(enc.audio_scales, dim=-1)
-    audio_out = model.decode(enc.audio_codes, enc.audio_scales, last_frame_pad_length=enc.last_frame_pad_length)[0]
-    return codes, scales, audio_out[..., : audio.shape[-1]]
+pytestmark = pytest.mark.interop
 
 
 @pytest.mark.parametrize("bandwidth", [1.5, 3.0, 6.0, 12.0, 24.0])

@@ -1,11 +1,11 @@
-"""Tests for fastencodec.resample."""
+"""Tests for fastencodec.io.resample."""
 
 import numpy as np
 import pytest
 import torch
 
+from fastencodec.io.resample import output_length
 from fastencodec.primitives import StreamResampler, resample
-from fastencodec.resample import output_length
 
 
 def sine(freq, sample_rate, samples, channels=1):

@@ -1,5 +1,5 @@
 """Signal-processing building blocks shared by the codec and the CLI."""
 
-from fastencodec.resample import StreamResampler, resample
+from fastencodec.io.resample import StreamResampler, resample
 
 __all__ = ["StreamResampler", "resample"]

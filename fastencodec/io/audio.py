@@ -92,6 +92,19 @@ class AudioReader:
             self.close()
             raise
 
+    @classmethod
+    def from_file(cls, file: BinaryIO, name: str) -> AudioReader:
+        """An audio file already open for binary reading (seekable), e.g. bytes in a temporary file."""
+        reader = cls.__new__(cls)
+        reader.name = name
+        reader._spool = reader._sound_file = reader._container = None
+        try:
+            reader._open(file)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+
     def _open(self, source: str | BinaryIO) -> None:
         try:
             self._sound_file = sf.SoundFile(source)
@@ -354,6 +367,8 @@ class AudioWriter(_CommitOnExit):
     """Writes an audio file block by block; the file appears only on :meth:`commit`.
 
     Used as a context manager, it commits on normal exit and discards on an exception.
+    ``clipped`` counts the samples clipped to [-1, 1] (PCM subtypes) so far; ``subtype`` is the
+    subtype in use.
 
     Args:
         path: ``.wav`` or ``.flac`` destination, or ``"-"`` for a WAV stream on stdout.
@@ -385,6 +400,7 @@ class AudioWriter(_CommitOnExit):
         if not sf.check_format(file_format, self._subtype):
             raise ValueError(f"subtype {self._subtype} is not available for {file_format}")
         self.channels = channels
+        self.clipped = 0  # samples clipped to [-1, 1] so far (PCM subtypes)
         self._output = AtomicOutput(path, overwrite)
         try:
             self._file = sf.SoundFile(
@@ -399,6 +415,10 @@ class AudioWriter(_CommitOnExit):
             self._output.discard()
             raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
 
+    @property
+    def subtype(self) -> str:
+        return self._subtype
+
     def write(self, block: np.ndarray) -> None:
         """Append samples: float array [channels, n]."""
         block = np.asarray(block, dtype=np.float32)
@@ -407,6 +427,7 @@ class AudioWriter(_CommitOnExit):
         if not np.isfinite(block).all():
             raise ValueError("audio contains NaN or infinite samples")
         if self._subtype not in _FLOAT_SUBTYPES:
+            self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
             block = np.clip(block, -1.0, 1.0)
         self._file.write(block.T)
 
@@ -420,7 +441,6 @@ class AudioWriter(_CommitOnExit):
         if not self._file.closed:
             self._file.close()
         self._output.discard()
-
 
 
 def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:

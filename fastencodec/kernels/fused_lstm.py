@@ -1,15 +1,15 @@
 """A persistent two-layer LSTM kernel for batch 1 on CUDA (Triton).
 
 cuDNN runs an LSTM at batch 1 as two tiny kernels per layer and time step; even replayed
-as a CUDA graph, 750 steps of the codec's two layers take 5.5 ms on an H100, which is most
-of encoding 10 s of audio. Here one kernel runs every step: each program keeps the weight
+as a CUDA graph, the codec's two layers' steps are most of encoding 10 s of audio on a GPU.
+Here one kernel runs every step: each program keeps the weight
 rows of a few hidden units in registers, the two layers run as a wavefront (layer 2 at step
 ``t - 1`` while layer 1 is at step ``t``), and the programs meet at a grid-wide barrier
-(an atomic counter) once per step: 3.0 ms for the same 750 steps. Only layer 1's input
+(an atomic counter) once per step (timings in BENCHMARKS.md). Only layer 1's input
 projection, which needs no recurrence, runs before, as one matrix product.
 
 The arithmetic is float32 throughout (sums in another order than cuDNN's: outputs agree
-to about 1e-7). Used by :class:`fastencodec.model.GraphedLSTM` when :func:`supports` says so;
+to about 1e-7). Used by :class:`fastencodec.nn.layers.GraphedLSTM` when :func:`supports` says so;
 Triton is imported only then.
 """
 

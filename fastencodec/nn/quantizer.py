@@ -11,7 +11,10 @@ class ResidualVectorQuantizer(nn.Module):
     """``num_quantizers`` codebooks of ``bins`` vectors of size ``dim``, applied residually.
 
     Nearest neighbours use the reference's expression
-    ``-(|x|^2 - 2 x.e + |e|^2)`` so that near-ties resolve the same way.
+    ``-(|x|^2 - 2 x.e + |e|^2)`` so that near-ties resolve the same way. On a CPU it runs in
+    float32, as the reference. On CUDA it runs in float64, so that no global matmul setting
+    (``torch.backends.cuda.matmul.allow_tf32``, ``torch.set_float32_matmul_precision``) can
+    move a token.
     """
 
     def __init__(self, num_quantizers: int, bins: int, dim: int):
@@ -31,11 +34,13 @@ class ResidualVectorQuantizer(nn.Module):
     def encode(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
         """Embeddings ``[B, dim, frames]`` to int64 codes ``[B, n_q, frames]``."""
         batch, dim, frames = x.shape
-        residual = x.transpose(1, 2).reshape(-1, dim)
+        wide = torch.float64 if x.is_cuda else torch.float32
+        residual = x.transpose(1, 2).reshape(-1, dim).to(wide)
         codes = []
         for k in range(n_q):
-            embed = self.embed[k]
-            dist = -(residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed.t() + self.embed_sq[k])
+            embed = self.embed[k].to(wide)
+            embed_sq = embed.pow(2).sum(-1)[None] if x.is_cuda else self.embed_sq[k]
+            dist = -(residual.pow(2).sum(1, keepdim=True) - 2 * residual @ embed.t() + embed_sq)
             index = dist.max(dim=-1).indices
             residual = residual - F.embedding(index, embed)
             codes.append(index)

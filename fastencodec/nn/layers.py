@@ -1,4 +1,4 @@
-"""The EnCodec network: SEANet encoder, SEANet decoder and their building blocks.
+"""The EnCodec network's building blocks: padded convolutions, residual blocks, LSTMs.
 
 Tensors are ``[batch, channels, time]``. Parameter names follow the Hugging Face
 layout with weight norm already folded (``encoder.layers.0.conv.weight``), so a
@@ -7,17 +7,16 @@ reader can match them against either reference implementation.
 
 from __future__ import annotations
 
-import contextlib
 import math
+import threading
 from collections import OrderedDict
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fastencodec import fused_lstm
-from fastencodec.config import EncodecConfig
-from fastencodec.quantizer import ResidualVectorQuantizer
+from fastencodec.kernels import fused_lstm
+from fastencodec.nn.config import EncodecConfig
 
 
 def extra_padding(length: int, kernel: int, stride: int, padding_total: int) -> int:
@@ -107,33 +106,18 @@ class ResnetBlock(nn.Module):
         return y.add_(self.shortcut(x))
 
 
-def exact_float32() -> contextlib.AbstractContextManager:
-    """Context in which cuDNN convolutions and LSTMs compute in true float32, not TF32.
-
-    PyTorch lets cuDNN use TF32 (10-bit mantissa) by default on Ampere and newer GPUs,
-    which moves a few percent of tokens; the networks run inside this context so that
-    float32 means float32 on every device. cuDNN's heuristics pick very slow float32
-    algorithms for these convolutions (measured on an H100: 80 ms instead of 7 ms to encode
-    1 s), so the context also turns on cuDNN's benchmark mode, which times the algorithms
-    once per new shape and keeps the fastest. No effect on CPU.
-    """
-    cudnn = torch.backends.cudnn
-    return cudnn.flags(enabled=cudnn.enabled, benchmark=True, deterministic=cudnn.deterministic, allow_tf32=False)
-
-
 class GraphedLSTM(nn.LSTM):
     """``nn.LSTM`` that replays a CUDA graph for input shapes it has already seen.
 
     cuDNN runs an LSTM at small batch as two tiny kernels per time step, so eager
-    inference is bound by launch overhead (measured on an H100: 21 ms for 750 steps of
-    2 layers eager, about 5 ms as a graph). From the second call with the same shapes,
+    inference is bound by launch overhead (timings in BENCHMARKS.md). From the second call with the same shapes,
     dtype, device and weights (without autograd, on CUDA), the call is captured once and
     replayed; replay runs the same kernels, so results are bitwise equal to eager.
     Outputs are fresh tensors (copies of the graph's buffers). At most ``MAX_GRAPHS``
     graphs, each of at most ``MAX_GRAPH_BYTES`` of output, are kept (least recently used
-    dropped). Not thread-safe: use one model per thread. Batch 1 in float32 with Triton
-    installed runs :mod:`fastencodec.fused_lstm`'s single kernel instead (3.0 ms for those
-    750 steps).
+    dropped). A lock makes the cache and each replay (whose buffers are shared) safe to use
+    from several threads. Batch 1 in float32 with Triton
+    installed runs :mod:`fastencodec.kernels.fused_lstm`'s single kernel instead.
     """
 
     MAX_GRAPHS = 4
@@ -143,6 +127,17 @@ class GraphedLSTM(nn.LSTM):
         super().__init__(*args, **kwargs)
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()  # copies and pickles keep the weights, not the graphs or the lock
+        state.pop("_lock", None)
+        state["_graphs"], state["_seen"] = OrderedDict(), set()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._lock = threading.Lock()
 
     def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         if fused_lstm.supports(self, x):  # batch 1 on CUDA: one persistent kernel for all steps
@@ -163,22 +158,23 @@ class GraphedLSTM(nn.LSTM):
             torch.backends.cudnn.allow_tf32,
             tuple(w.data_ptr() for w in self._flat_weights),
         )
-        if key not in self._graphs:
-            if key not in self._seen:
-                if len(self._seen) >= 64:  # bound the memory of one-off shapes
-                    self._seen.clear()
-                self._seen.add(key)
-                return super().forward(x, hx)
-            self._graphs[key] = self._capture(x, hx)
-            while len(self._graphs) > self.MAX_GRAPHS:
-                self._graphs.popitem(last=False)
-        self._graphs.move_to_end(key)
-        graph, static_in, static_out = self._graphs[key]
-        for buffer, value in zip(static_in, (x,) if hx is None else (x, *hx)):
-            buffer.copy_(value)
-        graph.replay()
-        y, (h, c) = static_out
-        return y.clone(), (h.clone(), c.clone())
+        with self._lock:
+            if key not in self._graphs:
+                if key not in self._seen:
+                    if len(self._seen) >= 64:  # bound the memory of one-off shapes
+                        self._seen.clear()
+                    self._seen.add(key)
+                    return super().forward(x, hx)
+                self._graphs[key] = self._capture(x, hx)
+                while len(self._graphs) > self.MAX_GRAPHS:
+                    self._graphs.popitem(last=False)
+            self._graphs.move_to_end(key)
+            graph, static_in, static_out = self._graphs[key]
+            for buffer, value in zip(static_in, (x,) if hx is None else (x, *hx)):
+                buffer.copy_(value)
+            graph.replay()
+            y, (h, c) = static_out
+            return y.clone(), (h.clone(), c.clone())
 
     def _capture(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None) -> tuple:
         """Capture one call on ``x``-shaped inputs: (graph, static inputs, static outputs)."""
@@ -206,57 +202,3 @@ class LSTM(nn.Module):
         x = x.permute(2, 0, 1)
         y = self.lstm(x)[0] + x
         return y.permute(1, 2, 0)
-
-
-class Encoder(nn.Module):
-    """Waveform ``[B, channels, samples]`` to embeddings ``[B, dimension, frames]``."""
-
-    def __init__(self, cfg: EncodecConfig):
-        super().__init__()
-        layers: list[nn.Module] = [Conv1d(cfg, cfg.channels, cfg.n_filters, cfg.kernel_size)]
-        width = cfg.n_filters
-        for ratio in reversed(cfg.ratios):
-            layers += [ResnetBlock(cfg, width, cfg.dilation_base**j) for j in range(cfg.n_residual_layers)]
-            layers += [nn.ELU(inplace=True), Conv1d(cfg, width, width * 2, ratio * 2, stride=ratio)]
-            width *= 2
-        layers += [LSTM(width, cfg.lstm_layers), nn.ELU(inplace=True)]
-        layers += [Conv1d(cfg, width, cfg.dimension, cfg.last_kernel_size)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with exact_float32():
-            return self.layers(x)
-
-
-class Decoder(nn.Module):
-    """Embeddings ``[B, dimension, frames]`` to waveform ``[B, channels, frames * hop]``."""
-
-    def __init__(self, cfg: EncodecConfig):
-        super().__init__()
-        width = cfg.n_filters * 2 ** len(cfg.ratios)
-        layers: list[nn.Module] = [Conv1d(cfg, cfg.dimension, width, cfg.kernel_size), LSTM(width, cfg.lstm_layers)]
-        for ratio in cfg.ratios:
-            layers += [nn.ELU(inplace=True), ConvTranspose1d(cfg, width, width // 2, ratio * 2, stride=ratio)]
-            width //= 2
-            layers += [ResnetBlock(cfg, width, cfg.dilation_base**j) for j in range(cfg.n_residual_layers)]
-        layers += [nn.ELU(inplace=True), Conv1d(cfg, width, cfg.channels, cfg.last_kernel_size)]
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with exact_float32():
-            return self.layers(x)
-
-
-class EncodecModel(nn.Module):
-    """Encoder, residual vector quantizer and decoder of one EnCodec checkpoint.
-
-    Works on one segment at a time; segmentation, normalisation and batching
-    policy live in :class:`fastencodec.codec.EnCodec`.
-    """
-
-    def __init__(self, cfg: EncodecConfig):
-        super().__init__()
-        self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.quantizer = ResidualVectorQuantizer(cfg.num_quantizers, cfg.codebook_size, cfg.dimension)

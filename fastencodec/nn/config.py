@@ -51,7 +51,7 @@ class EncodecConfig:
             raise ValueError(f"unsupported conv normalisation {self.norm!r}")
         if self.norm == "time_group_norm" and self.causal:
             raise ValueError("time_group_norm cannot be causal")
-        if 2 ** self.bits_per_codebook != self.codebook_size:
+        if 2**self.bits_per_codebook != self.codebook_size:
             raise ValueError(f"codebook size {self.codebook_size} is not a power of 2")
         if not self.target_bandwidths:
             raise ValueError("config lists no target bandwidths")
@@ -255,7 +255,8 @@ def _text(cfg: dict[str, Any], key: str, default: str) -> str:
     return value
 
 
-# Meta's two published models (encodec 0.1.1, `EncodecModel.encodec_model_24khz/48khz`).
+# The published models: Meta's two (encodec 0.1.1, `EncodecModel.encodec_model_24khz/48khz`) and
+# MusicGen's 32 kHz tokenizer (facebook/encodec_32khz).
 META_24KHZ = EncodecConfig(name="encodec_24khz")
 META_48KHZ = EncodecConfig(
     sample_rate=48_000,
@@ -267,3 +268,15 @@ META_48KHZ = EncodecConfig(
     segment=1.0,
     name="encodec_48khz",
 )
+META_32KHZ = EncodecConfig(
+    sample_rate=32_000,
+    n_filters=64,
+    ratios=(8, 5, 4, 4),
+    causal=False,
+    conv_shortcut=False,
+    codebook_size=2048,
+    target_bandwidths=(2.2,),
+    name="encodec_32khz",
+)
+PUBLISHED_CONFIGS = {config.name: config for config in (META_24KHZ, META_32KHZ, META_48KHZ)}
+"""Architectures of the published models by their ``.ecdc`` names (``info`` needs no weights for them)."""

@@ -8,24 +8,27 @@ Byte layout (integers are big-endian)::
 
 Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
 (audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
-``lm`` (entropy coding with a language model; only ``false`` is supported here). fastencodec
-also writes ``sr`` (sample rate of the original input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``),
-``ch`` (channel count of the original input) and ``crc`` (``"crc32+meta"``: a CRC-32 follows
-the last segment, computed over every byte after the metadata and then over the metadata
-bytes themselves, so a changed ``sr`` or ``al`` fails the check too; files of fastencodec
-0.1.0 say ``"crc32"``, a CRC-32 of the bytes after the metadata only, and still read).
-Meta's reader only looks up the four keys it needs and never reads past the last segment,
-so it decodes these files unchanged.
+``lm`` (the symbol coder: ``false`` is plain bit packing, ``true`` Meta's language-model
+entropy coding; see :mod:`fastencodec.formats.coders`). fastencodec also writes ``sr`` (sample
+rate of the original input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``), ``ch`` (channel count of the
+original input), ``fp`` (the model's fingerprint, a digest of its codebooks, so files from another
+checkpoint of the same name are recognised) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the
+last segment, computed over every byte after the metadata and then over the metadata bytes
+themselves, so a changed ``sr``, ``al`` or ``fp`` fails the check too; files of fastencodec 0.1.0
+say ``"crc32"``, a CRC-32 of the bytes after the metadata only, and still read). Meta's reader
+only looks up the four keys it needs and never reads past the last segment, so it decodes these
+files unchanged.
 
 Segments: a model without segmentation stores a single segment covering all ``al`` samples;
 otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
 segment of ``n`` samples holds ``ceil(n * frame_rate / sample_rate)`` frames, computed with
-exact integers. (Meta's reader computes this in floating point and asks for one frame too
+exact integers (:class:`~fastencodec.engine.segments.SegmentLayout`). (Meta's reader computes
+this in floating point and asks for one frame too
 many for about 1 length in 6,000, e.g. 6,720 samples at 24 kHz; it then fails on its own
 files, and on ours.) A segment is an optional float32 scale (models that normalize) and
-then the packed codes: frames in time order, each frame's codebooks in order, each code
-``bits`` wide. Bits fill each byte from the least significant bit up, a code's least
-significant bit first; the last byte of a segment is zero-padded.
+then its codes as the file's symbol coder stores them (plain packing: frames in time order,
+each frame's codebooks in order, each code ``bits`` wide, see :mod:`fastencodec.formats.bitpack`;
+the last byte of a segment is zero-padded).
 """
 
 from __future__ import annotations
@@ -40,12 +43,14 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastencodec.engine.segments import SegmentLayout, check_bits
+from fastencodec.formats.coders import CODERS, SegmentEncoder, SymbolCoder
+
 MAGIC = b"ECDC"
 VERSION = 0
 MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
-MAX_BITS_PER_CODEBOOK = 16
 MAX_SOURCE_SAMPLE_RATE = 768_000
 """Highest original sample rate (Hz) a header may record: ``decompress --rate`` writes at it."""
 
@@ -56,7 +61,6 @@ _CHECKSUM_NAME = "crc32+meta"
 _PAYLOAD_CHECKSUM_NAME = "crc32"  # fastencodec 0.1.0: the payload only
 _LENGTH_WIDTH = len(str(MAX_AUDIO_LENGTH))
 _READ_BLOCK = 1 << 20
-_PACK_BLOCK = 1 << 16
 
 
 class EcdcError(ValueError):
@@ -74,6 +78,8 @@ class EcdcHeader:
         source_sample_rate: sample rate of the original input in Hz, if recorded.
         source_channels: channel count of the original input, if recorded.
         checksum: whether a CRC-32 trailer follows the last segment.
+        fingerprint: digest of the model's codebooks (``fp``), if recorded.
+        coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``).
     """
 
     model_name: str
@@ -82,38 +88,8 @@ class EcdcHeader:
     source_sample_rate: int | None = None
     source_channels: int | None = None
     checksum: bool = False
-
-
-@dataclass(frozen=True)
-class SegmentLayout:
-    """How a model splits audio into segments and frames (plain numbers, no model needed).
-
-    Attributes:
-        sample_rate: model sample rate in Hz.
-        frame_rate: code frames per second.
-        bits_per_codebook: width of one code in bits (log2 of the codebook size).
-        normalize: whether each segment starts with a float32 scale.
-        segment_length: segment length in samples, or None for one segment per file.
-        segment_stride: distance between segment starts in samples (None iff no segments).
-    """
-
-    sample_rate: int
-    frame_rate: int
-    bits_per_codebook: int
-    normalize: bool
-    segment_length: int | None = None
-    segment_stride: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.frame_rate <= 0:
-            raise ValueError("sample_rate and frame_rate must be positive")
-        _check_bits(self.bits_per_codebook)
-        if (self.segment_length is None) != (self.segment_stride is None):
-            raise ValueError("segment_length and segment_stride must both be set or both be None")
-        if self.segment_length is not None and (
-            self.segment_length <= 0 or self.segment_stride is None or self.segment_stride <= 0
-        ):
-            raise ValueError("segment_length and segment_stride must be positive")
+    fingerprint: str | None = None
+    coder: str = "bits"
 
 
 @dataclass(frozen=True)
@@ -135,56 +111,6 @@ class CodeChunk:
     last: bool
 
 
-def segment_frame_counts(audio_length: int, layout: SegmentLayout) -> Iterator[int]:
-    """Yield the number of frames of each segment for ``audio_length`` samples."""
-    if audio_length <= 0:
-        return
-    length = layout.segment_length or audio_length
-    stride = layout.segment_stride or audio_length
-    for offset in range(0, audio_length, stride):
-        samples = min(audio_length - offset, length)
-        yield -(-samples * layout.frame_rate // layout.sample_rate)
-
-
-class BitPacker:
-    """Packs ``bits``-wide codes into bytes, keeping the partial byte between calls."""
-
-    def __init__(self, bits: int) -> None:
-        _check_bits(bits)
-        self.bits = bits
-        self._shifts = np.arange(bits, dtype=np.int64)
-        self._pending = np.zeros(0, dtype=np.uint8)
-
-    def pack(self, values: np.ndarray) -> bytes:
-        """Pack a 1-D sequence of codes; returns the bytes completed so far."""
-        flat = np.asarray(values, dtype=np.int64).ravel()
-        out = []
-        for start in range(0, flat.size, _PACK_BLOCK):
-            block = flat[start : start + _PACK_BLOCK]
-            bits = ((block[:, None] >> self._shifts) & 1).astype(np.uint8).ravel()
-            bits = np.concatenate([self._pending, bits])
-            whole = bits.size - bits.size % 8
-            self._pending = bits[whole:]
-            out.append(np.packbits(bits[:whole], bitorder="little").tobytes())
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        """Return the zero-padded partial byte (if any) and reset the packer."""
-        tail = np.packbits(self._pending, bitorder="little").tobytes()
-        self._pending = np.zeros(0, dtype=np.uint8)
-        return tail
-
-
-def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
-    """Unpack ``count`` codes of ``bits`` bits from ``data``; returns int64 of shape [count]."""
-    _check_bits(bits)
-    if len(data) * 8 < count * bits:
-        raise EcdcError(f"codes run short: {len(data)} bytes hold fewer than {count} codes")
-    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    matrix = stream[: count * bits].reshape(count, bits).astype(np.int64)
-    return matrix @ (np.int64(1) << np.arange(bits, dtype=np.int64))
-
-
 class EcdcWriter:
     """Writes an ``.ecdc`` stream segment by segment, frame chunk by frame chunk.
 
@@ -204,6 +130,8 @@ class EcdcWriter:
         source_sample_rate: sample rate of the original input in Hz, or None.
         source_channels: channel count of the original input, or None.
         checksum: append a CRC-32 trailer of the payload.
+        fingerprint: the model's fingerprint (header key ``fp``), or None.
+        coder: the symbol coder (default: plain bit packing, ``BitsCoder``).
     """
 
     def __init__(
@@ -218,8 +146,11 @@ class EcdcWriter:
         source_sample_rate: int | None = None,
         source_channels: int | None = None,
         checksum: bool = True,
+        fingerprint: str | None = None,
+        coder: SymbolCoder | None = None,
     ) -> None:
-        _check_bits(bits_per_codebook)
+        check_bits(bits_per_codebook)
+        coder = coder or CODERS["bits"](bits_per_codebook)
         placeholder_length = 1 if audio_length is None else audio_length
         header = EcdcHeader(
             model_name,
@@ -228,6 +159,8 @@ class EcdcWriter:
             source_sample_rate,
             source_channels,
             checksum,
+            fingerprint,
+            coder.tag,
         )
         _validate_header(header, MAX_CODEBOOKS, ValueError)
         self._fo = fileobj
@@ -235,9 +168,9 @@ class EcdcWriter:
         self._length_known = audio_length is not None
         self._bits = bits_per_codebook
         self._normalize = normalize
-        self._packer = BitPacker(bits_per_codebook)
-        self._crc = 0
-        self._in_segment = False
+        self._coder = coder
+        self._sink = _Checked(fileobj)
+        self._segment: SegmentEncoder | None = None
         self._finished = False
         metadata, length_offset = _encode_metadata(header, pad_length=not self._length_known)
         self._metadata = bytearray(metadata)
@@ -253,19 +186,19 @@ class EcdcWriter:
     def begin_segment(self, scale: float | None = None) -> None:
         """Start a segment; ``scale`` is required iff the model normalizes."""
         self._check_open()
-        if self._in_segment:
+        if self._segment is not None:
             raise ValueError("the previous segment was not ended")
         if (scale is not None) != self._normalize:
             raise ValueError("scale must be given exactly when the model normalizes")
         if scale is not None:
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"scale must be finite and positive, got {scale}")
-            self._emit(_SCALE.pack(scale))
-        self._in_segment = True
+            self._sink.write(_SCALE.pack(scale))
+        self._segment = self._coder.encoder(self._sink, self._header.num_codebooks)
 
     def write_frames(self, codes: np.ndarray) -> None:
         """Append frames to the current segment; ``codes`` is an integer array [K, n]."""
-        if not self._in_segment:
+        if self._segment is None:
             raise ValueError("write_frames called outside a segment")
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] != self._header.num_codebooks:
@@ -274,14 +207,14 @@ class EcdcWriter:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.size and (codes.min() < 0 or codes.max() >= 1 << self._bits):
             raise ValueError(f"codes must lie in [0, {1 << self._bits})")
-        self._emit(self._packer.pack(codes.T))
+        self._segment.push(codes.astype(np.int64, copy=False))
 
     def end_segment(self) -> None:
         """End the current segment, flushing its partial last byte."""
-        if not self._in_segment:
+        if self._segment is None:
             raise ValueError("end_segment called outside a segment")
-        self._emit(self._packer.flush())
-        self._in_segment = False
+        self._segment.finish()
+        self._segment = None
 
     def write_segment(self, codes: np.ndarray, scale: float | None = None) -> None:
         """Write a whole segment: integer codes [K, frames] and its scale (or None)."""
@@ -292,7 +225,7 @@ class EcdcWriter:
     def finish(self, audio_length: int | None = None) -> None:
         """Write the checksum trailer and, if it was unknown, the audio length (samples)."""
         self._check_open()
-        if self._in_segment:
+        if self._segment is not None:
             raise ValueError("the last segment was not ended")
         if self._length_known:
             if audio_length not in (None, self._header.audio_length):
@@ -303,7 +236,7 @@ class EcdcWriter:
             field = str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii")
             self._metadata[self._length_offset : self._length_offset + _LENGTH_WIDTH] = field
         if self._header.checksum:
-            self._fo.write(_CRC.pack(zlib.crc32(self._metadata, self._crc)))
+            self._fo.write(_CRC.pack(zlib.crc32(self._metadata, self._sink.crc)))
         if self._length_pos is not None:
             end = self._fo.tell()
             self._fo.seek(self._length_pos)
@@ -311,10 +244,6 @@ class EcdcWriter:
             self._fo.seek(end)
         self._fo.flush()
         self._finished = True
-
-    def _emit(self, data: bytes) -> None:
-        self._crc = zlib.crc32(data, self._crc)
-        self._fo.write(data)
 
     def _check_open(self) -> None:
         if self._finished:
@@ -334,7 +263,7 @@ class EcdcReader:
 
     def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS) -> None:
         self._fo = fileobj
-        self._crc = 0
+        self._source = _Checked(fileobj)
         self._consumed = False
         self.header, self._metadata, self._covers_metadata = _read_header(fileobj, max_codebooks)
 
@@ -349,18 +278,20 @@ class EcdcReader:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
         self._consumed = True
         num_codebooks = self.header.num_codebooks
-        bits = layout.bits_per_codebook
+        coder_class = CODERS.get(self.header.coder)
+        if coder_class is None:
+            name = "Meta's language-model entropy coding (--lm)" if self.header.coder == "lm" else "coder"
+            raise EcdcError(f"the file uses {name} {self.header.coder!r}, which is not available here")
+        coder = coder_class(layout.bits_per_codebook)
         step = max(8, max_frames - max_frames % 8)
-        counts = segment_frame_counts(self.header.audio_length, layout)
-        for index, frames in enumerate(counts):
+        for index, frames in enumerate(layout.frame_counts(self.header.audio_length)):
             scale = self._read_scale() if layout.normalize else None
+            segment = coder.decoder(self._source, num_codebooks, frames)
             for start in range(0, frames, step):
                 count = min(step, frames - start)
-                data = self._read(-(-count * num_codebooks * bits // 8), "codes")
-                codes = unpack_codes(data, bits, count * num_codebooks)
                 yield CodeChunk(
                     segment=index,
-                    codes=np.ascontiguousarray(codes.reshape(count, num_codebooks).T),
+                    codes=segment.read(count),
                     scale=scale,
                     first=start == 0,
                     last=start + count == frames,
@@ -380,13 +311,8 @@ class EcdcReader:
                 yield np.concatenate(parts, axis=1), chunk.scale
                 parts = []
 
-    def _read(self, size: int, what: str) -> bytes:
-        data = _read_exact(self._fo, size, what)
-        self._crc = zlib.crc32(data, self._crc)
-        return data
-
     def _read_scale(self) -> float:
-        (scale,) = _SCALE.unpack(self._read(_SCALE.size, "segment scale"))
+        (scale,) = _SCALE.unpack(self._source.read(_SCALE.size, "segment scale"))
         if not (math.isfinite(scale) and scale > 0):
             raise EcdcError(f"invalid segment scale {scale}")
         return scale
@@ -394,7 +320,8 @@ class EcdcReader:
     def _check_end(self) -> None:
         if self.header.checksum:
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
-            computed = zlib.crc32(self._metadata, self._crc) if self._covers_metadata else self._crc
+            payload = self._source.crc
+            computed = zlib.crc32(self._metadata, payload) if self._covers_metadata else payload
             if stored != computed:
                 raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {computed:08x}")
         if self._fo.read(1):
@@ -420,14 +347,19 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, byt
     missing = [key for key in ("m", "al", "nc", "lm") if key not in meta]
     if missing:
         raise EcdcError(f"metadata lacks {', '.join(missing)}")
-    if meta["lm"] is not False:
-        if meta["lm"] is True:
-            raise EcdcError("language-model entropy coding (lm) is not supported")
-        raise EcdcError("metadata lm must be a boolean")
+    lm = meta["lm"]
+    if not isinstance(lm, (bool, str)) or (isinstance(lm, str) and not 0 < len(lm) <= 32):
+        raise EcdcError("metadata lm must be a boolean or a coder tag")
+    coder = "lm" if lm is True else "bits" if lm is False else lm
+    fingerprint = meta.get("fp")
+    if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
+        raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")
     checksum = meta.get("crc")
     if checksum not in (None, _CHECKSUM_NAME, _PAYLOAD_CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
-    header = EcdcHeader(meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None)
+    header = EcdcHeader(
+        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, fingerprint, coder
+    )
     _validate_header(header, max_codebooks, EcdcError)
     return header, raw, checksum == _CHECKSUM_NAME
 
@@ -456,7 +388,7 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         ("m", json.dumps(header.model_name)),
         ("al", length.ljust(_LENGTH_WIDTH) if pad_length else length),
         ("nc", str(header.num_codebooks)),
-        ("lm", "false"),
+        ("lm", {"bits": "false", "lm": "true"}.get(header.coder) or json.dumps(header.coder)),
     ]
     if header.source_sample_rate is not None:
         fields.append(("sr", str(header.source_sample_rate)))
@@ -464,8 +396,27 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         fields.append(("ch", str(header.source_channels)))
     if header.checksum:
         fields.append(("crc", json.dumps(_CHECKSUM_NAME)))
+    if header.fingerprint is not None:
+        fields.append(("fp", json.dumps(header.fingerprint)))
     text = "{" + ", ".join(f'"{key}": {value}' for key, value in fields) + "}"
     return text.encode("ascii"), text.index('"al": ') + len('"al": ')
+
+
+class _Checked:
+    """A binary stream seen through a running CRC-32: writes go through, reads are exact."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fo = fileobj
+        self.crc = 0
+
+    def write(self, data: bytes) -> None:
+        self.crc = zlib.crc32(data, self.crc)
+        self._fo.write(data)
+
+    def read(self, size: int, what: str = "codes") -> bytes:
+        data = _read_exact(self._fo, size, what)
+        self.crc = zlib.crc32(data, self.crc)
+        return data
 
 
 def _read_exact(fileobj: BinaryIO, size: int, what: str) -> bytes:
@@ -478,8 +429,3 @@ def _read_exact(fileobj: BinaryIO, size: int, what: str) -> bytes:
         parts.append(piece)
         remaining -= len(piece)
     return b"".join(parts)
-
-
-def _check_bits(bits: int) -> None:
-    if type(bits) is not int or not 0 < bits <= MAX_BITS_PER_CODEBOOK:
-        raise ValueError(f"bits per codebook must be in [1, {MAX_BITS_PER_CODEBOOK}], got {bits!r}")

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fastencodec.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.model import EncodecModel
+from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
+from fastencodec.nn.model import EncodecModel
 
 StateDict = dict[str, torch.Tensor]
 
@@ -49,7 +49,9 @@ def read_tensors(path: Path) -> StateDict:
         else:
             tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the loaders raise many types for corrupt files
-        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = exc.__class__.__name__ + (f": {first_line}" if len(first_line) < 120 else "")
+        raise ValueError(f"{path}: not a checkpoint (not a safetensors file or torch state dict; {detail})") from None
     if isinstance(tensors, dict) and "state_dict" in tensors and isinstance(tensors["state_dict"], dict):
         tensors = tensors["state_dict"]
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
@@ -73,7 +75,7 @@ def _check_declared_size(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             declared = sum(entry.file_size for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from None
+        raise ValueError(f"{path}: not a checkpoint (unreadable zip archive: {exc})") from None
     if declared > MAX_CHECKPOINT_BYTES:
         raise ValueError(f"{path}: archive expands to {declared:,} bytes (at most {MAX_CHECKPOINT_BYTES:,})")
 

@@ -1,0 +1,194 @@
+"""What the commands share: errors, model loading, outputs, progress bars, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from tqdm import tqdm
+
+from fastencodec.codec import EnCodec
+from fastencodec.engine.policy import RuntimePolicy
+from fastencodec.io.audio import STDIO
+
+PROG = "fastencodec"
+PROGRESS_MIN_SECONDS = 5.0
+"""Audio at least this long (seconds) gets a progress bar on stderr, unless ``--quiet``."""
+BANDWIDTHS_HELP = "encodec-24khz: 1.5/3/6/12/24, encodec-48khz: 3/6/12/24, encodec-32khz: 2.2"
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr; exit status 1."""
+
+
+class UsageError(CliError):
+    """Bad usage (an option the chosen model or output cannot take); exit status 2."""
+
+
+class ModelLoadError(CliError):
+    """The model cannot be loaded: no file of a command can be done; exit status 1."""
+
+
+def check_device(device: str) -> None:
+    """Fail with one line when ``device`` is a CUDA device and CUDA is not available."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {device}: CUDA is not available")
+
+
+def load_codec(spec: str, device: str, threads: int | None = None, local: bool = True) -> EnCodec:
+    """Load the model ``spec`` (name, repo id or path; without ``local`` only a published model's
+    name, as for a name read from a file) on ``device``, or fail with one line."""
+    check_device(device)
+    try:
+        return EnCodec.from_pretrained(spec, device=device, local=local, policy=RuntimePolicy(threads=threads))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{spec}: cannot load the model ({exc})") from None
+
+
+def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
+    """``bandwidth`` (kbps; None: the model's default) if the model supports it, else a usage error."""
+    try:
+        return codec.check_bandwidth(bandwidth)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_output(output: str, source: str, force: bool) -> None:
+    """Refuse an output that exists (without ``force``), is a directory, lies in a missing folder,
+    or is the input itself."""
+    if output == STDIO:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise CliError(f"{output}: is a directory")
+    if not path.parent.is_dir():
+        raise CliError(f"{output}: cannot write (no folder {path.parent})")
+    if not path.exists():
+        return
+    if source != STDIO and Path(source).exists() and os.path.samefile(source, output):
+        raise CliError(f"{output}: is the input file")
+    if not force:
+        raise CliError(f"{output}: already exists (use -f/--force to overwrite)")
+
+
+@contextmanager
+def open_binary(path: str) -> Iterator[BinaryIO]:
+    """Standard input for ``-``, else the file opened for binary reading; failures name the file."""
+    if path == STDIO:
+        yield sys.stdin.buffer
+        return
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise CliError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with stream:
+        yield stream
+
+
+def display_name(path: str) -> str:
+    return "<stdin>" if path == STDIO else path
+
+
+def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    """``paths`` with each folder replaced by the files with ``suffixes`` under it (sorted).
+
+    Raises:
+        CliError: an empty path, the file system's root (not searched), or a folder without such files.
+    """
+    out: list[str] = []
+    for path in paths:
+        if path == "":
+            raise CliError("'': empty input path")
+        if path != STDIO and Path(path).is_dir() and Path(path).resolve().parent == Path(path).resolve():
+            raise CliError(f"{path}: is the root folder (not searched for files; name a folder below it)")
+        if path != STDIO and Path(path).is_dir():
+            found = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise CliError(f"{path}: is a directory with no {'/'.join(suffixes)} files")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def split_output(paths: list[str], is_output: Callable[[str], bool]) -> tuple[list[str], str | None]:
+    """``INPUT [OUTPUT]`` or ``INPUT...``: two paths whose second ``is_output`` are an input and its output."""
+    if len(paths) == 2 and is_output(paths[1]):
+        return [paths[0]], paths[1]
+    return paths, None
+
+
+@contextmanager
+def progress_bar(samples: int | None, sample_rate: int, quiet: bool, action: str) -> Iterator[tqdm]:
+    """A tqdm bar on stderr, updated in samples and shown in seconds of audio.
+
+    Hidden with ``quiet`` and for audio shorter than ``PROGRESS_MIN_SECONDS``; audio of unknown
+    length (raw PCM streams, some FFmpeg inputs) shows a running count.
+    """
+    hidden = quiet or (samples is not None and samples < PROGRESS_MIN_SECONDS * sample_rate)
+    known = "{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_noinv_fmt}]"
+    with tqdm(
+        total=samples,
+        desc=action,
+        unit="s audio",
+        unit_scale=1 / sample_rate,
+        bar_format="{desc}: " + (known if samples is not None else "{n:.1f} s [{elapsed}, {rate_noinv_fmt}]"),
+        file=sys.stderr,
+        disable=hidden,
+    ) as bar:
+        yield bar
+
+
+def _positive(convert: Callable[[str], float], noun: str) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` if it is a finite number > 0, else a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = 0
+        if not 0 < value < math.inf:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = _positive(int, "integer")
+positive_float = _positive(float, "number")
+
+
+def checked(check: Callable[[int], int]) -> Callable[[str], int]:
+    """An argparse type: a positive integer that ``check`` accepts (its ValueError is a usage error)."""
+
+    def parse(text: str) -> int:
+        value = int(positive_int(text))
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def device_value(text: str) -> str:
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
+    return text
+
+
+def add_run_options(command: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads``, ``-f`` and ``-q``, shared by compress and decompress."""
+    command.add_argument("--device", type=device_value, default="cpu", help="cpu (default), cuda, cuda:1, ...")
+    command.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
+    command.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
+    command.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes on stderr")

@@ -1,0 +1,107 @@
+"""``fastencodec info``: what an ``.ecdc`` file holds, checked whole."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, BinaryIO
+
+from fastencodec.cli.common import CliError, display_name, load_codec, open_binary
+from fastencodec.engine.segments import SegmentLayout
+from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
+from fastencodec.nn.config import PUBLISHED_CONFIGS, EncodecConfig
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    info = commands.add_parser(
+        "info", help="describe an .ecdc file", description="Print what an .ecdc file holds, checking it whole."
+    )
+    info.add_argument("input", metavar="FILE", help=".ecdc file, or - for standard input")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument("--model", help="model, for files of models other than the published three")
+    info.set_defaults(run=run, device="cpu", each=False)
+
+
+class CountingReader:
+    """Wraps a binary stream, counting the bytes read through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        return data
+
+
+def run(args: argparse.Namespace) -> None:
+    with open_binary(args.input) as stream:
+        counted = CountingReader(stream)
+        reader = EcdcReader(counted)  # type: ignore[arg-type]  # EcdcReader only calls read()
+        header = reader.header
+        config = load_codec(args.model, "cpu").config if args.model else PUBLISHED_CONFIGS.get(header.model_name)
+        if config is None:
+            known = ", ".join(PUBLISHED_CONFIGS)
+            raise CliError(
+                f"{display_name(args.input)}: unknown model {header.model_name!r} (known: {known}); pass --model"
+            )
+        for _ in reader.chunks(SegmentLayout.of(config)):  # reads every code: checks the length and checksum
+            pass
+    facts = describe(display_name(args.input), header, config, counted.count)
+    if args.json:
+        print(json.dumps(facts, indent=2))
+        return
+    for line in info_lines(facts):
+        print(line)
+
+
+def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int) -> dict[str, Any]:
+    """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes (JSON-ready)."""
+    duration = header.audio_length / config.sample_rate
+    rate = header.source_sample_rate or config.sample_rate
+    channels = header.source_channels or config.channels
+    pcm_bytes = 2 * channels * round(duration * rate)
+    return {
+        "file": name,
+        "model": header.model_name,
+        "fingerprint": header.fingerprint,
+        "sample_rate": config.sample_rate,
+        "channels": config.channels,
+        "bandwidth_kbps": header.num_codebooks * config.bits_per_codebook * config.frame_rate / 1000,
+        "codebooks": header.num_codebooks,
+        "samples": header.audio_length,
+        "duration_s": duration,
+        "original_sample_rate": header.source_sample_rate,
+        "original_channels": header.source_channels,
+        "original_pcm16_bytes": pcm_bytes,
+        "bytes": size,
+        "bitrate_kbps": 8 * size / duration / 1000,
+        "compression_ratio": pcm_bytes / size,
+        "checksum": "crc32 ok" if header.checksum else "none",
+    }
+
+
+def info_lines(facts: dict[str, Any]) -> list[str]:
+    """``describe``'s facts as aligned ``label: value`` lines."""
+    if facts["original_sample_rate"] is None:
+        original = "not recorded (file written by Meta's encodec); ratio against the model's rate"
+    else:
+        original = f"{facts['original_sample_rate']} Hz, {plural(facts['original_channels'], 'channel')}"
+    rows = [
+        ("file", facts["file"]),
+        ("model", f"{facts['model']} ({facts['sample_rate']} Hz, {plural(facts['channels'], 'channel')})"),
+        ("fingerprint", facts["fingerprint"] or "not recorded"),
+        ("bandwidth", f"{facts['bandwidth_kbps']:g} kbps ({plural(facts['codebooks'], 'codebook')})"),
+        ("duration", f"{facts['duration_s']:.3f} s ({facts['samples']} samples at {facts['sample_rate']} Hz)"),
+        ("original", original),
+        ("original size", f"{facts['original_pcm16_bytes']:,} bytes as 16-bit PCM"),
+        ("size", f"{facts['bytes']:,} bytes ({facts['bitrate_kbps']:.2f} kbps)"),
+        ("ratio", f"{facts['compression_ratio']:.1f}:1"),
+        ("checksum", facts["checksum"]),
+    ]
+    return [f"{label + ':':<15}{value}" for label, value in rows]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

@@ -1,0 +1,140 @@
+"""``Engine``: one model on one device under one runtime policy; runs batches of segments.
+
+Everything that codes audio (``EnCodec.encode``/``decode``, the file API, the streams) runs the
+networks through an ``Engine``, so precision, device moves and code validation happen in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from fastencodec.arrays import Array, as_tensor
+from fastencodec.engine.policy import RuntimePolicy
+from fastencodec.engine.segments import SegmentLayout
+from fastencodec.nn.model import EncodecModel
+from fastencodec.streaming.layers import streamable
+from fastencodec.tokens import PAD
+
+
+def fingerprint(model: EncodecModel) -> str:
+    """A short hex digest of a model's codebooks: tells checkpoints of one architecture apart."""
+    return hashlib.sha1(model.quantizer.embed.float().cpu().numpy().tobytes()).hexdigest()[:12]
+
+
+class Engine:
+    """A model, its device and its resolved runtime policy.
+
+    Args:
+        model: the network (inference mode).
+        policy: the runtime policy (sizes left as None take the device's defaults).
+        name: the model's name (``.ecdc`` header ``m``), e.g. ``encodec_24khz``.
+    """
+
+    def __init__(self, model: EncodecModel, policy: RuntimePolicy, name: str) -> None:
+        self.model = model
+        self.config = model.config
+        self.layout = SegmentLayout.of(model.config)
+        self.name = name
+        self.fingerprint = fingerprint(model)
+        self.model_id = f"{name}:{self.fingerprint}"
+        self.requested = policy
+        self.policy = policy.for_device(self.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.quantizer.embed.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.encoder.parameters()).dtype
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def streamable(self) -> bool:
+        """Whether the model has an exact stream encoder and decoder (see ``streaming.layers.streamable``)."""
+        return streamable(self.config)
+
+    def streams_long(self, length: int) -> bool:
+        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
+        return length > self.policy.chunk_samples and self.streamable
+
+    def moved(self) -> None:
+        """Re-resolve the policy's device defaults after the model moved."""
+        self.policy = self.requested.for_device(self.device)
+
+    def compute(self) -> object:
+        """The context every forward runs in (the policy's precision on this device)."""
+        return self.policy.compute(self.device)
+
+    @torch.inference_mode()
+    def encode_batch(self, x: torch.Tensor, num_codebooks: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Segments ``[batch, channels, samples]`` to codes ``[batch, K, frames]`` (embeddings
+        ``[batch, dimension, frames]`` when ``num_codebooks`` is None) and scales ``[batch]``, on the CPU."""
+        with self.compute():
+            x = x.to(self.device, torch.float32)
+            if num_codebooks is None:
+                values, scale = self.model.embed(x)
+            else:
+                values, scale = self.model.encode(x, num_codebooks)
+        return values.cpu(), None if scale is None else scale.cpu()
+
+    @torch.inference_mode()
+    def decode_batch(
+        self, codes: torch.Tensor, scales: torch.Tensor | None, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Codes of independently coded segments ``[batch, K, frames]`` to their audio
+        ``[batch, channels, frames * hop_length]`` (float32, on ``device``), times their scales ``[batch]``.
+
+        Raises:
+            ValueError: the audio overflows float32 (a segment scale too large for its codes).
+        """
+        with self.compute():
+            audio = self.model.decode(codes.to(self.device), scales)
+            if not bool(torch.isfinite(audio).all()):
+                raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
+            return audio.to(device)
+
+    def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
+        """Integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``) as a CPU int64
+        tensor, checked against this model.
+
+        Args:
+            codes: the codes.
+            padding: whether ``PAD`` (-1) is allowed.
+
+        Raises:
+            ValueError: wrong rank, dtype, codebook count or values.
+        """
+        c = as_tensor(codes, "tokens")
+        if c.dim() == 2:
+            c = c[None]
+        if c.dim() != 3:
+            raise ValueError(f"tokens have shape {tuple(c.shape)}; expected [batch, codebooks, frames]")
+        if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
+            raise ValueError(f"tokens must be integers, got dtype {c.dtype}")
+        num_codebooks = self.config.num_quantizers
+        if not 1 <= c.shape[1] <= num_codebooks:
+            raise ValueError(f"tokens have {c.shape[1]} codebooks; {self.name} has 1 to {num_codebooks}")
+        size = self.config.codebook_size
+        if c.numel() and not c.dtype.is_signed:  # unsigned: converting to int64 could wrap to PAD
+            high = int(c.cpu().numpy().max())
+            if high >= size:
+                raise ValueError(f"tokens out of range: values up to {high}, expected 0..{size - 1} ({self.name})")
+        c = c.long().cpu()
+        if c.numel():
+            low, high = int(c.min()), int(c.max())
+            if low < (PAD if padding else 0) or high >= self.config.codebook_size:
+                raise ValueError(
+                    f"tokens out of range: values {low}..{high}, expected 0..{self.config.codebook_size - 1} "
+                    f"({self.name})"
+                )
+        return c

@@ -1,0 +1,144 @@
+"""``RuntimePolicy``: how one ``EnCodec`` runs its networks (precision, batch and chunk sizes, threads).
+
+A policy is a frozen value held by each codec instance: nothing here is a module-wide
+setting, and two codecs in one process may run under different policies. Sizes left as
+None take the device's default (:meth:`RuntimePolicy.for_device`). The batch an item is
+coded in depends only on the policy and the item's length, never on free memory, so an
+item gets the same batches (and tokens) whatever else the device is doing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import torch
+
+CPU_BATCH_SAMPLES = 1 << 17
+"""Default most samples (per channel) run through the networks at once on a CPU: small batches
+keep the activations in cache (see BENCHMARKS.md)."""
+
+CPU_CHUNK_SAMPLES = 1 << 16
+"""Default samples per chunk when long audio of a streamable model goes through its stream on a CPU."""
+
+GPU_CHUNK_SAMPLES = 1 << 22
+"""Default samples per chunk on a GPU, where one long pass is fastest."""
+
+GPU_BATCH_BYTES_PER_SAMPLE = 2560
+"""GPU memory budgeted per audio sample of a batch (four times the measured peak, which leaves
+room for cuDNN's algorithm search); the default batch is sized from the device's total memory."""
+
+GPU_BATCH_SAMPLES = (1 << 21, 1 << 24)
+"""Fewest and most samples (per channel) of a default GPU batch."""
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A numerical mode of the networks.
+
+    Attributes:
+        name: the name ``RuntimePolicy.precision`` takes.
+        description: what it computes, for messages and docs.
+        cudnn_tf32: whether cuDNN convolutions and LSTMs may use TF32 on CUDA.
+    """
+
+    name: str
+    description: str
+    cudnn_tf32: bool = False
+
+
+PRECISIONS: dict[str, Precision] = {
+    "exact": Precision("exact", "float32 throughout (no TF32): Meta's reference numbers"),
+}
+"""The precision modes, by name. Faster modes (``tf32``, ``bf16``) register here."""
+
+
+@dataclass(frozen=True)
+class RuntimePolicy:
+    """How a codec runs: numerical mode, work sizes and CPU threads.
+
+    Attributes:
+        precision: a name in ``PRECISIONS`` (``"exact"``: float32, Meta's numbers).
+        batch_samples: most samples per channel run through a network at once (None: the
+            device's default). Bigger batches are faster on GPUs; tokens do not depend on it.
+        chunk_samples: samples per chunk when a streamable model (24/32 kHz) codes long audio
+            through its stream (None: the device's default).
+        threads: CPU threads for torch's intra-op pool (None: leave torch's setting). torch
+            has one pool per process, so a codec built with a thread count sets it for the
+            process (once, at construction).
+
+    Raises:
+        ValueError: an unknown precision or a non-positive size.
+    """
+
+    precision: str = "exact"
+    batch_samples: int | None = None
+    chunk_samples: int | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}")
+        for name in ("batch_samples", "chunk_samples", "threads"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+    @property
+    def mode(self) -> Precision:
+        """The ``Precision`` this policy names."""
+        return PRECISIONS[self.precision]
+
+    def for_device(self, device: torch.device) -> RuntimePolicy:
+        """This policy with every size left as None set to ``device``'s default."""
+        if device.type == "cuda":
+            total = torch.cuda.get_device_properties(device).total_memory
+            least, most = GPU_BATCH_SAMPLES
+            fits = max(least, min(most, total // GPU_BATCH_BYTES_PER_SAMPLE))
+            batch, chunk = 1 << (fits.bit_length() - 1), GPU_CHUNK_SAMPLES  # a power of two
+        elif device.type == "cpu":
+            batch, chunk = CPU_BATCH_SAMPLES, CPU_CHUNK_SAMPLES
+        else:
+            batch, chunk = GPU_BATCH_SAMPLES[0], GPU_CHUNK_SAMPLES
+        return replace(self, batch_samples=self.batch_samples or batch, chunk_samples=self.chunk_samples or chunk)
+
+    def compute(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The context the networks run in on ``device`` (see :func:`cudnn_precision`)."""
+        if device.type != "cuda":
+            return contextlib.nullcontext()  # CPU kernels take no backend flag for float32
+        return cudnn_precision(self.mode.cudnn_tf32)
+
+
+_FLAGS_LOCK = threading.Lock()
+_FLAGS_USERS = [0]
+_FLAGS_SAVED: list[tuple[bool, bool]] = []
+
+
+@contextlib.contextmanager
+def cudnn_precision(tf32: bool) -> Iterator[None]:
+    """Interim CUDA context: cuDNN's TF32 and benchmark flags as the precision needs them.
+
+    PyTorch has no per-call or per-thread way to keep cuDNN convolutions in float32, so the
+    process-wide flags are set while any of our CUDA forwards runs: the first thread to enter
+    saves the user's two flags (``allow_tf32``, ``benchmark``; no other flag is touched) and
+    the last to leave restores them, so concurrent calls never see each other's changes undone
+    and the user's settings always come back. Other threads of the process that run cuDNN
+    meanwhile see our flags. Benchmark mode is on because cuDNN's heuristics pick very slow
+    float32 algorithms for these convolutions (see BENCHMARKS.md). Kernels whose precision is
+    an argument will replace this.
+    """
+    cudnn = torch.backends.cudnn
+    with _FLAGS_LOCK:
+        if _FLAGS_USERS[0] == 0:
+            _FLAGS_SAVED.append((cudnn.allow_tf32, cudnn.benchmark))
+            cudnn.allow_tf32, cudnn.benchmark = tf32, True
+        _FLAGS_USERS[0] += 1
+    try:
+        yield
+    finally:
+        with _FLAGS_LOCK:
+            _FLAGS_USERS[0] -= 1
+            if _FLAGS_USERS[0] == 0:
+                cudnn.allow_tf32, cudnn.benchmark = _FLAGS_SAVED.pop()

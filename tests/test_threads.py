@@ -1,0 +1,58 @@
+"""One shared EnCodec used from several threads gives exactly the sequential results; no global state changes."""
+
+import threading
+
+import numpy as np
+import torch
+
+from tests.support import speech_like
+
+
+def work(codec, seed):
+    """Encode, decode and stream one signal; returns everything it produced."""
+    audio = speech_like(24_000, 1, 0.6, seed=seed)
+    tokens = codec.encode(audio, bandwidth=6.0)
+    decoded = codec.decode(tokens)
+    encoder, decoder = codec.stream_encoder(6.0), codec.stream_decoder()
+    pieces = [encoder.push(audio[None, :, i : i + 2_000]) for i in range(0, audio.shape[-1], 2_000)]
+    pieces.append(encoder.flush())
+    codes = np.concatenate(pieces, axis=-1)
+    heard = np.concatenate([decoder.push(codes), decoder.flush()], axis=-1)
+    return np.asarray(tokens), np.asarray(decoded), codes, heard
+
+
+def test_four_threads_share_one_model(codec24):
+    sequential = [work(codec24, seed) for seed in range(4)]
+    results = [None] * 4
+    errors = []
+
+    def run(i):
+        try:
+            for _ in range(2):
+                results[i] = work(codec24, i)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and all(not t.is_alive() for t in threads)
+    for got, want in zip(results, sequential):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_no_global_state_changes(codec24, codec48):
+    """Coding leaves torch's backend flags, thread count and RNG as the caller set them."""
+    cudnn = torch.backends.cudnn
+    flags = (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, torch.get_num_threads())
+    torch.manual_seed(1234)
+    rng_before = torch.get_rng_state()
+    np_before = np.random.get_state()[1].copy()
+    codec24.decode(codec24.encode(speech_like(24_000, 1, 0.3)))
+    codec48.decode(codec48.encode(speech_like(48_000, 2, 0.3)[None]))
+    assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, torch.get_num_threads()) == flags
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert np.array_equal(np.random.get_state()[1], np_before)
