@@ -2,10 +2,12 @@
 
 The one documented import path::
 
-    from fastencodec import EnCodec, Tokens, compress, decompress
+    from fastencodec import EnCodec, Tokens, compress, decompress, generate
 """
 
 __version__ = "0.1.0"
+
+from typing import Any  # noqa: E402
 
 from fastencodec.codec import EnCodec  # noqa: E402
 from fastencodec.engine.policy import RuntimePolicy  # noqa: E402
@@ -28,6 +30,30 @@ __all__ = [
     "__version__",
     "compress",
     "decompress",
+    "generate",
     "load_audio",
     "read_ecdc",
 ]
+
+
+def generate(
+    prompts: str | list[str | None] | None = None,
+    duration: float = 10.0,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Text to music with MusicGen (``pip install fastencodec[musicgen]``).
+
+    Loads ``model`` (default ``facebook/musicgen-small``; CC-BY-NC 4.0 weights) on ``device`` on
+    first use and keeps it; the other arguments are those of
+    :meth:`fastencodec.musicgen.MusicGen.generate`.
+
+    Returns:
+        Audio ``[batch, channels, samples]`` (float32 torch tensor) at 32 kHz, and the tokens when
+        ``return_tokens=True``.
+    """
+    from fastencodec.musicgen import generate as musicgen
+
+    return musicgen.default_model(model or musicgen.DEFAULT_MODEL, device).generate(prompts, duration, **kwargs)

@@ -8,10 +8,14 @@ Commands (``fastencodec COMMAND --help`` for every option)::
     fastencodec decompress INPUT.ecdc... [--rate [HZ]] [--subtype SUBTYPE] [-r] [--model ...] [--force-model] [-f] [-q]
     fastencodec info FILE.ecdc [--json] [--model NAME|PATH]
     fastencodec bench [--model NAME|PATH] [--device DEVICE] [--seconds S] [--batch N] [-b KBPS] [--dtype D]
+    fastencodec tokenize INPUT... --out DIR [--model ...] [-b KBPS] [--device DEVICE] [--workers N] [--shard-size N]
+    fastencodec detokenize DIR --out AUDIO_DIR [--model ...] [--device DEVICE] [--batch ROWS]
+    fastencodec generate PROMPT [-d SECONDS] [-o OUT.wav] [--model NAME|DIR] [--seed N] [--guidance G] ...
 
 ``-`` is standard input or output. Exit status: 0 success, 1 failure (one line on stderr per file,
 naming it and the problem; with several files the others are still done), 2 bad usage. The work
-is done by :mod:`fastencodec.formats.files`.
+is done by :mod:`fastencodec.formats.files` (tokenize/detokenize: :mod:`fastencodec.corpus`, generate:
+:mod:`fastencodec.musicgen`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fastencodec import __version__
-from fastencodec.cli import bench, compress, decompress, info
+from fastencodec.cli import bench, compress, decompress, detokenize, generate, info, tokenize
 from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, display_name
 from fastencodec.formats.ecdc import EcdcError
 from fastencodec.io.audio import AudioFileError
@@ -38,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (compress, decompress, info, bench):
+    for command in (compress, decompress, info, bench, tokenize, detokenize, generate):
         command.add_parser(commands)
     return parser
 

@@ -7,10 +7,7 @@ import argparse
 import torch
 
 from fastencodec.bench import run_bench
-from fastencodec.cli.common import UsageError, check_device, device_value, positive_float, positive_int
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-"""Network dtypes ``bench --dtype`` takes."""
+from fastencodec.cli.common import DTYPES, UsageError, check_device, device_value, positive_float, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import BinaryIO
 
 import torch
@@ -22,6 +23,8 @@ PROG = "fastencodec"
 PROGRESS_MIN_SECONDS = 5.0
 """Audio at least this long (seconds) gets a progress bar on stderr, unless ``--quiet``."""
 BANDWIDTHS_HELP = "encodec-24khz: 1.5/3/6/12/24, encodec-48khz: 3/6/12/24, encodec-32khz: 2.2"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""Network dtypes that ``--dtype`` takes (``bench``, ``generate``)."""
 
 
 class CliError(Exception):
@@ -42,12 +45,15 @@ def check_device(device: str) -> None:
         raise CliError(f"--device {device}: CUDA is not available")
 
 
-def load_codec(spec: str, device: str, threads: int | None = None, local: bool = True) -> EnCodec:
+def load_codec(
+    spec: str, device: str, threads: int | None = None, precision: str = "exact", local: bool = True
+) -> EnCodec:
     """Load the model ``spec`` (name, repo id or path; without ``local`` only a published model's
-    name, as for a name read from a file) on ``device``, or fail with one line."""
+    name, as for a name read from a file) on ``device`` in ``precision``, or fail with one line."""
     check_device(device)
     try:
-        return EnCodec.from_pretrained(spec, device=device, local=local, policy=RuntimePolicy(threads=threads))
+        policy = RuntimePolicy(precision, threads=threads)
+        return EnCodec.from_pretrained(spec, device=device, local=local, policy=policy)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{spec}: cannot load the model ({exc})") from None
 
@@ -192,3 +198,12 @@ def add_run_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
     command.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     command.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes on stderr")
+
+
+def corpus_api() -> ModuleType:
+    """``fastencodec.corpus.api``, imported on use: it needs pyarrow (extra ``corpus``)."""
+    try:
+        from fastencodec.corpus import api
+    except ImportError as exc:
+        raise CliError(f"tokenize and detokenize need pyarrow ({exc}): pip install 'fastencodec[corpus]'") from None
+    return api

@@ -58,6 +58,9 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no locks, so stale temporary files are left (and ignored)
     fcntl = None  # type: ignore[assignment]
+SEEKABLE = frozenset({"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF", "AU"})
+"""libsndfile formats whose seeks land on the exact sample (PCM and FLAC); other formats (MP3,
+Ogg, FFmpeg's) are decoded from their start when an offset is asked for."""
 
 
 class AudioFileError(ValueError):
@@ -77,6 +80,7 @@ class AudioReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = "<stdin>" if path == STDIO else os.fspath(path)
         self._spool: BinaryIO | None = None
+        self._skipped = 0
         self._sound_file: sf.SoundFile | None = None
         self._container: av.container.InputContainer | None = None
         source: str | BinaryIO
@@ -98,6 +102,7 @@ class AudioReader:
         reader = cls.__new__(cls)
         reader.name = name
         reader._spool = reader._sound_file = reader._container = None
+        reader._skipped = 0
         try:
             reader._open(file)
         except BaseException:
@@ -129,8 +134,28 @@ class AudioReader:
         if not self.sample_rate or not self.channels:
             raise AudioFileError(f"{self.name}: audio stream has no sample rate or channels")
 
+    def seek(self, frames: int) -> int:
+        """Skip the first ``frames`` samples per channel without decoding them, where the format
+        seeks exactly (``SEEKABLE``); call before :meth:`blocks`.
+
+        Returns:
+            The samples skipped: ``frames`` (at most the file's length), or 0 for formats that
+            must be decoded from their start.
+        """
+        if self._sound_file is None or self._sound_file.format not in SEEKABLE or frames <= 0:
+            return 0
+        assert self.frames is not None
+        skipped = min(frames, self.frames)
+        try:
+            self._sound_file.seek(skipped)
+        except (sf.SoundFileError, RuntimeError) as exc:
+            raise AudioFileError(f"{self.name}: corrupt audio ({exc})") from None
+        self._skipped += skipped
+        return skipped
+
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
-        """Yield float32 blocks [channels, block_size]; the last one may be shorter.
+        """Yield float32 blocks [channels, block_size] (from where :meth:`seek` left the file); the
+        last one may be shorter.
 
         Raises:
             AudioFileError: the file is corrupt, holds no samples, or NaN/infinite ones.
@@ -146,7 +171,7 @@ class AudioReader:
                 yield block
         except (sf.SoundFileError, RuntimeError, av.FFmpegError, OSError) as exc:
             raise AudioFileError(f"{self.name}: corrupt audio ({exc})") from None
-        if total == 0:
+        if total == 0 and not self._skipped:  # after a seek, the caller tells an offset past the end
             raise AudioFileError(f"{self.name}: contains no audio samples")
 
     def _decode(self, block_size: int) -> Iterator[np.ndarray]:

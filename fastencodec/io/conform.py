@@ -36,6 +36,10 @@ class AudioSource(Protocol):
     channels: int
     frames: int | None
 
+    def seek(self, frames: int) -> int:
+        """Skip ``frames`` samples without decoding where the source can; returns how many it skipped."""
+        ...
+
     def blocks(self, block_size: int) -> Iterator[np.ndarray]: ...
 
 
@@ -56,16 +60,19 @@ def conformed_blocks(
         source: what to read.
         sample_rate: output rate in Hz.
         channels: output channel count.
-        offset: seconds of the source to skip first.
-        duration: seconds of the source to read at most.
+        offset: seconds of the source to skip first (``round(offset * rate)`` input samples; sources
+            that seek exactly, PCM and FLAC files, seek there instead of decoding them).
+        duration: seconds of the source to read at most (``round(duration * rate)`` input samples).
         expected: samples the output must have in all (checked at the end), or None.
         progress: called with the input samples of each block read.
         block_samples: input samples per channel read at a time (default ``BLOCK_SAMPLES``).
 
     Raises:
-        AudioFileError: nothing is left at ``sample_rate``, or the total differs from ``expected``.
+        AudioFileError: nothing is left at ``sample_rate`` (e.g. an offset past the end), or the
+            total differs from ``expected``.
     """
     skip = 0 if offset is None else max(0, round(offset * source.sample_rate))
+    skip -= source.seek(skip) if skip else 0
     left = None if duration is None else max(0, round(duration * source.sample_rate))
     mixed = source.channels if source.channels == channels else 1
     resampler = StreamResampler(source.sample_rate, sample_rate, mixed)
@@ -86,7 +93,8 @@ def conformed_blocks(
     audio = to_channels(resampler.flush(), channels)
     total += audio.shape[-1]
     if total == 0:
-        raise AudioFileError(f"{source.name}: too short: less than one sample at {sample_rate} Hz")
+        where = "" if not offset else f" from {offset} s"
+        raise AudioFileError(f"{source.name}: no audio{where} (less than one sample at {sample_rate} Hz)")
     if expected is not None and total != expected:
         raise AudioFileError(f"{source.name}: announced {source.frames} samples but holds another number")
     yield audio

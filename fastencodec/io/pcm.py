@@ -52,6 +52,10 @@ class PcmSource:
         self.sample_rate = sample_rate
         self.channels = check_channels(channels)
 
+    def seek(self, frames: int) -> int:
+        """A stream cannot seek: returns 0 (the samples skipped)."""
+        return 0
+
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
         """Yield float32 blocks ``[channels, n]`` of at most ``block_size`` samples, as soon as they arrive.
 

@@ -210,6 +210,12 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
 def build_model(path: Path) -> EncodecModel:
     """An inference-ready model (weight norm folded, eval mode) from a checkpoint path."""
     config, tensors = load_checkpoint(path)
+    return model_from_tensors(config, tensors)
+
+
+def model_from_tensors(config: EncodecConfig, tensors: StateDict) -> EncodecModel:
+    """An inference-ready model from a config and checkpoint tensors in any supported layout; the
+    network is built on the ``meta`` device and the tensors checked against it before allocating."""
     with torch.device("meta"):  # shapes only: the checkpoint is checked against them before allocating
         model = EncodecModel(config)
     state = to_model_state(tensors, model)

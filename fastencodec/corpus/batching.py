@@ -1,0 +1,115 @@
+"""Coding decoded items: whole items pooled and encoded in length-sorted batches, long items
+coded piece by piece.
+
+Both run the engine's one encoder (``fastencodec.engine.blocks``), so each item's codes are those
+of ``EnCodec.encode`` of the item alone, whatever the batch: ``LengthPool`` hands its items to
+``encode_items`` (which ``EnCodec.encode`` runs), ``LongItem`` feeds an item's pieces to a
+``BlockEncoder`` (which ``compress`` runs): the model's exact stream for 24 and 32 kHz, batched
+segments for 48 kHz, so memory does not grow with the item's length beyond its codes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from fastencodec.codec import EnCodec
+from fastencodec.engine.blocks import BlockEncoder, encode_items
+
+
+class Coded(NamedTuple):
+    """One item's result: codes int16 ``[codebooks, frames]``, its length in samples at the
+    model's rate, and its segment scales float32 ``[segments]`` (empty for models without)."""
+
+    index: int
+    codes: np.ndarray
+    samples: int
+    scales: np.ndarray
+
+
+def piece_samples_for(codec: EnCodec) -> int:
+    """Samples per ``Piece`` for ``codec``: a whole number of its stream chunks, at least 2**20."""
+    chunk = codec.policy.chunk_samples
+    assert chunk is not None  # resolved for the codec's device
+    return max(1, -(-(1 << 20) // chunk)) * chunk
+
+
+def check_piece_samples(codec: EnCodec, piece_samples: int) -> None:
+    """Refuse pieces shorter than the codec's stream chunk: ``encode`` codes items up to a chunk
+    long whole, so only longer items may go through ``LongItem``'s stream.
+
+    Raises:
+        ValueError: ``piece_samples`` is below ``codec.policy.chunk_samples``.
+    """
+    chunk = codec.policy.chunk_samples
+    assert chunk is not None
+    if piece_samples < chunk:
+        raise ValueError(f"piece_samples must be at least the codec's chunk_samples ({chunk}), got {piece_samples}")
+
+
+class LengthPool:
+    """Collects whole items and encodes them, sorted by length, once ``budget`` samples are held.
+
+    Args:
+        codec: the model.
+        bandwidth: kbps.
+        budget: samples per channel to collect before encoding (default: four of the codec's batches).
+    """
+
+    def __init__(self, codec: EnCodec, bandwidth: float, budget: int | None = None) -> None:
+        self.codec = codec
+        self.num_codebooks = codec.codebooks_for(bandwidth)
+        self.budget = budget or 4 * (codec.policy.batch_samples or 1)
+        self._items: list[tuple[int, np.ndarray]] = []
+        self._held = 0
+
+    def add(self, index: int, audio: np.ndarray) -> list[Coded]:
+        """Add an item ``[channels, samples]``; returns the items coded by this call (maybe none)."""
+        self._items.append((index, audio))
+        self._held += audio.shape[1]
+        return self.flush() if self._held >= self.budget else []
+
+    def flush(self) -> list[Coded]:
+        """Encode every item held; returns them coded."""
+        if not self._items:
+            return []
+        batch = sorted(self._items, key=lambda pair: pair[1].shape[1])
+        self._items, self._held = [], 0
+        results = encode_items(self.codec.engine, [torch.from_numpy(audio) for _, audio in batch], self.num_codebooks)
+        return [
+            Coded(index, codes.numpy().astype(np.int16), audio.shape[1], _scales(scales))
+            for (index, audio), (codes, scales) in zip(batch, results)
+        ]
+
+
+class LongItem:
+    """Codes one long item from its pieces ``[channels, n]``, in order, in bounded memory."""
+
+    def __init__(self, codec: EnCodec, bandwidth: float, index: int) -> None:
+        self.index = index
+        self._encoder = BlockEncoder(codec.engine, codec.codebooks_for(bandwidth))
+        self._codes: list[np.ndarray] = []
+        self._scales: list[float | None] = []
+
+    def push(self, audio: np.ndarray) -> None:
+        """Feed the next piece."""
+        self._keep(self._encoder.push(audio))
+
+    def finish(self) -> Coded:
+        """End the item; returns its codes."""
+        self._keep(self._encoder.finish())
+        codes = np.concatenate(self._codes, axis=1).astype(np.int16)
+        return Coded(self.index, codes, self._encoder.samples, _scales(self._scales))
+
+    def _keep(self, coded: list[tuple[np.ndarray, float | None, bool]]) -> None:
+        for codes, scale, ends_segment in coded:
+            self._codes.append(codes)
+            if ends_segment:
+                self._scales.append(scale)
+
+
+def _scales(scales: list[float | None]) -> np.ndarray:
+    """Segment scales as float32 ``[segments]``; empty for a model without (its scales are None)."""
+    return np.asarray([s for s in scales if s is not None], np.float32)

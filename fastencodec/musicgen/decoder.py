@@ -1,0 +1,180 @@
+"""The MusicGen decoder: a transformer LM over ``codebooks`` parallel token streams.
+
+One embedding table per codebook (their sum is the input), sinusoidal positions, pre-norm blocks of
+causal self-attention, cross-attention to the text states, and a GELU feed-forward; one linear head
+per codebook. Keys and values live in a preallocated :class:`KVCache`, so a decoding step has fixed
+shapes: :meth:`MusicGenLM.step_static` (position as a device tensor) can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastencodec.musicgen.config import DecoderConfig
+from fastencodec.musicgen.layers import activation
+
+
+def sinusoids(length: int, dim: int) -> torch.Tensor:
+    """Positions ``[length, dim]``: cosines then sines of geometric frequencies (tensor2tensor layout)."""
+    half = dim // 2
+    scale = math.log(10000) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.int64).float() * -scale)
+    angles = torch.arange(length, dtype=torch.int64).float()[:, None] * freqs[None, :]
+    table = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if dim % 2:
+        table = torch.cat([table, torch.zeros(length, 1)], dim=1)
+    return table
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, for ``batch`` rows and up to ``length`` frames.
+
+    ``keys``/``values``: ``[layers, batch, heads, length, head_dim]``; ``cross_*``: the text states'
+    keys and values ``[layers, batch, heads, text_tokens, head_dim]`` and ``cross_mask``
+    ``[batch, 1, 1, text_tokens]`` (True where a row may attend).
+    """
+
+    def __init__(self, cfg: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype):
+        head_dim = cfg.hidden // cfg.heads
+        shape = (cfg.layers, batch, cfg.heads, length, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.positions = sinusoids(length, cfg.hidden).to(device=device, dtype=dtype)
+        self.steps = torch.arange(length, device=device)
+        self.cross_keys: torch.Tensor | None = None
+        self.cross_values: torch.Tensor | None = None
+        self.cross_mask: torch.Tensor | None = None
+        self.length = length
+
+    @staticmethod
+    def bytes_needed(cfg: DecoderConfig, batch: int, length: int, dtype: torch.dtype) -> int:
+        """Bytes the self-attention keys and values take."""
+        return 2 * cfg.layers * batch * length * cfg.hidden * torch.empty((), dtype=dtype).element_size()
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, frames, dim]`` -> ``[batch, heads, frames, head_dim]``."""
+        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.act = cfg.activation
+        self.self_attn = Attention(cfg.hidden, cfg.heads)
+        self.self_attn_layer_norm = nn.LayerNorm(cfg.hidden)
+        self.encoder_attn = Attention(cfg.hidden, cfg.heads)
+        self.encoder_attn_layer_norm = nn.LayerNorm(cfg.hidden)
+        self.fc1 = nn.Linear(cfg.hidden, cfg.ffn, bias=False)
+        self.fc2 = nn.Linear(cfg.ffn, cfg.hidden, bias=False)
+        self.final_layer_norm = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+        """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
+        frame, attended over the whole cache with a mask (fixed shapes for CUDA graphs)."""
+        attn = self.self_attn
+        h = self.self_attn_layer_norm(x)
+        q, k, v = attn.split(attn.q_proj(h)), attn.split(attn.k_proj(h)), attn.split(attn.v_proj(h))
+        keys, values = cache.keys[index], cache.values[index]
+        if isinstance(start, torch.Tensor):
+            keys.index_copy_(2, start.view(1), k)
+            values.index_copy_(2, start.view(1), v)
+            visible = (cache.steps <= start).view(1, 1, 1, -1)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+        else:
+            end = start + x.shape[1]
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            causal = x.shape[1] > 1
+            if causal and start != 0:
+                raise ValueError("several frames at once are only supported from position 0")
+            out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal)
+        x = x + attn.merge(out)
+        cross = self.encoder_attn
+        h = self.encoder_attn_layer_norm(x)
+        q = cross.split(cross.q_proj(h))
+        out = F.scaled_dot_product_attention(
+            q, cache.cross_keys[index], cache.cross_values[index], attn_mask=cache.cross_mask
+        )
+        x = x + cross.merge(out)
+        h = self.final_layer_norm(x)
+        return x + self.fc2(activation(self.act, self.fc1(h)))
+
+
+class MusicGenLM(nn.Module):
+    """Tokens ``[batch, codebooks, frames]`` (with the text states set in the cache) -> the next
+    frame's logits ``[batch, codebooks, vocab_size]``."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_scale = math.sqrt(cfg.hidden) if cfg.scale_embedding else 1.0
+        self.embed_tokens = nn.ModuleList(nn.Embedding(cfg.vocab_size + 1, cfg.hidden) for _ in range(cfg.codebooks))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.layers))
+        self.layer_norm = nn.LayerNorm(cfg.hidden)
+        self.lm_heads = nn.ModuleList(nn.Linear(cfg.hidden, cfg.vocab_size, bias=False) for _ in range(cfg.codebooks))
+
+    def new_cache(self, batch: int, length: int) -> KVCache:
+        """An empty cache for ``batch`` rows and ``length`` frames on this model's device and dtype."""
+        weight = self.lm_heads[0].weight
+        return KVCache(self.cfg, batch, length, weight.device, weight.dtype)
+
+    def set_memory(self, cache: KVCache, memory: torch.Tensor, mask: torch.Tensor) -> None:
+        """Project the text states ``memory`` [batch, tokens, hidden] (rows with ``mask`` [batch, tokens]
+        all False attend to every token, which carries zeros there) into the cache."""
+        rows_empty = ~mask.any(dim=1, keepdim=True)
+        cross_mask = (mask | rows_empty)[:, None, None, :]
+        keys = torch.stack([layer.encoder_attn.split(layer.encoder_attn.k_proj(memory)) for layer in self.layers])
+        values = torch.stack([layer.encoder_attn.split(layer.encoder_attn.v_proj(memory)) for layer in self.layers])
+        if cache.cross_keys is not None and cache.cross_keys.shape == keys.shape:
+            cache.cross_keys.copy_(keys)  # in place: a captured CUDA graph reads these buffers
+            cache.cross_values.copy_(values)
+            cache.cross_mask.copy_(cross_mask)
+        else:
+            cache.cross_keys, cache.cross_values, cache.cross_mask = keys, values, cross_mask
+
+    def _run(self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+        x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
+        if isinstance(start, torch.Tensor):
+            x = x + cache.positions.index_select(0, start.view(1))
+        else:
+            x = x + cache.positions[start : start + tokens.shape[-1]]
+        for index, layer in enumerate(self.layers):
+            x = layer(x, index, cache, start)
+        h = self.layer_norm(x[:, -1])
+        return torch.stack([head(h) for head in self.lm_heads], dim=1)
+
+    def prefill(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Frames ``0 .. T-1`` of ``tokens`` [batch, codebooks, T] -> logits for frame ``T``."""
+        return self._run(tokens, cache, 0)
+
+    def step(self, tokens: torch.Tensor, position: int, cache: KVCache) -> torch.Tensor:
+        """One frame ``tokens`` [batch, codebooks, 1] at ``position`` -> logits for the next frame."""
+        return self._run(tokens, cache, position)
+
+    def step_static(self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it."""
+        return self._run(tokens, cache, position)
+
+
+DECODER_RENAMES = (
+    (r"^decoder\.model\.decoder\.(.*)$", r"\1"),
+    (r"^decoder\.(lm_heads\.\d+\.weight)$", r"\1"),
+)
+"""transformers' ``MusicgenForConditionalGeneration`` decoder tensor names (regex) -> ours."""

@@ -1,0 +1,352 @@
+"""The corpus tokenizer (``fastencodec tokenize``/``detokenize``, ``fastencodec.corpus``).
+
+Tiny random-weight models saved in the Hugging Face layout; short generated audio in
+wav/flac/mp3/ogg, mono and stereo, 8 to 96 kHz, plus one corrupt and one empty file.
+"""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import save_file
+
+from fastencodec import EnCodec, EncodecConfig
+from fastencodec.cli import main
+from fastencodec.corpus import detokenize, read_manifest, read_shards, tokenize_corpus
+from fastencodec.corpus.manifest import CorpusMismatchError
+from fastencodec.corpus.ranks import Rank, from_environment
+from fastencodec.corpus.sources import CorpusInputError, collect_items
+from fastencodec.io.audio import AudioReader, read_audio, to_channels
+from fastencodec.io.resample import resample
+from fastencodec.nn.model import EncodecModel
+
+ROOT = Path(__file__).resolve().parents[1]
+seek = AudioReader.seek
+CHUNK = 1 << 16  # the codec's CPU stream chunk: pieces are whole numbers of it
+TINY_48KHZ = {
+    "sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
+    "use_causal_conv": False, "norm_type": "time_group_norm", "normalize": True, "chunk_length_s": 1.0,
+    "overlap": 0.01,
+}
+
+
+def save_tiny(directory: Path, **hf_config) -> Path:
+    """A random-weight model with 2 filters and 8 dimensions, saved as config.json + model.safetensors."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"model_type": "encodec", "hidden_size": 8, "num_filters": 2} | hf_config
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig.from_hf(config)).eval()
+    with torch.no_grad():
+        model.quantizer.embed.normal_()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "quantizer.embed"}
+    for i, embed in enumerate(model.quantizer.embed):
+        tensors[f"quantizer.layers.{i}.codebook.embed"] = embed.contiguous()
+    save_file(tensors, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def tone(rate: int, channels: int, seconds: float, seed: int) -> np.ndarray:
+    """Speech-like test audio [samples, channels]: harmonics with a wobbling pitch plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    pitch = 140 + 30 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    out = 0.2 * voice[:, None] + 0.02 * rng.standard_normal((len(t), channels))
+    return (out * [1.0, 0.6][:channels]).astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run many times faster on one thread than on cores other processes share."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {"24": save_tiny(root / "tiny24"), "48": save_tiny(root / "tiny48", **TINY_48KHZ)}
+
+
+@pytest.fixture(scope="module")
+def codec24(models):
+    return EnCodec.from_pretrained(models["24"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A mixed folder: formats, rates, channels, lengths, a corrupt and an empty file."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "speech" / "deep").mkdir(parents=True)
+    files = {
+        "a_mono_8k.wav": (8000, 1, 1.3), "speech/b_stereo_44k.flac": (44100, 2, 0.8),
+        "speech/c_22k.mp3": (22050, 1, 1.1), "speech/deep/d_96k.ogg": (96000, 2, 0.6),
+        "e_long_16k.flac": (16000, 1, 7.0), "f_48k.wav": (48000, 2, 2.2),
+    }
+    for seed, (name, (rate, channels, seconds)) in enumerate(files.items()):
+        sf.write(root / name, tone(rate, channels, seconds, seed), rate)
+    (root / "speech" / "corrupt.ogg").write_bytes(b"OggS" + bytes(range(256)) * 4)
+    (root / "empty.wav").write_bytes(b"")
+    (root / "notes.txt").write_text("not audio\n")
+    return root
+
+
+def conformed(path, codec: EnCodec, offset=None, duration=None) -> np.ndarray:
+    """The reference: the whole file read, cut, mixed and resampled at once (not streamed)."""
+    audio, rate = read_audio(path)
+    start = 0 if offset is None else round(offset * rate)
+    audio = audio[:, start : None if duration is None else start + round(duration * rate)]
+    mixed = audio.shape[0] if audio.shape[0] == codec.channels else 1
+    return to_channels(np.asarray(resample(to_channels(audio, mixed), rate, codec.sample_rate)), codec.channels)
+
+
+def assert_rows_match_encode(out: Path, codec: EnCodec, source: Path, bandwidth: float) -> list:
+    rows = list(read_shards(out))
+    for row in rows:
+        audio = conformed(source / row.path, codec, row.offset, None)
+        tokens = codec.encode(audio[None], bandwidth)
+        frames = codec.layout.total_frames(audio.shape[1])
+        assert row.codes.dtype == np.int16 and row.frames == frames == row.codes.shape[1], row.path
+        np.testing.assert_array_equal(row.codes, np.asarray(tokens.codes)[0, :, :frames], err_msg=row.path)
+        assert row.samples == audio.shape[1] and row.duration == audio.shape[1] / codec.sample_rate
+        if tokens.scales is None:
+            assert row.scales.size == 0
+        else:
+            np.testing.assert_array_equal(row.scales, np.asarray(tokens.scales)[0, : row.scales.size])
+            assert row.scales.size == codec.layout.count(audio.shape[1])
+    return rows
+
+
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def cli(*args, log: Path, env=None) -> subprocess.Popen:
+    """``fastencodec ARGS`` in a subprocess, its stderr to ``log`` (a file: killed runs leave no pipes open)."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    environment |= {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | (env or {})
+    with open(log, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "fastencodec", *map(str, args)], env=environment,
+                                stdout=subprocess.DEVNULL, stderr=err)
+
+
+# -- codes ------------------------------------------------------------------------------------------
+
+
+def test_mixed_folder_codes_equal_encode_of_each_file(corpus, codec24, tmp_path):
+    """Workers decode, long files stream in pieces, items share batches: every row is encode() of its file."""
+    out = tmp_path / "out"
+    summary = tokenize_corpus(corpus, out, codec24, 3.0, workers=2, shard_size=3, piece_samples=CHUNK)
+    assert (summary.coded, summary.failed, summary.written, summary.skipped) == (6, 2, 3, 0)
+    rows = assert_rows_match_encode(out, codec24, corpus, 3.0)
+    assert [r.path for r in rows] == [
+        "a_mono_8k.wav", "e_long_16k.flac", "f_48k.wav", "speech/b_stereo_44k.flac", "speech/c_22k.mp3",
+        "speech/deep/d_96k.ogg",
+    ]
+    assert max(r.samples for r in rows) > 2 * CHUNK  # the long file went through the stream path
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert {e["path"]: e["shard"] for e in errors} == {"empty.wav": 0, "speech/corrupt.ogg": 2}
+    assert "empty" in errors[0]["reason"] and "corrupt" in errors[1]["reason"]
+    manifest = read_manifest(out)
+    assert manifest["model_id"] == codec24.model_id and manifest["bandwidth"] == 3.0
+    assert (manifest["codebooks"], manifest["sample_rate"], manifest["frame_rate"]) == (4, 24000, 75)
+    assert manifest["precision"] == "exact" and [s["file"] for s in manifest["shards"]] == [
+        "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"
+    ]
+    table = pq.read_table(out / "shard-00000.parquet")
+    assert table.schema.field("codes").type == pa.list_(pa.list_(pa.int16()))
+    assert table.column_names == ["path", "codes", "frames", "samples", "duration", "scales"]
+    # in-process decoding and one-item pools give the same bytes
+    again = tmp_path / "again"
+    tokenize_corpus(corpus, again, codec24, 3.0, workers=0, shard_size=3, pool_samples=1)
+    assert tree_bytes(again) == tree_bytes(out)
+
+
+def test_48khz_segments_stream_with_their_scales(corpus, models, tmp_path):
+    """The normalising model: long items are cut in segments as encode() cuts them, scales kept per segment."""
+    codec = EnCodec.from_pretrained(models["48"])
+    inputs = [corpus / "f_48k.wav", corpus / "speech" / "b_stereo_44k.flac", corpus / "a_mono_8k.wav"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in inputs))
+    tokenize_corpus(listing, tmp_path / "out", codec, 6.0, workers=0, piece_samples=CHUNK)
+    rows = assert_rows_match_encode(tmp_path / "out", codec, Path("/"), 6.0)
+    assert [r.path for r in rows] == [str(p) for p in inputs] and rows[0].scales.size == 3
+
+
+def test_manifest_segments_carry_their_offset(corpus, codec24, tmp_path, monkeypatch):
+    manifest = tmp_path / "cuts.jsonl"
+    records = [{"path": "e_long_16k.flac", "offset": 1.5, "duration": 2.0}, {"path": "e_long_16k.flac"},
+               {"path": "f_48k.wav", "offset": 0.25}, {"path": "c_22k.mp3", "offset": 0.5, "duration": 0.3},
+               {"path": "f_48k.wav", "offset": 30.0}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for source in ("e_long_16k.flac", "f_48k.wav", "speech/c_22k.mp3"):
+        (tmp_path / Path(source).name).symlink_to(corpus / source)
+    seeks = []
+    monkeypatch.setattr(AudioReader, "seek", lambda reader, n: seeks.append(skipped := seek(reader, n)) or skipped)
+    summary = tokenize_corpus(manifest, tmp_path / "out", codec24, workers=0)
+    assert (summary.coded, summary.failed) == (4, 1)  # offset past the end: no audio
+    assert seeks == [24000, 12000, 0, 105600]  # flac and wav seek to their offset (the last: to its end); mp3 not
+    rows = list(read_shards(tmp_path / "out"))
+    assert [(r.path, r.offset) for r in rows] == [("e_long_16k.flac", 1.5), ("e_long_16k.flac", 0.0),
+                                                  ("f_48k.wav", 0.25), ("c_22k.mp3", 0.5)]
+    assert rows[0].samples == 48000
+    for row, record in zip(rows, records):
+        audio = conformed(tmp_path / row.path, codec24, record.get("offset"), record.get("duration"))
+        np.testing.assert_array_equal(row.codes, np.asarray(codec24.encode(audio[None]).codes)[0])
+    assert "no audio from 30.0 s" in (tmp_path / "out" / "errors.jsonl").read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"path": "x.wav", "offset": -1}\n')
+    with pytest.raises(CorpusInputError, match="line 1: offset must be >= 0"):
+        collect_items([bad])
+
+
+def test_rows_decode_and_detokenize(corpus, codec24, tmp_path, models):
+    tokenize_corpus(corpus / "speech", tmp_path / "out", codec24, workers=0)
+    rows = list(read_shards(tmp_path / "out"))
+    assert main(["detokenize", str(tmp_path / "out"), "--out", str(tmp_path / "audio"), "--model",
+                 str(models["24"]), "-q"]) == 0
+    for row in rows:
+        decoded, rate = read_audio((tmp_path / "audio" / row.path).with_suffix(".wav"))
+        expected = codec24.decode(row.tokens())[0]
+        assert rate == 24000 and decoded.shape == expected.shape == (1, row.samples)
+        np.testing.assert_allclose(decoded, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="coded by"):
+        detokenize(tmp_path / "out", tmp_path / "x", EnCodec.from_pretrained(models["48"]))
+
+
+# -- faults, resume, ranks ------------------------------------------------------------------------------
+
+
+def test_other_bandwidth_or_model_into_same_folder_is_refused(corpus, codec24, models, tmp_path, capsys):
+    tokenize_corpus(corpus / "speech", tmp_path, codec24, 1.5, workers=0)
+    before = tree_bytes(tmp_path)
+    args = ["tokenize", str(corpus / "speech"), "--out", str(tmp_path), "--workers", "0", "-q"]
+    assert main(args + ["--model", str(models["24"]), "-b", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "holds tokens of" in err and "at 1.5 kbps" in err and "at 3.0 kbps" in err
+    with pytest.raises(CorpusMismatchError):
+        tokenize_corpus(corpus / "speech", tmp_path, EnCodec.from_pretrained(models["48"]), 6.0, workers=0)
+    with pytest.raises(CorpusMismatchError, match="other inputs"):
+        tokenize_corpus(corpus, tmp_path, codec24, 1.5, workers=0)
+    assert main(args + ["--model", str(models["24"]), "-b", "7"]) == 2  # a bandwidth the model lacks
+    assert tree_bytes(tmp_path) == before
+    # the same run again: nothing to do, failures still counted (exit 1: some items could not be read)
+    assert main(args + ["--model", str(models["24"]), "-b", "1.5"]) == 1
+    assert "1 items could not be read" in capsys.readouterr().err
+    assert tree_bytes(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """Twelve 2-second files, for runs that take long enough to be killed mid-way."""
+    root = tmp_path_factory.mktemp("many")
+    for i in range(12):
+        sf.write(root / f"{i:02d}.flac", tone(16000, 1, 2.0, i), 16000)
+    (root / "05_broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    return root
+
+
+def test_resume_after_sigkill_gives_identical_shards(many, models, tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    common = ["--model", models["24"], "--shard-size", "2", "--workers", "1", "-q"]
+    whole = cli("tokenize", many, "--out", reference, *common, log=tmp_path / "whole.log")
+    run = cli("tokenize", many, "--out", killed, *common, log=tmp_path / "killed.log")
+    deadline = time.monotonic() + 120
+    while not (killed / "shard-00000.parquet").exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGKILL)
+    run.wait(30)
+    assert whole.wait(120) == 1, (tmp_path / "whole.log").read_text()  # one unreadable file
+    done = {p.name for p in killed.glob("shard-*.parquet")}
+    assert "shard-00000.parquet" in done and len(done) < 7, done
+    rerun = cli("tokenize", many, "--out", killed, *common, log=tmp_path / "rerun.log")
+    assert rerun.wait(120) == 1 and "1 items could not be read" in (tmp_path / "rerun.log").read_text()
+    assert tree_bytes(killed) == tree_bytes(reference)
+    assert len(list(read_shards(killed))) == 12
+
+
+def test_two_ranks_write_exactly_the_shards_of_one_process(many, models, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--model", models["24"], "--shard-size", "3", "--workers", "0", "-q"]
+    runs = [cli("tokenize", many, "--out", two, *common, log=tmp_path / f"{r}.log",
+                env={"WORLD_SIZE": "2", "RANK": str(r), "LOCAL_RANK": "0"}) for r in (0, 1)]
+    # the broken file is item 6 (05.flac < 05_broken.wav), in shard 2, which rank 0 codes
+    assert [run.wait(120) for run in runs] == [1, 0]
+    tokenize_corpus(many, one, EnCodec.from_pretrained(models["24"]), shard_size=3, workers=0)
+    assert tree_bytes(two) == tree_bytes(one)
+
+
+def test_launcher_variables():
+    assert from_environment({}) == Rank(0, 1, 0)
+    assert from_environment({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == Rank(3, 8, 1)
+    assert from_environment({"SLURM_PROCID": "5", "SLURM_NTASKS": "6", "SLURM_LOCALID": "2"}) == Rank(5, 6, 2)
+    with pytest.raises(ValueError):
+        from_environment({"RANK": "2", "WORLD_SIZE": "2"})
+    assert [i for i in range(7) if Rank(1, 3).owns(i)] == [1, 4]
+
+
+# -- readers ----------------------------------------------------------------------------------------
+
+
+def test_datasets_and_pandas_read_the_shards(corpus, codec24, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    tokenize_corpus(corpus, tmp_path, codec24, workers=0, shard_size=4)
+    rows = list(read_shards(tmp_path))
+    files = sorted(str(p) for p in tmp_path.glob("shard-*.parquet"))
+    loaded = datasets.load_dataset("parquet", data_files=files, split="train",
+                                   cache_dir=str(tmp_path / ".hf-cache"))
+    assert loaded["path"] == [r.path for r in rows]
+    for row, record in zip(rows, loaded):
+        np.testing.assert_array_equal(np.array(record["codes"]), row.codes)
+        assert record["frames"] == row.frames and record["samples"] == row.samples
+    frame = pytest.importorskip("pandas").read_parquet(files[0])
+    assert list(frame["path"]) == [r.path for r in rows[: len(frame)]]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra: ray)")
+def test_ray_data_path_writes_the_same_shards(corpus, codec24, models, tmp_path):
+    import ray
+
+    from fastencodec.corpus.ray_data import tokenize_with_ray
+
+    tokenize_corpus(corpus, tmp_path / "local", codec24, 3.0, workers=0, shard_size=3)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    try:
+        summary = tokenize_with_ray([corpus], tmp_path / "ray", models["24"], 3.0, shard_size=3, batch_size=4)
+    finally:
+        ray.shutdown()
+    assert (summary.coded, summary.failed) == (6, 2)
+    assert tree_bytes(tmp_path / "ray") == tree_bytes(tmp_path / "local")
+
+
+def test_long_items_travel_in_bounded_pieces(corpus, codec24):
+    """A long file never crosses the queue whole: pieces of piece_samples, the last 1..piece_samples."""
+    from fastencodec.corpus.sources import Item
+    from fastencodec.corpus.workers import Piece, Whole, item_messages
+
+    path = str(corpus / "e_long_16k.flac")
+    messages = list(item_messages(7, Item("x", path), 24000, 1, CHUNK))
+    assert all(isinstance(m, Piece) and m.index == 7 for m in messages) and messages[-1].last
+    assert [m.audio.shape[1] for m in messages[:-1]] == [CHUNK] * (len(messages) - 1)
+    assert 0 < messages[-1].audio.shape[1] <= CHUNK and not any(m.last for m in messages[:-1])
+    whole = np.concatenate([m.audio for m in messages], axis=1)
+    np.testing.assert_array_equal(whole, conformed(path, codec24))
+    (short,) = item_messages(0, Item("x", path), 24000, 1, whole.shape[1])  # exactly one piece: whole
+    assert isinstance(short, Whole) and short.audio.shape == whole.shape
