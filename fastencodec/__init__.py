@@ -11,13 +11,14 @@ from typing import Any  # noqa: E402
 
 from fastencodec.codec import EnCodec  # noqa: E402
 from fastencodec.engine.policy import RuntimePolicy  # noqa: E402
-from fastencodec.formats.ecdc import EcdcError, EcdcReader, EcdcWriter  # noqa: E402
+from fastencodec.formats.ecdc import DamagedSegmentWarning, EcdcError, EcdcReader, EcdcWriter  # noqa: E402
 from fastencodec.formats.files import EcdcFile, ModelMismatchError, compress, decompress, read_ecdc  # noqa: E402
 from fastencodec.io.conform import load_audio  # noqa: E402
 from fastencodec.nn.config import EncodecConfig  # noqa: E402
 from fastencodec.tokens import Tokens  # noqa: E402
 
 __all__ = [
+    "DamagedSegmentWarning",
     "EcdcError",
     "EcdcFile",
     "EcdcReader",

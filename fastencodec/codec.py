@@ -261,7 +261,15 @@ class EnCodec:
                 table[i, : len(item_scales)] = torch.tensor(item_scales)
             scales = kind.audio(table) if kind.torch else table.numpy()
         lengths_out = tuple(item.shape[-1] for item in items)
-        return Tokens(kind.ints(codes), lengths_out, scales, self.model_id, as_list, layout=self.layout)
+        return Tokens(
+            kind.ints(codes),
+            lengths_out,
+            scales,
+            self.model_id,
+            as_list,
+            layout=self.layout,
+            precision=self.policy.precision,
+        )
 
     def encode_continuous(
         self, audio: Array, lengths: Sequence[int] | None = None, *, layout: str | None = None

@@ -39,6 +39,8 @@ class Tokens:
         pieces: per item, the lengths in samples of the independently encoded signals it is a
             time concatenation of (default: one piece, the item's length).
         layout: the model's segment layout; when given, frame counts are checked against it.
+        precision: the precision mode of the encoder that made them (``"exact"``, ``"tf32"``,
+            ``"bf16"``; ``"mixed"`` for a concatenation of several modes). Any mode decodes them.
 
     Attributes:
         frames: each item's own frames (before its padding), computed once.
@@ -47,7 +49,7 @@ class Tokens:
         ValueError: inconsistent shapes, lengths, pieces or scales.
     """
 
-    __slots__ = ("codes", "lengths", "scales", "model_id", "as_list", "pieces", "layout", "frames")
+    __slots__ = ("codes", "lengths", "scales", "model_id", "as_list", "pieces", "layout", "frames", "precision")
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class Tokens:
         *,
         pieces: Sequence[Sequence[int]] | None = None,
         layout: SegmentLayout | None = None,
+        precision: str = "exact",
     ) -> None:
         if not isinstance(codes, (np.ndarray, torch.Tensor)) or codes.ndim not in (2, 3):
             raise ValueError("Tokens codes must be a 2-D or 3-D NumPy array or torch tensor")
@@ -83,6 +86,7 @@ class Tokens:
             ("as_list", bool(as_list)),
             ("pieces", pieces),
             ("layout", layout),
+            ("precision", str(precision)),
         ):
             object.__setattr__(self, name, value)
         valid = _cpu((codes >= 0).all(-2)).reshape(batch, -1)
@@ -144,7 +148,16 @@ class Tokens:
         return self._with(self.codes[None], self.lengths, self.scales, self.pieces)
 
     def _with(self, codes: Any, lengths: Any, scales: Any, pieces: Any) -> Tokens:
-        return Tokens(codes, lengths, scales, self.model_id, self.as_list, pieces=pieces, layout=self.layout)
+        return Tokens(
+            codes,
+            lengths,
+            scales,
+            self.model_id,
+            self.as_list,
+            pieces=pieces,
+            layout=self.layout,
+            precision=self.precision,
+        )
 
     # -- indexing ---------------------------------------------------------------------------
     def __getitem__(self, index: Any) -> Any:
@@ -246,6 +259,7 @@ class Tokens:
         )
         return (
             self.model_id == other.model_id
+            and self.precision == other.precision
             and self.lengths == other.lengths
             and self.pieces == other.pieces
             and self.shape == other.shape
@@ -268,6 +282,7 @@ class Tokens:
             "pieces": self.pieces,
             "model_id": self.model_id,
             "as_list": self.as_list,
+            "precision": self.precision,
             "layout": None if self.layout is None else asdict(self.layout),
         }
         save_file(tensors, os.fspath(path), metadata={"tokens": json.dumps(meta)})
@@ -298,6 +313,7 @@ class Tokens:
             bool(meta.get("as_list")),
             pieces=meta["pieces"],
             layout=None if layout is None else SegmentLayout(**layout),
+            precision=str(meta.get("precision", "exact")),
         )
 
     def check_model(self, model_id: str) -> None:
@@ -307,7 +323,8 @@ class Tokens:
 
     def __repr__(self) -> str:
         kind = "torch" if isinstance(self.codes, torch.Tensor) else "numpy"
-        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, model={self.model_id})"
+        where = f"model={self.model_id}, precision={self.precision}"
+        return f"Tokens(shape={self.shape}, {kind}, lengths={self.lengths}, {where})"
 
 
 def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
@@ -315,7 +332,7 @@ def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
 
     Along time, each item becomes the concatenation of its pieces (decoded piece by piece for
     segmenting models, so every piece keeps its own segments and scales); along batch, items
-    are padded with ``PAD``.
+    are padded with ``PAD``. Tokens of several precision modes join as ``precision="mixed"``.
 
     Raises:
         ValueError: another model, another codebook count, or another axis.
@@ -360,7 +377,18 @@ def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
     out_codes: Any = torch.from_numpy(codes).to(first.codes.device) if torch_out else codes
     if torch_out and scales is not None:
         scales = torch.from_numpy(scales).to(first.codes.device)
-    return Tokens(out_codes, lengths, scales, first.model_id, first.as_list, pieces=pieces, layout=first.layout)
+    modes = {t.precision for t in tokens}
+    precision = modes.pop() if len(modes) == 1 else "mixed"
+    return Tokens(
+        out_codes,
+        lengths,
+        scales,
+        first.model_id,
+        first.as_list,
+        pieces=pieces,
+        layout=first.layout,
+        precision=precision,
+    )
 
 
 def _item_scales(tokens: Tokens, i: int) -> np.ndarray:

@@ -278,3 +278,20 @@ def save_tiny(directory: Path, **config) -> Path:
         torch.manual_seed(0)
         HFModel(HFConfig(**(TINY | config))).save_pretrained(directory)
     return directory
+
+
+@torch.no_grad()
+def fast_model(sample_rate: int = 24_000, seed: int = 0) -> EncodecModel:
+    """fastencodec ``EncodecModel`` (24, 32 or 48 kHz architecture) with random weights, centred
+    embeddings and seeded codebooks; no reference package needed."""
+    from fastencodec.nn.config import META_24KHZ, META_48KHZ
+
+    configs = {24_000: META_24KHZ, 48_000: META_48KHZ, 32_000: EncodecConfig.from_hf(HF_32KHZ)}
+    cfg = configs[sample_rate]
+    torch.manual_seed(seed)
+    model = EncodecModel(cfg).eval().requires_grad_(False)
+    center_embeddings(model.encoder, model.encoder.layers[-1].conv.bias, cfg.sample_rate, cfg.channels)
+    embeds = list(model.quantizer.embed.unbind(0))
+    seed_codebooks(model.encoder, embeds, cfg.sample_rate, cfg.channels, seed)
+    model.quantizer.refresh()
+    return model

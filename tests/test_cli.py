@@ -41,7 +41,9 @@ def load_each_model_once(monkeypatch):
     load = EnCodec.from_pretrained
 
     def cached(name_or_path, device=None, dtype=None, **kwargs):
-        key = (str(name_or_path), str(device), dtype)
+        policy = kwargs.get("policy")
+        precision = "exact" if policy is None else policy.precision
+        key = (str(name_or_path), str(device), dtype) + (() if precision == "exact" else (precision,))
         if key not in LOADED:
             LOADED[key] = load(name_or_path, device, dtype, **kwargs)
         return LOADED[key]
@@ -495,6 +497,20 @@ def test_decompress_input_errors(tmp_path, capsys):
     assert f"{tmp_path / 'missing.ecdc'}: cannot read (No such file or directory)" in capsys.readouterr().err
     assert run("info", tmp_path) == 1
     assert f"{tmp_path}: cannot read (Is a directory)" in capsys.readouterr().err
+
+
+def test_precision_option(tmp_path, capsys, meta24):
+    from fastencodec.kernels.precision import cpu_has_bf16
+
+    source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.3), 24000)
+    assert run("compress", source, tmp_path / "a.ecdc", "--model", meta24[1], "--precision", "tf32") == 1
+    assert "'tf32' needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "a.ecdc").exists()
+    if cpu_has_bf16():
+        assert run("compress", source, tmp_path / "b.ecdc", "--model", meta24[1], "--precision", "bf16") == 0
+        out = tmp_path / "b.wav"
+        assert run("decompress", tmp_path / "b.ecdc", out, "--model", meta24[1], "--precision", "bf16") == 0
+        assert out.stat().st_size > 0
 
 
 def test_existing_output_needs_force(tmp_path, capsys, meta24):

@@ -1,5 +1,6 @@
 """One shared EnCodec used from several threads gives exactly the sequential results; no global state changes."""
 
+import os
 import threading
 
 import numpy as np
@@ -56,3 +57,14 @@ def test_no_global_state_changes(codec24, codec48):
     assert (cudnn.enabled, cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, torch.get_num_threads()) == flags
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert np.array_equal(np.random.get_state()[1], np_before)
+
+
+def test_default_threads_leave_busy_cpus_alone(monkeypatch):
+    """The CLI's default thread count: usable CPUs (affinity, cgroup quota) minus those other work keeps busy."""
+    from fastencodec.engine import policy
+
+    assert 1 <= policy.usable_cpus() <= len(os.sched_getaffinity(0))
+    monkeypatch.setattr(policy, "usable_cpus", lambda: 4)
+    for load, want in [(0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (14.5, 1)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert policy.default_threads() == want

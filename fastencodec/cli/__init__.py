@@ -2,7 +2,7 @@
 
 Commands (``fastencodec COMMAND --help`` for every option)::
 
-    fastencodec compress INPUT... [-b KBPS] [--model NAME|PATH] [--device DEVICE] [--threads N] [-f] [-q]
+    fastencodec compress INPUT... [-b KBPS] [--model M] [--device DEVICE] [--precision P] [--threads N] [-f] [-q]
     fastencodec compress INPUT OUTPUT.ecdc ...
     fastencodec compress --stream [--pcm-format s16le|s32le|f32le] [--pcm-rate HZ] [--pcm-channels N] - OUTPUT.ecdc
     fastencodec decompress INPUT.ecdc... [--rate [HZ]] [--subtype SUBTYPE] [-r] [--model ...] [--force-model] [-f] [-q]

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
-from fastencodec.engine.policy import RuntimePolicy
+from fastencodec.engine.policy import PRECISIONS, RuntimePolicy, default_threads
 from fastencodec.io.audio import STDIO
 
 PROG = "fastencodec"
@@ -49,8 +49,14 @@ def load_codec(
     spec: str, device: str, threads: int | None = None, precision: str = "exact", local: bool = True
 ) -> EnCodec:
     """Load the model ``spec`` (name, repo id or path; without ``local`` only a published model's
-    name, as for a name read from a file) on ``device`` in ``precision``, or fail with one line."""
+    name, as for a name read from a file) on ``device`` in ``precision``, or fail with one line.
+
+    The command owns its process, so it sets torch's CPU threads: ``threads``, or by default
+    :func:`~fastencodec.engine.policy.default_threads` (the usable CPUs not already busy).
+    """
     check_device(device)
+    if threads is None and torch.device(device).type == "cpu":
+        threads = default_threads()
     try:
         policy = RuntimePolicy(precision, threads=threads)
         return EnCodec.from_pretrained(spec, device=device, local=local, policy=policy)
@@ -193,9 +199,18 @@ def device_value(text: str) -> str:
 
 
 def add_run_options(command: argparse.ArgumentParser) -> None:
-    """``--device``, ``--threads``, ``-f`` and ``-q``, shared by compress and decompress."""
+    """``--device``, ``--precision``, ``--threads``, ``-f`` and ``-q``, shared by compress and decompress."""
     command.add_argument("--device", type=device_value, default="cpu", help="cpu (default), cuda, cuda:1, ...")
-    command.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
+    command.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="exact",
+        help="network arithmetic: exact (default), tf32 (CUDA), bf16; 24/32 kHz files go through the "
+        "exact streams in every mode, so it changes 48 kHz files only",
+    )
+    command.add_argument(
+        "--threads", type=positive_int, metavar="N", help="CPU threads (default: usable CPUs not already busy)"
+    )
     command.add_argument("-f", "--force", action="store_true", help="overwrite OUTPUT if it exists")
     command.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes on stderr")
 

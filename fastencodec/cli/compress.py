@@ -20,6 +20,7 @@ from fastencodec.cli.common import (
     split_output,
 )
 from fastencodec.codec import EnCodec
+from fastencodec.formats.coders import CODERS, SymbolCoder, coder_for
 from fastencodec.formats.files import check_rate, compress_source
 from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader
 from fastencodec.io.conform import AudioSource
@@ -48,6 +49,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compress.add_argument(
         "--model", default="encodec-24khz", help="encodec-24khz (default), encodec-48khz, a repo id or a checkpoint"
     )
+    entropy = compress.add_argument_group("entropy coding")
+    entropy.add_argument(
+        "--entropy",
+        choices=tuple(CODERS),
+        default="bits",
+        help="bits: plain packing (default); lm: Meta's LM coding (Meta's tool reads it; decode on the same kind "
+        "of machine); lmp1: portable LM coding (decodes anywhere; fastencodec only)",
+    )
+    entropy.add_argument("--lm", action="store_true", help="same as --entropy lm (Meta's -l)")
+    entropy.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint (default: torch hub's cache)")
     stream = compress.add_argument_group("raw PCM streams")
     stream.add_argument(
         "--stream",
@@ -81,7 +92,7 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
 
     def codec() -> EnCodec:
         if args.model not in models:
-            models[args.model] = load_codec(args.model, args.device, args.threads)
+            models[args.model] = load_codec(args.model, args.device, args.threads, args.precision)
         return models[args.model]
 
     if args.stream:
@@ -95,16 +106,34 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
                 args.pcm_rate or model.sample_rate,
                 args.pcm_channels or model.channels,
             )
-            write(model, bandwidth, pcm, output, args.quiet, args.force)
+            write(model, bandwidth, pcm, output, args.quiet, args.force, symbol_coder(args, model))
         return
     with AudioReader(source) as reader:
         model = codec()
-        write(model, check_bandwidth(model, args.bandwidth), reader, output, args.quiet, args.force)
+        bandwidth = check_bandwidth(model, args.bandwidth)
+        write(model, bandwidth, reader, output, args.quiet, args.force, symbol_coder(args, model))
 
 
-def write(codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool, force: bool) -> None:
+def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
+    """The coder ``--entropy`` (or ``--lm``) names, for ``codec``'s codes."""
+    tag = "lm" if args.lm else args.entropy
+    try:
+        return coder_for(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights)
+    except ValueError as exc:
+        raise UsageError(f"--entropy {tag}: {exc}") from None
+
+
+def write(
+    codec: EnCodec,
+    bandwidth: float,
+    source: AudioSource,
+    output: str,
+    quiet: bool,
+    force: bool,
+    coder: SymbolCoder | None = None,
+) -> None:
     """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar; an
     ``output`` that exists by the end (another run made it) is replaced only with ``force``."""
     output_file = AtomicOutput(output, overwrite=force)
     with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, output_file as out:
-        compress_source(codec, source, out.file, bandwidth, bar.update)
+        compress_source(codec, source, out.file, bandwidth, bar.update, coder)

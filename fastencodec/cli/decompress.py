@@ -22,8 +22,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     decompress = commands.add_parser(
         "decompress",
         help=".ecdc -> wav/flac",
-        description="Decompress .ecdc files (ours, or Meta's encodec without --lm) to WAV or FLAC. Several files "
-        f"and folders may be given: each FILE.ecdc becomes FILE{SUFFIX}.",
+        description="Decompress .ecdc files (ours, or Meta's encodec, with or without --lm) to WAV or FLAC. "
+        f"Several files and folders may be given: each FILE.ecdc becomes FILE{SUFFIX}.",
     )
     decompress.add_argument(
         "paths", nargs="+", metavar="INPUT", help=".ecdc files or folders (- for stdin); or INPUT OUTPUT.wav|.flac|-"
@@ -47,6 +47,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="scale the audio down to a peak of 0.99 if it would clip (as Meta's -r)",
     )
     decompress.add_argument("--model", help="model (default: the published model the file names)")
+    decompress.add_argument(
+        "--lm-weights", metavar="PATH", help="LM checkpoint of LM-coded files (default: torch hub's cache)"
+    )
     decompress.add_argument(
         "--force-model",
         action="store_true",
@@ -87,10 +90,11 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
 
     with common.open_binary(source) as stream, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reader = EcdcReader(stream)
+        reader = EcdcReader(stream, lm_weights=args.lm_weights)
         name = args.model or published_name(reader.header)
         if name not in models:  # a name from the file: only a published model, never a local folder
-            models[name] = common.load_codec(name, args.device, args.threads, local=args.model is not None)
+            local = args.model is not None
+            models[name] = common.load_codec(name, args.device, args.threads, args.precision, local=local)
         try:
             decompress_stream(
                 reader,

@@ -8,6 +8,7 @@ from typing import Any, BinaryIO
 
 from fastencodec.cli.common import CliError, display_name, load_codec, open_binary
 from fastencodec.engine.segments import SegmentLayout
+from fastencodec.formats.coders import ENTROPY_NAMES
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
 from fastencodec.nn.config import PUBLISHED_CONFIGS, EncodecConfig
 
@@ -19,6 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     info.add_argument("input", metavar="FILE", help=".ecdc file, or - for standard input")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument("--model", help="model, for files of models other than the published three")
+    info.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint of LM-coded files")
     info.set_defaults(run=run, device="cpu", each=False)
 
 
@@ -38,8 +40,9 @@ class CountingReader:
 def run(args: argparse.Namespace) -> None:
     with open_binary(args.input) as stream:
         counted = CountingReader(stream)
-        reader = EcdcReader(counted)  # type: ignore[arg-type]  # EcdcReader only calls read()
+        reader = EcdcReader(counted, lm_weights=args.lm_weights)  # type: ignore[arg-type]  # only read()
         header = reader.header
+        header_bytes = counted.count
         config = load_codec(args.model, "cpu").config if args.model else PUBLISHED_CONFIGS.get(header.model_name)
         if config is None:
             known = ", ".join(PUBLISHED_CONFIGS)
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
             )
         for _ in reader.chunks(SegmentLayout.of(config)):  # reads every code: checks the length and checksum
             pass
-    facts = describe(display_name(args.input), header, config, counted.count)
+    facts = describe(display_name(args.input), header, config, counted.count, header_bytes)
     if args.json:
         print(json.dumps(facts, indent=2))
         return
@@ -56,8 +59,10 @@ def run(args: argparse.Namespace) -> None:
         print(line)
 
 
-def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int) -> dict[str, Any]:
-    """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes (JSON-ready)."""
+def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0) -> dict[str, Any]:
+    """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes, ``header_bytes`` of them
+    metadata (JSON-ready). ``saving_vs_bits`` compares the payload (scales and codes) with the
+    same codes plainly packed."""
     duration = header.audio_length / config.sample_rate
     rate = header.source_sample_rate or config.sample_rate
     channels = header.source_channels or config.channels
@@ -79,7 +84,18 @@ def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int) ->
         "bitrate_kbps": 8 * size / duration / 1000,
         "compression_ratio": pcm_bytes / size,
         "checksum": "crc32 ok" if header.checksum else "none",
+        "entropy": header.coder,
+        "saving_vs_bits": 1 - (size - header_bytes - 4 * header.checksum) / plain_size(header, config),
     }
+
+
+def plain_size(header: EcdcHeader, config: EncodecConfig) -> int:
+    """Payload bytes (scales and codes) of ``header``'s codes with plain bit packing (``"bits"``)."""
+    layout = SegmentLayout.of(config)
+    return sum(
+        -(-frames * header.num_codebooks * config.bits_per_codebook // 8) + 4 * config.normalize
+        for frames in layout.frame_counts(header.audio_length)
+    )
 
 
 def info_lines(facts: dict[str, Any]) -> list[str]:
@@ -99,6 +115,11 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         ("size", f"{facts['bytes']:,} bytes ({facts['bitrate_kbps']:.2f} kbps)"),
         ("ratio", f"{facts['compression_ratio']:.1f}:1"),
         ("checksum", facts["checksum"]),
+        (
+            "entropy",
+            f"{ENTROPY_NAMES.get(facts['entropy'], facts['entropy'])} "
+            f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)",
+        ),
     ]
     return [f"{label + ':':<15}{value}" for label, value in rows]
 

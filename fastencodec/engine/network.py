@@ -2,6 +2,8 @@
 
 Everything that codes audio (``EnCodec.encode``/``decode``, the file API, the streams) runs the
 networks through an ``Engine``, so precision, device moves and code validation happen in one place.
+Batches of segments run through the policy's precision mode (:class:`fastencodec.kernels.Networks`);
+the streams run the modules (``exact`` arithmetic) in :meth:`Engine.module_compute`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from fastencodec.arrays import Array, as_tensor
 from fastencodec.engine.policy import RuntimePolicy
 from fastencodec.engine.segments import SegmentLayout
+from fastencodec.kernels import Networks
 from fastencodec.nn.model import EncodecModel
 from fastencodec.streaming.layers import streamable
 from fastencodec.tokens import PAD
@@ -41,6 +44,7 @@ class Engine:
         self.model_id = f"{name}:{self.fingerprint}"
         self.requested = policy
         self.policy = policy.for_device(self.device)
+        self.networks = Networks(model, policy.precision)
 
     @property
     def device(self) -> torch.device:
@@ -64,27 +68,40 @@ class Engine:
         return streamable(self.config)
 
     def streams_long(self, length: int) -> bool:
-        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk."""
-        return length > self.policy.chunk_samples and self.streamable
+        """Whether a signal of ``length`` samples is coded through a stream, chunk by chunk. Only in
+        ``exact``: the streams run the modules, so other modes code long signals whole."""
+        return length > self.policy.chunk_samples and self.streamable and self.policy.precision == "exact"
 
     def moved(self) -> None:
-        """Re-resolve the policy's device defaults after the model moved."""
-        self.policy = self.requested.for_device(self.device)
+        """Re-resolve the policy's device defaults after the model moved or was cast.
 
-    def compute(self) -> object:
-        """The context every forward runs in (the policy's precision on this device)."""
-        return self.policy.compute(self.device)
+        Raises:
+            ValueError: the device cannot run the precision, or the networks were cast to
+                another dtype under a precision other than ``exact``.
+        """
+        if self.dtype != torch.float32 and self.policy.precision != "exact":
+            raise ValueError(f"dtype {self.dtype} and precision {self.policy.precision!r}: choose one of the two")
+        self.policy = self.requested.for_device(self.device)
+        self.networks = Networks(self.model, self.policy.precision)
+
+    def module_compute(self) -> object:
+        """The context the torch modules run in (streams, cast networks): see
+        :meth:`RuntimePolicy.module_compute`."""
+        return self.policy.module_compute(self.device)
 
     @torch.inference_mode()
     def encode_batch(self, x: torch.Tensor, num_codebooks: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segments ``[batch, channels, samples]`` to codes ``[batch, K, frames]`` (embeddings
         ``[batch, dimension, frames]`` when ``num_codebooks`` is None) and scales ``[batch]``, on the CPU."""
-        with self.compute():
-            x = x.to(self.device, torch.float32)
-            if num_codebooks is None:
-                values, scale = self.model.embed(x)
-            else:
-                values, scale = self.model.encode(x, num_codebooks)
+        x = x.to(self.device, torch.float32)
+        if self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
+            with self.module_compute():
+                values, scale = self.model.embed(x) if num_codebooks is None else self.model.encode(x, num_codebooks)
+        else:
+            x, scale = self.model.normalize(x)
+            values = self.networks.encode(x)
+            if num_codebooks is not None:
+                values = self.networks.quantize(values, num_codebooks)
         return values.cpu(), None if scale is None else scale.cpu()
 
     @torch.inference_mode()
@@ -97,11 +114,17 @@ class Engine:
         Raises:
             ValueError: the audio overflows float32 (a segment scale too large for its codes).
         """
-        with self.compute():
-            audio = self.model.decode(codes.to(self.device), scales)
-            if not bool(torch.isfinite(audio).all()):
-                raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
-            return audio.to(device)
+        codes = codes.to(self.device)
+        if self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
+            with self.module_compute():
+                audio = self.model.decode(codes, scales)
+        else:
+            audio = self.networks.decode(self.networks.dequantize(codes))
+            if scales is not None:
+                audio = audio * scales.to(audio.device).view(-1, 1, 1)
+        if not bool(torch.isfinite(audio).all()):
+            raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
+        return audio.to(device)
 
     def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
         """Integer codes ``[batch, codebooks, frames]`` (or ``[codebooks, frames]``) as a CPU int64

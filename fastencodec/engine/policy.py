@@ -10,6 +10,8 @@ item gets the same batches (and tokens) whatever else the device is doing.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -34,25 +36,56 @@ GPU_BATCH_SAMPLES = (1 << 21, 1 << 24)
 """Fewest and most samples (per channel) of a default GPU batch."""
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (``cpu.max``)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def default_threads() -> int:
+    """A CPU thread count for a process that runs one codec job: the usable CPUs that other work
+    does not already keep busy (1-minute load average), at least 1.
+
+    torch's OpenMP threads wait for each other at the end of every parallel region, spinning
+    first; when another process holds one of their cores, every region costs the others a spin
+    (see BENCHMARKS.md, "CPU contention"), so a loaded machine is better served by fewer threads.
+    """
+    cpus = usable_cpus()
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cpus, math.floor(cpus - busy + 0.5)))
+
+
 @dataclass(frozen=True)
 class Precision:
-    """A numerical mode of the networks.
+    """A numerical mode of the encoder and decoder networks.
 
     Attributes:
         name: the name ``RuntimePolicy.precision`` takes.
         description: what it computes, for messages and docs.
-        cudnn_tf32: whether cuDNN convolutions and LSTMs may use TF32 on CUDA.
+        cpu: whether CPUs can run it (``bf16`` also needs bf16 instructions; see
+            :func:`fastencodec.kernels.precision.check_precision`).
     """
 
     name: str
     description: str
-    cudnn_tf32: bool = False
+    cpu: bool = True
 
 
 PRECISIONS: dict[str, Precision] = {
-    "exact": Precision("exact", "float32 throughout (no TF32): Meta's reference numbers"),
+    "exact": Precision("exact", "IEEE float32 throughout (no TF32): Meta's reference numbers on CPU"),
+    "tf32": Precision(
+        "tf32", "CUDA tensor cores: encoder 3xTF32 (near float32), decoder TF32 products, float32 sums", cpu=False
+    ),
+    "bf16": Precision("bf16", "bfloat16 weights and activations, float32 sums, float32 LSTM and codebook search"),
 }
-"""The precision modes, by name. Faster modes (``tf32``, ``bf16``) register here."""
+"""The precision modes, by name, strictest first (see :mod:`fastencodec.kernels.precision`)."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +137,16 @@ class RuntimePolicy:
             batch, chunk = GPU_BATCH_SAMPLES[0], GPU_CHUNK_SAMPLES
         return replace(self, batch_samples=self.batch_samples or batch, chunk_samples=self.chunk_samples or chunk)
 
-    def compute(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The context the networks run in on ``device`` (see :func:`cudnn_precision`)."""
+    def module_compute(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The context the torch modules run in on ``device``: on CUDA, :func:`cudnn_precision`
+        in float32 (the modules' paths compute ``exact`` arithmetic in every mode).
+
+        Only the module paths need it: the streams, and every forward on a CUDA device without
+        Triton. The Triton kernels take their precision as an argument and read no flag.
+        """
         if device.type != "cuda":
             return contextlib.nullcontext()  # CPU kernels take no backend flag for float32
-        return cudnn_precision(self.mode.cudnn_tf32)
+        return cudnn_precision(False)
 
 
 _FLAGS_LOCK = threading.Lock()
@@ -118,7 +156,7 @@ _FLAGS_SAVED: list[tuple[bool, bool]] = []
 
 @contextlib.contextmanager
 def cudnn_precision(tf32: bool) -> Iterator[None]:
-    """Interim CUDA context: cuDNN's TF32 and benchmark flags as the precision needs them.
+    """Fallback CUDA context for the torch modules: cuDNN's TF32 and benchmark flags.
 
     PyTorch has no per-call or per-thread way to keep cuDNN convolutions in float32, so the
     process-wide flags are set while any of our CUDA forwards runs: the first thread to enter
@@ -126,8 +164,8 @@ def cudnn_precision(tf32: bool) -> Iterator[None]:
     the last to leave restores them, so concurrent calls never see each other's changes undone
     and the user's settings always come back. Other threads of the process that run cuDNN
     meanwhile see our flags. Benchmark mode is on because cuDNN's heuristics pick very slow
-    float32 algorithms for these convolutions (see BENCHMARKS.md). Kernels whose precision is
-    an argument will replace this.
+    float32 algorithms for these convolutions (see BENCHMARKS.md). Only the module paths use
+    it (streams; CUDA without Triton): the Triton kernels' precision is an argument.
     """
     cudnn = torch.backends.cudnn
     with _FLAGS_LOCK:

@@ -3,12 +3,17 @@
 The container (:mod:`fastencodec.formats.ecdc`) writes each segment's scale itself, then hands
 the stream to the file's coder, chosen by the header's ``lm`` key: ``false`` is plain bit packing
 (tag ``"bits"``), ``true`` Meta's language-model entropy coding (tag ``"lm"``), a string another
-coder's tag. A coder reads only the bytes of its own segment; the stream it reads from returns
-exactly the bytes asked for (or raises ``EcdcError``). Coders register in ``CODERS``.
+coder's tag (``"lmp1"``: the portable LM coder, in files of ECDC version 1, which Meta's reader
+refuses). A coder reads only the bytes of its own segment; the stream it reads from returns
+exactly the bytes asked for (or raises ``EcdcError``). Coders register in ``CODERS`` (a factory
+per tag); :func:`coder_for` builds one. The LM coders live in :mod:`fastencodec.entropy`
+(numba, the ``entropy`` extra), imported only when a file or a caller asks for them.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -89,5 +94,57 @@ class BitsCoder:
         return _BitsDecoder(src, num_codebooks, self.bits)
 
 
-CODERS: dict[str, type] = {"bits": BitsCoder}
-"""Coder classes by tag; each is built with the code width in bits."""
+LMWeights = str | os.PathLike[str] | None
+CoderFactory = Callable[[str, int, LMWeights], SymbolCoder]
+"""Builds a coder from the model name, the code width in bits and an LM checkpoint (or None)."""
+
+
+def _lm_coder(tag: str) -> CoderFactory:
+    def build(model_name: str, bits: int, lm_weights: LMWeights) -> SymbolCoder:
+        try:
+            from fastencodec.entropy.meta_lm import MetaLMCoder
+            from fastencodec.entropy.portable import PortableCoder
+        except ImportError as exc:  # numba missing
+            raise ImportError(
+                f"entropy mode {tag!r} needs the entropy extra (pip install 'fastencodec[entropy]'): {exc}"
+            ) from None
+        coder_class = MetaLMCoder if tag == "lm" else PortableCoder
+        return coder_class.for_model(model_name, lm_weights)
+
+    return build
+
+
+CODERS: dict[str, CoderFactory] = {
+    "bits": lambda model_name, bits, lm_weights: BitsCoder(bits),
+    "lm": _lm_coder("lm"),
+    "lmp1": _lm_coder("lmp1"),
+}
+"""Coder factories by tag."""
+
+CODER_VERSIONS: dict[str, int] = {"bits": 0, "lm": 0, "lmp1": 1}
+"""ECDC version byte of the files each coder writes (Meta's reader accepts only version 0)."""
+
+ENTROPY_NAMES: dict[str, str] = {"bits": "plain bit packing", "lm": "Meta's LM (lm)", "lmp1": "portable LM (lmp1)"}
+"""How ``info`` names each coder."""
+
+
+def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None) -> SymbolCoder:
+    """The symbol coder of ``tag`` for codes of ``model_name``.
+
+    Args:
+        tag: ``"bits"`` (plain packing), ``"lm"`` (Meta-compatible LM) or ``"lmp1"`` (portable LM).
+        model_name: the codec model, e.g. ``"encodec_24khz"`` (the LM modes exist for the 24 and
+            48 kHz models).
+        bits: width of one code in bits.
+        lm_weights: an LM checkpoint path (default: torch hub's cache, as Meta's package; downloaded
+            from Meta's URL when missing).
+
+    Raises:
+        ValueError: an unknown tag, or no LM exists for ``model_name``.
+        fastencodec.entropy.MissingLMWeights: the LM checkpoint is missing and cannot be downloaded.
+        ImportError: an LM mode without the ``entropy`` extra (numba).
+    """
+    factory = CODERS.get(tag)
+    if factory is None:
+        raise ValueError(f"unknown entropy mode {tag!r} (one of {', '.join(CODERS)})")
+    return factory(model_name, bits, lm_weights)

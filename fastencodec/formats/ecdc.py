@@ -2,22 +2,23 @@
 
 Byte layout (integers are big-endian)::
 
-    b"ECDC" | version: uint8 = 0 | metadata size: uint32 | metadata: UTF-8 JSON object
+    b"ECDC" | version: uint8 | metadata size: uint32 | metadata: UTF-8 JSON object
     segment 0 | segment 1 | ...                      (see below)
     [CRC-32: uint32]                                 (only when the metadata has "crc")
 
 Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``), ``al``
 (audio length in samples at the model's sample rate), ``nc`` (codebooks per frame) and
 ``lm`` (the symbol coder: ``false`` is plain bit packing, ``true`` Meta's language-model
-entropy coding; see :mod:`fastencodec.formats.coders`). fastencodec also writes ``sr`` (sample
-rate of the original input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``), ``ch`` (channel count of the
-original input), ``fp`` (the model's fingerprint, a digest of its codebooks, so files from another
-checkpoint of the same name are recognised) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the
-last segment, computed over every byte after the metadata and then over the metadata bytes
-themselves, so a changed ``sr``, ``al`` or ``fp`` fails the check too; files of fastencodec 0.1.0
-say ``"crc32"``, a CRC-32 of the bytes after the metadata only, and still read). Meta's reader
-only looks up the four keys it needs and never reads past the last segment, so it decodes these
-files unchanged.
+entropy coding, a string another coder's tag; see :mod:`fastencodec.formats.coders`). The
+version is 0 (Meta's), or 1 for files of the portable LM coder (``"lm": "lmp1"``), which Meta's
+reader refuses rather than misreads. fastencodec also writes ``sr`` (sample rate of the original
+input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``), ``ch`` (channel count of the original input),
+``fp`` (the model's fingerprint, a digest of its codebooks, so files from another checkpoint of
+the same name are recognised) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the last segment,
+computed over every byte after the metadata and then over the metadata bytes themselves, so a
+changed ``sr``, ``al`` or ``fp`` fails the check too; files of fastencodec 0.1.0 say ``"crc32"``,
+a CRC-32 of the bytes after the metadata only, and still read). Meta's reader only looks up the
+four keys it needs and never reads past the last segment, so it decodes these files unchanged.
 
 Segments: a model without segmentation stores a single segment covering all ``al`` samples;
 otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,10 +46,11 @@ from typing import BinaryIO
 import numpy as np
 
 from fastencodec.engine.segments import SegmentLayout, check_bits
-from fastencodec.formats.coders import CODERS, SegmentEncoder, SymbolCoder
+from fastencodec.formats.coders import CODER_VERSIONS, BitsCoder, LMWeights, SegmentEncoder, SymbolCoder, coder_for
 
 MAGIC = b"ECDC"
 VERSION = 0
+"""Meta's version byte; coders other than Meta's write theirs (``CODER_VERSIONS``)."""
 MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
@@ -67,6 +70,15 @@ class EcdcError(ValueError):
     """A malformed, truncated or unsupported ``.ecdc`` stream."""
 
 
+class DamagedSegmentError(EcdcError):
+    """A segment's codes fail their own check (the portable coder's CRC); a coder raises it with the
+    stream positioned after the segment, so the reader can carry on with the next one."""
+
+
+class DamagedSegmentWarning(UserWarning):
+    """A segment of an ``.ecdc`` file was damaged; its frames were replaced by silence."""
+
+
 @dataclass(frozen=True)
 class EcdcHeader:
     """Metadata of an ``.ecdc`` stream.
@@ -79,7 +91,8 @@ class EcdcHeader:
         source_channels: channel count of the original input, if recorded.
         checksum: whether a CRC-32 trailer follows the last segment.
         fingerprint: digest of the model's codebooks (``fp``), if recorded.
-        coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``).
+        coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``, else the
+            tag itself, e.g. ``"lmp1"``).
     """
 
     model_name: str
@@ -102,6 +115,8 @@ class CodeChunk:
         scale: the segment's scale, or None for models that do not normalize.
         first: whether these are the segment's first frames.
         last: whether these are the segment's last frames.
+        damaged: the segment was damaged: ``codes`` are zeros standing in for its frames, and
+            decoders make its samples silent.
     """
 
     segment: int
@@ -109,6 +124,7 @@ class CodeChunk:
     scale: float | None
     first: bool
     last: bool
+    damaged: bool = False
 
 
 class EcdcWriter:
@@ -150,7 +166,7 @@ class EcdcWriter:
         coder: SymbolCoder | None = None,
     ) -> None:
         check_bits(bits_per_codebook)
-        coder = coder or CODERS["bits"](bits_per_codebook)
+        coder = coder or BitsCoder(bits_per_codebook)
         placeholder_length = 1 if audio_length is None else audio_length
         header = EcdcHeader(
             model_name,
@@ -180,7 +196,7 @@ class EcdcWriter:
             if not fileobj.seekable():
                 raise ValueError("an unknown audio_length needs a seekable file object")
             self._length_pos = fileobj.tell() + _PREFIX.size + length_offset
-        fileobj.write(_PREFIX.pack(MAGIC, VERSION, len(metadata)))
+        fileobj.write(_PREFIX.pack(MAGIC, CODER_VERSIONS.get(coder.tag, VERSION), len(metadata)))
         fileobj.write(metadata)
 
     def begin_segment(self, scale: float | None = None) -> None:
@@ -256,12 +272,26 @@ class EcdcReader:
     Args:
         fileobj: binary file object positioned at the start of the stream.
         max_codebooks: largest codebook count accepted.
+        coder: the symbol coder of the codes (default: the one the header names, built when
+            the codes are read; ``coder_for``). Must have the header's tag.
+        lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
 
     Raises:
         EcdcError: the metadata is malformed or unsupported.
     """
 
-    def __init__(self, fileobj: BinaryIO, *, max_codebooks: int = MAX_CODEBOOKS) -> None:
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        *,
+        max_codebooks: int = MAX_CODEBOOKS,
+        coder: SymbolCoder | None = None,
+        lm_weights: LMWeights = None,
+    ) -> None:
+        self._coder = coder
+        self._lm_weights = lm_weights
+        self.damaged: list[int] = []
+        """Indices of the damaged segments met so far (see :meth:`chunks`)."""
         self._fo = fileobj
         self._source = _Checked(fileobj)
         self._consumed = False
@@ -273,20 +303,33 @@ class EcdcReader:
         Memory stays bounded by the chunk size, whatever the file claims. The checksum and
         the end of the stream are checked after the last chunk, so a corrupt file may
         raise EcdcError after some chunks were yielded.
+
+        A segment that fails its own check (``DamagedSegmentError``: a portable ``lmp1``
+        segment whose CRC fails) does not stop the reading: it is reported with a
+        ``DamagedSegmentWarning``, its chunks come with ``damaged=True`` and zero codes, its
+        index is added to ``damaged``, and the reader continues at the next segment. The
+        file's CRC trailer, which then cannot match, is not checked.
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
         self._consumed = True
         num_codebooks = self.header.num_codebooks
-        coder_class = CODERS.get(self.header.coder)
-        if coder_class is None:
-            name = "Meta's language-model entropy coding (--lm)" if self.header.coder == "lm" else "coder"
-            raise EcdcError(f"the file uses {name} {self.header.coder!r}, which is not available here")
-        coder = coder_class(layout.bits_per_codebook)
+        coder = self._symbol_coder(layout.bits_per_codebook)
         step = max(8, max_frames - max_frames % 8)
         for index, frames in enumerate(layout.frame_counts(self.header.audio_length)):
             scale = self._read_scale() if layout.normalize else None
-            segment = coder.decoder(self._source, num_codebooks, frames)
+            try:
+                segment = coder.decoder(self._source, num_codebooks, frames)
+            except DamagedSegmentError as exc:
+                self.damaged.append(index)
+                offset, samples = layout.span(index, self.header.audio_length)
+                warnings.warn(
+                    f"segment {index} (samples {offset} to {offset + samples}) is damaged and decodes as silence: "
+                    f"{exc}",
+                    DamagedSegmentWarning,
+                    stacklevel=2,
+                )
+                segment = _Zeros(num_codebooks)
             for start in range(0, frames, step):
                 count = min(step, frames - start)
                 yield CodeChunk(
@@ -295,6 +338,7 @@ class EcdcReader:
                     scale=scale,
                     first=start == 0,
                     last=start + count == frames,
+                    damaged=bool(self.damaged) and self.damaged[-1] == index,
                 )
         self._check_end()
 
@@ -311,6 +355,16 @@ class EcdcReader:
                 yield np.concatenate(parts, axis=1), chunk.scale
                 parts = []
 
+    def _symbol_coder(self, bits: int) -> SymbolCoder:
+        tag = self.header.coder
+        if self._coder is not None:
+            if self._coder.tag != tag:
+                raise EcdcError(f"the file's codes use coder {tag!r}, not the {self._coder.tag!r} given")
+            return self._coder
+        if tag not in CODER_VERSIONS:
+            raise EcdcError(f"the file uses coder {tag!r}, which is not available here")
+        return coder_for(tag, self.header.model_name, bits, self._lm_weights)
+
     def _read_scale(self) -> float:
         (scale,) = _SCALE.unpack(self._source.read(_SCALE.size, "segment scale"))
         if not (math.isfinite(scale) and scale > 0):
@@ -319,6 +373,11 @@ class EcdcReader:
 
     def _check_end(self) -> None:
         if self.header.checksum:
+            if self.damaged:
+                _read_exact(self._fo, _CRC.size, "checksum")
+                if self._fo.read(1):
+                    raise EcdcError("trailing data after the last segment")
+                return
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
             payload = self._source.crc
             computed = zlib.crc32(self._metadata, payload) if self._covers_metadata else payload
@@ -328,12 +387,22 @@ class EcdcReader:
             raise EcdcError("trailing data after the last segment")
 
 
+class _Zeros:
+    """Stands in for the decoder of a damaged segment: zero codes."""
+
+    def __init__(self, num_codebooks: int) -> None:
+        self._num_codebooks = num_codebooks
+
+    def read(self, frames: int) -> np.ndarray:
+        return np.zeros((self._num_codebooks, frames), dtype=np.int64)
+
+
 def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, bytes, bool]:
     """The header, the raw metadata bytes, and whether the checksum covers them."""
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise EcdcError(f"not an ECDC stream (magic {magic!r})")
-    if version != VERSION:
+    if version not in CODER_VERSIONS.values():
         raise EcdcError(f"unsupported ECDC version {version}")
     if not 0 < size <= MAX_METADATA_BYTES:
         raise EcdcError(f"metadata size {size} is out of range")
@@ -351,6 +420,8 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, byt
     if not isinstance(lm, (bool, str)) or (isinstance(lm, str) and not 0 < len(lm) <= 32):
         raise EcdcError("metadata lm must be a boolean or a coder tag")
     coder = "lm" if lm is True else "bits" if lm is False else lm
+    if CODER_VERSIONS.get(coder, VERSION) != version:
+        raise EcdcError(f"metadata lm {lm!r} is not a symbol coder of ECDC version {version}")
     fingerprint = meta.get("fp")
     if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
         raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")

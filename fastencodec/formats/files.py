@@ -22,6 +22,7 @@ import torch
 from fastencodec.codec import EnCodec
 from fastencodec.engine.blocks import BlockDecoder, BlockEncoder
 from fastencodec.engine.segments import SegmentLayout
+from fastencodec.formats.coders import LMWeights, SymbolCoder, coder_for
 from fastencodec.formats.ecdc import (
     MAX_AUDIO_LENGTH,
     MAX_SOURCE_SAMPLE_RATE,
@@ -103,9 +104,15 @@ def model_for(header: EcdcHeader, model: str | os.PathLike[str] | EnCodec | None
 
 
 def compress_source(
-    codec: EnCodec, source: AudioSource, out: BinaryIO, bandwidth: float | None = None, progress: Progress | None = None
+    codec: EnCodec,
+    source: AudioSource,
+    out: BinaryIO,
+    bandwidth: float | None = None,
+    progress: Progress | None = None,
+    coder: SymbolCoder | None = None,
 ) -> None:
-    """Compress ``source`` to an ``.ecdc`` stream on ``out`` (seekable).
+    """Compress ``source`` to an ``.ecdc`` stream on ``out`` (seekable), its codes stored by ``coder``
+    (default: plain bit packing; see :func:`~fastencodec.formats.coders.coder_for`).
 
     The header records the input's own rate and channel count and the model's fingerprint; its
     audio length is written up front when the source knows its length, else filled in at the end.
@@ -131,6 +138,7 @@ def compress_source(
         source_sample_rate=source.sample_rate,
         source_channels=source.channels,
         fingerprint=codec.fingerprint,
+        coder=coder,
     )
     encoder = BlockEncoder(codec.engine, num_codebooks)
     blocks = conformed_blocks(source, codec.sample_rate, codec.channels, expected=length, progress=progress)
@@ -187,6 +195,8 @@ def compress(
     device: str | torch.device | None = None,
     sample_rate: int | None = None,
     progress: Progress | None = None,
+    entropy: str = "bits",
+    lm_weights: LMWeights = None,
     overwrite: bool = True,
 ) -> bytes | None:
     """Compress audio to ``.ecdc`` (the CLI's ``compress``).
@@ -203,27 +213,34 @@ def compress(
         progress: called with the input samples of each block read.
         overwrite: replace an existing ``destination`` path (False: fail if it exists when the
             file is complete).
+        entropy: how the codes are stored: ``"bits"`` (plain packing, the default), ``"lm"``
+            (Meta's LM entropy coding, as ``encodec --lm``; Meta's tool reads it) or ``"lmp1"``
+            (portable LM coding, decodable on any machine; fastencodec only). The LM modes need the
+            ``entropy`` extra and Meta's LM weights for the 24 or 48 kHz model.
+        lm_weights: the LM checkpoint (default: torch hub's cache, downloaded from Meta if missing).
 
     Returns:
         The ``.ecdc`` bytes when ``destination`` is None, else None.
 
     Raises:
         AudioFileError: unreadable or empty audio.
-        ValueError: a bad bandwidth or model.
+        ValueError: a bad bandwidth, model or entropy mode.
+        fastencodec.entropy.MissingLMWeights: the LM weights are missing and cannot be downloaded.
     """
     codec = load_model(model, device)
     codec.check_bandwidth(bandwidth)
+    coder = coder_for(entropy, codec.name, codec.config.bits_per_codebook, lm_weights)
     with _source(audio, sample_rate) as source:
         if destination is None or not isinstance(destination, (str, os.PathLike)):
             out = io.BytesIO() if destination is None or not destination.seekable() else destination
-            compress_source(codec, source, out, bandwidth, progress)
+            compress_source(codec, source, out, bandwidth, progress, coder)
             if destination is None:
                 return out.getvalue()
             if out is not destination:
                 destination.write(out.getvalue())
             return None
         with AtomicOutput(destination, overwrite) as output:
-            compress_source(codec, source, output.file, bandwidth, progress)
+            compress_source(codec, source, output.file, bandwidth, progress, coder)
     return None
 
 
@@ -263,10 +280,30 @@ class _source:
 def decoded_blocks(codec: EnCodec, reader: EcdcReader) -> Iterator[np.ndarray]:
     """``reader``'s codes decoded to float32 blocks ``[channels, n]`` at the model's rate,
     ``audio_length`` samples in all."""
-    decoder = BlockDecoder(codec.engine, reader.header.audio_length)
+    length = reader.header.audio_length
+    decoder = BlockDecoder(codec.engine, length)
+    silent: list[tuple[int, int]] = []  # sample spans of damaged segments
+    position = 0
     for chunk in reader.chunks(codec.layout):
-        yield from decoder.push(chunk.codes, chunk.scale, chunk.last)
-    yield from decoder.finish()
+        if chunk.damaged and chunk.first:
+            offset, samples = codec.layout.span(chunk.segment, length)
+            silent.append((offset, offset + samples))
+        for block in decoder.push(chunk.codes, chunk.scale, chunk.last):
+            yield _silenced(block, position, silent)
+            position += block.shape[-1]
+    for block in decoder.finish():
+        yield _silenced(block, position, silent)
+        position += block.shape[-1]
+
+
+def _silenced(block: np.ndarray, position: int, spans: list[tuple[int, int]]) -> np.ndarray:
+    """``block`` (starting at sample ``position``) with the samples inside ``spans`` set to zero."""
+    for start, end in spans:
+        lo, hi = max(start - position, 0), min(end - position, block.shape[-1])
+        if lo < hi:
+            block = block.copy() if not block.flags.writeable else block
+            block[..., lo:hi] = 0
+    return block
 
 
 def check_rate(rate: int) -> int:
@@ -309,12 +346,13 @@ def decompress_stream(
     rescale: bool = False,
     progress: Progress | None = None,
     on_model: Callable[[EcdcHeader, EnCodec, int], object] | None = None,
+    lm_weights: LMWeights = None,
     overwrite: bool = True,
 ) -> tuple[np.ndarray, int] | None:
     """``decompress`` of an open ``.ecdc`` stream (or a reader whose header was read); ``on_model(header,
     codec, rate)`` is called once the model and output rate are known; ``overwrite=False`` fails
     if ``destination`` exists when the audio is complete."""
-    reader = source if isinstance(source, EcdcReader) else EcdcReader(source)
+    reader = source if isinstance(source, EcdcReader) else EcdcReader(source, lm_weights=lm_weights)
     codec = model_for(reader.header, model, device, force_model)
     out_rate = output_rate(rate, reader.header, codec)
     if on_model is not None:
@@ -351,8 +389,9 @@ def decompress(
             ``EnCodec``), ``device``, ``rate`` (Hz, or ``"original"``: the input's rate the file
             records), ``subtype`` (e.g. ``"PCM_16"``), ``force_model`` (decode a file of another
             model or checkpoint anyway), ``rescale`` (scale the audio to a peak of 0.99 when it
-            would clip, as Meta's ``-r``), ``progress``, ``overwrite`` (default True: replace an
-            existing ``destination``).
+            would clip, as Meta's ``-r``), ``progress``, ``lm_weights`` (the LM checkpoint of
+            LM-coded files; default: torch hub's cache), ``overwrite`` (default True: replace an
+            existing ``destination``). The entropy mode is read from the file.
 
     Returns:
         ``(audio [channels, samples] float32, sample_rate)`` when ``destination`` is None, else None.
@@ -448,9 +487,11 @@ class EcdcFile:
             scales = np.array([[s for _, s in self.segments]], dtype=np.float32)
         return Tokens(codes, (self.header.audio_length,), scales, codec.model_id, layout=codec.layout)
 
-    def write(self, destination: BinaryIO) -> None:
-        """Write the file to a seekable binary stream."""
+    def write(self, destination: BinaryIO, lm_weights: LMWeights = None) -> None:
+        """Write the file to a seekable binary stream, its codes stored by the header's coder
+        (``lm_weights``: the LM checkpoint of the LM modes)."""
         h = self.header
+        coder = coder_for(h.coder, h.model_name, self.bits_per_codebook, lm_weights)
         writer = EcdcWriter(
             destination,
             model_name=h.model_name,
@@ -462,6 +503,7 @@ class EcdcFile:
             source_channels=h.source_channels,
             checksum=h.checksum,
             fingerprint=h.fingerprint,
+            coder=coder,
         )
         for codes, scale in self.segments:
             writer.write_segment(codes, scale)
@@ -473,12 +515,15 @@ class EcdcFile:
         return out.getvalue()
 
 
-def read_ecdc(data: str | os.PathLike[str] | bytes | BinaryIO, codec: EnCodec | None = None) -> EcdcFile:
+def read_ecdc(
+    data: str | os.PathLike[str] | bytes | BinaryIO, codec: EnCodec | None = None, lm_weights: LMWeights = None
+) -> EcdcFile:
     """Read a whole ``.ecdc`` file (path, bytes or binary stream) into memory.
 
     Args:
         data: the file.
         codec: the model whose layout splits the codes (default: the published model it names).
+        lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
 
     Raises:
         EcdcError: malformed, or of an unknown model without ``codec``.
@@ -487,8 +532,8 @@ def read_ecdc(data: str | os.PathLike[str] | bytes | BinaryIO, codec: EnCodec | 
         data = io.BytesIO(bytes(data))
     if isinstance(data, (str, os.PathLike)):
         with open(data, "rb") as stream:
-            return read_ecdc(stream, codec)
-    reader = EcdcReader(data)
+            return read_ecdc(stream, codec, lm_weights)
+    reader = EcdcReader(data, lm_weights=lm_weights)
     if codec is not None:
         layout = codec.layout
     elif reader.header.model_name in PUBLISHED_CONFIGS:

@@ -1,0 +1,135 @@
+"""Execution of the encoder, quantizer and decoder in a chosen precision mode.
+
+:class:`Networks` is what the codec calls: ``encode`` (audio to embeddings), ``quantize``,
+``dequantize`` and ``decode``, each in the mode given at construction
+(:mod:`.precision` documents the modes). On CPU, ``exact`` runs the modules themselves and
+``bf16`` runs :mod:`.cpu`; on CUDA with Triton installed every mode runs the fused
+channels-last kernels of :mod:`.cuda`, replayed as CUDA graphs, and no backend flag is read
+or set. On CUDA without Triton only ``exact`` runs: the modules under
+:func:`~fastencodec.engine.policy.cudnn_precision` (cuDNN in float32, a process-wide flag held
+while they run) and the codebook search in float64.
+
+Batch invariance: the CUDA kernels compute each item with the same arithmetic in any batch;
+on CPU, where oneDNN and MKL pick algorithms by batch size (outputs then differ in the last
+bits), each item runs on its own, so an item's result is the same in any batch there too.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from fastencodec.engine.policy import cudnn_precision
+from fastencodec.kernels.cpu import WeightCache, run_steps_bf16
+from fastencodec.kernels.plan import flatten
+from fastencodec.kernels.precision import check_precision
+from fastencodec.nn.model import EncodecModel
+
+__all__ = ["Networks", "check_precision", "triton_available"]
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the Triton kernels can be imported."""
+    try:
+        import fastencodec.kernels.cuda  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class Networks:
+    """A model's networks in one precision mode on the model's device.
+
+    Args:
+        model: the model (its weights are read, never changed).
+        precision: a name in :data:`~fastencodec.engine.policy.PRECISIONS`.
+
+    Raises:
+        ValueError: the precision is unknown or the device cannot run it.
+    """
+
+    def __init__(self, model: EncodecModel, precision: str = "exact"):
+        self.model = model
+        self.precision = precision
+        self._cuda: dict[str, object] = {}
+        self._cpu_weights = WeightCache(torch.bfloat16)
+        self.check()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.quantizer.embed.device
+
+    def check(self) -> None:
+        """Raise ValueError if the model's current device cannot run this precision."""
+        check_precision(self.precision, self.device)
+        if self.device.type == "cuda" and self.precision != "exact" and not triton_available():
+            raise ValueError(f"precision {self.precision!r} on CUDA needs Triton (pip install triton)")
+
+    def _uses_kernels(self) -> bool:
+        return self.device.type == "cuda" and triton_available()
+
+    def _graphed(self, part: str):
+        net = self._cuda.get(part)
+        if net is None:
+            from fastencodec.kernels.cuda import CudaNetwork, GraphCache
+
+            layers = getattr(self.model, part).layers
+            net = self._cuda[part] = GraphCache(CudaNetwork(flatten(layers), self.precision, part))
+        return net
+
+    def _run(self, part: str, x: torch.Tensor) -> torch.Tensor:
+        self.check()
+        x = x.float()
+        if self._uses_kernels():
+            return self._graphed(part)(x.contiguous())
+        if self.precision == "exact":
+            network = getattr(self.model, part)
+        else:
+            steps = flatten(getattr(self.model, part).layers)
+
+            def network(item: torch.Tensor) -> torch.Tensor:
+                return run_steps_bf16(steps, item, self._cpu_weights)
+
+        if self.device.type == "cuda":  # no Triton: cuDNN, kept in float32 by its flags
+            with cudnn_precision(False):
+                return network(x)
+        return _per_item(network, x)
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """Audio ``[B, channels, samples]`` to float32 embeddings ``[B, dimension, frames]``."""
+        return self._run("encoder", audio)
+
+    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, dimension, frames]`` to float32 audio ``[B, channels, frames * hop]``."""
+        return self._run("decoder", embeddings)
+
+    def quantize(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
+        """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: an IEEE float32
+        search on CUDA with Triton, else the quantizer's own (float32 on CPU, float64 on CUDA)."""
+        quantizer = self.model.quantizer
+        if not self._uses_kernels():
+            return _per_item(lambda item: quantizer.encode(item, n_q), embeddings.float())
+        from fastencodec.kernels.cuda import nearest_codes
+
+        batch, dim, frames = embeddings.shape
+        residual = embeddings.float().transpose(1, 2).reshape(-1, dim).contiguous()
+        codes = []
+        for k in range(n_q):
+            embed = quantizer.embed[k].contiguous()
+            index = nearest_codes(residual, embed, quantizer.embed_sq[k].reshape(-1).contiguous())
+            residual = residual - embed[index]
+            codes.append(index)
+        return torch.stack(codes, 1).view(batch, frames, n_q).transpose(1, 2)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes ``[B, K, frames]`` to summed code vectors ``[B, dimension, frames]`` (float32)."""
+        return self.model.quantizer.decode(codes)
+
+
+def _per_item(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` applied to each item ``x[i:i+1]`` alone, results concatenated (CPU batch invariance)."""
+    if x.shape[0] == 1:
+        return fn(x)
+    return torch.cat([fn(x[i : i + 1]) for i in range(x.shape[0])])

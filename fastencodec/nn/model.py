@@ -10,6 +10,16 @@ from fastencodec.nn.quantizer import ResidualVectorQuantizer
 from fastencodec.nn.seanet import Decoder, Encoder
 
 
+def segment_scale(x: torch.Tensor) -> torch.Tensor:
+    """The scale of one segment ``[1, channels, samples]`` as ``[1, 1, 1]``: its mono RMS plus 1e-8.
+
+    Computed on the segment alone, exactly as Meta's reference does: torch splits a reduction
+    to one value across its threads but a batched reduction by rows, and the two summation
+    orders round differently, so a batch's scales computed in one call would not be bit-exact.
+    """
+    return x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
+
+
 class EncodecModel(nn.Module):
     """Encoder, residual vector quantizer and decoder of one EnCodec checkpoint.
 
@@ -30,6 +40,22 @@ class EncodecModel(nn.Module):
         """Audio samples per token frame."""
         return self.config.hop_length
 
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Segments as the encoder takes them.
+
+        Args:
+            x: float audio ``[batch, channels, samples]``, one segment per item.
+
+        Returns:
+            float32 audio ``[batch, channels, samples]`` (for normalising models divided by its
+            scale) and each segment's scale ``[batch]`` (its RMS plus 1e-8), else None.
+        """
+        x = x.float()
+        if not self.config.normalize:
+            return x, None
+        volume = torch.cat([segment_scale(x[i : i + 1]) for i in range(x.shape[0])])
+        return x / volume, volume.view(-1)
+
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segments to embeddings.
 
@@ -41,12 +67,7 @@ class EncodecModel(nn.Module):
             Embeddings ``[batch, dimension, ceil(samples / hop_length)]`` (float32) and, for
             normalising models, each segment's scale ``[batch]`` (its RMS plus 1e-8), else None.
         """
-        x = x.float()
-        scale = None
-        if self.config.normalize:
-            volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt() + 1e-8
-            x = x / volume
-            scale = volume.view(-1)
+        x, scale = self.normalize(x)
         dtype = next(self.encoder.parameters()).dtype
         return self.encoder(x.to(dtype)).float(), scale
 

@@ -51,7 +51,7 @@ class _StreamBase:
     def _step(self, x: torch.Tensor | None) -> torch.Tensor | None:
         """Push ``x`` through the network, or flush it when ``x`` is None."""
         try:
-            with self.engine.compute():
+            with self.engine.module_compute():
                 return self._net.flush() if x is None else self._net.push(x)
         except BaseException:
             self._broken = True
@@ -123,7 +123,7 @@ class StreamEncoder(_StreamBase):
             self.frames += emb.shape[-1]
             return kind.audio(emb.float())
         with torch.inference_mode():
-            codes = self.engine.model.quantizer.encode(emb.float(), self.num_codebooks)
+            codes = self.engine.networks.quantize(emb.float(), self.num_codebooks)
         self.frames += codes.shape[-1]
         return kind.ints(codes)
 

@@ -1,0 +1,294 @@
+"""Meta's entropy-coding language model (``encodec.model.LMModel``), stepped frame by frame.
+
+Architecture: the codes of frame t-1 (shifted by one; 0 means "no previous frame") are
+looked up in one embedding table per codebook and summed, layer-normed, given a sinusoidal
+position embedding and passed through 5 post-norm transformer layers (width 200, 8 heads,
+feed-forward 800, GELU) whose attention sees the current frame and a window of the last
+``int(3.5 * frame_rate)`` frames (initially one all-zero frame); one linear head per
+codebook gives logits over the 1024 codes of frame t, softmaxed to probabilities.
+
+:class:`MetaLM` reproduces the float32 results of Meta's module bit for bit on the same
+machine (files must decode on the machine that coded them, as with Meta's tool), but
+keeps the attention keys and values of past frames in a cache instead of projecting the
+whole window again at every frame. That is exact only where the BLAS gives each row of a
+matrix product the same bits whatever the number of rows; this is checked when the model
+is built and, where it does not hold, the window is projected again at each frame as Meta
+does (slower, still exact).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
+LM_CHECKPOINTS = {
+    "encodec_24khz": "encodec_lm_24khz-1608e3c0.th",
+    "encodec_48khz": "encodec_lm_48khz-7add9fc3.th",
+}
+FRAME_RATES = {"encodec_24khz": 75, "encodec_48khz": 150}
+
+
+class MissingLMWeights(FileNotFoundError):
+    """The language-model checkpoint is neither cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Shape of Meta's LM.
+
+    Attributes:
+        num_codebooks: codebooks the model has tables and heads for (n_q).
+        card: codebook size (symbols per codebook).
+        dim: transformer width.
+        num_heads: attention heads.
+        num_layers: transformer layers.
+        past_context: frames of history the attention sees.
+    """
+
+    num_codebooks: int
+    card: int = 1024
+    dim: int = 200
+    num_heads: int = 8
+    num_layers: int = 5
+    past_context: int = 262
+
+
+def lm_checkpoint_path(model_name: str) -> Path:
+    """Where Meta's package keeps the LM checkpoint of ``model_name``: torch hub's checkpoint cache."""
+    if model_name not in LM_CHECKPOINTS:
+        raise ValueError(f"no entropy-coding LM exists for model {model_name!r} (only {', '.join(LM_CHECKPOINTS)})")
+    return Path(torch.hub.get_dir()) / "checkpoints" / LM_CHECKPOINTS[model_name]
+
+
+def load_lm_state(model_name: str, path: str | os.PathLike | None = None, download: bool = True) -> dict:
+    """Load the LM state dict of ``model_name`` (``weights_only=True``).
+
+    Args:
+        model_name: ``"encodec_24khz"`` or ``"encodec_48khz"``.
+        path: an explicit checkpoint file; by default torch hub's checkpoint cache
+            (``$TORCH_HOME/hub/checkpoints``), where Meta's ``encodec`` keeps it.
+        download: fetch a missing cached file from Meta's URL (its hash prefix is checked).
+
+    Raises:
+        MissingLMWeights: the file is missing and could not be downloaded.
+    """
+    target = Path(path) if path is not None else lm_checkpoint_path(model_name)
+    if not target.is_file():
+        name = LM_CHECKPOINTS.get(model_name, target.name)
+        url = ROOT_URL + name
+        if path is not None or not download:
+            raise MissingLMWeights(f"LM weights {target} not found; download {url} and put it there")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        try:
+            torch.hub.download_url_to_file(url, str(partial), hash_prefix=name.split("-")[-1].split(".")[0])
+            os.replace(partial, target)
+        except Exception as exc:  # noqa: BLE001 (any network or hash failure means the same to the user)
+            partial.unlink(missing_ok=True)
+            raise MissingLMWeights(
+                f"LM weights {name} are not in {target.parent} and could not be downloaded from {url} ({exc}); "
+                f"download it and put it at {target}, or pass its path"
+            ) from exc
+    return torch.load(target, map_location="cpu", weights_only=True)
+
+
+def lm_config(model_name: str, state: dict) -> LMConfig:
+    """The LM shape for ``model_name`` with the codebook count found in ``state``."""
+    if model_name not in FRAME_RATES:
+        raise ValueError(f"no entropy-coding LM exists for model {model_name!r}")
+    n_q = sum(1 for key in state if key.startswith("emb.") and key.endswith(".weight"))
+    card = int(state["linears.0.weight"].shape[0])
+    return LMConfig(num_codebooks=n_q, card=card, past_context=int(3.5 * FRAME_RATES[model_name]))
+
+
+class _Layer:
+    """Weights of one transformer layer, split as torch's attention splits them."""
+
+    def __init__(self, state: dict, prefix: str, dim: int) -> None:
+        w = state[prefix + "self_attn.in_proj_weight"].float().contiguous()
+        b = state[prefix + "self_attn.in_proj_bias"].float().contiguous()
+        self.w_q, self.w_kv = w.split([dim, 2 * dim])
+        self.b_q, self.b_kv = b.split([dim, 2 * dim])
+        self.w_out = state[prefix + "self_attn.out_proj.weight"].float().contiguous()
+        self.b_out = state[prefix + "self_attn.out_proj.bias"].float().contiguous()
+        self.w1 = state[prefix + "linear1.weight"].float().contiguous()
+        self.b1 = state[prefix + "linear1.bias"].float().contiguous()
+        self.w2 = state[prefix + "linear2.weight"].float().contiguous()
+        self.b2 = state[prefix + "linear2.bias"].float().contiguous()
+        self.norm1 = (state[prefix + "norm1.weight"].float(), state[prefix + "norm1.bias"].float())
+        self.norm2 = (state[prefix + "norm2.weight"].float(), state[prefix + "norm2.bias"].float())
+
+
+def _row_invariant_rows(w: torch.Tensor, b: torch.Tensor, max_rows: int, seed: int = 0) -> int | None:
+    """Smallest row count P such that a P-row product gives a row the bits it gets among M >= P rows.
+
+    Checked on random rows for a spread of M up to ``max_rows`` and rows at tile edges.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(max_rows, 1, w.shape[1], generator=gen)
+    sizes = [s for s in (1, 2, 3, 4, 5, 6, 8, 9, 15, 16, 17, 32, 33, 64, 65, 128, 129, 256, 257) if s < max_rows]
+    full = {m: F.linear(x[:m], w, b) for m in [*sizes, max_rows]}
+    picks = sorted({i for i in (0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 31, 32, max_rows - 1) if i < max_rows})
+    for rows in (1, 2, 4, 8, 16):
+        pad = torch.zeros(rows, 1, w.shape[1])
+        single = {}
+        for i in picks:
+            pad[0] = x[i]
+            single[i] = F.linear(pad, w, b)[0]
+        if all(torch.equal(out[i], single[i]) for m, out in full.items() if m >= rows for i in picks if i < m):
+            return rows
+    return None
+
+
+class MetaLM:
+    """Meta's LM, stepped one frame at a time with a key/value cache (float32, CPU).
+
+    One instance codes one stream at a time (it holds the stream's state); build one per
+    thread. Results match Meta's ``LMModel`` bit for bit on this machine.
+
+    Args:
+        state: Meta's LM state dict.
+        config: the model's shape (see :func:`lm_config`).
+    """
+
+    def __init__(self, state: dict, config: LMConfig) -> None:
+        self.config = config
+        dim = config.dim
+        self._emb = [state[f"emb.{k}.weight"].float().numpy().copy() for k in range(config.num_codebooks)]
+        self._heads_w = [state[f"linears.{k}.weight"].float().contiguous() for k in range(config.num_codebooks)]
+        self._heads_b = [state[f"linears.{k}.bias"].float().contiguous() for k in range(config.num_codebooks)]
+        self._norm_in = (state["transformer.norm_in.weight"].float(), state["transformer.norm_in.bias"].float())
+        self._layers = [_Layer(state, f"transformer.layers.{i}.", dim) for i in range(config.num_layers)]
+        self._pos = torch.zeros(0, dim)
+        self._calibrate()
+        self.reset(0)
+
+    def _calibrate(self) -> None:
+        self._threads = torch.get_num_threads()
+        layer = self._layers[0]
+        with torch.no_grad():
+            self._pad_rows = _row_invariant_rows(layer.w_kv, layer.b_kv, self.config.past_context + 1)
+
+    @property
+    def cached(self) -> bool:
+        """Whether past keys and values are cached (the BLAS passed the row-invariance check)."""
+        return self._pad_rows is not None
+
+    def reset(self, num_codebooks: int) -> None:
+        """Start a new stream (segment) coding ``num_codebooks`` codebooks."""
+        if not 0 <= num_codebooks <= self.config.num_codebooks:
+            raise ValueError(f"the LM codes at most {self.config.num_codebooks} codebooks, got {num_codebooks}")
+        if torch.get_num_threads() != self._threads:
+            self._calibrate()
+        self._k = num_codebooks
+        self._offset = 0
+        cap = 2 * (self.config.past_context + 1)
+        dim = self.config.dim
+        self._rows = [torch.zeros(cap, 1, dim) for _ in self._layers]
+        self._keys = [torch.zeros(cap, dim) for _ in self._layers]
+        self._values = [torch.zeros(cap, dim) for _ in self._layers]
+        self._start = 0
+        self._end = 1  # the window holds Meta's initial all-zero frame
+        self._valid = False  # cached keys/values were computed by a row-invariant product
+        if num_codebooks:
+            self._w_heads = torch.cat(self._heads_w[:num_codebooks])
+            self._b_heads = torch.cat(self._heads_b[:num_codebooks])
+            self._merged_heads = self._check_merged_heads()
+
+    def _check_merged_heads(self) -> bool:
+        x = torch.randn(1, 1, self.config.dim, generator=torch.Generator().manual_seed(1))
+        merged = F.linear(x, self._w_heads, self._b_heads)
+        split = torch.cat([F.linear(x, w, b) for w, b in zip(self._heads_w[: self._k], self._heads_b[: self._k])], -1)
+        return torch.equal(merged, split)
+
+    def _position(self, offset: int) -> torch.Tensor:
+        if offset >= self._pos.shape[0]:
+            half = self.config.dim // 2
+            adim = torch.arange(half).view(1, 1, -1)
+            rows = []
+            for p in range(self._pos.shape[0], max(offset + 1, 2 * self._pos.shape[0])):
+                phase = (torch.arange(1).view(1, -1, 1) + p) / (10000 ** (adim / (half - 1)))
+                rows.append(torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)[0])
+            self._pos = torch.cat([self._pos, *rows])
+        return self._pos[offset].view(1, 1, -1)
+
+    @torch.no_grad()
+    def step(self, previous: np.ndarray | None) -> np.ndarray:
+        """Probabilities of the next frame's codes given the previous frame's.
+
+        Args:
+            previous: int codes ``[K]`` of the previous frame, or None for a stream's first frame.
+
+        Returns:
+            float32 probabilities ``[K, card]`` (row k: codebook k).
+        """
+        k_count = self._k
+        if k_count == 0:
+            raise RuntimeError("call reset(num_codebooks) before step")
+        if previous is None:
+            index = np.zeros(k_count, dtype=np.int64)
+        else:
+            index = np.asarray(previous, dtype=np.int64) + 1
+        acc = self._emb[0][index[0]].copy()
+        for k in range(1, k_count):
+            acc = acc + self._emb[k][index[k]]
+        x = torch.from_numpy(acc).view(1, 1, -1)
+        x = F.layer_norm(x, (self.config.dim,), *self._norm_in, 1e-5)
+        x = x + self._position(self._offset)
+        for i, layer in enumerate(self._layers):
+            x = self._layer(i, layer, x)
+        self._advance()
+        if self._merged_heads:
+            logits = F.linear(x, self._w_heads, self._b_heads).view(1, k_count, 1, self.config.card)
+        else:
+            logits = torch.stack([F.linear(x, w, b) for w, b in zip(self._heads_w[:k_count], self._heads_b)], dim=1)
+        probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
+        return probs[0, :, :, 0].T.numpy().copy()
+
+    def _layer(self, i: int, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        dim, heads = self.config.dim, self.config.num_heads
+        head_dim = dim // heads
+        start, end = self._start, self._end
+        rows, keys, values = self._rows[i], self._keys[i], self._values[i]
+        rows[end] = x[0]
+        m = end + 1 - start
+        if self._pad_rows is None or m < self._pad_rows or not self._valid:
+            kv = F.linear(rows[start : end + 1], layer.w_kv, layer.b_kv)
+            keys[start : end + 1] = kv[:, 0, :dim]
+            values[start : end + 1] = kv[:, 0, dim:]
+        else:
+            pad = torch.zeros(self._pad_rows, 1, dim)
+            pad[0] = x[0]
+            kv = F.linear(pad, layer.w_kv, layer.b_kv)
+            keys[end] = kv[0, 0, :dim]
+            values[end] = kv[0, 0, dim:]
+        q = F.linear(x, layer.w_q, layer.b_q)
+        q = q.view(1, heads, head_dim).transpose(0, 1).view(1, heads, 1, head_dim)
+        k = keys[start : end + 1].view(m, heads, head_dim).transpose(0, 1).view(1, heads, m, head_dim)
+        v = values[start : end + 1].view(m, heads, head_dim).transpose(0, 1).view(1, heads, m, head_dim)
+        mask = torch.zeros(1, 1, 1, m)
+        attn = F.scaled_dot_product_attention(q, k, v, mask, 0.0, False)
+        attn = F.linear(attn.permute(2, 0, 1, 3).reshape(1, dim), layer.w_out, layer.b_out).view(1, 1, dim)
+        x = F.layer_norm(x + attn, (dim,), *layer.norm1, 1e-5)
+        ff = F.linear(F.gelu(F.linear(x, layer.w1, layer.b1)), layer.w2, layer.b2)
+        return F.layer_norm(x + ff, (dim,), *layer.norm2, 1e-5)
+
+    def _advance(self) -> None:
+        self._offset += 1
+        if self._pad_rows is not None and self._end + 1 - self._start >= self._pad_rows:
+            self._valid = True
+        self._end += 1
+        if self._end - self._start > self.config.past_context:
+            self._start += 1
+        if self._end + 1 >= self._rows[0].shape[0]:
+            count = self._end - self._start
+            for buffers in (self._rows, self._keys, self._values):
+                for buf in buffers:
+                    buf[:count] = buf[self._start : self._end].clone()
+            self._start, self._end = 0, count

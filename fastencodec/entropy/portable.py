@@ -1,0 +1,440 @@
+"""The portable ``"lmp1"`` symbol coder: Meta's LM in exact integer arithmetic, decodable anywhere.
+
+Everything that feeds the CDFs is computed exactly, so every platform gets the same bits:
+
+- Meta's LM weights are rounded once to fixed point (12 fractional bits; matrices as int16,
+  biases with 24 fractional bits); activations are integers with 12 fractional bits,
+  clamped to +-256. Dot products are sums of integer products below 2**53, carried in
+  float64 lanes: exact in any reduction order, with or without FMA.
+- Layer norms use an integer square root; GELU (tanh form), the position embedding
+  (a 65,536-step cosine table indexed by the 64-bit fixed-point turn count) and the
+  softmaxes (exp of the distance to the maximum) use tables built with Python integers and
+  ``decimal`` (correctly rounded), never the platform's libm.
+- Output probabilities become integer CDFs summing to exactly ``2 ** 24``.
+
+Segment layout (after the container's scale): ``fingerprint: 4 bytes | payload size:
+uint32 | CRC-32 of the payload: uint32 | payload`` (big-endian); the payload is the
+arithmetic-coded frames. The fingerprint identifies the quantized LM weights; a file coded
+with other weights is refused. A segment whose payload fails its CRC raises
+``DamagedSegmentError`` with the stream positioned after it, so the reader skips it and
+carries on (the segment decodes as silence, with a warning).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import struct
+import zlib
+from decimal import Decimal, localcontext
+from typing import BinaryIO
+
+import numpy as np
+from numba import njit
+
+from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
+
+from .arith import ArithmeticDecoder, ArithmeticEncoder
+from .cdf import _integer_cdfs
+from .lm import LMConfig, lm_config, load_lm_state
+
+TAG = "lmp1"
+FRAC = 12
+ONE = 1 << FRAC
+CLAMP = (1 << 20) - 1
+_SEGMENT_HEADER = struct.Struct("!4sII")
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+_COS_BITS = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> dict:
+    """Integer tables for cos, exp and GELU, from Python integers and decimal (exact, portable)."""
+    with localcontext() as ctx:
+        ctx.prec = 50
+        # cos(2 pi j / 2**16) by the Chebyshev recurrence in 62-bit fixed point (Python ints).
+        steps = 1 << _COS_BITS
+        theta = 2 * _PI / steps
+        c1 = sum(((-1) ** n) * theta ** (2 * n) / _factorial(2 * n) for n in range(12))
+        scale = 1 << 62
+        c1_fixed = int((c1 * scale).to_integral_value())
+        cos = [scale, c1_fixed]
+        for _ in range(steps // 4 - 1):
+            cos.append((2 * c1_fixed * cos[-1]) // scale - cos[-2])
+        quarter = [(v + (1 << (61 - FRAC))) >> (62 - FRAC) for v in cos[: steps // 4 + 1]]
+        table = np.empty(steps, dtype=np.int64)
+        for j in range(steps):
+            q, r = divmod(j, steps // 4)
+            value = [quarter[r], -quarter[steps // 4 - r], -quarter[r], quarter[steps // 4 - r]][q]
+            table[j] = value
+        # exp(-d / 2**12) = exp(-hi * 256 / 2**12) * exp(-lo / 2**12), 30 fractional bits.
+        exp_hi = np.array([int(((Decimal(-h * 256) / ONE).exp() * (1 << 30)).to_integral_value())
+                           for h in range(256)], dtype=np.int64)
+        exp_lo = np.array([int(((Decimal(-lo) / ONE).exp() * (1 << 30)).to_integral_value())
+                           for lo in range(256)], dtype=np.int64)
+        # GELU (tanh form) on [-8, 8) in steps of 1/256, 12 fractional bits.
+        k = (2 / _PI).sqrt()
+        gelu = np.empty(4096, dtype=np.int64)
+        for i in range(4096):
+            x = Decimal(i - 2048) / 256
+            u = 2 * k * (x + Decimal("0.044715") * x**3)
+            t = 1 - 2 / (u.exp() + 1) if u < 60 else Decimal(1)
+            gelu[i] = int((x * (1 + t) / 2 * ONE).to_integral_value())
+        # Frequencies of Meta's position embedding, as 64-bit fractions of a turn.
+        turns = np.empty(100, dtype=np.uint64)
+        ln_period = Decimal(10000).ln()
+        for i in range(100):
+            freq = (-ln_period * i / 99).exp()
+            turns[i] = int((freq / (2 * _PI) * (1 << 64)).to_integral_value()) % (1 << 64)
+    return {"cos": table, "exp_hi": exp_hi, "exp_lo": exp_lo, "gelu": gelu, "turns": turns}
+
+
+def _factorial(n: int) -> int:
+    out = 1
+    for i in range(2, n + 1):
+        out *= i
+    return out
+
+
+def _fixed(array, bits: int, limit: int, dtype) -> np.ndarray:
+    values = np.rint(np.asarray(array, dtype=np.float64) * (1 << bits))
+    return np.clip(values, -limit, limit).astype(dtype)
+
+
+class PortableLM:
+    """Meta's LM architecture in exact integer arithmetic (weights rounded from Meta's).
+
+    Args:
+        state: Meta's LM state dict.
+        config: the model's shape.
+    """
+
+    def __init__(self, state: dict, config: LMConfig) -> None:
+        self.config = config
+        n_layers, dim = config.num_layers, config.dim
+        t = {key: value.double().numpy() for key, value in state.items()}
+        p = "transformer.layers.{}."
+        w16 = (1 << 15) - 1
+        self.emb = np.stack([_fixed(t[f"emb.{k}.weight"], FRAC, CLAMP, np.int64) for k in range(config.num_codebooks)])
+        self.norm_in = np.stack(
+            [_fixed(t["transformer.norm_in." + n], FRAC, CLAMP, np.int64) for n in ("weight", "bias")]
+        )
+
+        def layer_stack(name: str, bits: int, limit: int, dtype) -> np.ndarray:
+            return np.stack([_fixed(t[p.format(i) + name], bits, limit, dtype) for i in range(n_layers)])
+
+        big = 1 << 50
+        self.w_in = layer_stack("self_attn.in_proj_weight", FRAC, w16, np.int16)
+        self.b_in = layer_stack("self_attn.in_proj_bias", 2 * FRAC, big, np.int64)
+        self.w_out = layer_stack("self_attn.out_proj.weight", FRAC, w16, np.int16)
+        self.b_out = layer_stack("self_attn.out_proj.bias", 2 * FRAC, big, np.int64)
+        self.w1 = layer_stack("linear1.weight", FRAC, w16, np.int16)
+        self.b1 = layer_stack("linear1.bias", 2 * FRAC, big, np.int64)
+        self.w2 = layer_stack("linear2.weight", FRAC, w16, np.int16)
+        self.b2 = layer_stack("linear2.bias", 2 * FRAC, big, np.int64)
+        self.norms = np.stack([
+            np.stack([_fixed(t[p.format(i) + f"norm{j}.{n}"], FRAC, CLAMP, np.int64) for n in ("weight", "bias")])
+            for i in range(n_layers) for j in (1, 2)
+        ]).reshape(n_layers, 2, 2, dim)
+        self.w_heads = np.stack([_fixed(t[f"linears.{k}.weight"], FRAC, w16, np.int16)
+                                 for k in range(config.num_codebooks)])
+        self.b_heads = np.stack([_fixed(t[f"linears.{k}.bias"], 2 * FRAC, big, np.int64)
+                                 for k in range(config.num_codebooks)])
+        self.tables = _tables()
+        digest = hashlib.sha256(TAG.encode())
+        for array in (self.emb, self.norm_in, self.w_in, self.b_in, self.w_out, self.b_out, self.w1, self.b1,
+                      self.w2, self.b2, self.norms, self.w_heads, self.b_heads):
+            digest.update(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes())
+        self.fingerprint = digest.digest()[:4]
+
+    def weights_for(self, frames_codes: np.ndarray) -> np.ndarray:
+        """CDF weights for every frame of a segment, given its codes (teacher forcing).
+
+        Args:
+            frames_codes: int64 codes ``[K, n]``.
+
+        Returns:
+            int64 weights ``[n, K, card]`` (frame t from frames before t).
+        """
+        stream = _Stream(self, frames_codes.shape[0])
+        out = np.empty((frames_codes.shape[1], frames_codes.shape[0], self.config.card), dtype=np.int64)
+        previous = None
+        for t in range(frames_codes.shape[1]):
+            out[t] = stream.step(previous)
+            previous = frames_codes[:, t]
+        return out
+
+
+class _Stream:
+    """The per-segment state of a :class:`PortableLM` (window of keys and values)."""
+
+    def __init__(self, lm: PortableLM, num_codebooks: int) -> None:
+        cfg = lm.config
+        if not 0 < num_codebooks <= cfg.num_codebooks:
+            raise ValueError(f"the LM codes 1 to {cfg.num_codebooks} codebooks, got {num_codebooks}")
+        self.lm = lm
+        self.k = num_codebooks
+        cap = 2 * (cfg.past_context + 1)
+        self.keys = np.zeros((cfg.num_layers, cap, cfg.dim), dtype=np.int64)
+        self.values = np.zeros((cfg.num_layers, cap, cfg.dim), dtype=np.int64)
+        self.window = np.array([0, 1, 0], dtype=np.int64)  # start, end, position
+        self.started = False
+
+    def step(self, previous: np.ndarray | None) -> np.ndarray:
+        lm, cfg = self.lm, self.lm.config
+        index = np.zeros(self.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
+        out = np.empty((self.k, cfg.card), dtype=np.int64)
+        tb = lm.tables
+        _step(index, lm.emb, lm.norm_in, lm.w_in, lm.b_in, lm.w_out, lm.b_out, lm.w1, lm.b1, lm.w2, lm.b2,
+              lm.norms, lm.w_heads, lm.b_heads, tb["cos"], tb["exp_hi"], tb["exp_lo"], tb["gelu"], tb["turns"],
+              self.keys, self.values, self.window, self.started, cfg.num_heads, cfg.past_context, out)
+        self.started = True
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _clamp(v):
+    return min(max(v, -CLAMP), CLAMP)
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _linear(x, w, b, out):
+    """out = clamp(floor((W x + b) / 2**12)); exact: every partial sum is an integer below 2**53."""
+    n_out, n_in = w.shape
+    xf = x.astype(np.float64)
+    for o in range(n_out):
+        acc = 0.0
+        for i in range(n_in):
+            acc += np.float64(w[o, i]) * xf[i]
+        out[o] = _clamp((np.int64(acc) + b[o]) >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _isqrt(n):
+    r = np.int64(np.sqrt(np.float64(n)))
+    while r * r > n:
+        r -= 1
+    while (r + 1) * (r + 1) <= n:
+        r += 1
+    return r
+
+
+@njit(cache=True, nogil=True)
+def _layer_norm(x, gamma, beta):
+    n = x.shape[0]
+    total = np.int64(0)
+    for i in range(n):
+        total += x[i]
+    mean = total // n
+    var = np.int64(0)
+    for i in range(n):
+        d = x[i] - mean
+        var += d * d
+    std = _isqrt(var // n + 168)  # eps 1e-5 with 24 fractional bits
+    if std == 0:
+        std = 1
+    for i in range(n):
+        y = ((x[i] - mean) << FRAC) // std
+        x[i] = _clamp(((_clamp(y) * gamma[i]) >> FRAC) + beta[i])
+
+
+@njit(cache=True, nogil=True)
+def _exp_neg(d, exp_hi, exp_lo):
+    """exp(-d / 2**12) with 30 fractional bits, for d >= 0."""
+    hi = d >> 8
+    if hi >= 256:
+        return np.int64(0)
+    return (exp_hi[hi] * exp_lo[d & 255]) >> 30
+
+
+@njit(cache=True, nogil=True)
+def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
+          cos, exp_hi, exp_lo, gelu, turns, keys, values, window, started, heads, past, out):
+    n_layers, cap, dim = keys.shape
+    k_count, card = out.shape
+    start, end, position = window[0], window[1], window[2]
+    x = np.zeros(dim, dtype=np.int64)
+    for k in range(k_count):
+        for i in range(dim):
+            x[i] += emb[k, index[k], i]
+    for i in range(dim):
+        x[i] = _clamp(x[i])
+    _layer_norm(x, norm_in[0], norm_in[1])
+    half = dim // 2
+    for i in range(half):
+        turn = np.uint64(position) * turns[i]
+        j = np.int64(turn >> np.uint64(64 - 16))
+        x[i] = _clamp(x[i] + cos[j])
+        x[half + i] = _clamp(x[half + i] + cos[(j - 16384) & 65535])
+    head_dim = dim // heads
+    q = np.empty(dim, dtype=np.int64)
+    kv = np.empty(2 * dim, dtype=np.int64)
+    attn = np.empty(dim, dtype=np.int64)
+    proj = np.empty(dim, dtype=np.int64)
+    hidden = np.empty(w1.shape[1], dtype=np.int64)
+    scores = np.empty(cap, dtype=np.int64)
+    for layer in range(n_layers):
+        if not started:  # Meta's initial all-zero frame: its keys and values are the biases
+            for i in range(dim):
+                keys[layer, start, i] = _clamp(b_in[layer, dim + i] >> FRAC)
+                values[layer, start, i] = _clamp(b_in[layer, 2 * dim + i] >> FRAC)
+        _linear(x, w_in[layer, :dim], b_in[layer, :dim], q)
+        _linear(x, w_in[layer, dim:], b_in[layer, dim:], kv)
+        keys[layer, end] = kv[:dim]
+        values[layer, end] = kv[dim:]
+        for h in range(heads):
+            lo = h * head_dim
+            best = np.int64(-(1 << 62))
+            for j in range(start, end + 1):
+                s = np.int64(0)
+                for d in range(lo, lo + head_dim):
+                    s += q[d] * keys[layer, j, d]
+                s = s // (5 * ONE)  # 1 / sqrt(25), back to 12 fractional bits
+                scores[j] = s
+                best = max(best, s)
+            total = np.int64(0)
+            for j in range(start, end + 1):
+                e = _exp_neg(min(best - scores[j], 1 << 20), exp_hi, exp_lo) >> 14
+                scores[j] = e
+                total += e
+            for d in range(lo, lo + head_dim):
+                acc = np.int64(0)
+                for j in range(start, end + 1):
+                    acc += scores[j] * values[layer, j, d]
+                attn[d] = acc // total
+        _linear(attn, w_out[layer], b_out[layer], proj)
+        for i in range(dim):
+            x[i] = _clamp(x[i] + proj[i])
+        _layer_norm(x, norms[layer, 0, 0], norms[layer, 0, 1])
+        _linear(x, w1[layer], b1[layer], hidden)
+        for i in range(hidden.shape[0]):
+            v = hidden[i]
+            if v >= 8 * ONE:
+                continue
+            if v < -8 * ONE:
+                hidden[i] = 0
+            else:
+                hidden[i] = gelu[(v + 8 * ONE) >> 4]
+        _linear(hidden, w2[layer], b2[layer], proj)
+        for i in range(dim):
+            x[i] = _clamp(x[i] + proj[i])
+        _layer_norm(x, norms[layer, 1, 0], norms[layer, 1, 1])
+    logits = np.empty(card, dtype=np.int64)
+    for k in range(k_count):
+        _linear(x, w_heads[k], b_heads[k], logits)
+        best = logits.max()
+        for s in range(card):
+            out[k, s] = _exp_neg(best - logits[s], exp_hi, exp_lo)
+    end += 1
+    if end - start > past:
+        start += 1
+    if end + 1 >= cap:
+        count = end - start
+        for layer in range(n_layers):
+            keys[layer, :count] = keys[layer, start:end].copy()
+            values[layer, :count] = values[layer, start:end].copy()
+        start, end = 0, count
+    window[0], window[1], window[2] = start, end, position + 1
+
+
+class PortableCoder:
+    """The ``"lmp1"`` symbol coder (portable; Meta's tool rejects files that use it).
+
+    Args:
+        lm: the integer LM (see :meth:`for_model`).
+    """
+
+    tag = TAG
+
+    def __init__(self, lm: PortableLM) -> None:
+        self.lm = lm
+
+    @classmethod
+    def for_model(cls, model_name: str, lm_path=None) -> PortableCoder:
+        """Build from the LM weights of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``)."""
+        state = load_lm_state(model_name, lm_path)
+        return cls(PortableLM(state, lm_config(model_name, state)))
+
+    def encoder(self, out: BinaryIO, num_codebooks: int) -> _Encoder:
+        """An encoder for one segment of ``num_codebooks`` codebooks (written at :meth:`finish`)."""
+        return _Encoder(self.lm, out, num_codebooks)
+
+    def decoder(self, src: BinaryIO, num_codebooks: int, frames: int) -> _Decoder:
+        """A decoder for one segment of ``frames`` frames."""
+        return _Decoder(self.lm, src, num_codebooks, frames)
+
+
+def _cdfs(weights: np.ndarray) -> np.ndarray:
+    out = np.empty(weights.shape, dtype=np.int64)
+    _integer_cdfs(weights, 24, out)
+    return out
+
+
+class _Encoder:
+    def __init__(self, lm: PortableLM, out: BinaryIO, num_codebooks: int) -> None:
+        self._stream = _Stream(lm, num_codebooks)
+        self._lm = lm
+        self._out = out
+        self._payload = io.BytesIO()
+        self._ac = ArithmeticEncoder(self._payload)
+        self._previous: np.ndarray | None = None
+        self._k = num_codebooks
+
+    def push(self, codes: np.ndarray) -> None:
+        codes = np.asarray(codes)
+        card = self._lm.config.card
+        if codes.ndim != 2 or codes.shape[0] != self._k:
+            raise ValueError(f"codes must have shape [{self._k}, frames], got {codes.shape}")
+        if codes.size and (codes.min() < 0 or codes.max() >= card):
+            raise ValueError(f"codes must lie in [0, {card})")
+        codes = codes.astype(np.int64)
+        for t in range(codes.shape[1]):
+            self._ac.push(codes[:, t], _cdfs(self._stream.step(self._previous)))
+            self._previous = codes[:, t]
+
+    def finish(self) -> None:
+        self._ac.finish()
+        payload = self._payload.getvalue()
+        self._out.write(_SEGMENT_HEADER.pack(self._lm.fingerprint, len(payload), zlib.crc32(payload)))
+        self._out.write(payload)
+
+
+class _Decoder:
+    def __init__(self, lm: PortableLM, src: BinaryIO, num_codebooks: int, frames: int) -> None:
+        head = src.read(_SEGMENT_HEADER.size)
+        if len(head) != _SEGMENT_HEADER.size:
+            raise EcdcError("truncated stream: portable LM segment header")
+        fingerprint, size, crc = _SEGMENT_HEADER.unpack(head)
+        if size > frames * num_codebooks * 4 + 64:
+            raise EcdcError(f"portable LM segment claims {size} bytes for {frames} frames: corrupt")
+        payload = src.read(size)
+        if len(payload) != size:
+            raise EcdcError(f"truncated stream: portable LM segment has {len(payload)} of {size} bytes")
+        if fingerprint != lm.fingerprint:
+            raise EcdcError(
+                f"segment coded with other LM weights (fingerprint {fingerprint.hex()}, loaded {lm.fingerprint.hex()})"
+            )
+        if zlib.crc32(payload) != crc:
+            raise DamagedSegmentError("portable LM segment fails its CRC (the stream continues at the next segment)")
+        self._stream = _Stream(lm, num_codebooks)
+        self._payload = io.BytesIO(payload)
+        self._ac = ArithmeticDecoder(self._payload, max_bytes=size)
+        self._left = frames
+        self._k = num_codebooks
+        self._previous: np.ndarray | None = None
+
+    def read(self, frames: int) -> np.ndarray:
+        if not 0 <= frames <= self._left:
+            raise ValueError(f"asked for {frames} frames, {self._left} remain in the segment")
+        out = np.empty((self._k, frames), dtype=np.int64)
+        for t in range(frames):
+            symbols = self._ac.pull(_cdfs(self._stream.step(self._previous)))
+            out[:, t] = symbols
+            self._previous = symbols
+        self._left -= frames
+        if self._left == 0:
+            self._ac.close()
+            if self._payload.read(1):
+                raise EcdcError("portable LM segment has trailing bytes: corrupt")
+        return out

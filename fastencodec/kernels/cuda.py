@@ -1,0 +1,252 @@
+"""CUDA execution of the networks' steps with the Triton kernels of :mod:`.triton_ops`.
+
+Activations stay channels-last (``[batch, time, channels]``) from the first layer to the last;
+weights are re-laid out once (cached, remade if a parameter changes in place). Tile sizes
+depend only on a layer's shape, never on the batch, so each item's arithmetic is the same in
+any batch. :class:`GraphCache` replays whole-network CUDA graphs for shapes seen before.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+import triton
+
+from fastencodec.kernels import triton_ops as ops
+from fastencodec.kernels.cpu import WeightCache
+from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
+from fastencodec.kernels.precision import activation_dtype
+from fastencodec.nn.layers import pad1d
+
+INPUT_PRECISION = {
+    ("exact", "encoder"): ("ieee", "ieee"),
+    ("exact", "decoder"): ("ieee", "ieee"),
+    ("tf32", "encoder"): ("tf32x3", "tf32x3"),
+    ("tf32", "decoder"): ("tf32", "tf32"),
+    ("bf16", "encoder"): ("ieee", "tf32"),
+    ("bf16", "decoder"): ("ieee", "tf32"),
+}
+"""Triton ``input_precision`` of (convolutions, LSTM) float32 products per (mode, network).
+``tf32x3`` splits each float32 operand into two TF32 parts (three tensor-core products, error
+near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
+In ``bf16`` the convolutions' operands are bf16 (the setting is unused); the LSTM stays float32
+with TF32 products."""
+
+NORM_CHUNK = 1 << 16
+"""Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
+
+LSTM_BM, LSTM_BU, LSTM_BK = 16, 16, 64
+"""LSTM step tiles: items, hidden units and reduction chunk per program (fixed: batch invariance)."""
+
+
+def _pow2(n: int, low: int, high: int) -> int:
+    """The power of two at or above ``n``, clamped to ``low .. high`` (a tile size)."""
+    return max(low, min(high, triton.next_power_of_2(n)))
+
+
+class CudaNetwork:
+    """One network's steps (``network``: ``"encoder"`` or ``"decoder"``) in one precision on CUDA."""
+
+    def __init__(self, steps: list[Step], precision: str, network: str):
+        self.steps = steps
+        self.precision = precision
+        self.dtype = activation_dtype(precision)
+        self.prec, self.lstm_prec = INPUT_PRECISION[precision, network]
+        self.weights = WeightCache(self.dtype)
+        self.fp32 = WeightCache(torch.float32)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, C, T]`` float32 on CUDA to the network's output ``[B, C', T']`` float32."""
+        h = x.transpose(1, 2).contiguous().to(self.dtype)
+        residual = None
+        for step in self.steps:
+            if isinstance(step, ConvStep):
+                if step.keep:
+                    residual = h if step.shortcut is None else self._conv(step.shortcut, h, False, None)
+                h = self._conv(step.module, h, step.elu, residual if step.add else None)
+            elif isinstance(step, ConvTransposeStep):
+                h = self._conv_transpose(step, h)
+            else:
+                h = self._lstm(step, h)
+        return h.transpose(1, 2).float().contiguous()
+
+    # -- convolutions ---------------------------------------------------------
+    def _conv(self, module, h: torch.Tensor, elu: bool, residual: torch.Tensor | None) -> torch.Tensor:
+        batch, t_in, c_in = h.shape
+        conv = module.conv
+        c_out, _, k = conv.weight.shape
+        left, right = module.padding(t_in)
+        reflect = module.pad_mode == "reflect"
+        if module.pad_mode not in ("reflect", "constant") or (reflect and t_in <= max(left, right)):
+            # rare: short inputs need the reference's zero-extend-then-reflect; pad in torch, then plain
+            h = pad1d(h.transpose(1, 2), left, right, module.pad_mode).transpose(1, 2).contiguous()
+            t_in, left, right, reflect = h.shape[1], 0, 0, False
+        dil, stride = conv.dilation[0], conv.stride[0]
+        t_out = (t_in + left + right - dil * (k - 1) - 1) // stride + 1
+        y = h.new_empty(batch, t_out, c_out)
+        w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
+        b = self.fp32.get(conv.bias)
+        fuse_add = residual is not None and module.norm is None
+        bt, bco, bci = 64, _pow2(c_out, 16, 64), _pow2(c_in, 16, 32)
+        grid = (triton.cdiv(t_out, bt), triton.cdiv(c_out, bco), batch)
+        ops.conv1d_kernel[grid](
+            h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
+            K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
+            BT=bt, BCO=bco, BCI=bci, num_warps=4,
+        )  # fmt: skip
+        if module.norm is not None:
+            y = self._group_norm(module.norm, y, residual)
+        return y
+
+    def _conv_transpose(self, step: ConvTransposeStep, h: torch.Tensor) -> torch.Tensor:
+        module = step.module
+        batch, t_in, c_in = h.shape
+        conv = module.conv
+        _, c_out, k = conv.weight.shape
+        stride = conv.stride[0]
+        full = (t_in - 1) * stride + k
+        left, right = module.trim
+        if module.norm is not None:  # the norm sees the untrimmed output, as in the reference
+            left_k, t_out = 0, full
+        else:
+            left_k, t_out = left, full - left - right
+        y = h.new_empty(batch, t_out, c_out)
+        w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 0, 1))
+        b = self.fp32.get(conv.bias)
+        bq, bco, bci = 64, _pow2(c_out, 16, 64), _pow2(c_in, 16, 32)
+        grid = (triton.cdiv(triton.cdiv(t_out + left_k, stride), bq), triton.cdiv(c_out, bco), batch * stride)
+        ops.conv_transpose1d_kernel[grid](
+            h, w, b, y, t_in, t_out, c_in, c_out, left_k,
+            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=bq, BCO=bco, BCI=bci, num_warps=4,
+        )  # fmt: skip
+        if module.norm is not None:
+            y = self._group_norm(module.norm, y)[:, left : full - right].contiguous()
+        return y
+
+    def _group_norm(
+        self, norm: torch.nn.GroupNorm, y: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """GroupNorm (one group) of channels-last ``y`` ``[B, T, C]`` (plus ``residual``), in float32.
+
+        Each item's mean, then its variance about the mean, are summed in fixed chunks of
+        ``NORM_CHUNK`` values and the chunks' sums in a fixed order: the same arithmetic in any batch.
+        """
+        if norm.num_groups != 1:
+            raise ValueError(f"GroupNorm with {norm.num_groups} groups is not supported by the kernels")
+        batch, t, c = y.shape
+        n = t * c
+        chunks = triton.cdiv(n, NORM_CHUNK)
+        partial = y.new_empty(batch, chunks, dtype=torch.float32)
+        mean = y.new_empty(batch, dtype=torch.float32)
+        rstd = torch.empty_like(mean)
+        for center, stat in ((False, mean), (True, rstd)):
+            ops.group_norm_partial_kernel[(chunks, batch)](
+                y, mean, partial, n, CENTER=center, CHUNK=NORM_CHUNK, BLOCK=1024, num_warps=4
+            )
+            ops.group_norm_total_kernel[(batch,)](partial, stat, chunks, n, norm.eps, RSTD=center, BLOCK=256)
+        out = torch.empty_like(y)
+        bc = triton.next_power_of_2(c)
+        bt = max(1, 4096 // bc)
+        ops.group_norm_apply_kernel[(triton.cdiv(t, bt), batch)](
+            y, mean, rstd, self.fp32.get(norm.weight), self.fp32.get(norm.bias),
+            y if residual is None else residual, out, t, c, ADD=residual is not None, BT=bt, BC=bc, num_warps=4,
+        )  # fmt: skip
+        return out
+
+    # -- LSTM -------------------------------------------------------------------
+    def _lstm(self, step: LSTMStep, h: torch.Tensor) -> torch.Tensor:
+        lstm = step.module.lstm
+        batch, steps, width = h.shape
+        x = h.float() if h.dtype != torch.float32 else h
+        layer_in = x
+        out = h.new_empty(batch, steps, width)
+        for layer in range(lstm.num_layers):
+            w_ih = getattr(lstm, f"weight_ih_l{layer}")
+            w_hh = getattr(lstm, f"weight_hh_l{layer}")
+            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+            gates = x.new_empty(batch, steps, 4 * width)
+            wi = self.fp32.get(w_ih, "io1", lambda p: p.t()[None])
+            bias = (b_ih + b_hh).float().contiguous()
+            grid = (triton.cdiv(steps, 64), triton.cdiv(4 * width, 64), batch)
+            ops.conv1d_kernel[grid](
+                layer_in, wi, bias, gates, gates, steps, steps, width, 4 * width, 0,
+                K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=self.lstm_prec,
+                BT=64, BCO=64, BCI=32, num_warps=4,
+            )  # fmt: skip
+            wh = self.fp32.get(w_hh, "t", lambda p: p.t())
+            hidden = x.new_empty(batch, steps, width)
+            cell = x.new_zeros(batch, width)
+            last = layer == lstm.num_layers - 1
+            grid = (triton.cdiv(batch, LSTM_BM), width // LSTM_BU)
+            for t in range(steps):
+                ops.lstm_step_kernel[grid](
+                    gates, wh, hidden, cell, out, x, t, steps, batch,
+                    H=width, ADD=last, PREC=self.lstm_prec, BM=LSTM_BM, BU=LSTM_BU, BK=LSTM_BK, num_warps=4,
+                )  # fmt: skip
+            layer_in = hidden
+        return out
+
+
+class GraphCache:
+    """Replays a CUDA graph of ``fn`` for input shapes seen before (at most ``size`` graphs).
+
+    The first call with a shape runs eagerly (compiling kernels), the second captures,
+    later ones replay. Outputs are fresh tensors. Replay runs the same kernels on the same
+    inputs, so results are bitwise those of eager runs. Not thread-safe.
+    """
+
+    MAX_INPUT_BYTES = 512 << 20
+    """Larger inputs run eagerly (a graph keeps its activations' memory while cached)."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int = 4):
+        self.fn = fn
+        self.size = size
+        self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
+        self._seen: set[tuple] = set()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype, x.device)
+        eager = torch.cuda.is_current_stream_capturing() or torch.is_grad_enabled()
+        if eager or x.numel() * x.element_size() > self.MAX_INPUT_BYTES:
+            return self.fn(x)
+        if key not in self._graphs:
+            if key not in self._seen:
+                self._seen.add(key)
+                return self.fn(x)
+            self._graphs[key] = self._capture(x)
+            while len(self._graphs) > self.size:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        static_in = x.clone()
+        stream = torch.cuda.Stream(x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            self.fn(static_in)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_in)
+        return graph, static_in, static_out
+
+    def clear(self) -> None:
+        """Drop every graph (their memory returns to PyTorch's allocator)."""
+        self._graphs.clear()
+        self._seen.clear()
+
+
+def nearest_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
+    """int64 indices ``[rows]`` of the nearest ``embed`` rows to each ``residual`` row (IEEE float32)."""
+    rows, dim = residual.shape
+    codes = torch.empty(rows, dtype=torch.long, device=residual.device)
+    ops.nearest_code_kernel[(triton.cdiv(rows, 32),)](
+        residual, embed, embed_sq, codes, rows, embed.shape[0], D=dim, BM=32, BN=64, num_warps=4
+    )
+    return codes

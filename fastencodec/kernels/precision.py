@@ -1,0 +1,63 @@
+"""Precision modes of the encoder and decoder networks, and which device can run which.
+
+- ``"exact"``: float32 operands, products and sums. On CPU this is the reference's own
+  arithmetic (bit-equal to Meta's ``encodec`` on CPU); on CUDA the Triton kernels compute in
+  IEEE float32 (never TF32, whatever ``torch.backends`` flags say).
+- ``"tf32"``: CUDA only; tensor-core float32. The decoder's convolution and LSTM products take
+  TF32 operands (10-bit mantissa) and sum in float32; the encoder, which picks the tokens,
+  uses 3xTF32 (each float32 operand split into two TF32 parts; error near float32's).
+  Activations stay float32.
+- ``"bf16"``: bfloat16 weights and activations between the convolutions, products summed in
+  float32; the LSTM runs in float32 (with TF32 products on CUDA). On CPU it needs bf16
+  instructions (AVX512-BF16 or AMX).
+
+The vector quantizer always runs in float32 (IEEE on CUDA). The mode is an explicit
+argument of every runner: no process-wide flag is read or changed. The names are those of
+:data:`fastencodec.engine.policy.PRECISIONS`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastencodec.engine.policy import PRECISIONS
+
+
+def check_precision(precision: str, device: torch.device | str) -> str:
+    """Validate ``precision`` for ``device`` and return it.
+
+    Args:
+        precision: a name in :data:`~fastencodec.engine.policy.PRECISIONS`.
+        device: where the networks run.
+
+    Returns:
+        The precision name.
+
+    Raises:
+        ValueError: unknown name, or a mode the device cannot run (``tf32`` on CPU, ``bf16``
+            on a CPU without bf16 instructions).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    kind = torch.device(device).type
+    if kind == "cpu":
+        if not PRECISIONS[precision].cpu:
+            raise ValueError("precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact' or 'bf16'")
+        if precision == "bf16" and not cpu_has_bf16():
+            raise ValueError("precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks")
+    elif kind != "cuda":
+        raise ValueError(f"precision modes are defined for CPU and CUDA devices, not {kind!r}")
+    return precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (oneDNN's check)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def activation_dtype(precision: str) -> torch.dtype:
+    """dtype of activations between layers in ``precision``."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32

@@ -1,0 +1,219 @@
+"""Triton kernels for the networks on CUDA: channels-last convolutions, a batched LSTM step,
+nearest-codebook search, GroupNorm with per-item statistics.
+
+Activations are ``[batch, time, channels]``. Every kernel computes each batch item with
+the same tiles, the same reduction order and no atomics whatever the batch size, so an
+item's result does not depend on its batch-mates. Products are summed in float32;
+``prec`` is Triton's ``input_precision`` (``"ieee"``: true float32, ``"tf32"``), ignored
+for bfloat16 operands. Triton is imported only when this module is.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tanh(a):
+    return 2.0 * tl.sigmoid(2.0 * a) - 1.0
+
+
+@triton.jit
+def _elu(a):
+    af = a.to(tl.float32)
+    return tl.where(af > 0, af, tl.exp(af) - 1.0).to(a.dtype)
+
+
+@triton.jit
+def conv1d_kernel(
+    x, w, bias, res, y, t_in, t_out, c_in, c_out, pad_left,
+    K: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr, REFLECT: tl.constexpr, ELU: tl.constexpr,
+    ADD: tl.constexpr, PREC: tl.constexpr, BT: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
+):  # fmt: skip
+    """``y[b, t, :] = bias + sum_k w[k] . elu?(x_padded[b, t * STRIDE + k * DIL, :]) (+ res)``;
+    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic."""
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    co = tl.program_id(1) * BCO + tl.arange(0, BCO)
+    item = tl.program_id(2).to(tl.int64)
+    x_item = x + item * t_in * c_in
+    acc = tl.zeros([BT, BCO], tl.float32)
+    co_ok = co < c_out
+    for k in tl.static_range(K):
+        src = t * STRIDE + k * DIL - pad_left
+        if REFLECT:
+            src = tl.where(src < 0, -src, src)
+            src = tl.where(src >= t_in, 2 * (t_in - 1) - src, src)
+        ok = (src >= 0) & (src < t_in) & (t < t_out)
+        for c0 in range(0, c_in, BCI):
+            ci = c0 + tl.arange(0, BCI)
+            ci_ok = ci < c_in
+            a = tl.load(x_item + src[:, None] * c_in + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+            if ELU:
+                a = _elu(a)
+            b_ok = ci_ok[:, None] & co_ok[None, :]
+            b = tl.load(w + (k * c_in + ci[:, None]) * c_out + co[None, :], mask=b_ok, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PREC)
+    acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
+    at = item * t_out * c_out + t[:, None] * c_out + co[None, :]
+    keep = (t < t_out)[:, None] & co_ok[None, :]
+    if ADD:
+        acc += tl.load(res + at, mask=keep, other=0.0).to(tl.float32)
+    tl.store(y + at, acc.to(y.dtype.element_ty), mask=keep)
+
+
+@triton.jit
+def conv_transpose1d_kernel(
+    x, w, bias, y, t_in, t_out, c_in, c_out, trim_left,
+    K: tl.constexpr, STRIDE: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr,
+    BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
+):  # fmt: skip
+    """Transposed conv as ``STRIDE`` phases: ``y[b, q * STRIDE + r - trim_left] = bias +
+    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``."""
+    q = tl.program_id(0) * BQ + tl.arange(0, BQ)
+    co = tl.program_id(1) * BCO + tl.arange(0, BCO)
+    item = (tl.program_id(2) // STRIDE).to(tl.int64)
+    phase = tl.program_id(2) % STRIDE
+    x_item = x + item * t_in * c_in
+    acc = tl.zeros([BQ, BCO], tl.float32)
+    co_ok = co < c_out
+    for j in tl.static_range((K + STRIDE - 1) // STRIDE):
+        k = phase + j * STRIDE
+        src = q - j
+        ok = (src >= 0) & (src < t_in)
+        for c0 in range(0, c_in, BCI):
+            ci = c0 + tl.arange(0, BCI)
+            ci_ok = ci < c_in
+            a = tl.load(x_item + src[:, None] * c_in + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+            if ELU:
+                a = _elu(a)
+            b_ok = ci_ok[:, None] & co_ok[None, :] & ((ci[:, None] * 0 + k) < K)
+            b = tl.load(w + (k * c_in + ci[:, None]) * c_out + co[None, :], mask=b_ok, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PREC)
+    acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
+    u = q * STRIDE + phase - trim_left
+    keep = ((u >= 0) & (u < t_out))[:, None] & co_ok[None, :]
+    tl.store(y + item * t_out * c_out + u[:, None] * c_out + co[None, :], acc.to(y.dtype.element_ty), mask=keep)
+
+
+@triton.jit
+def lstm_step_kernel(
+    gates_in, w_hh, h, c, out, res, step, steps, batch,
+    H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    """One LSTM time step for every item: ``gates = gates_in[:, step] + h[:, step - 1] @ w_hh``
+    (``w_hh`` ``[H, 4H]``, gate order i, f, g, o), cell update in float32; writes
+    ``h[:, step]``, ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]``."""
+    m = tl.program_id(0) * BM + tl.arange(0, BM)
+    u = tl.program_id(1) * BU + tl.arange(0, BU)
+    m_ok = (m < batch)[:, None]
+    row = m.to(tl.int64)[:, None] * steps + step
+    acc_i = tl.zeros([BM, BU], tl.float32)
+    acc_f = tl.zeros([BM, BU], tl.float32)
+    acc_g = tl.zeros([BM, BU], tl.float32)
+    acc_o = tl.zeros([BM, BU], tl.float32)
+    if step > 0:
+        for k0 in range(0, H, BK):
+            k = k0 + tl.arange(0, BK)
+            hp = tl.load(h + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
+            wk = w_hh + k[:, None] * (4 * H) + u[None, :]
+            acc_i = tl.dot(hp, tl.load(wk), acc_i, input_precision=PREC)
+            acc_f = tl.dot(hp, tl.load(wk + H), acc_f, input_precision=PREC)
+            acc_g = tl.dot(hp, tl.load(wk + 2 * H), acc_g, input_precision=PREC)
+            acc_o = tl.dot(hp, tl.load(wk + 3 * H), acc_o, input_precision=PREC)
+    g_at = gates_in + row * (4 * H) + u[None, :]
+    i = tl.sigmoid(acc_i + tl.load(g_at, mask=m_ok, other=0.0))
+    f = tl.sigmoid(acc_f + tl.load(g_at + H, mask=m_ok, other=0.0))
+    g = _tanh(acc_g + tl.load(g_at + 2 * H, mask=m_ok, other=0.0))
+    o = tl.sigmoid(acc_o + tl.load(g_at + 3 * H, mask=m_ok, other=0.0))
+    c_at = c + m.to(tl.int64)[:, None] * H + u[None, :]
+    c_prev = tl.load(c_at, mask=m_ok, other=0.0)
+    c_new = f * c_prev + i * g
+    h_new = o * _tanh(c_new)
+    tl.store(c_at, c_new, mask=m_ok)
+    h_at = row * H + u[None, :]
+    tl.store(h + h_at, h_new, mask=m_ok)
+    if ADD:
+        value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
+        tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
+
+
+@triton.jit
+def nearest_code_kernel(
+    x, embed, embed_sq, codes, rows, bins, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
+):  # fmt: skip
+    """``codes[r] = argmax_n -(|x_r|^2 - 2 x_r . e_n + |e_n|^2)`` in IEEE float32, lowest index on ties;
+    ``x`` ``[rows, D]``, ``embed`` ``[bins, D]``."""
+    r = tl.program_id(0) * BM + tl.arange(0, BM)
+    d = tl.arange(0, D)
+    r_ok = r < rows
+    xs = tl.load(x + r.to(tl.int64)[:, None] * D + d[None, :], mask=r_ok[:, None], other=0.0)
+    x_sq = tl.sum(xs * xs, 1)
+    best = tl.full([BM], float("-inf"), tl.float32)
+    best_at = tl.zeros([BM], tl.int32)
+    for n0 in range(0, bins, BN):
+        n = n0 + tl.arange(0, BN)
+        n_ok = n < bins
+        e = tl.load(embed + n[:, None] * D + d[None, :], mask=n_ok[:, None], other=0.0)
+        dots = tl.dot(xs, tl.trans(e), input_precision="ieee")
+        dist = -(x_sq[:, None] - 2 * dots + tl.load(embed_sq + n, mask=n_ok, other=0.0)[None, :])
+        dist = tl.where(n_ok[None, :], dist, float("-inf"))
+        tile_best = tl.max(dist, 1)
+        tile_at = tl.argmax(dist, 1, tie_break_left=True) + n0
+        better = tile_best > best
+        best_at = tl.where(better, tile_at, best_at)
+        best = tl.where(better, tile_best, best)
+    tl.store(codes + r, best_at.to(tl.int64), mask=r_ok)
+
+
+@triton.jit
+def group_norm_partial_kernel(y, mean, partial, n, CENTER: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Per item ``b`` and chunk ``j`` of its ``n`` values: ``partial[b, j] = sum(v)`` over the chunk's
+    values ``v = y`` (or ``(y - mean[b])^2`` when ``CENTER``), in float32, in a fixed order."""
+    chunk = tl.program_id(0)
+    item = tl.program_id(1).to(tl.int64)
+    base = y + item * n
+    m = tl.load(mean + item) if CENTER else 0.0
+    acc = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, CHUNK, BLOCK):
+        i = chunk * CHUNK + start + tl.arange(0, BLOCK)
+        v = tl.load(base + i, mask=i < n, other=0.0).to(tl.float32)
+        if CENTER:
+            v = tl.where(i < n, (v - m) * (v - m), 0.0)
+        acc += v
+    tl.store(partial + item * tl.num_programs(0) + chunk, tl.sum(acc, 0))
+
+
+@triton.jit
+def group_norm_total_kernel(partial, out, chunks, n, eps, RSTD: tl.constexpr, BLOCK: tl.constexpr):
+    """``out[b] = sum_j partial[b, j] / n`` (a mean), or ``1 / sqrt(that + eps)`` when ``RSTD``."""
+    item = tl.program_id(0).to(tl.int64)
+    acc = tl.zeros([BLOCK], tl.float32)
+    for start in range(0, chunks, BLOCK):
+        j = start + tl.arange(0, BLOCK)
+        acc += tl.load(partial + item * chunks + j, mask=j < chunks, other=0.0)
+    total = tl.sum(acc, 0) / n
+    if RSTD:
+        total = 1.0 / tl.sqrt(total + eps)
+    tl.store(out + item, total)
+
+
+@triton.jit
+def group_norm_apply_kernel(
+    y, mean, rstd, weight, bias, res, out, t, c,
+    ADD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """``out[b, t, :] = (y[b, t, :] - mean[b]) * rstd[b] * weight + bias (+ res[b, t, :])``, channels-last,
+    computed in float32 and stored in ``out``'s dtype."""
+    rows = tl.program_id(0) * BT + tl.arange(0, BT)
+    cols = tl.arange(0, BC)
+    item = tl.program_id(1).to(tl.int64)
+    mask = (rows[:, None] < t) & (cols[None, :] < c)
+    offs = item * t * c + rows[:, None] * c + cols[None, :]
+    v = tl.load(y + offs, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(weight + cols, mask=cols < c, other=0.0)
+    b = tl.load(bias + cols, mask=cols < c, other=0.0)
+    v = (v - tl.load(mean + item)) * tl.load(rstd + item) * w[None, :] + b[None, :]
+    if ADD:
+        v = v + tl.load(res + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out + offs, v.to(out.dtype.element_ty), mask=mask)

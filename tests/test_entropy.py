@@ -1,0 +1,632 @@
+"""Entropy coding (fastencodec.entropy): Meta's LM mode against Meta's encodec, and the portable mode."""
+
+import importlib
+import io
+import json
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from encodec import binary as meta_binary
+from encodec.model import EncodecModel, LMModel
+from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
+
+from fastencodec.engine.segments import SegmentLayout
+from fastencodec.entropy import (
+    ArithmeticDecoder,
+    ArithmeticEncoder,
+    MetaLM,
+    MetaLMCoder,
+    MissingLMWeights,
+    lm_checkpoint_path,
+    lm_config,
+    load_lm_state,
+    meta_cdfs,
+)
+from fastencodec.formats.coders import BitsCoder
+from fastencodec.formats.ecdc import EcdcError, EcdcReader, EcdcWriter
+from tests import support as reference
+
+meta_compress = importlib.import_module("encodec.compress")
+
+LAYOUTS = {
+    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
+    "encodec_48khz": SegmentLayout(
+        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
+        segment_length=48000, segment_stride=47520,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Meta's coder and ours on one thread (as a CLI run on one core; the BLAS picks kernels per thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
+    home = tmp_path_factory.mktemp("torch_home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name, n_q, rate, seed in (("24khz-1608e3c0", 32, 75, 11), ("48khz-7add9fc3", 16, 150, 12)):
+        torch.manual_seed(seed)
+        lm = LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate))
+        torch.save(lm.state_dict(), checkpoints / f"encodec_lm_{name}.th")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def coders(torch_home, one_thread):
+    return {name: MetaLMCoder.for_model(name) for name in LAYOUTS}
+
+
+@pytest.fixture(scope="module")
+def meta_models(one_thread):
+    """Meta's 24 and 48 kHz models with random weights and random codebooks (cheap to build)."""
+    models = {}
+    for seed, name in enumerate(LAYOUTS):
+        torch.manual_seed(seed)
+        model = getattr(EncodecModel, f"encodec_model_{name[-5:]}")(pretrained=False).eval()
+        model.name = name
+        wav = reference.speech_like(model.sample_rate, model.channels, 0.2, seed=seed)[None]
+        with torch.no_grad():
+            emb = model.encoder(wav)
+            spread = emb.std()
+            for layer in model.quantizer.vq.layers:
+                layer._codebook.embed.copy_(emb.mean() + spread * torch.randn(layer._codebook.embed.shape))
+                spread = spread * 0.7
+        models[name] = model
+    return models
+
+
+def meta_model(models, name, bandwidth):
+    model = models[name]
+    model.set_target_bandwidth(bandwidth)
+    return model
+
+
+def read_meta_header(fo):
+    meta = meta_binary.read_ecdc_header(fo)
+    return meta["m"], meta["al"], meta["nc"], meta["lm"]
+
+
+def our_decode(data: bytes, coder: MetaLMCoder, layout: SegmentLayout):
+    """Decode a Meta ``lm: true`` file with our coder: [(codes [K, n], scale)] per segment."""
+    fo = io.BytesIO(data)
+    _, length, k, use_lm = read_meta_header(fo)
+    assert use_lm is True
+    segments = []
+    for frames in layout.frame_counts(length):
+        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
+        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
+    assert fo.read() == b""
+    return segments
+
+
+def our_encode(name: str, length: int, segments, coder: MetaLMCoder) -> bytes:
+    """Write an ``lm: true`` file as Meta's compress does, coding segments with our coder."""
+    fo = io.BytesIO()
+    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
+    for codes, scale in segments:
+        if scale is not None:
+            fo.write(struct.pack("!f", scale))
+        encoder = coder.encoder(fo, codes.shape[0])
+        encoder.push(codes[:, : codes.shape[1] // 2])
+        encoder.push(codes[:, codes.shape[1] // 2 :])
+        encoder.finish()
+    return fo.getvalue()
+
+
+CASES = [
+    ("encodec_24khz", 6.0, 12000),  # whole frames (0.5 s)
+    ("encodec_24khz", 6.0, 12250),  # not whole frames
+    ("encodec_48khz", 6.0, 96000),  # three segments, the last 960 samples
+]
+
+
+@pytest.mark.parametrize("name, bandwidth, length", CASES)
+def test_meta_lm_files_both_ways(meta_models, coders, name, bandwidth, length):
+    model = meta_model(meta_models, name, bandwidth)
+    wav = reference.speech_like(model.sample_rate, model.channels, length / model.sample_rate, seed=length)
+    data = meta_compress.compress(model, wav, use_lm=True)
+    with torch.no_grad():
+        expected = [(codes[0].numpy(), None if s is None else float(s)) for codes, s in model.encode(wav[None])]
+    decoded = our_decode(data, coders[name], LAYOUTS[name])
+    assert len(decoded) == len(expected)
+    for (codes, scale), (want, want_scale) in zip(decoded, expected):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == pytest.approx(want_scale) if want_scale is not None else scale is None
+    ours = our_encode(name, length, [(c, s) for c, s in expected], coders[name])
+    assert ours == data
+    plain = meta_compress.compress(model, wav, use_lm=False)
+    assert len(ours) < len(plain) * 1.5  # random LM weights: sizes say nothing about real savings
+
+
+def test_meta_decompress_reads_our_lm_file(meta_models, coders):
+    model = meta_model(meta_models, "encodec_24khz", 1.5)
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 1024, (2, 30))
+    data = our_encode("encodec_24khz", 30 * 320 - 7, [(codes, None)], coders["encodec_24khz"])
+    lm = model.get_lm_model()
+    fo = io.BytesIO(data)
+    read_meta_header(fo)
+    decoder = meta_compress.ArithmeticDecoder(fo)
+    states, offset, prev = None, 0, torch.zeros(1, 2, 1, dtype=torch.long)
+    for t in range(30):
+        with torch.no_grad():
+            probas, states, offset = lm(prev, states, offset)
+        got = [decoder.pull(build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False)) for k in range(2)]
+        assert got == codes[:, t].tolist()
+        prev = 1 + torch.tensor(got)[None, :, None]
+
+
+def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
+    state = load_lm_state("encodec_24khz")
+    meta = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
+    meta.load_state_dict(state)
+    ours = MetaLM(state, lm_config("encodec_24khz", state))
+    assert ours.cached
+    ours.reset(3)
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 1024, (3, 300))
+    states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    for t in range(300):
+        with torch.no_grad():
+            probas, states, offset = meta(prev, states, offset)
+        np.testing.assert_array_equal(ours.step(None if t == 0 else codes[:, t - 1]), probas[0, :, :, 0].T.numpy())
+        prev = torch.from_numpy(1 + codes[:, t : t + 1])[None]
+
+
+def test_cdfs_and_coder_match_meta():
+    gen = torch.Generator().manual_seed(0)
+    pdf = torch.softmax(torch.randn(200, 1024, generator=gen) * 4, dim=1)
+    pdf[5] = torch.softmax(torch.randn(1024, generator=gen) * 40, dim=0)
+    cdfs = meta_cdfs(pdf.numpy())
+    for i in (0, 5, 199):
+        np.testing.assert_array_equal(cdfs[i], build_stable_quantized_cdf(pdf[i], 24, check=False).numpy())
+    symbols = torch.multinomial(pdf, 1, generator=gen)[:, 0].numpy()
+    symbols[::17] = 1023
+    fo = io.BytesIO()
+    meta_coder = ArithmeticCoder(fo)
+    for i, s in enumerate(symbols):
+        meta_coder.push(int(s), torch.from_numpy(cdfs[i]))
+    meta_coder.flush()
+    out = io.BytesIO()
+    ours = ArithmeticEncoder(out)
+    ours.push(symbols[:50], cdfs[:50])
+    ours.push(symbols[50:], cdfs[50:])
+    ours.finish()
+    assert out.getvalue() == fo.getvalue()
+
+
+class Unseekable(io.RawIOBase):
+    def __init__(self, data):
+        self._data = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def read(self, size=-1):
+        return self._data.read(size)
+
+
+@pytest.mark.parametrize("seekable", [True, False])
+def test_decoder_reads_exactly_its_bytes(seekable):
+    rng = np.random.default_rng(1)
+    pdf = rng.dirichlet(np.ones(64) * 0.3, size=120).astype(np.float32)
+    cdfs = meta_cdfs(pdf)
+    symbols = np.array([rng.choice(64, p=p / p.sum()) for p in pdf.astype(np.float64)])
+    out = io.BytesIO()
+    enc = ArithmeticEncoder(out)
+    enc.push(symbols, cdfs)
+    enc.finish()
+    data = out.getvalue() + b"NEXT"
+    src = io.BytesIO(data) if seekable else Unseekable(data)
+    dec = ArithmeticDecoder(src)
+    np.testing.assert_array_equal(np.concatenate([dec.pull(cdfs[i : i + 9]) for i in range(0, 120, 9)]), symbols)
+    dec.close()
+    assert src.read() == b"NEXT"
+
+
+def test_truncated_and_corrupt_lm_segments_raise_ecdc_error(coders):
+    coder = coders["encodec_24khz"]
+    codes = np.random.default_rng(2).integers(0, 1024, (2, 20))
+    out = io.BytesIO()
+    enc = coder.encoder(out, 2)
+    enc.push(codes)
+    enc.finish()
+    data = out.getvalue()
+    with pytest.raises(EcdcError, match="ended sooner"):
+        coder.decoder(io.BytesIO(data[: len(data) // 2]), 2, 20).read(20)
+    corrupt = bytes(b ^ 0xFF for b in data)
+    try:
+        decoded = coder.decoder(io.BytesIO(corrupt), 2, 20).read(20)
+    except EcdcError:
+        pass
+    else:
+        assert not np.array_equal(decoded, codes)
+
+
+def test_missing_lm_weights_name_the_file_and_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    expected = tmp_path / "hub" / "checkpoints" / "encodec_lm_48khz-7add9fc3.th"
+    assert lm_checkpoint_path("encodec_48khz") == expected
+    with pytest.raises(MissingLMWeights) as info:
+        load_lm_state("encodec_48khz")
+    message = str(info.value)
+    assert "encodec_lm_48khz-7add9fc3.th" in message and str(expected) in message
+    assert "https://dl.fbaipublicfiles.com/encodec/v0/encodec_lm_48khz-7add9fc3.th" in message
+    assert not expected.with_name(expected.name + ".partial").exists()
+    with pytest.raises(MissingLMWeights, match="nowhere.th"):
+        load_lm_state("encodec_24khz", tmp_path / "nowhere.th")
+    with pytest.raises(ValueError, match="no entropy-coding LM"):
+        lm_checkpoint_path("encodec_32khz")
+
+
+def _offline(url, dst, *args, **kwargs):
+    Path(dst).write_bytes(b"partial")
+    raise OSError("network is unreachable")
+
+
+
+# Portable mode ("lmp1").
+
+GOLDEN = Path(__file__).parent / "data"
+
+
+def lcg_state(model_name: str) -> dict:
+    """LM weights from integer arithmetic only (no RNG whose stream could change between versions)."""
+    n_q, rate = (32, 75) if model_name == "encodec_24khz" else (16, 150)
+    shapes = {key: tuple(v.shape) for key, v in _lm_shapes(n_q, rate).items()}
+    state, counter = {}, 1
+    for key, shape in shapes.items():
+        n = int(np.prod(shape))
+        idx = np.arange(counter, counter + n, dtype=np.int64)
+        counter += n
+        unit = ((idx * 1103515245 + 12345) % (1 << 31)) / float(1 << 31) - 0.5  # in [-0.5, 0.5)
+        values = unit * (0.5 if "emb" in key else 0.3)
+        if key.endswith(("norm1.weight", "norm2.weight", "norm_in.weight")):
+            values = 1.0 + 0.2 * unit
+        state[key] = torch.from_numpy(values.reshape(shape).astype(np.float32))
+    return state
+
+
+def _lm_shapes(n_q, rate):
+    return LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate)).state_dict()
+
+
+def lcg_codes(k: int, frames: int, salt: int) -> np.ndarray:
+    idx = np.arange(k * frames, dtype=np.int64) + salt
+    return (((idx * 48271) % 2147483647) % 1024).reshape(k, frames)
+
+
+@pytest.fixture(scope="module")
+def portable():
+    from fastencodec.entropy.portable import PortableCoder, PortableLM
+
+    out = {}
+    for name in LAYOUTS:
+        state = lcg_state(name)
+        out[name] = PortableCoder(PortableLM(state, lm_config(name, state)))
+    return out
+
+
+GOLDEN_CASES = [("encodec_24khz", 4, 60, 1), ("encodec_48khz", 4, 40, 2)]
+
+
+def portable_segment(coder, codes) -> bytes:
+    out = io.BytesIO()
+    enc = coder.encoder(out, codes.shape[0])
+    enc.push(codes[:, :7])
+    enc.push(codes[:, 7:])
+    enc.finish()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name, k, frames, salt", GOLDEN_CASES)
+def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt):
+    codes = lcg_codes(k, frames, salt)
+    data = (GOLDEN / f"lmp1_{name}.bin").read_bytes()
+    decoded = portable[name].decoder(io.BytesIO(data), k, frames)
+    np.testing.assert_array_equal(np.concatenate([decoded.read(13), decoded.read(frames - 13)], axis=1), codes)
+    assert portable_segment(portable[name], codes) == data
+
+
+def test_portable_round_trip_and_stream_position(portable):
+    coder = portable["encodec_48khz"]
+    segments = [lcg_codes(8, 150, 5), lcg_codes(8, 3, 6)]
+    data = b"".join(portable_segment(coder, codes) for codes in segments) + b"END"
+    src = io.BytesIO(data)
+    for codes in segments:
+        np.testing.assert_array_equal(coder.decoder(src, 8, codes.shape[1]).read(codes.shape[1]), codes)
+    assert src.read() == b"END"
+
+
+def test_portable_refuses_other_weights_and_damaged_segments(portable):
+    from fastencodec.entropy.portable import PortableLM
+
+    codes = lcg_codes(4, 30, 9)
+    data = portable_segment(portable["encodec_24khz"], codes)
+    other_state = lcg_state("encodec_24khz")
+    other_state["linears.0.bias"] = other_state["linears.0.bias"] + 0.01
+    other = PortableLM(other_state, lm_config("encodec_24khz", other_state))
+    with pytest.raises(EcdcError, match="other LM weights"):
+        type(portable["encodec_24khz"])(other).decoder(io.BytesIO(data), 4, 30)
+    damaged = bytearray(data + b"NEXT")
+    damaged[20] ^= 0x10
+    src = io.BytesIO(bytes(damaged))
+    with pytest.raises(EcdcError, match="CRC"):
+        portable["encodec_24khz"].decoder(src, 4, 30)
+    assert src.read() == b"NEXT"  # the next segment is still readable
+    for cut in (5, 12, len(data) - 1):
+        with pytest.raises(EcdcError, match="truncated"):
+            portable["encodec_24khz"].decoder(io.BytesIO(data[:cut]), 4, 30)
+
+
+def _fuzz_payload(coder, data, frames, k, flips):
+    import zlib
+
+    head, payload = data[:12], bytearray(data[12:])
+    for pos, bit in flips:
+        payload[pos % len(payload)] ^= 1 << bit
+    fixed = head[:8] + struct.pack("!I", zlib.crc32(bytes(payload))) + bytes(payload)
+    try:
+        coder.decoder(io.BytesIO(fixed), k, frames).read(frames)
+    except EcdcError:
+        pass
+
+
+def test_fuzzed_entropy_payloads_only_raise_ecdc_error(portable, coders):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    codes = lcg_codes(2, 12, 4)
+    port = portable["encodec_24khz"]
+    port_data = portable_segment(port, codes)
+    meta_coder = coders["encodec_24khz"]
+    out = io.BytesIO()
+    enc = meta_coder.encoder(out, 2)
+    enc.push(codes)
+    enc.finish()
+    meta_data = out.getvalue()
+    flips = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 7)), min_size=1, max_size=4)
+
+    @settings(max_examples=25, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+    @given(flips=flips, cut=st.integers(0, 64), junk=st.binary(max_size=8))
+    def check(flips, cut, junk):
+        _fuzz_payload(port, port_data, 12, 2, flips)
+        raw = bytearray(meta_data)
+        for pos, bit in flips:
+            raw[pos % len(raw)] ^= 1 << bit
+        try:
+            meta_coder.decoder(io.BytesIO(bytes(raw[: max(1, len(raw) - cut)]) + junk), 2, 12).read(12)
+        except EcdcError:
+            pass
+
+    check()
+
+
+# The container hook: EcdcWriter/EcdcReader with a symbol coder.
+
+
+def container_bytes(name, length, segments, coder, **extras):
+    out = io.BytesIO()
+    writer = EcdcWriter(
+        out, model_name=name, num_codebooks=segments[0][0].shape[0], bits_per_codebook=10,
+        normalize=LAYOUTS[name].normalize, audio_length=length, coder=coder, **extras,
+    )
+    for codes, scale in segments:
+        writer.begin_segment(scale)
+        writer.write_frames(codes[:, :5])
+        writer.write_frames(codes[:, 5:])
+        writer.end_segment()
+    writer.finish()
+    return out.getvalue()
+
+
+def container_read(data, name, coder):
+    reader = EcdcReader(io.BytesIO(data), coder=coder)
+    return reader.header, list(reader.segments(LAYOUTS[name]))
+
+
+def test_container_writes_meta_lm_files_byte_for_byte(meta_models, coders):
+    model = meta_model(meta_models, "encodec_48khz", 3.0)
+    wav = reference.speech_like(48000, 2, 1.0, seed=4)
+    data = meta_compress.compress(model, wav, use_lm=True)
+    with torch.no_grad():
+        segments = [(c[0].numpy(), float(s)) for c, s in model.encode(wav[None])]
+    coder = coders["encodec_48khz"]
+    assert container_bytes("encodec_48khz", wav.shape[-1], segments, coder, checksum=False) == data
+    header, decoded = container_read(data, "encodec_48khz", coder)
+    assert header.coder == "lm"
+    for (codes, scale), (want, want_scale) in zip(decoded, segments):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == want_scale
+    with_crc = container_bytes("encodec_48khz", wav.shape[-1], segments, coder, source_sample_rate=44100)
+    reread = container_read(with_crc, "encodec_48khz", coder)[1]
+    assert len(reread) == len(decoded) and all(np.array_equal(a, b) for (a, _), (b, _) in zip(reread, decoded))
+    damaged = bytearray(with_crc)
+    damaged[-1] ^= 1  # the CRC trailer
+    with pytest.raises(EcdcError, match="checksum"):
+        container_read(bytes(damaged), "encodec_48khz", coder)
+    with pytest.raises(EcdcError, match="coder 'lm', not the 'bits' given"):
+        container_read(data, "encodec_48khz", BitsCoder(10))
+
+
+def test_portable_container_golden_and_meta_refusal(portable):
+    coder = portable["encodec_48khz"]
+    segments = [(lcg_codes(2, 150, 1), 0.5), (lcg_codes(2, 150, 2), 0.25), (lcg_codes(2, 3, 3), 1.0)]
+    data = container_bytes("encodec_48khz", 96000, segments, coder)
+    golden = (GOLDEN / "lmp1_48khz.ecdc").read_bytes()
+    assert data == golden
+    header, decoded = container_read(golden, "encodec_48khz", coder)
+    assert header.coder == "lmp1"
+    for (codes, scale), (want, want_scale) in zip(decoded, segments):
+        np.testing.assert_array_equal(codes, want)
+        assert scale == want_scale
+    with pytest.raises(ValueError, match="Version not supported"):
+        meta_binary.read_ecdc_header(io.BytesIO(golden))
+    with pytest.raises(EcdcError, match="coder 'lmp1', not the 'lm' given"):
+        container_read(golden, "encodec_48khz", SimpleNamespace(tag="lm"))  # a coder for another mode
+
+
+# The CLI hook: compress --lm / --entropy lmp1, decompress and info read them.
+
+
+@pytest.mark.parametrize("mode", ["lm", "lmp1"])
+def test_cli_entropy_modes_round_trip(meta_models, coders, tmp_path, capsys, mode):
+    import soundfile as sf
+
+    from fastencodec import cli
+
+    model = meta_models["encodec_24khz"]
+    checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(model.state_dict(), checkpoint)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, reference.speech_like(24000, 1, 0.4, seed=8).numpy()[0], 24000)
+    plain, coded = tmp_path / "plain.ecdc", tmp_path / f"{mode}.ecdc"
+    flag = ["--lm"] if mode == "lm" else ["--entropy", mode]
+    assert cli.main(["compress", str(wav), str(plain), "--model", str(checkpoint), "-b", "3", "-q"]) == 0
+    assert cli.main(["compress", str(wav), str(coded), "--model", str(checkpoint), "-b", "3", "-q", *flag]) == 0
+    outputs = []
+    for path in (plain, coded):
+        out = tmp_path / (path.stem + ".wav")
+        assert cli.main(["decompress", str(path), str(out), "--model", str(checkpoint), "-q"]) == 0
+        outputs.append(sf.read(out)[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    capsys.readouterr()
+    assert cli.main(["info", str(coded), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["entropy"] == mode and facts["bytes"] == coded.stat().st_size
+    payload = [p.stat().st_size - 9 - struct.unpack("!I", p.read_bytes()[5:9])[0] - 4 for p in (coded, plain)]
+    assert facts["saving_vs_bits"] == pytest.approx(1 - payload[0] / payload[1])
+    assert cli.main(["info", str(coded)]) == 0
+    assert "vs plain bit packing" in capsys.readouterr().out
+
+
+def test_cli_names_missing_lm_weights(tmp_path, monkeypatch, capsys):
+    from fastencodec import cli
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    data = io.BytesIO()
+    meta_binary.write_ecdc_header(data, {"m": "encodec_24khz", "al": 320, "nc": 2, "lm": True})
+    path = tmp_path / "x.ecdc"
+    path.write_bytes(data.getvalue() + bytes(8))
+    assert cli.main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "encodec_lm_24khz-1608e3c0.th" in err and str(tmp_path / "hub" / "checkpoints") in err
+
+
+# The file API: fastencodec.compress(..., entropy=, lm_weights=) and decompress read them.
+
+
+@pytest.mark.parametrize("mode", ["lm", "lmp1"])
+def test_file_api_entropy_modes(meta_models, coders, torch_home, tmp_path, mode):
+    import fastencodec
+    from fastencodec.formats.files import read_ecdc
+
+    checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(meta_models["encodec_24khz"].state_dict(), checkpoint)
+    weights = tmp_path / "my_lm.th"
+    weights.write_bytes((torch_home / "hub" / "checkpoints" / "encodec_lm_24khz-1608e3c0.th").read_bytes())
+    codec = fastencodec.EnCodec.from_pretrained(str(checkpoint))
+    audio = reference.speech_like(24000, 1, 0.3, seed=9).numpy()
+    plain = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0)
+    coded = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0, entropy=mode, lm_weights=weights)
+    assert coded[4] == (1 if mode == "lmp1" else 0)  # the version byte: Meta's reader refuses lmp1
+    file = read_ecdc(coded, codec, lm_weights=weights)
+    assert file.header.coder == mode
+    np.testing.assert_array_equal(file.segments[0][0], read_ecdc(plain, codec).segments[0][0])
+    out = io.BytesIO()
+    file.write(out, lm_weights=weights)
+    assert out.getvalue() == coded
+    want, rate = fastencodec.decompress(plain, model=codec)
+    got, _ = fastencodec.decompress(coded, model=codec, lm_weights=weights)
+    np.testing.assert_array_equal(got, want)
+    assert rate == 24000
+    with pytest.raises(ValueError, match="unknown entropy mode 'zip'"):
+        fastencodec.compress(audio, model=codec, sample_rate=24000, entropy="zip")
+    with pytest.raises(MissingLMWeights, match="not found"):
+        fastencodec.decompress(coded, model=codec, lm_weights=tmp_path / "missing.th")
+
+
+def test_codec_import_path_does_not_load_numba():
+    import subprocess
+    import sys
+
+    code = "import sys, fastencodec, fastencodec.cli; assert 'numba' not in sys.modules, 'numba imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# A damaged lmp1 segment: reported with a warning, decoded as silence; the other segments survive.
+
+
+def segment_payload_offsets(data):
+    """Byte offsets of each lmp1 payload in a normalizing (48 kHz) file written by fastencodec."""
+    position = 9 + struct.unpack("!I", data[5:9])[0]
+    offsets = []
+    while position + 16 < len(data) - 4:
+        size = struct.unpack("!I", data[position + 8 : position + 12])[0]
+        offsets.append(position + 16)
+        position += 16 + size
+    return offsets
+
+
+def test_reader_continues_past_a_damaged_lmp1_segment(portable):
+    from fastencodec import DamagedSegmentWarning
+
+    coder = portable["encodec_48khz"]
+    golden = (GOLDEN / "lmp1_48khz.ecdc").read_bytes()
+    offsets = segment_payload_offsets(golden)
+    assert len(offsets) == 3
+    damaged = bytearray(golden)
+    damaged[offsets[1] + 3] ^= 0x40
+    reader = EcdcReader(io.BytesIO(bytes(damaged)), coder=coder)
+    with pytest.warns(DamagedSegmentWarning, match=r"segment 1 \(samples 47520 to 95520\).*CRC"):
+        chunks = list(reader.chunks(LAYOUTS["encodec_48khz"]))
+    assert reader.damaged == [1]
+    assert [c.damaged for c in chunks] == [False, True, False]
+    clean = list(EcdcReader(io.BytesIO(golden), coder=coder).chunks(LAYOUTS["encodec_48khz"]))
+    for index in (0, 2):
+        np.testing.assert_array_equal(chunks[index].codes, clean[index].codes)
+    assert not chunks[1].codes.any() and chunks[1].scale == clean[1].scale
+    damaged[offsets[1] - 12] ^= 1  # the fingerprint of that segment: not a damaged payload, an error
+    with pytest.raises(EcdcError, match="other LM weights"):
+        list(EcdcReader(io.BytesIO(bytes(damaged)), coder=coder).chunks(LAYOUTS["encodec_48khz"]))
+
+
+def test_decompress_silences_a_damaged_lmp1_segment(codec48, torch_home):
+    import warnings
+
+    import fastencodec
+
+    audio = reference.speech_like(48000, 2, 2.0, seed=5).numpy()  # 3 segments, the last 960 samples
+    data = fastencodec.compress(audio, model=codec48, sample_rate=48000, bandwidth=3.0, entropy="lmp1")
+    clean, _ = fastencodec.decompress(data, model=codec48)
+    damaged = bytearray(data)
+    damaged[segment_payload_offsets(data)[1] + 1] ^= 0x08
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        audio_out, rate = fastencodec.decompress(bytes(damaged), model=codec48)
+    assert [w.category for w in caught] == [fastencodec.DamagedSegmentWarning]
+    assert rate == 48000 and audio_out.shape == clean.shape
+    assert not audio_out[:, 47520:95520].any()
+    np.testing.assert_array_equal(audio_out[:, :47520], clean[:, :47520])
+    np.testing.assert_array_equal(audio_out[:, 95520:], clean[:, 95520:])
+    assert np.abs(clean[:, 47520:95520]).max() > 0

@@ -1,0 +1,119 @@
+"""GPU kernels (Triton, CUDA): accuracy per precision mode, batch invariance, independence from
+PyTorch's TF32 flags, determinism. Skipped without CUDA and Triton; run on a GPU machine."""
+
+import copy
+
+import pytest
+import torch
+
+from fastencodec.kernels import Networks, triton_available
+from tests import support as reference
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not (torch.cuda.is_available() and triton_available()), reason="needs CUDA and Triton"),
+]
+
+
+def limit(precision, network, unit):
+    """Largest relative L2 error against float64 torch ops; ``unit`` is float32 torch ops' own error
+    (cuDNN without TF32). The tf32 encoder computes in 3xTF32, near float32."""
+    if precision == "exact" or (precision, network) == ("tf32", "encoder"):
+        return (3 if precision == "exact" else 30) * unit
+    if precision == "tf32":
+        return 1e-2
+    return 0.1 if network == "decoder" else 0.5  # bf16 tokens of a random model: see BENCHMARKS.md
+
+
+@pytest.fixture(scope="module", params=[24_000, 48_000, 32_000])
+def model(request):
+    return reference.fast_model(request.param).cuda()
+
+
+def audio(model, batch, seconds=1.0, seed=0):
+    cfg = model.config
+    return torch.stack([reference.speech_like(cfg.sample_rate, cfg.channels, seconds, seed + i) for i in range(batch)])
+
+
+def relative_error(out, ref):
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+@pytest.mark.parametrize("precision", ["exact", "tf32", "bf16"])
+def test_networks_match_float64(model, precision):
+    nets = Networks(model, precision)
+    x = audio(model, 2).cuda()
+    model64 = copy.deepcopy(model).double()
+    with torch.inference_mode():
+        emb_ref = model64.encoder(x.double())
+        unit = relative_error(model.encoder(x), emb_ref)
+        assert relative_error(nets.encode(x), emb_ref) < limit(precision, "encoder", unit)
+        audio_ref = model64.decoder(emb_ref)
+        unit = relative_error(model.decoder(emb_ref.float()), audio_ref)
+        assert relative_error(nets.decode(emb_ref.float()), audio_ref) < limit(precision, "decoder", unit)
+
+
+@pytest.mark.parametrize("precision", ["exact", "tf32", "bf16"])
+def test_batch_invariance_bitwise(model, precision):
+    """An item alone, in a batch of 64 random mates (eager, then replayed graph), in a batch of 7:
+    bitwise equal embeddings, codes and audio."""
+    nets = Networks(model, precision)
+    x = audio(model, 64, seconds=0.5, seed=10).cuda()
+    with torch.inference_mode():
+        alone = nets.encode(x[5:6])
+        outs = [nets.encode(x) for _ in range(3)]  # eager, capture, replay
+        seven = nets.encode(x[:7])
+        for out in outs:
+            assert torch.equal(out[5:6], alone)
+        assert torch.equal(seven[5:6], alone)
+        codes = nets.quantize(outs[0], 8)
+        assert torch.equal(nets.quantize(alone, 8), codes[5:6])
+        emb = nets.dequantize(codes)
+        audio_all = nets.decode(emb)
+        assert torch.equal(nets.decode(emb[5:6]), audio_all[5:6])
+        assert torch.equal(nets.decode(emb[:7])[5:6], audio_all[5:6])
+
+
+def test_tokens_ignore_tf32_flags(model):
+    nets = Networks(model, "exact")
+    x = audio(model, 4).cuda()
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with torch.inference_mode():
+        strict = nets.quantize(nets.encode(x), 8)
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            loose = nets.quantize(Networks(model, "exact").encode(x), 8)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    assert torch.equal(strict, loose)
+
+
+def test_codec_gpu_modes_batch_invariant(model):
+    from fastencodec import EnCodec, RuntimePolicy
+
+    for precision in ("exact", "bf16"):
+        codec = EnCodec(model, policy=RuntimePolicy(precision=precision))
+        x = audio(model, 5)
+        tokens = codec.encode(x)
+        assert tokens.precision == precision
+        alone = codec.encode(x[2:3])
+        assert torch.equal(torch.as_tensor(alone.codes), torch.as_tensor(tokens.codes)[2:3])
+
+
+def test_group_norm_kernel_matches_torch_and_ignores_the_batch():
+    from torch.nn import functional as F
+
+    from fastencodec.kernels import cuda
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(1, 32).cuda()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    net = cuda.CudaNetwork([], "exact", "encoder")
+    y = torch.randn(6, 3 * cuda.NORM_CHUNK // 32 + 5, 32, device="cuda") * 3 + 1.5
+    res = torch.randn_like(y)
+    with torch.inference_mode():
+        out = net._group_norm(norm, y, res)
+        ref = F.group_norm(y.double().transpose(1, 2), 1, norm.weight.double(), norm.bias.double(), norm.eps)
+        assert relative_error(out, ref.transpose(1, 2) + res.double()) < 1e-6
+        assert torch.equal(net._group_norm(norm, y[4:5].contiguous(), res[4:5].contiguous()), out[4:5])
