@@ -83,6 +83,8 @@ def check_signal(x: torch.Tensor, what: str) -> torch.Tensor:
         raise ValueError(f"{what} has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
     if x.shape[-1] == 0:
         raise ValueError(f"{what} is empty (0 samples)")
+    if x.dim() >= 2 and x.shape[-2] == 0:
+        raise ValueError(f"{what} has 0 channels (shape {tuple(x.shape)})")
     for start in range(0, x.shape[-1], FINITE_CHECK_SAMPLES):
         if not bool(torch.isfinite(x[..., start : start + FINITE_CHECK_SAMPLES]).all()):
             raise ValueError(f"{what} contains NaN or Inf")

@@ -68,6 +68,7 @@ class EnCodec:
         *,
         cache_dir: str | Path | None = None,
         revision: str | None = None,
+        local: bool = True,
         policy: RuntimePolicy | None = None,
         **policy_options: Any,
     ) -> EnCodec:
@@ -81,6 +82,10 @@ class EnCodec:
                 search stays in float32.
             cache_dir: Hugging Face cache directory.
             revision: Hugging Face revision.
+            local: accept local paths. The short names always mean the published models (from
+                the Hugging Face cache), never a local directory of that name; ``local=False``
+                accepts only those short names: use it for a name read from a file (an ``.ecdc``
+                header), so that the file cannot pick weights on disk.
             policy: the runtime policy; or give its fields as keywords (``precision="exact"``,
                 ``batch_samples=``, ``chunk_samples=``, ``threads=``).
 
@@ -90,7 +95,7 @@ class EnCodec:
         """
         if policy_options:
             policy = replace(policy or RuntimePolicy(), **policy_options)
-        path = resolve(name_or_path, cache_dir, revision)
+        path = resolve(name_or_path, cache_dir, revision, local=local)
         model = build_model(path)
         return cls(model, device, dtype, policy=policy, name=model_name(name_or_path, path, model.config))
 

@@ -14,6 +14,7 @@ reference.install_torchaudio_standin()
 
 # Random-weight reference models, saved in their published formats (session-wide, built once).
 
+
 @pytest.fixture(scope="session")
 def meta24(tmp_path_factory):
     """(Meta 24 kHz reference model, path of its state dict saved as a .th file)."""
@@ -56,3 +57,17 @@ def codec48(meta48):
     from fastencodec import EnCodec
 
     return EnCodec.from_pretrained(meta48[1])
+
+
+@pytest.fixture(scope="session")
+def tiny24(tmp_path_factory):
+    """A tiny random-weight transformers checkpoint directory (``support.TINY``, 24 kHz layout)."""
+    return reference.save_tiny(tmp_path_factory.mktemp("tiny24"))
+
+
+@pytest.fixture(scope="session")
+def tiny48(tmp_path_factory):
+    """A tiny random-weight transformers checkpoint directory in the 48 kHz layout (segmented, normalising)."""
+    segmented = {"sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0], "use_causal_conv": False}
+    segmented |= {"norm_type": "time_group_norm", "normalize": True, "chunk_length_s": 1.0, "overlap": 0.01}
+    return reference.save_tiny(tmp_path_factory.mktemp("tiny48"), **segmented)

@@ -265,6 +265,21 @@ def mutated(draw, base: bytes):
     return bytes(data)
 
 
+TINY = {"num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1, "codebook_size": 1024, "target_bandwidths": [1.5]}
+"""A small EnCodec architecture (random weights load in milliseconds)."""
+
+
+def save_tiny(directory: Path, **config) -> Path:
+    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``), saved with save_pretrained."""
+    from transformers import EncodecConfig as HFConfig
+    from transformers import EncodecModel as HFModel
+
+    with torch.random.fork_rng():  # the same weights every time, the caller's RNG untouched
+        torch.manual_seed(0)
+        HFModel(HFConfig(**(TINY | config))).save_pretrained(directory)
+    return directory
+
+
 @torch.no_grad()
 def fast_model(sample_rate: int = 24_000, seed: int = 0) -> EncodecModel:
     """fastencodec ``EncodecModel`` (24, 32 or 48 kHz architecture) with random weights, centred

@@ -372,10 +372,10 @@ def test_gigantic_claimed_length_fails_fast_without_allocating():
     assert time.perf_counter() - start < 1.0
 
 
-def test_checksum_covers_payload():
+def test_checksum_covers_payload_then_metadata():
     data = valid_file()
     metadata_end = 9 + struct.unpack("!I", data[5:9])[0]
-    assert struct.unpack("!I", data[-4:])[0] == zlib.crc32(data[metadata_end:-4])
+    assert struct.unpack("!I", data[-4:])[0] == zlib.crc32(data[9:metadata_end], zlib.crc32(data[metadata_end:-4]))
 
 
 FUZZ_BASE = valid_file()

@@ -84,7 +84,7 @@ def guarded(args: argparse.Namespace, source: str | None, work: Callable[[], obj
 
 
 def _status(args: argparse.Namespace, source: str | None, exc: Exception) -> int:
-    """The message and exit status of a failure (unexpected errors propagate)."""
+    """The message and exit status of a failure (an unexpected one is reported as an internal error)."""
     if isinstance(exc, UsageError):
         return fail(f"{PROG} {args.command}: error: {exc}", 2)
     if isinstance(exc, (CliError, AudioFileError)) and not isinstance(exc, EcdcError):
@@ -95,7 +95,10 @@ def _status(args: argparse.Namespace, source: str | None, exc: Exception) -> int
         return fail(f"{PROG}: {display_name(source or '-')}: {exc}")
     if isinstance(exc, OSError):
         return fail(f"{PROG}: {exc}")
-    raise exc
+    if isinstance(exc, MemoryError):
+        return fail(f"{PROG}: {display_name(source or '-')}: out of memory")
+    # a bug: still one line, naming the exception, rather than a traceback
+    return fail(f"{PROG}: internal error ({exc.__class__.__name__}: {exc}); please report it")
 
 
 def fail(message: str, status: int = 1) -> int:

@@ -45,8 +45,11 @@ def check_device(device: str) -> None:
         raise CliError(f"--device {device}: CUDA is not available")
 
 
-def load_codec(spec: str, device: str, threads: int | None = None, precision: str = "exact") -> EnCodec:
-    """Load the model ``spec`` (name, repo id or path) on ``device`` in ``precision``, or fail with one line.
+def load_codec(
+    spec: str, device: str, threads: int | None = None, precision: str = "exact", local: bool = True
+) -> EnCodec:
+    """Load the model ``spec`` (name, repo id or path; without ``local`` only a published model's
+    name, as for a name read from a file) on ``device`` in ``precision``, or fail with one line.
 
     The command owns its process, so it sets torch's CPU threads: ``threads``, or by default
     :func:`~fastencodec.engine.policy.default_threads` (the usable CPUs not already busy).
@@ -55,7 +58,8 @@ def load_codec(spec: str, device: str, threads: int | None = None, precision: st
     if threads is None and torch.device(device).type == "cpu":
         threads = default_threads()
     try:
-        return EnCodec.from_pretrained(spec, device=device, policy=RuntimePolicy(precision, threads=threads))
+        policy = RuntimePolicy(precision, threads=threads)
+        return EnCodec.from_pretrained(spec, device=device, local=local, policy=policy)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"{spec}: cannot load the model ({exc})") from None
 
@@ -117,9 +121,17 @@ def display_name(path: str) -> str:
 
 
 def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
-    """``paths`` with each folder replaced by the files with ``suffixes`` under it (sorted)."""
+    """``paths`` with each folder replaced by the files with ``suffixes`` under it (sorted).
+
+    Raises:
+        CliError: an empty path, the file system's root (not searched), or a folder without such files.
+    """
     out: list[str] = []
     for path in paths:
+        if path == "":
+            raise CliError("'': empty input path")
+        if path != STDIO and Path(path).is_dir() and Path(path).resolve().parent == Path(path).resolve():
+            raise CliError(f"{path}: is the root folder (not searched for files; name a folder below it)")
         if path != STDIO and Path(path).is_dir():
             found = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
             if not found:
@@ -175,6 +187,19 @@ def _positive(convert: Callable[[str], float], noun: str) -> Callable[[str], flo
 
 positive_int = _positive(int, "integer")
 positive_float = _positive(float, "number")
+
+
+def checked(check: Callable[[int], int]) -> Callable[[str], int]:
+    """An argparse type: a positive integer that ``check`` accepts (its ValueError is a usage error)."""
+
+    def parse(text: str) -> int:
+        value = int(positive_int(text))
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def device_value(text: str) -> str:

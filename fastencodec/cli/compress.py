@@ -11,20 +11,20 @@ from fastencodec.cli.common import (
     add_run_options,
     check_bandwidth,
     check_output,
+    checked,
     display_name,
     expand_inputs,
     load_codec,
     open_binary,
-    positive_int,
     progress_bar,
     split_output,
 )
 from fastencodec.codec import EnCodec
 from fastencodec.formats.coders import CODERS, SymbolCoder, coder_for
-from fastencodec.formats.files import compress_source
+from fastencodec.formats.files import check_rate, compress_source
 from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader
 from fastencodec.io.conform import AudioSource
-from fastencodec.io.pcm import PCM_FORMATS, PcmSource
+from fastencodec.io.pcm import PCM_FORMATS, PcmSource, check_channels
 
 SUFFIX = ".ecdc"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aiff", ".aif", ".au", ".caf")
@@ -66,8 +66,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="read INPUT (usually -) as headerless interleaved PCM, coding it as it arrives",
     )
     stream.add_argument("--pcm-format", choices=sorted(PCM_FORMATS), default="s16le", help="sample format (s16le)")
-    stream.add_argument("--pcm-rate", type=positive_int, metavar="HZ", help="sample rate (default: the model's)")
-    stream.add_argument("--pcm-channels", type=positive_int, metavar="N", help="channels (default: the model's)")
+    stream.add_argument("--pcm-rate", type=checked(check_rate), metavar="HZ", help="sample rate (default: the model's)")
+    stream.add_argument(
+        "--pcm-channels", type=checked(check_channels), metavar="N", help="channels (default: the model's)"
+    )
     add_run_options(compress)
     compress.set_defaults(run=run, jobs=jobs, each=True)
 
@@ -104,12 +106,12 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
                 args.pcm_rate or model.sample_rate,
                 args.pcm_channels or model.channels,
             )
-            write(model, bandwidth, pcm, output, args.quiet, symbol_coder(args, model))
+            write(model, bandwidth, pcm, output, args.quiet, args.force, symbol_coder(args, model))
         return
     with AudioReader(source) as reader:
         model = codec()
         bandwidth = check_bandwidth(model, args.bandwidth)
-        write(model, bandwidth, reader, output, args.quiet, symbol_coder(args, model))
+        write(model, bandwidth, reader, output, args.quiet, args.force, symbol_coder(args, model))
 
 
 def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
@@ -122,8 +124,16 @@ def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
 
 
 def write(
-    codec: EnCodec, bandwidth: float, source: AudioSource, output: str, quiet: bool, coder: SymbolCoder | None = None
+    codec: EnCodec,
+    bandwidth: float,
+    source: AudioSource,
+    output: str,
+    quiet: bool,
+    force: bool,
+    coder: SymbolCoder | None = None,
 ) -> None:
-    """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar."""
-    with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, AtomicOutput(output) as out:
+    """Compress ``source`` into the file ``output`` (or stdout), atomically, with a progress bar; an
+    ``output`` that exists by the end (another run made it) is replaced only with ``force``."""
+    output_file = AtomicOutput(output, overwrite=force)
+    with progress_bar(source.frames, source.sample_rate, quiet, "compress") as bar, output_file as out:
         compress_source(codec, source, out.file, bandwidth, bar.update, coder)

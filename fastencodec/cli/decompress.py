@@ -10,7 +10,7 @@ from pathlib import Path
 from fastencodec.cli import common
 from fastencodec.codec import EnCodec
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
-from fastencodec.formats.files import ClippingWarning, decompress_stream, published_name
+from fastencodec.formats.files import ClippingWarning, check_rate, decompress_stream, published_name
 from fastencodec.io.audio import STDIO
 
 SUFFIX = "_decompressed.wav"
@@ -60,8 +60,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def rate_value(text: str) -> str:
-    """``--rate``'s value: a positive integer (Hz) or ``original``."""
-    return text if text == "original" else str(common.positive_int(text))
+    """``--rate``'s value: a positive integer (Hz, see ``check_rate``) or ``original``."""
+    return text if text == "original" else str(common.checked(check_rate)(text))
 
 
 def is_output(path: str) -> bool:
@@ -92,9 +92,11 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
         warnings.simplefilter("always")
         reader = EcdcReader(stream, lm_weights=args.lm_weights)
         name = args.model or published_name(reader.header)
-        if name not in models:
+        if name not in models:  # a name from the file: only a published model, never a local folder
             try:
-                models[name] = common.load_codec(name, args.device, args.threads, args.precision)
+                models[name] = common.load_codec(
+                    name, args.device, args.threads, args.precision, local=args.model is not None
+                )
             except common.ModelLoadError as exc:
                 models[name] = exc  # the other files that need it are skipped, not retried
                 if args.model:
@@ -114,6 +116,7 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
                 rescale=args.rescale,
                 progress=lambda n: bars[1].update(n),
                 on_model=started,
+                overwrite=args.force,
             )
         except ValueError as exc:
             if "subtype" in str(exc):

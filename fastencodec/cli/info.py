@@ -59,9 +59,7 @@ def run(args: argparse.Namespace) -> None:
         print(line)
 
 
-def describe(
-    name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0
-) -> dict[str, Any]:
+def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0) -> dict[str, Any]:
     """What ``info`` reports about an ``.ecdc`` file of ``size`` bytes, ``header_bytes`` of them
     metadata (JSON-ready). ``saving_vs_bits`` compares the payload (scales and codes) with the
     same codes plainly packed."""
@@ -117,8 +115,11 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         ("size", f"{facts['bytes']:,} bytes ({facts['bitrate_kbps']:.2f} kbps)"),
         ("ratio", f"{facts['compression_ratio']:.1f}:1"),
         ("checksum", facts["checksum"]),
-        ("entropy", f"{ENTROPY_NAMES.get(facts['entropy'], facts['entropy'])} "
-         f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)"),
+        (
+            "entropy",
+            f"{ENTROPY_NAMES.get(facts['entropy'], facts['entropy'])} "
+            f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)",
+        ),
     ]
     return [f"{label + ':':<15}{value}" for label, value in rows]
 

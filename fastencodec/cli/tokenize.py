@@ -31,7 +31,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "items coded, 1 some items failed (the rest are coded) or the run failed, 2 bad usage.",
     )
     parser.add_argument(
-        "inputs", metavar="INPUT", nargs="+",
+        "inputs",
+        metavar="INPUT",
+        nargs="+",
         help="folder (recursive), text list of paths (.txt/.lst/.list), JSONL manifest (.jsonl: path, optional "
         "offset/duration in seconds) or audio file",
     )
@@ -42,13 +44,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--device", type=device_value, help="cpu, cuda (the local rank's GPU), cuda:1, ... (default: cuda if available)"
     )
     parser.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers",
+        type=int,
+        metavar="N",
         help="audio decoding processes (0: decode in the main process; default: this node's cores shared among "
         "its ranks, less one)",
     )
     parser.add_argument("--shard-size", type=positive_int, default=1000, metavar="ITEMS", help="items per shard (1000)")
     parser.add_argument(
-        "--precision", choices=sorted(PRECISIONS), default="exact",
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="exact",
         help="the networks' numerical mode (exact: codes equal to Meta's reference); recorded in the manifest",
     )
     parser.add_argument("--rank", type=int, help="this process's rank (default: from the launcher's variables)")
@@ -62,8 +68,11 @@ def run(args: argparse.Namespace) -> None:
     try:
         rank = ranks.from_environment()
         if args.rank is not None or args.world_size is not None:
-            rank = ranks.Rank(rank.rank if args.rank is None else args.rank,
-                              rank.world_size if args.world_size is None else args.world_size, rank.local_rank)
+            rank = ranks.Rank(
+                rank.rank if args.rank is None else args.rank,
+                rank.world_size if args.world_size is None else args.world_size,
+                rank.local_rank,
+            )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.workers is not None and args.workers < 0:
@@ -72,8 +81,14 @@ def run(args: argparse.Namespace) -> None:
     codec = load_codec(args.model, ranks.device_for(device, rank), precision=args.precision)
     try:
         summary = api.tokenize_corpus(
-            args.inputs, args.out, codec, args.bandwidth, workers=args.workers, shard_size=args.shard_size,
-            rank=rank, progress=not args.quiet and rank.rank == 0,
+            args.inputs,
+            args.out,
+            codec,
+            args.bandwidth,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            rank=rank,
+            progress=not args.quiet and rank.rank == 0,
         )
     except (CorpusInputError, CorpusMismatchError) as exc:
         raise CliError(str(exc)) from None

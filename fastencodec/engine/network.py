@@ -125,14 +125,21 @@ class Engine:
         self, codes: torch.Tensor, scales: torch.Tensor | None, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
         """Codes of independently coded segments ``[batch, K, frames]`` to their audio
-        ``[batch, channels, frames * hop_length]`` (float32, on ``device``), times their scales ``[batch]``."""
+        ``[batch, channels, frames * hop_length]`` (float32, on ``device``), times their scales ``[batch]``.
+
+        Raises:
+            ValueError: the audio overflows float32 (a segment scale too large for its codes).
+        """
         codes = codes.to(self.device)
         if self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
             with self.module_compute():
-                return self.model.decode(codes, scales).to(device)
-        audio = self.networks.decode(self.networks.dequantize(codes))
-        if scales is not None:
-            audio = audio * scales.to(audio.device).view(-1, 1, 1)
+                audio = self.model.decode(codes, scales)
+        else:
+            audio = self.networks.decode(self.networks.dequantize(codes))
+            if scales is not None:
+                audio = audio * scales.to(audio.device).view(-1, 1, 1)
+        if not bool(torch.isfinite(audio).all()):
+            raise ValueError("decoded audio overflows float32 (a segment scale is too large for its codes)")
         return audio.to(device)
 
     def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
@@ -156,6 +163,11 @@ class Engine:
         num_codebooks = self.config.num_quantizers
         if not 1 <= c.shape[1] <= num_codebooks:
             raise ValueError(f"tokens have {c.shape[1]} codebooks; {self.name} has 1 to {num_codebooks}")
+        size = self.config.codebook_size
+        if c.numel() and not c.dtype.is_signed:  # unsigned: converting to int64 could wrap to PAD
+            high = int(c.cpu().numpy().max())
+            if high >= size:
+                raise ValueError(f"tokens out of range: values up to {high}, expected 0..{size - 1} ({self.name})")
         c = c.long().cpu()
         if c.numel():
             low, high = int(c.min()), int(c.max())

@@ -11,12 +11,14 @@ Metadata keys read by Meta's tool: ``m`` (model name, e.g. ``"encodec_24khz"``),
 ``lm`` (the symbol coder: ``false`` is plain bit packing, ``true`` Meta's language-model
 entropy coding, a string another coder's tag; see :mod:`fastencodec.formats.coders`). The
 version is 0 (Meta's), or 1 for files of the portable LM coder (``"lm": "lmp1"``), which Meta's
-reader refuses rather than misreads. fastencodec also writes ``sr`` (sample
-rate of the original input, Hz), ``ch`` (channel count of the original input), ``fp`` (the
-model's fingerprint, a digest of its codebooks, so files from another checkpoint of the same
-name are recognised) and ``crc`` (``"crc32"``: a CRC-32 of every byte after the metadata follows
-the last segment). Meta's reader only looks up the four keys it needs and never reads past
-the last segment, so it decodes these files unchanged.
+reader refuses rather than misreads. fastencodec also writes ``sr`` (sample rate of the original
+input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``), ``ch`` (channel count of the original input),
+``fp`` (the model's fingerprint, a digest of its codebooks, so files from another checkpoint of
+the same name are recognised) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the last segment,
+computed over every byte after the metadata and then over the metadata bytes themselves, so a
+changed ``sr``, ``al`` or ``fp`` fails the check too; files of fastencodec 0.1.0 say ``"crc32"``,
+a CRC-32 of the bytes after the metadata only, and still read). Meta's reader only looks up the
+four keys it needs and never reads past the last segment, so it decodes these files unchanged.
 
 Segments: a model without segmentation stores a single segment covering all ``al`` samples;
 otherwise segment ``i`` covers samples ``[i * stride, min(i * stride + length, al))``. A
@@ -52,11 +54,14 @@ VERSION = 0
 MAX_METADATA_BYTES = 1 << 16
 MAX_AUDIO_LENGTH = 1 << 40
 MAX_CODEBOOKS = 32
+MAX_SOURCE_SAMPLE_RATE = 768_000
+"""Highest original sample rate (Hz) a header may record: ``decompress --rate`` writes at it."""
 
 _PREFIX = struct.Struct("!4sBI")
 _SCALE = struct.Struct("!f")
 _CRC = struct.Struct("!I")
-_CHECKSUM_NAME = "crc32"
+_CHECKSUM_NAME = "crc32+meta"
+_PAYLOAD_CHECKSUM_NAME = "crc32"  # fastencodec 0.1.0: the payload only
 _LENGTH_WIDTH = len(str(MAX_AUDIO_LENGTH))
 _READ_BLOCK = 1 << 20
 
@@ -184,6 +189,8 @@ class EcdcWriter:
         self._segment: SegmentEncoder | None = None
         self._finished = False
         metadata, length_offset = _encode_metadata(header, pad_length=not self._length_known)
+        self._metadata = bytearray(metadata)
+        self._length_offset = length_offset
         self._length_pos = None
         if not self._length_known:
             if not fileobj.seekable():
@@ -241,12 +248,15 @@ class EcdcWriter:
                 raise ValueError("audio_length differs from the one given at construction")
         elif audio_length is None or not 0 < audio_length <= MAX_AUDIO_LENGTH:
             raise ValueError("finish needs the audio length (positive samples) of this stream")
+        if not self._length_known:
+            field = str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii")
+            self._metadata[self._length_offset : self._length_offset + _LENGTH_WIDTH] = field
         if self._header.checksum:
-            self._fo.write(_CRC.pack(self._sink.crc))
+            self._fo.write(_CRC.pack(zlib.crc32(self._metadata, self._sink.crc)))
         if self._length_pos is not None:
             end = self._fo.tell()
             self._fo.seek(self._length_pos)
-            self._fo.write(str(audio_length).ljust(_LENGTH_WIDTH).encode("ascii"))
+            self._fo.write(self._metadata[self._length_offset : self._length_offset + _LENGTH_WIDTH])
             self._fo.seek(end)
         self._fo.flush()
         self._finished = True
@@ -285,7 +295,7 @@ class EcdcReader:
         self._fo = fileobj
         self._source = _Checked(fileobj)
         self._consumed = False
-        self.header = _read_header(fileobj, max_codebooks)
+        self.header, self._metadata, self._covers_metadata = _read_header(fileobj, max_codebooks)
 
     def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
         """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
@@ -369,8 +379,10 @@ class EcdcReader:
                     raise EcdcError("trailing data after the last segment")
                 return
             (stored,) = _CRC.unpack(_read_exact(self._fo, _CRC.size, "checksum"))
-            if stored != self._source.crc:
-                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {self._source.crc:08x}")
+            payload = self._source.crc
+            computed = zlib.crc32(self._metadata, payload) if self._covers_metadata else payload
+            if stored != computed:
+                raise EcdcError(f"checksum mismatch: stored {stored:08x}, computed {computed:08x}")
         if self._fo.read(1):
             raise EcdcError("trailing data after the last segment")
 
@@ -385,7 +397,8 @@ class _Zeros:
         return np.zeros((self._num_codebooks, frames), dtype=np.int64)
 
 
-def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
+def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, bytes, bool]:
+    """The header, the raw metadata bytes, and whether the checksum covers them."""
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
     if magic != MAGIC:
         raise EcdcError(f"not an ECDC stream (magic {magic!r})")
@@ -413,13 +426,13 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> EcdcHeader:
     if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
         raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")
     checksum = meta.get("crc")
-    if checksum not in (None, _CHECKSUM_NAME):
+    if checksum not in (None, _CHECKSUM_NAME, _PAYLOAD_CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
     header = EcdcHeader(
         meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, fingerprint, coder
     )
     _validate_header(header, max_codebooks, EcdcError)
-    return header
+    return header, raw, checksum == _CHECKSUM_NAME
 
 
 def _validate_header(header: EcdcHeader, max_codebooks: int, error: type[ValueError]) -> None:
@@ -429,7 +442,7 @@ def _validate_header(header: EcdcHeader, max_codebooks: int, error: type[ValueEr
     checks = (
         ("audio length", header.audio_length, MAX_AUDIO_LENGTH, False),
         ("codebook count", header.num_codebooks, max_codebooks, False),
-        ("source sample rate", header.source_sample_rate, 1 << 24, True),
+        ("source sample rate", header.source_sample_rate, MAX_SOURCE_SAMPLE_RATE, True),
         ("source channel count", header.source_channels, 1 << 16, True),
     )
     for name, value, limit, optional in checks:

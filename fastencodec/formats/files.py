@@ -24,8 +24,15 @@ from fastencodec.codec import EnCodec
 from fastencodec.engine.blocks import BlockDecoder, BlockEncoder
 from fastencodec.engine.segments import SegmentLayout
 from fastencodec.formats.coders import LMWeights, SymbolCoder, coder_for
-from fastencodec.formats.ecdc import EcdcError, EcdcHeader, EcdcReader, EcdcWriter
-from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader, AudioWriter
+from fastencodec.formats.ecdc import (
+    MAX_AUDIO_LENGTH,
+    MAX_SOURCE_SAMPLE_RATE,
+    EcdcError,
+    EcdcHeader,
+    EcdcReader,
+    EcdcWriter,
+)
+from fastencodec.io.audio import STDIO, AtomicOutput, AudioFileError, AudioReader, AudioWriter
 from fastencodec.io.conform import AudioSource, conformed_blocks
 from fastencodec.io.resample import StreamResampler, output_length
 from fastencodec.nn.config import PUBLISHED_CONFIGS
@@ -48,8 +55,11 @@ class ClippingWarning(UserWarning):
 # -- models ---------------------------------------------------------------------------------------
 
 
-def load_model(model: str | os.PathLike[str] | EnCodec, device: str | torch.device | None = None) -> EnCodec:
-    """``model`` itself if it is an ``EnCodec``, else the model of that name or path, on ``device``.
+def load_model(
+    model: str | os.PathLike[str] | EnCodec, device: str | torch.device | None = None, local: bool = True
+) -> EnCodec:
+    """``model`` itself if it is an ``EnCodec``, else the model of that name or path, on ``device``
+    (without ``local``: only a published model's name, see ``EnCodec.from_pretrained``).
 
     A given ``EnCodec`` is never moved (it may be shared): it runs where it is.
 
@@ -63,7 +73,7 @@ def load_model(model: str | os.PathLike[str] | EnCodec, device: str | torch.devi
                 "(model.to(device)) or leave device=None to run it where it is"
             )
         return model
-    return EnCodec.from_pretrained(model, device=device)
+    return EnCodec.from_pretrained(model, device=device, local=local)
 
 
 def _same_device(wanted: torch.device, actual: torch.device) -> bool:
@@ -95,7 +105,8 @@ def model_for(header: EcdcHeader, model: str | os.PathLike[str] | EnCodec | None
             more codebooks than the model.
         ModelMismatchError: the model's name or fingerprint differs from the header's (unless ``force``).
     """
-    codec = load_model(published_name(header) if model is None else model, device)
+    # a name read from the file resolves only to a published model, never to a local directory
+    codec = load_model(published_name(header) if model is None else model, device, local=model is not None)
     differs = codec.name != header.model_name or header.fingerprint not in (None, codec.fingerprint)
     if differs and not force:
         theirs = f"file {header.fingerprint}, " if header.fingerprint else ""
@@ -124,9 +135,18 @@ def compress_source(
 
     The header records the input's own rate and channel count and the model's fingerprint; its
     audio length is written up front when the source knows its length, else filled in at the end.
+
+    Raises:
+        AudioFileError: the audio is longer than an ``.ecdc`` file holds (``MAX_AUDIO_LENGTH`` samples
+            at the model's rate), checked before coding when the source knows its length.
     """
     num_codebooks = codec.codebooks_for(bandwidth)
     length = None if source.frames is None else output_length(source.frames, source.sample_rate, codec.sample_rate)
+    if length is not None and length > MAX_AUDIO_LENGTH:
+        raise AudioFileError(
+            f"{source.name}: {length:,} samples at {codec.sample_rate} Hz is more than an .ecdc file holds "
+            f"({MAX_AUDIO_LENGTH:,})"
+        )
     writer = EcdcWriter(
         out,
         model_name=codec.name,
@@ -145,6 +165,8 @@ def compress_source(
     for block in blocks:
         for codes, scale, ends in encoder.push(block):
             starting = _write(writer, codes, scale, ends, starting)
+        if encoder.samples > MAX_AUDIO_LENGTH:
+            raise AudioFileError(f"{source.name}: longer than an .ecdc file holds ({MAX_AUDIO_LENGTH:,} samples)")
     for codes, scale, ends in encoder.finish():
         starting = _write(writer, codes, scale, ends, starting)
     writer.finish(encoder.samples)
@@ -198,6 +220,7 @@ def compress(
     progress: Progress | None = None,
     entropy: str = "bits",
     lm_weights: LMWeights = None,
+    overwrite: bool = True,
 ) -> bytes | None:
     """Compress audio to ``.ecdc`` (the CLI's ``compress``).
 
@@ -211,6 +234,8 @@ def compress(
         device: where to run the model.
         sample_rate: the rate of ``audio`` given as an array, in Hz.
         progress: called with the input samples of each block read.
+        overwrite: replace an existing ``destination`` path (False: fail if it exists when the
+            file is complete).
         entropy: how the codes are stored: ``"bits"`` (plain packing, the default), ``"lm"``
             (Meta's LM entropy coding, as ``encodec --lm``; Meta's tool reads it) or ``"lmp1"``
             (portable LM coding, decodable on any machine; fastencodec only). The LM modes need the
@@ -237,7 +262,7 @@ def compress(
             if out is not destination:
                 destination.write(out.getvalue())
             return None
-        with AtomicOutput(destination) as output:
+        with AtomicOutput(destination, overwrite) as output:
             compress_source(codec, source, output.file, bandwidth, progress, coder)
     return None
 
@@ -304,13 +329,26 @@ def _silenced(block: np.ndarray, position: int, spans: list[tuple[int, int]]) ->
     return block
 
 
+def check_rate(rate: int) -> int:
+    """``rate`` if it is a sample rate (Hz) a file may record or be written at: 1 to ``MAX_SOURCE_SAMPLE_RATE``.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if type(rate) is not int or rate <= 0:
+        raise ValueError(f"sample rate must be a positive integer (Hz), got {rate!r}")
+    if rate > MAX_SOURCE_SAMPLE_RATE:
+        raise ValueError(f"sample rate {rate} Hz is above {MAX_SOURCE_SAMPLE_RATE} Hz")
+    return rate
+
+
 def output_rate(rate: int | str | None, header: EcdcHeader, codec: EnCodec) -> int:
-    """The rate (Hz) to write: the model's (None), ``rate``, or with ``"original"`` the input's
-    rate the file records (the model's, with a warning, for files that do not record it)."""
+    """The rate (Hz) to write: the model's (None), ``rate`` (see ``check_rate``), or with ``"original"``
+    the input's rate the file records (the model's, with a warning, for files that do not record it)."""
     if rate is None:
         return codec.sample_rate
     if rate != "original":
-        return int(rate)
+        return check_rate(rate)
     if header.source_sample_rate is None:
         warnings.warn(
             f"the file does not record the original rate; writing {codec.sample_rate} Hz", UserWarning, stacklevel=3
@@ -332,9 +370,11 @@ def decompress_stream(
     progress: Progress | None = None,
     on_model: Callable[[EcdcHeader, EnCodec, int], object] | None = None,
     lm_weights: LMWeights = None,
+    overwrite: bool = True,
 ) -> tuple[np.ndarray, int] | None:
     """``decompress`` of an open ``.ecdc`` stream (or a reader whose header was read); ``on_model(header,
-    codec, rate)`` is called once the model and output rate are known."""
+    codec, rate)`` is called once the model and output rate are known; ``overwrite=False`` fails
+    if ``destination`` exists when the audio is complete."""
     reader = source if isinstance(source, EcdcReader) else EcdcReader(source, lm_weights=lm_weights)
     codec = model_for(reader.header, model, device, force_model)
     out_rate = output_rate(rate, reader.header, codec)
@@ -345,7 +385,7 @@ def decompress_stream(
         blocks = _rescaled(blocks, codec.channels)
     if destination is None:
         return np.concatenate(list(blocks), axis=1), out_rate
-    with AudioWriter(destination, out_rate, codec.channels, subtype) as writer:
+    with AudioWriter(destination, out_rate, codec.channels, subtype, overwrite) as writer:
         for block in blocks:
             writer.write(block)
     if writer.clipped:
@@ -373,7 +413,8 @@ def decompress(
             records), ``subtype`` (e.g. ``"PCM_16"``), ``force_model`` (decode a file of another
             model or checkpoint anyway), ``rescale`` (scale the audio to a peak of 0.99 when it
             would clip, as Meta's ``-r``), ``progress``, ``lm_weights`` (the LM checkpoint of
-            LM-coded files; default: torch hub's cache). The entropy mode is read from the file.
+            LM-coded files; default: torch hub's cache), ``overwrite`` (default True: replace an
+            existing ``destination``). The entropy mode is read from the file.
 
     Returns:
         ``(audio [channels, samples] float32, sample_rate)`` when ``destination`` is None, else None.

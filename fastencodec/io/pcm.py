@@ -11,6 +11,21 @@ from fastencodec.io.audio import AudioFileError
 
 PCM_FORMATS = {"s16le": ("<i2", 2.0**15), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
 """Raw PCM sample formats: NumPy dtype and the value of full scale."""
+MAX_CHANNELS = 256
+"""Most interleaved channels a raw PCM stream may have (a block of them is allocated at once)."""
+
+
+def check_channels(channels: int) -> int:
+    """``channels`` if it is a channel count a raw PCM stream may have (1 to ``MAX_CHANNELS``).
+
+    Raises:
+        ValueError: it is not.
+    """
+    if type(channels) is not int or channels <= 0:
+        raise ValueError(f"channel count must be a positive integer, got {channels!r}")
+    if channels > MAX_CHANNELS:
+        raise ValueError(f"{channels} channels is more than {MAX_CHANNELS}")
+    return channels
 
 
 class PcmSource:
@@ -21,7 +36,10 @@ class PcmSource:
         name: how messages name the stream.
         sample_format: a key of ``PCM_FORMATS`` (little-endian).
         sample_rate: sample rate in Hz.
-        channels: interleaved channel count.
+        channels: interleaved channel count (1 to ``MAX_CHANNELS``).
+
+    Raises:
+        ValueError: too many channels.
     """
 
     frames = None
@@ -32,7 +50,7 @@ class PcmSource:
         dtype, self._full_scale = PCM_FORMATS[sample_format]
         self._dtype = np.dtype(dtype)
         self.sample_rate = sample_rate
-        self.channels = channels
+        self.channels = check_channels(channels)
 
     def seek(self, frames: int) -> int:
         """A stream cannot seek: returns 0 (the samples skipped)."""

@@ -96,6 +96,8 @@ class StreamEncoder(_StreamBase):
         x = audio_layout(as_tensor(audio, "audio chunk"), "audio chunk", self.engine.channels)
         if not x.is_floating_point():
             raise ValueError(f"audio chunk has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
+        if x.shape[1] == 0:
+            raise ValueError(f"audio chunk has 0 channels (shape {tuple(x.shape)})")
         layout = (x.shape[0], x.shape[1])
         self._check_layout(layout, "channels")
         if x.shape[-1]:

@@ -16,22 +16,51 @@ ALIASES = {
 ALIASES.update({name.replace("-", "_"): repo for name, repo in ALIASES.items()})
 
 
-def resolve(name_or_path: str | Path, cache_dir: str | Path | None = None, revision: str | None = None) -> Path:
+def resolve(
+    name_or_path: str | Path,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    *,
+    local: bool = True,
+) -> Path:
     """Local directory or file holding the checkpoint.
 
-    An existing local path is used as is. Otherwise ``name_or_path`` is a short
-    name (``encodec-24khz``) or a Hugging Face repo id, downloaded with
-    ``huggingface_hub`` into its usual cache (``cache_dir`` overrides it);
-    ``HF_HUB_OFFLINE=1`` makes this use the cache only.
+    A short name (``encodec-24khz``, or ``encodec_24khz`` as ``.ecdc`` headers spell it) always
+    means the published model: it is downloaded with ``huggingface_hub`` into its usual cache
+    (``cache_dir`` overrides it; ``HF_HUB_OFFLINE=1`` uses the cache only), never read from a
+    directory of that name (pass ``./encodec_24khz`` or a ``Path`` for one). With ``local`` (the
+    default) any other existing path is used as is, else the name is a Hugging Face repo id. Names
+    that come from files rather than from the user (an ``.ecdc`` header's) go with ``local=False``:
+    only the short names are accepted then, so a file cannot make a local directory's weights
+    decode it.
+
+    Args:
+        name_or_path: short name, repo id, or (with ``local``) a checkpoint path.
+        cache_dir: Hugging Face cache directory.
+        revision: Hugging Face revision.
+        local: accept local paths and repo ids (False: published short names only).
+
+    Returns:
+        The checkpoint directory or file.
+
+    Raises:
+        FileNotFoundError: the name or path resolves to nothing (or, with ``local=False``, is
+            not a published model's short name).
     """
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    repo_id = ALIASES.get(str(name_or_path), str(name_or_path))
-    if repo_id.count("/") != 1 or str(name_or_path).startswith((".", "/", "~")):
-        raise FileNotFoundError(
-            f"{name_or_path}: no such file or directory, and not a model name ({', '.join(ALIASES)}) or repo id"
-        )
+    text = str(name_or_path)
+    if isinstance(name_or_path, str) and text in ALIASES:
+        repo_id = ALIASES[text]
+    elif not local:
+        raise FileNotFoundError(f"{text!r} is not a published model name ({', '.join(ALIASES)})")
+    else:
+        path = Path(name_or_path).expanduser()
+        if text and path.exists():
+            return path
+        repo_id = text
+        if repo_id.count("/") != 1 or text.startswith((".", "/", "~")):
+            raise FileNotFoundError(
+                f"{name_or_path}: no such file or directory, and not a model name ({', '.join(ALIASES)}) or repo id"
+            )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
@@ -91,7 +120,9 @@ def model_name(name_or_path: str | Path, path: Path, config: EncodecConfig) -> s
     repo its repo id, also when found in the Hugging Face cache (``models--org--name``); any other
     local checkpoint the name its config gives (Meta ``.th`` files: Meta's name for their tensors).
     """
-    repo = ALIASES.get(str(name_or_path), str(name_or_path))
+    if isinstance(name_or_path, str) and name_or_path in ALIASES:
+        return PUBLISHED[ALIASES[name_or_path]]
+    repo = str(name_or_path)
     if not Path(name_or_path).expanduser().exists() and repo.count("/") == 1:
         return PUBLISHED.get(repo, repo)
     for part in path.resolve().parts:

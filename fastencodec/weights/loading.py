@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -29,6 +30,9 @@ from fastencodec.nn.model import EncodecModel
 StateDict = dict[str, torch.Tensor]
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+MAX_CHECKPOINT_BYTES = 1 << 30
+"""Most bytes a checkpoint may hold or expand to (Meta's and Hugging Face's published EnCodec
+checkpoints are under 100 MB); bigger claims are refused before anything is allocated."""
 _DROPPED = (".inited", ".cluster_size", ".embed_avg")
 
 
@@ -36,6 +40,7 @@ def read_tensors(path: Path) -> StateDict:
     """Tensors of a ``.safetensors`` file or a ``torch.save``-d state dict."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    _check_declared_size(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -51,7 +56,28 @@ def read_tensors(path: Path) -> StateDict:
         tensors = tensors["state_dict"]
     if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise ValueError(f"{path}: does not hold a state dict of tensors")
+    if not all(isinstance(k, str) for k in tensors):
+        raise ValueError(f"{path}: state dict keys must be strings")
+    claimed = sum(v.numel() * 4 for v in tensors.values())  # as float32, the way they are used
+    if claimed > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"{path}: tensors of {claimed:,} bytes as float32 (at most {MAX_CHECKPOINT_BYTES:,})")
     return tensors
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a file, or a ``torch.save`` zip archive's declared contents, over ``MAX_CHECKPOINT_BYTES``."""
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes is too large for an EnCodec checkpoint")
+    if path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return  # safetensors and legacy torch files hold their tensors' bytes (checked by the readers)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a checkpoint (unreadable zip archive: {exc})") from None
+    if declared > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"{path}: archive expands to {declared:,} bytes (at most {MAX_CHECKPOINT_BYTES:,})")
 
 
 def load_checkpoint(path: Path) -> tuple[EncodecConfig, StateDict]:
@@ -84,6 +110,8 @@ def infer_meta_config(tensors: StateDict) -> EncodecConfig:
     first = tensors.get("encoder.model.0.conv.conv.weight_v", tensors.get("encoder.model.0.conv.conv.weight"))
     if first is None:
         raise ValueError("Meta checkpoint is incomplete: no encoder.model.0.conv.conv.weight(_v)")
+    if first.dim() != 3:
+        raise ValueError(f"Meta checkpoint's first conv weight has shape {tuple(first.shape)}; expected 3 dimensions")
     channels = first.shape[1]
     norm = "time_group_norm" if "encoder.model.0.conv.norm.weight" in tensors else "weight_norm"
     n_q = sum(1 for k in tensors if re.fullmatch(r"quantizer\.vq\.layers\.\d+\._codebook\.embed", k))
@@ -129,6 +157,10 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
     if any(re.search(r"\.lstm\.\d+\.W[xh]$", k) for k in tensors):
         tensors = _from_mlx(tensors, model)
     renamed = {_rename(k): v for k, v in tensors.items() if not k.endswith(_DROPPED)}
+    for key, value in renamed.items():
+        if not value.is_floating_point():
+            raise ValueError(f"checkpoint tensor {key} has dtype {value.dtype}; weights must be floating point")
+    expected = model.state_dict()
     state: StateDict = {}
     codebooks: dict[int, torch.Tensor] = {}
     for key, value in renamed.items():
@@ -137,6 +169,8 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
             gain = renamed.get(base + "_g")
             if gain is None:
                 raise ValueError(f"checkpoint is incomplete: {base}_g missing for {key}")
+            if value.dim() == 0 or gain.shape != (value.shape[0],) + (1,) * (value.dim() - 1):
+                raise ValueError(f"checkpoint tensors {base}_g {tuple(gain.shape)} and _v {tuple(value.shape)} differ")
             state[base] = torch._weight_norm(value.float(), gain.float(), 0)
         elif key.endswith(".weight_g"):
             continue
@@ -144,10 +178,15 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
             codebooks[int(m.group(1))] = value
         else:
             state[key] = value
-    expected = model.state_dict()
     n_q = expected["quantizer.embed"].shape[0]
     if sorted(codebooks) != list(range(n_q)):
         raise ValueError(f"checkpoint has codebooks {sorted(codebooks)[:3]}..., expected {n_q}")
+    for i, embed in codebooks.items():
+        if embed.shape != expected["quantizer.embed"].shape[1:]:
+            raise ValueError(
+                f"checkpoint codebook {i} has shape {tuple(embed.shape)}, "
+                f"expected {tuple(expected['quantizer.embed'].shape[1:])}"
+            )
     state["quantizer.embed"] = torch.stack([codebooks[i] for i in range(n_q)])
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -161,7 +200,11 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
                 f"checkpoint does not match its config: {key} has shape {tuple(value.shape)}, "
                 f"expected {tuple(expected[key].shape)}"
             )
-    return {k: v.float() for k, v in state.items()}
+    state = {k: v.float() for k, v in state.items()}
+    for key, value in state.items():
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"checkpoint tensor {key} holds NaN or infinite values")
+    return state
 
 
 def build_model(path: Path) -> EncodecModel:
@@ -171,8 +214,12 @@ def build_model(path: Path) -> EncodecModel:
 
 
 def model_from_tensors(config: EncodecConfig, tensors: StateDict) -> EncodecModel:
-    """An inference-ready model from a config and checkpoint tensors in any supported layout."""
-    model = EncodecModel(config)
-    model.load_state_dict(to_model_state(tensors, model))
+    """An inference-ready model from a config and checkpoint tensors in any supported layout; the
+    network is built on the ``meta`` device and the tensors checked against it before allocating."""
+    with torch.device("meta"):  # shapes only: the checkpoint is checked against them before allocating
+        model = EncodecModel(config)
+    state = to_model_state(tensors, model)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(state)
     model.quantizer.refresh()
     return model.eval().requires_grad_(False)
