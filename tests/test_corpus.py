@@ -174,7 +174,7 @@ def test_mixed_folder_codes_equal_encode_of_each_file(corpus, codec24, tmp_path)
     assert table.column_names == ["path", "codes", "frames", "samples", "duration", "scales"]
     # in-process decoding and one-item pools give the same bytes
     again = tmp_path / "again"
-    tokenize_corpus(corpus, again, codec24, 3.0, workers=0, shard_size=3, pool_samples=1)
+    tokenize_corpus(corpus, again, codec24, 3.0, workers=0, shard_size=3, window_samples=1)
     assert tree_bytes(again) == tree_bytes(out)
 
 

@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
 from fastencodec.corpus import ranks
-from fastencodec.corpus.batching import Coded, LengthPool, LongItem, check_piece_samples, piece_samples_for
+from fastencodec.corpus.batching import Coded, check_piece_samples, piece_samples_for, window_samples_for
+from fastencodec.corpus.coder import Coder
 from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
-from fastencodec.corpus.workers import Failed, Whole, decoded
+from fastencodec.corpus.workers import Failed, Retry, decoded
 from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
 
@@ -66,7 +67,7 @@ def tokenize_corpus(
     rank: ranks.Rank | None = None,
     progress: bool = False,
     piece_samples: int | None = None,
-    pool_samples: int | None = None,
+    window_samples: int | None = None,
 ) -> Summary:
     """Tokenize audio into Parquet shards ``out/shard-NNNNN.parquet`` plus ``out/manifest.json``.
 
@@ -91,7 +92,10 @@ def tokenize_corpus(
         piece_samples: samples (model rate) above which an item is streamed in pieces of
             this size (default: a multiple of the model's chunk, >= 2**20; at least
             ``codec.policy.chunk_samples``).
-        pool_samples: samples of whole items collected before a length-sorted encode.
+        window_samples: samples per channel of decoded audio waiting to be coded: the
+            look-ahead from which whole items are handed to the model sorted by length
+            (default: four of the codec's batches, ``codec.policy.batch_samples``). The
+            process holds about two windows.
 
     Returns:
         What this process did.
@@ -99,7 +103,9 @@ def tokenize_corpus(
     Raises:
         CorpusInputError: bad inputs. CorpusMismatchError: ``out`` holds another corpus.
         ValueError: unsupported bandwidth or precision, or ``piece_samples`` below the
-            model's chunk. RuntimeError: a decoding worker died.
+            model's chunk. RuntimeError: decoding workers keep dying without finishing an
+            item (a worker that dies is replaced; the item it was decoding is tried once more,
+            then listed in ``errors.jsonl``).
     """
     rank = rank or ranks.from_environment()
     codec = load_model(model, device, rank, precision)
@@ -107,31 +113,26 @@ def tokenize_corpus(
                     shard_size, rank)
     pieces = piece_samples or piece_samples_for(codec)
     check_piece_samples(codec, pieces)
-    pool = LengthPool(codec, run.bandwidth, pool_samples)
-    streams: dict[int, LongItem] = {}
     todo = run.items()
     workers = default_workers() if workers is None else workers
-    with tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
+    coder = Coder(codec, run.bandwidth, window_samples or window_samples_for(codec))
+    with coder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
 
-        def record(results: list[Coded | Failed]) -> None:
+        def record(results: Sequence[Coded | Failed]) -> None:
             for result in results:
                 run.add(result)
-            bar.update(len(results))
-            run.summary.seconds = run.elapsed()
-            bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
+            if results:
+                bar.update(len(results))
+                run.summary.seconds = run.elapsed()
+                bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
 
         for message in decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo))):
-            if isinstance(message, Whole):
-                record(pool.add(message.index, message.audio))
-            elif isinstance(message, Failed):
-                streams.pop(message.index, None)
-                record([message])
+            if isinstance(message, (Failed, Retry)):
+                coder.drop(message.index)
+                record([message] if isinstance(message, Failed) else coder.ready())
             else:
-                stream = streams.setdefault(message.index, LongItem(codec, run.bandwidth, message.index))
-                stream.push(message.audio)
-                if message.last:
-                    record([streams.pop(message.index).finish()])
-        record(pool.flush())
+                record(coder.put(message))
+        record(coder.close())
     return run.finish()
 
 
