@@ -34,7 +34,9 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // processes - 1)
 
 
-def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precision: str | None = None) -> EnCodec:
+def load_model(
+    model: PathLike | EnCodec, device: str, rank: ranks.Rank, precision: str | None = None, local: bool = True
+) -> EnCodec:
     """``model`` itself, or the model it names loaded on ``device`` (``cuda``: the local rank's GPU).
 
     Args:
@@ -43,6 +45,8 @@ def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precisi
         rank: the process's rank (picks the GPU of ``cuda``).
         precision: a name in ``fastencodec.engine.policy.PRECISIONS`` (None: the codec's own,
             ``"exact"`` for a model loaded here).
+        local: accept local paths and repo ids (False, for names read from files: published
+            short names only).
 
     Raises:
         ValueError: an unknown precision, or a loaded ``model`` whose policy has another one.
@@ -51,7 +55,9 @@ def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precisi
         if precision is not None and precision != model.policy.precision:
             raise ValueError(f"precision {precision!r} asked, but the codec given runs {model.policy.precision!r}")
         return model
-    return EnCodec.from_pretrained(model, device=ranks.device_for(device, rank), precision=precision or "exact")
+    return EnCodec.from_pretrained(
+        model, device=ranks.device_for(device, rank), precision=precision or "exact", local=local
+    )
 
 
 def tokenize_corpus(
@@ -133,6 +139,7 @@ def tokenize_corpus(
             else:
                 record(coder.put(message))
         record(coder.close())
+    run.summary.coding_seconds = coder.busy
     return run.finish()
 
 
@@ -214,16 +221,24 @@ def detokenize(
     Args:
         directory: the corpus folder.
         out: output folder.
-        model: the model (default: the one the manifest names).
+        model: the model (default: the one the manifest names, which must be a published
+            model's short name: a manifest cannot point at local weights).
         device: torch device.
         batch_rows: rows decoded together.
         progress: progress bar on stderr.
 
     Raises:
-        ValueError: ``model`` is not the model that made the codes.
+        ValueError: ``model`` is not the model that made the codes, or none is given and the
+            manifest names none. FileNotFoundError: no model is given and the manifest's
+            name is not a published model (or it is not in the cache and the hub is out of reach).
     """
     manifest = read_manifest(directory)
-    codec = load_model(model if model is not None else manifest["model"], device, ranks.Rank())
+    if model is None:
+        if not isinstance(manifest.get("model"), str):
+            raise ValueError(f"{directory}: the manifest names no model; pass one")
+        codec = load_model(manifest["model"], device, ranks.Rank(), local=False)
+    else:
+        codec = load_model(model, device, ranks.Rank())
     if codec.model_id != manifest["model_id"]:
         raise ValueError(f"{directory}: coded by {manifest['model_id']}, but the model given is {codec.model_id}")
     written = 0

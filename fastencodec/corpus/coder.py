@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import threading
+import time
 from types import TracebackType
 
 import numpy as np
@@ -37,6 +38,9 @@ class Coder:
         codec: the model.
         bandwidth: kbps.
         window: samples per channel waiting before :meth:`put` blocks (the pool's look-ahead).
+
+    Attributes:
+        busy: seconds the thread has spent coding.
     """
 
     def __init__(self, codec: EnCodec, bandwidth: float, window: int) -> None:
@@ -51,6 +55,7 @@ class Coder:
         self._done: list[Coded] = []
         self._error: BaseException | None = None
         self._closed = self._stopped = False
+        self.busy = 0.0  # seconds spent coding
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="fastencodec-coder", daemon=True)
         self._thread.start()
@@ -153,6 +158,7 @@ class Coder:
         device = self.codec.engine.device
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
             while (job := self._next_job()) is not None:
+                start = time.perf_counter()
                 try:
                     done = self._run(*job)
                 except BaseException as exc:  # handed to the feeding thread
@@ -161,6 +167,7 @@ class Coder:
                         self._changed.notify_all()
                     return
                 with self._changed:
+                    self.busy += time.perf_counter() - start
                     self._done += done
                     self._changed.notify_all()
 
