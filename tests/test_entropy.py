@@ -490,6 +490,58 @@ def test_cli_entropy_modes_round_trip(meta_models, coders, tmp_path, capsys, mod
     assert "vs plain bit packing" in capsys.readouterr().out
 
 
+def test_cli_lm_beside_another_entropy_mode_is_a_usage_error(tmp_path, capsys):
+    from fastencodec import cli
+
+    wav = tmp_path / "in.wav"
+    wav.write_bytes(b"never read")
+    assert cli.main(["compress", str(wav), "--lm", "--entropy", "lmp1", "-q"]) == 2
+    assert "--lm means --entropy lm; it contradicts --entropy lmp1" in capsys.readouterr().err
+    assert not (tmp_path / "in.ecdc").exists()
+
+
+def test_cli_loads_the_lm_once_for_many_files(meta_models, torch_home, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from fastencodec import cli
+    from fastencodec.formats import coders as coder_registry
+
+    checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
+    torch.save(meta_models["encodec_24khz"].state_dict(), checkpoint)
+    built = []
+    factory = coder_registry.CODERS["lmp1"]
+    monkeypatch.setitem(coder_registry.CODERS, "lmp1", lambda *a: built.append(a) or factory(*a))
+    wavs = [tmp_path / f"{i}.wav" for i in range(3)]
+    for i, wav in enumerate(wavs):
+        sf.write(wav, reference.speech_like(24000, 1, 0.2, seed=20 + i).numpy()[0], 24000)
+    model = ["--model", str(checkpoint), "-q"]
+    assert cli.main(["compress", *map(str, wavs), "--entropy", "lmp1", "-b", "3", *model]) == 0
+    assert len(built) == 1
+    assert cli.main(["decompress", *(str(w.with_suffix(".ecdc")) for w in wavs), *model]) == 0
+    assert len(built) == 2 and all((tmp_path / f"{i}_decompressed.wav").is_file() for i in range(3))
+
+
+def test_cli_info_reports_a_damaged_lmp1_segment(tmp_path, capsys):
+    from fastencodec import cli
+
+    weights = tmp_path / "lcg_lm.th"
+    torch.save(lcg_state("encodec_48khz"), weights)
+    golden = (GOLDEN / "lmp1_48khz.ecdc").read_bytes()
+    damaged = bytearray(golden)
+    damaged[segment_payload_offsets(golden)[1] + 3] ^= 0x40
+    path = tmp_path / "damaged.ecdc"
+    path.write_bytes(bytes(damaged))
+    assert cli.main(["info", str(path), "--lm-weights", str(weights)]) == 1
+    captured = capsys.readouterr()
+    assert "damaged:       samples 47520 to 95520 (fail their CRC; decode as silence)" in captured.out
+    assert captured.err.strip() == f"fastencodec: {path}: 1 damaged segment (they decode as silence)"
+    assert cli.main(["info", str(path), "--lm-weights", str(weights), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["damaged_segments"] == [[47520, 48000]]
+    (tmp_path / "clean.ecdc").write_bytes(golden)
+    assert cli.main(["info", str(tmp_path / "clean.ecdc"), "--lm-weights", str(weights), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["damaged_segments"] == []
+
+
 def test_cli_names_missing_lm_weights(tmp_path, monkeypatch, capsys):
     from fastencodec import cli
 

@@ -20,7 +20,7 @@ from fastencodec.cli.common import (
     split_output,
 )
 from fastencodec.codec import EnCodec
-from fastencodec.formats.coders import CODERS, SymbolCoder, coder_for
+from fastencodec.formats.coders import CODERS, CoderCache, SymbolCoder
 from fastencodec.formats.files import check_rate, compress_source
 from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader
 from fastencodec.io.conform import AudioSource
@@ -53,11 +53,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     entropy.add_argument(
         "--entropy",
         choices=tuple(CODERS),
-        default="bits",
         help="bits: plain packing (default); lm: Meta's LM coding (Meta's tool reads it; decode on the same kind "
         "of machine); lmp1: portable LM coding (decodes anywhere; fastencodec only)",
     )
-    entropy.add_argument("--lm", action="store_true", help="same as --entropy lm (Meta's -l)")
+    entropy.add_argument(
+        "--lm", action="store_true", help="same as --entropy lm (Meta's -l); not beside another --entropy"
+    )
     entropy.add_argument("--lm-weights", metavar="PATH", help="LM checkpoint (default: torch hub's cache)")
     stream = compress.add_argument_group("raw PCM streams")
     stream.add_argument(
@@ -71,11 +72,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--pcm-channels", type=checked(check_channels), metavar="N", help="channels (default: the model's)"
     )
     add_run_options(compress)
-    compress.set_defaults(run=run, jobs=jobs, each=True)
+    compress.set_defaults(run=run, jobs=jobs, each=True, coders=CoderCache())
+
+
+def entropy_mode(args: argparse.Namespace) -> str:
+    """The coder tag ``--entropy`` and ``--lm`` name (``--lm`` is ``--entropy lm``; another mode beside it
+    is a usage error)."""
+    if args.lm and args.entropy not in (None, "lm"):
+        raise UsageError(f"--lm means --entropy lm; it contradicts --entropy {args.entropy} (give one of them)")
+    return "lm" if args.lm else args.entropy or "bits"
 
 
 def jobs(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(input, output) pairs the arguments name."""
+    entropy_mode(args)
     inputs, output = split_output(args.paths, lambda p: p == STDIO or p.lower().endswith(SUFFIX))
     if output is None and len(args.paths) == 2 and Path(args.paths[1]).suffix and not Path(args.paths[1]).exists():
         raise UsageError(f"{args.paths[1]}: OUTPUT must end in {SUFFIX} (or be - for stdout)")
@@ -115,10 +125,10 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
 
 
 def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
-    """The coder ``--entropy`` (or ``--lm``) names, for ``codec``'s codes."""
-    tag = "lm" if args.lm else args.entropy
+    """The coder ``--entropy`` (or ``--lm``) names, for ``codec``'s codes (built once per command)."""
+    tag = entropy_mode(args)
     try:
-        return coder_for(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights)
+        return args.coders.get(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights)
     except ValueError as exc:
         raise UsageError(f"--entropy {tag}: {exc}") from None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastencodec.cli import common
 from fastencodec.codec import EnCodec
+from fastencodec.formats.coders import CoderCache
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
 from fastencodec.formats.files import ClippingWarning, check_rate, decompress_stream, published_name
 from fastencodec.io.audio import STDIO
@@ -56,7 +57,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="decode with --model even if the file names another model or checkpoint",
     )
     common.add_run_options(decompress)
-    decompress.set_defaults(run=run, jobs=jobs, each=True)
+    decompress.set_defaults(run=run, jobs=jobs, each=True, coders=CoderCache())
 
 
 def rate_value(text: str) -> str:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace, source: str, output: str, models: dict[str, En
 
     with common.open_binary(source) as stream, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        reader = EcdcReader(stream, lm_weights=args.lm_weights)
+        reader = EcdcReader(stream, lm_weights=args.lm_weights, coders=args.coders)
         name = args.model or published_name(reader.header)
         if name not in models:  # a name from the file: only a published model, never a local folder
             try:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from typing import Any, BinaryIO
 
-from fastencodec.cli.common import CliError, display_name, load_codec, open_binary
+from fastencodec.cli.common import PROG, CliError, display_name, load_codec, open_binary
 from fastencodec.engine.segments import SegmentLayout
 from fastencodec.formats.coders import ENTROPY_NAMES
-from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
+from fastencodec.formats.ecdc import DamagedSegmentWarning, EcdcHeader, EcdcReader
 from fastencodec.nn.config import PUBLISHED_CONFIGS, EncodecConfig
 
 
@@ -38,7 +40,11 @@ class CountingReader:
 
 
 def run(args: argparse.Namespace) -> None:
-    with open_binary(args.input) as stream:
+    """Print the facts of ``args.input``; a file with damaged segments is described, then reported as
+    an error (exit status 1)."""
+    name = display_name(args.input)
+    with open_binary(args.input) as stream, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         counted = CountingReader(stream)
         reader = EcdcReader(counted, lm_weights=args.lm_weights)  # type: ignore[arg-type]  # only read()
         header = reader.header
@@ -46,17 +52,22 @@ def run(args: argparse.Namespace) -> None:
         config = load_codec(args.model, "cpu").config if args.model else PUBLISHED_CONFIGS.get(header.model_name)
         if config is None:
             known = ", ".join(PUBLISHED_CONFIGS)
-            raise CliError(
-                f"{display_name(args.input)}: unknown model {header.model_name!r} (known: {known}); pass --model"
-            )
-        for _ in reader.chunks(SegmentLayout.of(config)):  # reads every code: checks the length and checksum
+            raise CliError(f"{name}: unknown model {header.model_name!r} (known: {known}); pass --model")
+        layout = SegmentLayout.of(config)
+        for _ in reader.chunks(layout):  # reads every code: checks the length and checksum
             pass
-    facts = describe(display_name(args.input), header, config, counted.count, header_bytes)
+    for warning in caught:
+        if not issubclass(warning.category, DamagedSegmentWarning):
+            print(f"{PROG}: {name}: {warning.message}", file=sys.stderr)
+    facts = describe(name, header, config, counted.count, header_bytes)
+    facts["damaged_segments"] = [list(layout.span(i, header.audio_length)) for i in reader.damaged]
     if args.json:
         print(json.dumps(facts, indent=2))
-        return
-    for line in info_lines(facts):
-        print(line)
+    else:
+        for line in info_lines(facts):
+            print(line)
+    if reader.damaged:
+        raise CliError(f"{name}: {plural(len(reader.damaged), 'damaged segment')} (they decode as silence)")
 
 
 def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0) -> dict[str, Any]:
@@ -121,6 +132,8 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
             f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)",
         ),
     ]
+    for offset, samples in facts.get("damaged_segments", []):
+        rows.append(("damaged", f"samples {offset} to {offset + samples} (fail their CRC; decode as silence)"))
     return [f"{label + ':':<15}{value}" for label, value in rows]
 
 

@@ -148,3 +148,18 @@ def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None
     if factory is None:
         raise ValueError(f"unknown entropy mode {tag!r} (one of {', '.join(CODERS)})")
     return factory(model_name, bits, lm_weights)
+
+
+class CoderCache:
+    """Symbol coders built on demand (:func:`coder_for`) and kept: a command over many files loads
+    each LM once. A coder codes one segment at a time, so a cache serves one thread."""
+
+    def __init__(self) -> None:
+        self._coders: dict[tuple, SymbolCoder] = {}
+
+    def get(self, tag: str, model_name: str, bits: int, lm_weights: LMWeights = None) -> SymbolCoder:
+        """The coder :func:`coder_for` builds for these arguments, built on first use."""
+        key = (tag, model_name, bits, None if lm_weights is None else os.fspath(lm_weights))
+        if key not in self._coders:
+            self._coders[key] = coder_for(tag, model_name, bits, lm_weights)
+        return self._coders[key]

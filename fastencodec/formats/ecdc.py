@@ -46,7 +46,15 @@ from typing import BinaryIO
 import numpy as np
 
 from fastencodec.engine.segments import SegmentLayout, check_bits
-from fastencodec.formats.coders import CODER_VERSIONS, BitsCoder, LMWeights, SegmentEncoder, SymbolCoder, coder_for
+from fastencodec.formats.coders import (
+    CODER_VERSIONS,
+    BitsCoder,
+    CoderCache,
+    LMWeights,
+    SegmentEncoder,
+    SymbolCoder,
+    coder_for,
+)
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -275,6 +283,8 @@ class EcdcReader:
         coder: the symbol coder of the codes (default: the one the header names, built when
             the codes are read; ``coder_for``). Must have the header's tag.
         lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
+        coders: where the header's coder is built and kept (reading many files loads each LM
+            once); default: built for this reader alone.
 
     Raises:
         EcdcError: the metadata is malformed or unsupported.
@@ -287,9 +297,11 @@ class EcdcReader:
         max_codebooks: int = MAX_CODEBOOKS,
         coder: SymbolCoder | None = None,
         lm_weights: LMWeights = None,
+        coders: CoderCache | None = None,
     ) -> None:
         self._coder = coder
         self._lm_weights = lm_weights
+        self._coders = coders
         self.damaged: list[int] = []
         """Indices of the damaged segments met so far (see :meth:`chunks`)."""
         self._fo = fileobj
@@ -363,7 +375,8 @@ class EcdcReader:
             return self._coder
         if tag not in CODER_VERSIONS:
             raise EcdcError(f"the file uses coder {tag!r}, which is not available here")
-        return coder_for(tag, self.header.model_name, bits, self._lm_weights)
+        build = coder_for if self._coders is None else self._coders.get
+        return build(tag, self.header.model_name, bits, self._lm_weights)
 
     def _read_scale(self) -> float:
         (scale,) = _SCALE.unpack(self._source.read(_SCALE.size, "segment scale"))
