@@ -318,6 +318,26 @@ def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt
     assert portable_segment(portable[name], codes) == data
 
 
+def test_portable_causal_pass_matches_the_decoding_kernel_past_the_window():
+    """The encoder's block pass (float64 products) gives the frame-by-frame kernel's integers."""
+    import dataclasses
+
+    from fastencodec.entropy.fixed import CLAMP
+    from fastencodec.entropy.portable import PortableLM
+    from fastencodec.entropy.portable_pass import MAX_TERMS, CausalPass, PassWeights, product_bound
+
+    assert product_bound(CLAMP) < 2**53 and MAX_TERMS >= 800  # every partial sum is an exact float64
+    state = lcg_state("encodec_24khz")
+    config = dataclasses.replace(lm_config("encodec_24khz", state), past_context=6)  # a window of 7 rows
+    lm = PortableLM(state, config)
+    codes = lcg_codes(3, 40, 7)
+    want = lm.weights_for(codes)
+    index = np.concatenate([np.zeros((3, 1), np.int64), codes[:, :-1] + 1], axis=1)
+    causal = CausalPass(PassWeights(lm), 3)
+    got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in ((0, 1), (1, 9), (9, 10), (10, 40))]
+    np.testing.assert_array_equal(np.concatenate(got), want)
+
+
 def test_portable_round_trip_and_stream_position(portable):
     coder = portable["encodec_48khz"]
     segments = [lcg_codes(8, 150, 5), lcg_codes(8, 3, 6)]
