@@ -122,8 +122,10 @@ class _Stream:
         self.lm = lm
         self.k = num_codebooks
         cap = 2 * (cfg.past_context + 1)
-        self.keys = np.zeros((cfg.num_layers, cap, cfg.dim), dtype=np.int64)
-        self.values = np.zeros((cfg.num_layers, cap, cfg.dim), dtype=np.int64)
+        # Keys and values (integers below 2**20) per layer, dimension-major, as float32: exact, and
+        # half the memory traffic of int64 (see _attention).
+        self.keys = np.zeros((cfg.num_layers, cfg.dim, cap), dtype=np.float32)
+        self.values = np.zeros((cfg.num_layers, cfg.dim, cap), dtype=np.float32)
         self.window = np.array([0, 1, 0], dtype=np.int64)  # start, end, position
         self.started = False
 
@@ -195,10 +197,43 @@ def _exp_neg(d, exp_hi, exp_lo):
     return (exp_hi[hi] * exp_lo[d & 255]) >> 30
 
 
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _attention(q, keys, values, start, end, heads, exp_hi, exp_lo, scores, attn):
+    """Integer softmax attention of ``q`` over rows ``start..end`` of ``keys``/``values`` ``[dim, cap]``.
+
+    The products run in float64 and are exact in any order: query and key entries are below
+    2**20 (25 per head: sums below 2**45), exp weights at most 2**16 against values below
+    2**20 (at most 2**10 rows: below 2**46)."""
+    dim = q.shape[0]
+    head_dim = dim // heads
+    scores[:, start : end + 1] = 0.0
+    for d in range(dim):
+        h = d // head_dim
+        qd = np.float64(q[d])
+        for j in range(start, end + 1):
+            scores[h, j] += qd * np.float64(keys[d, j])
+    for h in range(heads):
+        best = np.int64(-(1 << 62))
+        for j in range(start, end + 1):
+            s = np.int64(scores[h, j]) // (5 * ONE)  # 1 / sqrt(25), back to 12 fractional bits
+            scores[h, j] = s
+            best = max(best, s)
+        total = np.int64(0)
+        for j in range(start, end + 1):
+            e = _exp_neg(min(best - np.int64(scores[h, j]), 1 << 20), exp_hi, exp_lo) >> 14
+            scores[h, j] = e
+            total += e
+        for d in range(h * head_dim, (h + 1) * head_dim):
+            acc = 0.0
+            for j in range(start, end + 1):
+                acc += scores[h, j] * np.float64(values[d, j])
+            attn[d] = np.int64(acc) // total
+
+
 @njit(cache=True, nogil=True)
 def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
           cos, exp_hi, exp_lo, gelu, turns, keys, values, window, started, heads, past, out):
-    n_layers, cap, dim = keys.shape
+    n_layers, dim, cap = keys.shape
     k_count, card = out.shape
     start, end, position = window[0], window[1], window[2]
     x = np.zeros(dim, dtype=np.int64)
@@ -214,42 +249,22 @@ def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, 
         j = np.int64(turn >> np.uint64(64 - 16))
         x[i] = _clamp(x[i] + cos[j])
         x[half + i] = _clamp(x[half + i] + cos[(j - 16384) & 65535])
-    head_dim = dim // heads
     q = np.empty(dim, dtype=np.int64)
     kv = np.empty(2 * dim, dtype=np.int64)
     attn = np.empty(dim, dtype=np.int64)
     proj = np.empty(dim, dtype=np.int64)
     hidden = np.empty(w1.shape[1], dtype=np.int64)
-    scores = np.empty(cap, dtype=np.int64)
+    scores = np.empty((heads, cap), dtype=np.float64)
     for layer in range(n_layers):
         if not started:  # Meta's initial all-zero frame: its keys and values are the biases
             for i in range(dim):
-                keys[layer, start, i] = _clamp(b_in[layer, dim + i] >> FRAC)
-                values[layer, start, i] = _clamp(b_in[layer, 2 * dim + i] >> FRAC)
+                keys[layer, i, start] = _clamp(b_in[layer, dim + i] >> FRAC)
+                values[layer, i, start] = _clamp(b_in[layer, 2 * dim + i] >> FRAC)
         _linear(x, w_in[layer, :dim], b_in[layer, :dim], q)
         _linear(x, w_in[layer, dim:], b_in[layer, dim:], kv)
-        keys[layer, end] = kv[:dim]
-        values[layer, end] = kv[dim:]
-        for h in range(heads):
-            lo = h * head_dim
-            best = np.int64(-(1 << 62))
-            for j in range(start, end + 1):
-                s = np.int64(0)
-                for d in range(lo, lo + head_dim):
-                    s += q[d] * keys[layer, j, d]
-                s = s // (5 * ONE)  # 1 / sqrt(25), back to 12 fractional bits
-                scores[j] = s
-                best = max(best, s)
-            total = np.int64(0)
-            for j in range(start, end + 1):
-                e = _exp_neg(min(best - scores[j], 1 << 20), exp_hi, exp_lo) >> 14
-                scores[j] = e
-                total += e
-            for d in range(lo, lo + head_dim):
-                acc = np.int64(0)
-                for j in range(start, end + 1):
-                    acc += scores[j] * values[layer, j, d]
-                attn[d] = acc // total
+        keys[layer, :, end] = kv[:dim]
+        values[layer, :, end] = kv[dim:]
+        _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, scores, attn)
         _linear(attn, w_out[layer], b_out[layer], proj)
         for i in range(dim):
             x[i] = _clamp(x[i] + proj[i])
@@ -279,8 +294,8 @@ def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, 
     if end + 1 >= cap:
         count = end - start
         for layer in range(n_layers):
-            keys[layer, :count] = keys[layer, start:end].copy()
-            values[layer, :count] = values[layer, start:end].copy()
+            keys[layer, :, :count] = keys[layer, :, start:end].copy()
+            values[layer, :, :count] = values[layer, :, start:end].copy()
         start, end = 0, count
     window[0], window[1], window[2] = start, end, position + 1
 
