@@ -121,6 +121,8 @@ class _Layer:
         self.b1 = state[prefix + "linear1.bias"].float().contiguous()
         self.w2 = state[prefix + "linear2.weight"].float().contiguous()
         self.b2 = state[prefix + "linear2.bias"].float().contiguous()
+        self.w_q_t, self.w_kv_t, self.w_out_t = self.w_q.t(), self.w_kv.t(), self.w_out.t()
+        self.w1_t, self.w2_t = self.w1.t(), self.w2.t()
         self.norm1 = (state[prefix + "norm1.weight"].float(), state[prefix + "norm1.bias"].float())
         self.norm2 = (state[prefix + "norm2.weight"].float(), state[prefix + "norm2.bias"].float())
 
@@ -217,11 +219,14 @@ class MetaLM:
         self._values = [torch.zeros(cap, dim) for _ in self._layers]
         self._start = 0
         self._end = 1  # the window holds Meta's initial all-zero frame
+        self._pad = torch.zeros(self._pad_rows or 1, dim)
+        self._mask = torch.zeros(1, 1, 1, self.config.past_context + 1)
         self._valid = False  # cached keys/values were computed by a row-invariant product
         if num_codebooks:
             self._w_heads = torch.cat(self._heads_w[:num_codebooks])
             self._b_heads = torch.cat(self._heads_b[:num_codebooks])
             self._merged_heads = self._check_merged_heads()
+            self._w_heads_t = self._w_heads.t()
 
     def _check_merged_heads(self) -> bool:
         x = torch.randn(1, 1, self.config.dim, generator=torch.Generator().manual_seed(1))
@@ -267,7 +272,7 @@ class MetaLM:
             x = self._layer(i, layer, x)
         self._advance()
         if self._merged_heads:
-            logits = F.linear(x, self._w_heads, self._b_heads).view(1, k_count, 1, self.config.card)
+            logits = torch.addmm(self._b_heads, x.view(1, -1), self._w_heads_t).view(1, k_count, 1, self.config.card)
         else:
             logits = torch.stack([F.linear(x, w, b) for w, b in zip(self._heads_w[:k_count], self._heads_b)], dim=1)
         probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
@@ -296,31 +301,33 @@ class MetaLM:
         return MetaPass(self, num_codebooks) if self._segment_ok[num_codebooks] else None
 
     def _layer(self, i: int, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+        # torch.addmm(b, x, w.t()) is what F.linear runs for these inputs (same kernel, same bits),
+        # without its dispatch and transpose per call.
         dim, heads = self.config.dim, self.config.num_heads
         head_dim = dim // heads
         start, end = self._start, self._end
         rows, keys, values = self._rows[i], self._keys[i], self._values[i]
+        row = x.view(1, dim)
         rows[end] = x[0]
         m = end + 1 - start
         if self._pad_rows is None or m < self._pad_rows or not self._valid:
-            kv = F.linear(rows[start : end + 1], layer.w_kv, layer.b_kv)
-            keys[start : end + 1] = kv[:, 0, :dim]
-            values[start : end + 1] = kv[:, 0, dim:]
+            kv = torch.addmm(layer.b_kv, rows[start : end + 1].view(m, dim), layer.w_kv_t)
+            keys[start : end + 1] = kv[:, :dim]
+            values[start : end + 1] = kv[:, dim:]
         else:
-            pad = torch.zeros(self._pad_rows, 1, dim)
-            pad[0] = x[0]
-            kv = F.linear(pad, layer.w_kv, layer.b_kv)
-            keys[end] = kv[0, 0, :dim]
-            values[end] = kv[0, 0, dim:]
-        q = F.linear(x, layer.w_q, layer.b_q)
+            self._pad[0] = row[0]
+            kv = torch.addmm(layer.b_kv, self._pad, layer.w_kv_t)
+            keys[end] = kv[0, :dim]
+            values[end] = kv[0, dim:]
+        q = torch.addmm(layer.b_q, row, layer.w_q_t)
         q = q.view(1, heads, head_dim).transpose(0, 1).view(1, heads, 1, head_dim)
         k = keys[start : end + 1].view(m, heads, head_dim).transpose(0, 1).view(1, heads, m, head_dim)
         v = values[start : end + 1].view(m, heads, head_dim).transpose(0, 1).view(1, heads, m, head_dim)
-        mask = torch.zeros(1, 1, 1, m)
-        attn = F.scaled_dot_product_attention(q, k, v, mask, 0.0, False)
-        attn = F.linear(attn.permute(2, 0, 1, 3).reshape(1, dim), layer.w_out, layer.b_out).view(1, 1, dim)
+        attn = F.scaled_dot_product_attention(q, k, v, self._mask[..., :m], 0.0, False)
+        attn = torch.addmm(layer.b_out, attn.permute(2, 0, 1, 3).reshape(1, dim), layer.w_out_t).view(1, 1, dim)
         x = F.layer_norm(x + attn, (dim,), *layer.norm1, 1e-5)
-        ff = F.linear(F.gelu(F.linear(x, layer.w1, layer.b1)), layer.w2, layer.b2)
+        hidden = F.gelu(torch.addmm(layer.b1, x.view(1, dim), layer.w1_t))
+        ff = torch.addmm(layer.b2, hidden, layer.w2_t).view(1, 1, dim)
         return F.layer_norm(x + ff, (dim,), *layer.norm2, 1e-5)
 
     def _advance(self) -> None:
