@@ -2,7 +2,7 @@
 
 Run from the repository root (CPU)::
 
-    python benchmarks/entropy.py [--seconds 4] [--threads 1 0] [--json out.json]
+    python benchmarks/entropy.py [--seconds 3] [--threads 1 0] [--json out.json]
 
 For Meta's 24 kHz model at 6 kbps (8 codebooks) and its 48 kHz model at 6 kbps (4 codebooks,
 1 s segments), on one thread and on torch's default thread count (``0``), it times Meta's
@@ -163,7 +163,7 @@ def report(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="audio per case (default 4)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="audio per case (default 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="thread counts; 0: torch's default")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
