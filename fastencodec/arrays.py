@@ -73,6 +73,29 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
         raise ValueError(f"{what} has unsupported dtype {array.dtype}") from exc
 
 
+def bounded_int(value: object, what: str, most: int | None = None, unit: str = "") -> int:
+    """``value`` if it is an integer (``int``, not bool) from 1 to ``most``.
+
+    Args:
+        value: the number to check (a sample rate, a channel count, ...).
+        what: how messages name it, e.g. ``"sample rate"``.
+        most: the largest value accepted, or None for no bound.
+        unit: the unit messages give the value in, e.g. ``"Hz"`` (none by default).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: ``value`` is not a positive ``int``, or is above ``most``.
+    """
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{what} must be a positive integer{f' ({unit})' if unit else ''}, got {value!r}")
+    if most is not None and value > most:
+        suffix = f" {unit}" if unit else ""
+        raise ValueError(f"{what} {value}{suffix} is above {most}{suffix}")
+    return value
+
+
 FINITE_CHECK_SAMPLES = 1 << 20
 """Samples per step of the NaN/Inf check (bounded scratch memory for long signals)."""
 

@@ -412,10 +412,8 @@ class AudioWriter(_CommitOnExit):
         subtype: str | None = None,
         overwrite: bool = True,
     ) -> None:
-        if type(sample_rate) is not int or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-        if type(channels) is not int or channels <= 0:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        arrays.bounded_int(sample_rate, "sample_rate")
+        arrays.bounded_int(channels, "channels")
         self.name = "<stdout>" if path == STDIO else os.fspath(path)
         suffix = ".wav" if path == STDIO else Path(self.name).suffix.lower()
         if suffix not in _FORMATS:

@@ -7,6 +7,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastencodec.arrays import bounded_int
 from fastencodec.io.audio import AudioFileError
 
 PCM_FORMATS = {"s16le": ("<i2", 2.0**15), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
@@ -21,11 +22,7 @@ def check_channels(channels: int) -> int:
     Raises:
         ValueError: it is not.
     """
-    if type(channels) is not int or channels <= 0:
-        raise ValueError(f"channel count must be a positive integer, got {channels!r}")
-    if channels > MAX_CHANNELS:
-        raise ValueError(f"{channels} channels is more than {MAX_CHANNELS}")
-    return channels
+    return bounded_int(channels, "channel count", MAX_CHANNELS)
 
 
 class PcmSource:
