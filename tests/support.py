@@ -270,13 +270,17 @@ TINY = {"num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1, "codebook_siz
 
 
 def save_tiny(directory: Path, **config) -> Path:
-    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``), saved with save_pretrained."""
+    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``) with random
+    codebooks, saved with save_pretrained."""
     from transformers import EncodecConfig as HFConfig
     from transformers import EncodecModel as HFModel
 
-    with torch.random.fork_rng():  # the same weights every time, the caller's RNG untouched
+    with torch.random.fork_rng(), torch.no_grad():  # the same weights every time, the caller's RNG untouched
         torch.manual_seed(0)
-        HFModel(HFConfig(**(TINY | config))).save_pretrained(directory)
+        model = HFModel(HFConfig(**(TINY | config)))
+        for layer in model.quantizer.layers:  # transformers leaves codebooks at zero: every code would be 0
+            layer.codebook.embed.normal_()
+        model.save_pretrained(directory)
     return directory
 
 
