@@ -171,6 +171,7 @@ def main() -> None:
         print(f"generated {files} files ({shortest:g}-{longest:g} s) in {time.perf_counter() - start:.1f} s",
               flush=True)
         items = collect_items([folder])
+        decode_all(items[:1], codec, 1)  # starts the forkserver, which the later stages reuse
         decode_s, audio = decode_all(items, codec, args.workers)
         hours = sum(a.shape[1] for a in audio.values()) / codec.sample_rate / 3600
         warm = dict(list(audio.items())[:2])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -132,12 +133,14 @@ def tokenize_corpus(
                 run.summary.seconds = run.elapsed()
                 bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
 
-        for message in decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo))):
-            if isinstance(message, (Failed, Retry)):
-                coder.drop(message.index)
-                record([message] if isinstance(message, Failed) else coder.ready())
-            else:
-                record(coder.put(message))
+        messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)))
+        with contextlib.closing(messages):  # on an error, the workers stop now
+            for message in messages:
+                if isinstance(message, (Failed, Retry)):
+                    coder.drop(message.index)
+                    record([message] if isinstance(message, Failed) else coder.ready())
+                else:
+                    record(coder.put(message))
         record(coder.close())
     run.summary.coding_seconds = coder.busy
     return run.finish()

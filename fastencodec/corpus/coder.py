@@ -47,7 +47,10 @@ class Coder:
         self.codec = codec
         self.bandwidth = bandwidth
         self.num_codebooks = codec.codebooks_for(bandwidth)
-        self._pool = LengthPool(window)
+        if window <= 0:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+        self._pool = LengthPool()
         self._pieces: collections.deque[tuple[int, np.ndarray | None, bool]] = collections.deque()
         self._piece_samples = 0
         self._streaming: set[int] = set()  # items with pieces put and their last piece not yet
@@ -75,7 +78,7 @@ class Coder:
             Exception: what the coding thread raised.
         """
         with self._changed:
-            while self._waiting() >= self._pool.window and self._error is None:
+            while self._waiting() >= self.window and self._error is None:
                 self._changed.wait()
             self._check()
             if isinstance(message, Whole):
