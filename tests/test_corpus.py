@@ -401,16 +401,20 @@ def test_detokenize_loads_only_published_models_named_by_a_manifest(corpus, code
     assert len(list((tmp_path / "audio").rglob("*.wav"))) == 3
 
 
-def test_an_error_in_the_coding_thread_stops_the_run(corpus, codec24, tmp_path, monkeypatch):
-    import fastencodec.corpus.coder as coder
+def test_an_error_while_coding_stops_the_run_and_its_workers(corpus, codec24, tmp_path, monkeypatch):
+    import fastencodec.corpus.api as api
 
     def broken(*args):
         raise RuntimeError("out of memory (a stand-in)")
 
-    monkeypatch.setattr(coder, "encode_group", broken)
+    monkeypatch.setattr(api, "encode_group", broken)
     with pytest.raises(RuntimeError, match="a stand-in"):
         tokenize_corpus(corpus, tmp_path, codec24, workers=1, window_samples=1)
     assert not list(tmp_path.glob("shard-*.parquet"))
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
