@@ -50,7 +50,7 @@ def check_piece_samples(codec: EnCodec, piece_samples: int) -> None:
 
 
 def window_samples_for(codec: EnCodec) -> int:
-    """Default look-ahead of the coder: four of the codec's batches (samples per channel)."""
+    """Default look-ahead of the feeder (``feeder.Feeder``): four of the codec's batches (samples per channel)."""
     return 4 * (codec.policy.batch_samples or 1)
 
 
