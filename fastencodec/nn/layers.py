@@ -130,7 +130,7 @@ class GraphedLSTM(nn.LSTM):
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()  # copies and pickles keep the weights, not the graphs or the lock
+        state = super().__getstate__()  # copies and pickles keep the weights, not the graphs or the lock
         state.pop("_lock", None)
         state["_graphs"], state["_seen"] = OrderedDict(), set()
         return state
