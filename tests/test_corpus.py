@@ -399,3 +399,36 @@ def test_detokenize_loads_only_published_models_named_by_a_manifest(corpus, code
         detokenize(tmp_path / "out", tmp_path / "audio")
     assert main(args + ["--model", str(models["24"])]) == 0  # the user's own choice may be local
     assert len(list((tmp_path / "audio").rglob("*.wav"))) == 3
+
+
+def test_an_error_while_coding_stops_the_run_and_its_workers(corpus, codec24, tmp_path, monkeypatch):
+    import fastencodec.corpus.api as api
+
+    def broken(*args):
+        raise RuntimeError("out of memory (a stand-in)")
+
+    monkeypatch.setattr(api, "encode_group", broken)
+    with pytest.raises(RuntimeError, match="a stand-in"):
+        tokenize_corpus(corpus, tmp_path, codec24, workers=1, window_samples=1)
+    assert not list(tmp_path.glob("shard-*.parquet"))
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_groups_reach_the_gpu_through_pinned_memory_with_the_codes_of_encode(models):
+    from fastencodec.corpus.batching import encode_group
+
+    codec = EnCodec.from_pretrained(models["24"], device="cuda")
+    items = [(i, np.ascontiguousarray(tone(24000, 1, seconds, i).T)) for i, seconds in enumerate((0.3, 1.1, 0.7))]
+    pinned = []
+    empty = torch.empty
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "empty", lambda *a, **k: pinned.append(k.get("pin_memory")) or empty(*a, **k))
+        coded = encode_group(codec, 4, items)
+    assert True in pinned
+    for (index, audio), result in zip(items, coded):
+        assert result.index == index
+        np.testing.assert_array_equal(result.codes, np.asarray(codec.encode(audio[None], 3.0).codes)[0])

@@ -41,8 +41,8 @@ class Summary:
         samples: audio coded by this run, in samples at the model's rate.
         sample_rate: the model's rate in Hz.
         seconds: wall-clock time of the run.
-        coding_seconds: of ``seconds``, the time the coding thread spent coding (close to
-            ``seconds``: the model is the bottleneck; far below: decoding is).
+        coding_seconds: of ``seconds``, the time spent coding (close to ``seconds``: the
+            model is the bottleneck; far below: decoding is).
     """
 
     shards: int = 0

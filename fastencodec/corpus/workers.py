@@ -16,7 +16,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
@@ -87,7 +87,7 @@ def decoded(
     channels: int,
     piece_samples: int,
     workers: int,
-) -> Iterator[Message | Retry]:
+) -> Generator[Message | Retry, None, None]:
     """Messages of all ``(index, item)`` pairs: in order with ``workers=0`` (this process), else
     from ``workers`` processes (forkserver context where available, else spawn) as they come;
     an item's own messages always arrive in order.
