@@ -280,13 +280,28 @@ STREAMABLE_PAD_MODES = ("reflect", "constant", "replicate")
 def streamable(cfg: EncodecConfig) -> bool:
     """Whether a model codes the whole signal as one segment with no statistics over time (no
     volume normalisation, no group norm), so that a stream can carry its exact state: the
-    24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead)."""
+    24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead).
+
+    Args:
+        cfg: the model's architecture.
+
+    Returns:
+        True if streams of it are exact.
+    """
     plain = not cfg.normalize and cfg.segment_length is None and cfg.norm == "weight_norm"
     return plain and cfg.pad_mode in STREAMABLE_PAD_MODES
 
 
 def check_streamable(cfg: EncodecConfig, name: str) -> None:
-    """Raise ValueError unless the model ``cfg`` describes can stream (see :func:`streamable`)."""
+    """Refuse a model that cannot stream (see :func:`streamable`).
+
+    Args:
+        cfg: the model's architecture.
+        name: how messages name the model.
+
+    Raises:
+        ValueError: it cannot stream.
+    """
     if not streamable(cfg):
         raise ValueError(
             f"{name} cannot stream: it normalises segments by their volume or over time, or pads with "
