@@ -259,6 +259,16 @@ def streamer(module: nn.Module) -> Stream:
     ``push(x)`` takes ``[batch, channels, n]`` and returns the outputs that are final,
     ``[batch, channels_out, m]``; ``flush()`` returns the rest as offline processing ends the
     signal (None when nothing is left).
+
+    Args:
+        module: a ``Conv1d``, ``ConvTranspose1d``, ``LSTM``, ``ResnetBlock``, ``nn.Sequential`` of
+            those, ``nn.ELU`` or ``nn.Identity`` of the model.
+
+    Returns:
+        The module's stream state.
+
+    Raises:
+        ValueError: a module with no streaming form (e.g. a conv with group norm).
     """
     for kind, stream in (
         (Conv1d, _ConvStream),
