@@ -18,6 +18,8 @@ import numpy as np
 import soxr
 import torch
 
+from fastencodec.arrays import bounded_int
+
 QUALITY = "HQ"
 _MAX_SOXR_CHANNELS = 65536
 
@@ -91,9 +93,7 @@ class StreamResampler:
     def __init__(self, orig_sr: int, target_sr: int, channels: int) -> None:
         self.orig_sr = _check_rate(orig_sr, "orig_sr")
         self.target_sr = _check_rate(target_sr, "target_sr")
-        if type(channels) is not int or not 0 < channels <= _MAX_SOXR_CHANNELS:
-            raise ValueError(f"channels must be an integer in [1, {_MAX_SOXR_CHANNELS}], got {channels!r}")
-        self.channels = channels
+        self.channels = bounded_int(channels, "channels", _MAX_SOXR_CHANNELS)
         self._stream: soxr.ResampleStream | None = None
         if self.orig_sr != self.target_sr:
             self._stream = soxr.ResampleStream(self.orig_sr, self.target_sr, channels, "float32", QUALITY)
