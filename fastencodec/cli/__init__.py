@@ -13,9 +13,9 @@ Commands (``fastencodec COMMAND --help`` for every option)::
     fastencodec generate PROMPT [-d SECONDS] [-o OUT.wav] [--model NAME|DIR] [--seed N] [--guidance G] ...
 
 ``-`` is standard input or output. Exit status: 0 success, 1 failure (one line on stderr per file,
-naming it and the problem; with several files the others are still done), 2 bad usage. The work
-is done by :mod:`fastencodec.formats.files` (tokenize/detokenize: :mod:`fastencodec.corpus`, generate:
-:mod:`fastencodec.musicgen`).
+naming it and the problem; with several files the others are still done), 2 bad usage, 130
+interrupted (Ctrl-C). The work is done by :mod:`fastencodec.formats.files` (tokenize/detokenize:
+:mod:`fastencodec.corpus`, generate: :mod:`fastencodec.musicgen`).
 """
 
 from __future__ import annotations

@@ -189,7 +189,15 @@ class GraphedLSTM(nn.LSTM):
     def forward(
         self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """``nn.LSTM.forward``: ``x`` ``[time, batch, dim]`` and optional ``(h, c)`` to ``(y, (h, c))``."""
+        """``nn.LSTM.forward``, replayed from a CUDA graph where it can be.
+
+        Args:
+            x: input ``[time, batch, dim]``.
+            hx: initial ``(h, c)``, each ``[layers, batch, dim]``, or None for zeros.
+
+        Returns:
+            ``(y, (h, c))``: output ``[time, batch, dim]`` and the final states.
+        """
         if fused_lstm.supports(self, x):  # batch 1 on CUDA: one persistent kernel for all steps
             return fused_lstm.run(self, x, hx)
         eager = (
