@@ -100,8 +100,14 @@ class AtomicOutput(CommitOnExit):
                 self.file: BinaryIO = tempfile.TemporaryFile()
             else:
                 _remove_stale_temps(Path(self.name))
-                self._temp_path, self.file = _create_sibling_temp(Path(self.name))
-                _track_temp(self._temp_path)
+                temp = _sibling_temp_name(Path(self.name))
+                _track_temp(temp)  # first, so that a signal arriving once the file exists removes it
+                try:
+                    self.file = _create_locked(temp)
+                except OSError:
+                    _untrack_temp(temp)
+                    raise
+                self._temp_path = temp
         except OSError as exc:
             self.discard()
             raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
@@ -223,14 +229,18 @@ def _untrack_temp(temp: str) -> None:
                 signal.signal(signum, signal.SIG_DFL)
 
 
-def _create_sibling_temp(path: Path) -> tuple[str, BinaryIO]:
-    """Create and open an empty temporary file next to ``path`` with the usual (umask)
+def _sibling_temp_name(path: Path) -> str:
+    """A fresh temporary file name next to ``path``: ``.NAME.XXXXXXXX.tmp``."""
+    return str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+
+
+def _create_locked(temp: str) -> BinaryIO:
+    """Create and open the empty file ``temp`` (it must not exist) with the usual (umask)
     permissions, holding an exclusive ``flock`` on it while it is open (POSIX)."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     if fcntl is not None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return str(temp), os.fdopen(fd, "w+b")
+    return os.fdopen(fd, "w+b")
 
 
 def _remove_stale_temps(path: Path) -> None:
