@@ -238,7 +238,7 @@ def test_top_level_generate_is_lazy_and_uses_the_default_model(mono, monkeypatch
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     import fastencodec
-    from fastencodec.musicgen import generate as module
+    from fastencodec.musicgen import defaults as module
 
     *_, path, _ = mono
     monkeypatch.setattr(module, "DEFAULT_MODEL", str(path))

@@ -35,7 +35,7 @@ class KVCache:
 
     ``keys``/``values``: ``[layers, batch, heads, length, head_dim]``; ``cross_*``: the text states'
     keys and values ``[layers, batch, heads, text_tokens, head_dim]`` and ``cross_mask``
-    ``[batch, 1, 1, text_tokens]`` (True where a row may attend).
+    ``[batch, 1, 1, text_tokens]`` (additive: 0 where a row may attend, -inf elsewhere).
     """
 
     def __init__(self, cfg: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype):
@@ -49,6 +49,13 @@ class KVCache:
         self.cross_values: torch.Tensor | None = None
         self.cross_mask: torch.Tensor | None = None
         self.length = length
+
+    def visible(self, position: torch.Tensor) -> torch.Tensor:
+        """Additive self-attention mask ``[1, 1, 1, length]`` of a frame at ``position`` (a 0-d long
+        device tensor): 0 for the cached frames up to it, -inf after. Made once per step, shared by
+        every layer."""
+        zero = torch.zeros((), dtype=self.keys.dtype, device=self.keys.device)
+        return torch.where(self.steps <= position, zero, -math.inf).view(1, 1, 1, -1)
 
     @staticmethod
     def bytes_needed(cfg: DecoderConfig, batch: int, length: int, dtype: torch.dtype) -> int:
@@ -85,9 +92,12 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn, cfg.hidden, bias=False)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden)
 
-    def forward(self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor, visible: torch.Tensor | None
+    ) -> torch.Tensor:
         """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
-        frame, attended over the whole cache with a mask (fixed shapes for CUDA graphs)."""
+        frame, attended over the whole cache with the additive mask ``visible`` [1, 1, 1, length]
+        (fixed shapes for CUDA graphs)."""
         attn = self.self_attn
         h = self.self_attn_layer_norm(x)
         q, k, v = attn.split(attn.q_proj(h)), attn.split(attn.k_proj(h)), attn.split(attn.v_proj(h))
@@ -95,7 +105,6 @@ class DecoderLayer(nn.Module):
         if isinstance(start, torch.Tensor):
             keys.index_copy_(2, start.view(1), k)
             values.index_copy_(2, start.view(1), v)
-            visible = (cache.steps <= start).view(1, 1, 1, -1)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
         else:
             end = start + x.shape[1]
@@ -139,7 +148,8 @@ class MusicGenLM(nn.Module):
         """Project the text states ``memory`` [batch, tokens, hidden] (rows with ``mask`` [batch, tokens]
         all False attend to every token, which carries zeros there) into the cache."""
         rows_empty = ~mask.any(dim=1, keepdim=True)
-        cross_mask = (mask | rows_empty)[:, None, None, :]
+        zero = torch.zeros((), dtype=memory.dtype, device=memory.device)
+        cross_mask = torch.where(mask | rows_empty, zero, -math.inf)[:, None, None, :]  # additive: made once
         keys = torch.stack([layer.encoder_attn.split(layer.encoder_attn.k_proj(memory)) for layer in self.layers])
         values = torch.stack([layer.encoder_attn.split(layer.encoder_attn.v_proj(memory)) for layer in self.layers])
         if cache.cross_keys is not None and cache.cross_keys.shape == keys.shape:
@@ -151,12 +161,14 @@ class MusicGenLM(nn.Module):
 
     def _run(self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
         x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
+        visible = None
         if isinstance(start, torch.Tensor):
             x = x + cache.positions.index_select(0, start.view(1))
+            visible = cache.visible(start)
         else:
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
-            x = layer(x, index, cache, start)
+            x = layer(x, index, cache, start, visible)
         h = self.layer_norm(x[:, -1])
         return torch.stack([head(h) for head in self.lm_heads], dim=1)
 
