@@ -18,7 +18,7 @@ from torch import nn
 
 from fastencodec.codec import EnCodec
 from fastencodec.musicgen.config import MusicGenConfig
-from fastencodec.musicgen.decoder import DECODER_RENAMES, MusicGenLM
+from fastencodec.musicgen.decoder import DECODER_RENAMES, MusicGenLM, fuse_self_attention
 from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
 from fastencodec.weights.loading import check_state, model_from_tensors
 
@@ -143,13 +143,16 @@ def rename(tensors: StateDict, renames: tuple[tuple[str, str], ...], what: str) 
     return out
 
 
-def load_into(module: torch.nn.Module, tensors: StateDict, what: str) -> None:
-    """Load ``tensors`` into ``module`` strictly, with errors that name the part and tensor."""
+def load_into(module: torch.nn.Module, tensors: StateDict, what: str) -> torch.nn.Module:
+    """Load ``tensors`` into ``module`` (built on the ``meta`` device: shapes only) strictly, with
+    errors that name the part and tensor; returns the module, allocated on the CPU."""
     try:
         check_state(tensors, module.state_dict())
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
+    module = module.to_empty(device="cpu")
     module.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return module
 
 
 class Parts(NamedTuple):
@@ -168,19 +171,18 @@ def build_parts(config: MusicGenConfig, tensors: StateDict) -> Parts:
         ValueError: the tensors do not fit the config (the message names the part and tensor).
     """
     parts = split_tensors(tensors)
-    text_encoder = T5Encoder(config.text)
     text = rename(parts["text"], T5_RENAMES, "text encoder")
     if "embed.weight" not in text:
         raise ValueError("text encoder: checkpoint has no token embedding (shared.weight)")
-    load_into(text_encoder, text, "text encoder")
-    lm = MusicGenLM(config.decoder)
-    load_into(lm, rename(parts["decoder"], DECODER_RENAMES, "decoder"), "decoder")
-    text_proj = None
-    if config.projects_text:
-        text_proj = nn.Linear(config.text.d_model, config.decoder.hidden)
-        load_into(text_proj, parts["proj"], "enc_to_dec_proj")
-    elif parts["proj"]:
+    if not config.projects_text and parts["proj"]:
         raise ValueError("checkpoint has enc_to_dec_proj tensors its config does not call for")
+    with torch.device("meta"):  # shapes only: no random initialisation of weights about to be replaced
+        text_encoder, lm = T5Encoder(config.text), MusicGenLM(config.decoder)
+        text_proj = nn.Linear(config.text.d_model, config.decoder.hidden) if config.projects_text else None
+    text_encoder = load_into(text_encoder, text, "text encoder")
+    lm = load_into(lm, fuse_self_attention(rename(parts["decoder"], DECODER_RENAMES, "decoder")), "decoder")
+    if text_proj is not None:
+        text_proj = load_into(text_proj, parts["proj"], "enc_to_dec_proj")
     try:
         codec = EnCodec(model_from_tensors(config.codec, parts["codec"]))
     except ValueError as exc:
