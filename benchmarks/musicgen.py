@@ -195,7 +195,10 @@ def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, 
                    codec_decode_s=statistics.median(p["codec_decode_s"] for p in parts),
                    text_s=text_seconds(ours, prompts, device))
         if args.profile and device.type == "cuda" and ours.use_cuda_graphs:
-            row["profile"] = profile_step(ours, device)
+            try:
+                row["profile"] = profile_step(ours, device)
+            except Exception as exc:  # the profiler is a bonus: a failure must not lose the timings
+                row["profile_error"] = f"{type(exc).__name__}: {exc}"
         emit(row)
 
 
