@@ -175,12 +175,12 @@ def test_mixed_lengths_code_as_alone(gpu_model, precision, monkeypatch):
 
     monkeypatch.setattr(engine, "encode_batch", counting_encode)
     monkeypatch.setattr(engine, "decode_batch", counting_decode)
-    runs = [codec.encode(items, bandwidth=6.0) for _ in range(3)]  # eager, graph capture, replay
-    assert ragged["encode"] >= 6
+    runs = [codec.encode(items) for _ in range(3)]  # eager, graph capture, replay
+    assert ragged["encode"] >= 3  # at least one bucket of several lengths per call
     audio = [codec.decode(tokens) for tokens in runs[:2]]
-    assert ragged["decode"] >= 4
+    assert ragged["decode"] >= 2
     for i, item in enumerate(items):
-        alone = codec.encode([item], bandwidth=6.0)
+        alone = codec.encode([item])
         frames = alone.codes.shape[-1]
         for tokens in runs:
             assert np.array_equal(tokens.codes[i, :, :frames], alone.codes[0]), (precision, i, len(item))
