@@ -36,7 +36,9 @@ sys.path.insert(0, str(ROOT))
 
 from fastencodec import EnCodec  # noqa: E402
 from fastencodec.bench import median_seconds  # noqa: E402
-from fastencodec.nn.layers import exact_float32  # noqa: E402
+from fastencodec.engine.policy import PRECISIONS, cudnn_precision  # noqa: E402
+from fastencodec.kernels import check_precision  # noqa: E402
+from fastencodec.quality import compare  # noqa: E402
 from tests import support as reference  # noqa: E402
 
 BANDWIDTH = 6.0
@@ -55,8 +57,8 @@ class Impl:
     """Tokens as int64 ``[batch, codebooks, frames]`` on CPU."""
 
 
-def ours(path: Path, device: str, dtype: torch.dtype = torch.float32, name: str = "fastencodec") -> Impl:
-    codec = EnCodec.from_pretrained(path, device=device, dtype=dtype)
+def ours(path: Path, device: str, precision: str = "exact", name: str = "fastencodec") -> Impl:
+    codec = EnCodec.from_pretrained(path, device=device, precision=precision)
     return Impl(
         name,
         lambda x: codec.encode(x, BANDWIDTH),
@@ -136,23 +138,14 @@ def gpu_peak(impl: Impl, audio: torch.Tensor) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-# -- precision -----------------------------------------------------------------------
-def snr_db(reference_audio: torch.Tensor, other: torch.Tensor) -> float:
-    """Signal-to-noise ratio in dB of ``other`` against ``reference_audio``."""
-    ref = torch.as_tensor(reference_audio).double()
-    noise = torch.as_tensor(other).double() - ref
-    return float(10 * torch.log10(ref.pow(2).sum() / noise.pow(2).sum().clamp_min(1e-30)))
-
-
-def precision_check(path: Path, device: str, dtype: torch.dtype, audio: torch.Tensor) -> dict[str, float]:
-    """Tokens equal to float32's (fraction) and SNR (dB) of decoding float32's tokens in ``dtype``."""
-    full = EnCodec.from_pretrained(path, device=device)
-    low = EnCodec.from_pretrained(path, device=device, dtype=dtype)
-    tokens = full.encode(audio, BANDWIDTH)
-    low_tokens = low.encode(audio, BANDWIDTH)
-    equal = (torch.as_tensor(tokens.codes) == torch.as_tensor(low_tokens.codes)).float().mean().item()
-    snr = snr_db(full.decode(tokens).cpu(), low.decode(tokens).cpu())
-    return {"tokens_equal": equal, "snr_db": snr}
+# -- precision modes ------------------------------------------------------------------
+def mode_quality(path: Path, device: str, precision: str, audio: torch.Tensor) -> dict[str, Any]:
+    """:func:`fastencodec.quality.compare` of ``precision`` against ``exact`` (same device) on
+    ``audio`` ``[batch, 1, samples]`` at 24 kHz: per-codebook agreement, excess distortion, decoder SNR."""
+    exact = EnCodec.from_pretrained(path, device=device).engine.networks
+    mode = EnCodec.from_pretrained(path, device=device, precision=precision).engine.networks
+    n_q = exact.model.config.codebooks_for_bandwidth(BANDWIDTH)
+    return compare(exact, mode, audio, n_q).as_dict()
 
 
 # -- CPU peak memory in a subprocess -------------------------------------------------
@@ -321,7 +314,7 @@ class Suite:
 def token_agreement(a: Impl, b: Impl, audio: torch.Tensor) -> float:
     """Fraction of equal tokens between two implementations on ``audio``, both in true float32
     (cuDNN's TF32 off: it is on by default and moves a few percent of tokens on its own)."""
-    with exact_float32():
+    with cudnn_precision(False):
         ca, cb = a.codes(a.encode(audio)), b.codes(b.encode(audio))
     return (ca == cb).float().mean().item()
 
@@ -370,21 +363,33 @@ def main(device: str, argv: list[str] | None = None) -> None:
                 long_rows[impl_name].peak_bytes = rss["peak_bytes"]
                 long_rows[impl_name].notes["rss_before_call_bytes"] = rss["before_bytes"]
 
-        # reduced precision: quality against float32 and speed
-        precision: dict[str, dict[str, float]] = {}
+        # precision modes: quality against exact, and speed beside the reference's
+        precision: dict[str, dict[str, Any]] = {}
+        by_impl_len = {(r.impl, r.seconds_audio): r for r in sweep}
         prec_audio = reference.speech_like(24_000, 1, main_len)[None].to(device)
-        for dtype in (torch.bfloat16, torch.float16):
-            label = str(dtype).removeprefix("torch.")
+        for mode in PRECISIONS:
+            if mode == "exact":
+                continue
             try:
-                stats = precision_check(suite.path24, device, dtype, prec_audio)
-                if cuda:  # CPUs without native half-precision units run these dtypes slower than float32
-                    impl = ours(suite.path24, device, dtype, name=f"fastencodec {label}")
-                    row = time_impl(impl, f"24 kHz, b1, {main_len:g} s", prec_audio, 24_000, device, args.repeat)
-                    stats.update(encode_ms=row.encode_s * 1e3, decode_ms=row.decode_s * 1e3)
-            except RuntimeError as err:  # a dtype the device's kernels do not support
-                stats = {"error": str(err).splitlines()[0]}
-            precision[label] = stats
-            print(label, stats, flush=True)
+                check_precision(mode, device)
+            except ValueError as err:
+                precision[mode] = {"error": str(err)}
+                continue
+            stats = mode_quality(suite.path24, device, mode, prec_audio)
+            impl = ours(suite.path24, device, mode, name=f"fastencodec {mode}")
+            for seconds in sorted({main_len, long_len}):
+                audio = reference.speech_like(24_000, 1, seconds)[None].to(device)
+                repeat = max(3, args.repeat // 2) if seconds >= 30 and not cuda else args.repeat
+                row = time_impl(impl, f"24 kHz, b1, {seconds:g} s", audio, 24_000, device, repeat)
+                meta_row = by_impl_len[("encodec (Meta)", seconds)]
+                stats[f"{seconds:g}s"] = {
+                    "encode_s": row.encode_s,
+                    "decode_s": row.decode_s,
+                    "speedup_encode": meta_row.encode_s / row.encode_s,
+                    "speedup_decode": meta_row.decode_s / row.decode_s,
+                }
+            precision[mode] = stats
+            print(mode, stats, flush=True)
 
     report = [f"## {tag.upper()} results", "", " | ".join(f"{k}: {v}" for k, v in env.items()), ""]
     report += ["### Batch 1, 24 kHz, 6 kbps, time versus length", "", table(sweep), ""]
@@ -399,18 +404,22 @@ def main(device: str, argv: list[str] | None = None) -> None:
     report += ["### Token agreement with Meta (float32)", ""]
     agree = [r for r in sweep + extra if "tokens_equal_meta" in r.notes]
     report += [f"- {r.case}: {r.notes['tokens_equal_meta']:.4%}" for r in agree]
-    report += ["", f"### Reduced precision (fastencodec, 24 kHz, b1, {main_len:g} s, against float32)", ""]
-    for label, stats in precision.items():
+    report += ["", f"### Precision modes (fastencodec, 24 kHz, b1, {main_len:g} s audio, against exact)", ""]
+    for mode, stats in precision.items():
         if "error" in stats:
-            report.append(f"- {label}: not supported here ({stats['error']})")
+            report.append(f"- {mode}: not run here ({stats['error']})")
             continue
-        ok = stats["tokens_equal"] >= 0.99 and stats["snr_db"] >= 40
-        speed = ""
-        if "encode_ms" in stats:
-            speed = f"encode {stats['encode_ms']:.1f} ms, decode {stats['decode_ms']:.1f} ms "
+        agree = ", ".join(f"{a:.1%}" for a in stats["agreement"])
+        speed = "; ".join(
+            f"{key}: encode {v['encode_s'] * 1e3:.0f} ms ({v['speedup_encode']:.2f}x Meta), "
+            f"decode {v['decode_s'] * 1e3:.0f} ms ({v['speedup_decode']:.2f}x Meta)"
+            for key, v in stats.items()
+            if key.endswith("s") and isinstance(v, dict)
+        )
+        verdict = "qualifies" if stats["qualifies"] else "does not qualify"
         report.append(
-            f"- {label}: tokens equal {stats['tokens_equal']:.2%}, decoded SNR {stats['snr_db']:.1f} dB, "
-            f"{speed}-> {'meets' if ok else 'FAILS'} the 99% / 40 dB bar"
+            f"- {mode}: tokens equal per codebook {agree}; excess distortion {stats['excess_distortion']:.3%}; "
+            f"decoder SNR {stats['decoder_snr_db']:.1f} dB; {verdict} (<= 0.5%, >= 45 dB); {speed}"
         )
     text = "\n".join(report) + "\n"
     print(text)

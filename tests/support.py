@@ -270,13 +270,17 @@ TINY = {"num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1, "codebook_siz
 
 
 def save_tiny(directory: Path, **config) -> Path:
-    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``), saved with save_pretrained."""
+    """A random-weight transformers EncodecModel of ``TINY`` (plus ``config``) with random
+    codebooks, saved with save_pretrained."""
     from transformers import EncodecConfig as HFConfig
     from transformers import EncodecModel as HFModel
 
-    with torch.random.fork_rng():  # the same weights every time, the caller's RNG untouched
+    with torch.random.fork_rng(), torch.no_grad():  # the same weights every time, the caller's RNG untouched
         torch.manual_seed(0)
-        HFModel(HFConfig(**(TINY | config))).save_pretrained(directory)
+        model = HFModel(HFConfig(**(TINY | config)))
+        for layer in model.quantizer.layers:  # transformers leaves codebooks at zero: every code would be 0
+            layer.codebook.embed.normal_()
+        model.save_pretrained(directory)
     return directory
 
 
@@ -294,4 +298,76 @@ def fast_model(sample_rate: int = 24_000, seed: int = 0) -> EncodecModel:
     embeds = list(model.quantizer.embed.unbind(0))
     seed_codebooks(model.encoder, embeds, cfg.sample_rate, cfg.channels, seed)
     model.quantizer.refresh()
+    return model
+
+
+# Entropy coding: Meta's LM (random or integer-generated weights) and codec models for it.
+
+LM_CHECKPOINTS = {
+    "encodec_24khz": ("encodec_lm_24khz-1608e3c0.th", 32, 75),
+    "encodec_48khz": ("encodec_lm_48khz-7add9fc3.th", 16, 150),
+}
+"""Meta's LM checkpoint name, codebook count and frame rate per model."""
+
+
+def meta_lm(model_name: str):
+    """Meta's ``LMModel`` for ``model_name`` (weights from torch's global generator)."""
+    from encodec.model import LMModel
+
+    _, n_q, rate = LM_CHECKPOINTS[model_name]
+    return LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate))
+
+
+def meta_lm_state(model_name: str, seed: int) -> dict:
+    """A random-weight state dict of Meta's ``LMModel`` for ``model_name``."""
+    torch.manual_seed(seed)
+    return meta_lm(model_name).state_dict()
+
+
+def save_lm_checkpoints(torch_home: Path, seeds: dict[str, int]) -> Path:
+    """Random LMs (``{model_name: seed}``) saved where Meta's package looks: ``torch_home/hub/checkpoints``."""
+    checkpoints = Path(torch_home) / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for name, seed in seeds.items():
+        torch.save(meta_lm_state(name, seed), checkpoints / LM_CHECKPOINTS[name][0])
+    return checkpoints
+
+
+def lcg_lm_state(model_name: str) -> dict:
+    """LM weights from integer arithmetic only (no RNG whose stream could change between versions),
+    for golden files of the portable coder."""
+    shapes = {key: tuple(v.shape) for key, v in meta_lm(model_name).state_dict().items()}
+    state, counter = {}, 1
+    for key, shape in shapes.items():
+        n = int(np.prod(shape))
+        idx = np.arange(counter, counter + n, dtype=np.int64)
+        counter += n
+        unit = ((idx * 1103515245 + 12345) % (1 << 31)) / float(1 << 31) - 0.5  # in [-0.5, 0.5)
+        values = unit * (0.5 if "emb" in key else 0.3)
+        if key.endswith(("norm1.weight", "norm2.weight", "norm_in.weight")):
+            values = 1.0 + 0.2 * unit
+        state[key] = torch.from_numpy(values.reshape(shape).astype(np.float32))
+    return state
+
+
+def lcg_codes(k: int, frames: int, salt: int) -> np.ndarray:
+    """Codes ``[k, frames]`` in [0, 1024) from a Lehmer generator (stable across versions)."""
+    idx = np.arange(k * frames, dtype=np.int64) + salt
+    return (((idx * 48271) % 2147483647) % 1024).reshape(k, frames)
+
+
+@torch.no_grad()
+def meta_codec_for_entropy(model_name: str, seed: int, audio: torch.Tensor):
+    """Meta's 24 or 48 kHz ``EncodecModel``, random weights, codebooks drawn around the embeddings of
+    ``audio`` ``[channels, samples]`` (each level narrower): diverse codes, cheap to build."""
+    from encodec.model import EncodecModel
+
+    torch.manual_seed(seed)
+    model = getattr(EncodecModel, f"encodec_model_{model_name[-5:]}")(pretrained=False).eval()
+    model.name = model_name
+    emb = model.encoder(audio[None])
+    spread = emb.std()
+    for layer in model.quantizer.vq.layers:
+        layer._codebook.embed.copy_(emb.mean() + spread * torch.randn(layer._codebook.embed.shape))
+        spread = spread * 0.7
     return model

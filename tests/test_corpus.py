@@ -1,15 +1,18 @@
 """The corpus tokenizer (``fastencodec tokenize``/``detokenize``, ``fastencodec.corpus``).
 
-Tiny random-weight models saved in the Hugging Face layout; short generated audio in
+Tiny random-weight models saved in the Hugging Face layout (``tests.support.save_tiny``); short generated audio in
 wav/flac/mp3/ogg, mono and stereo, 8 to 96 kHz, plus one corrupt and one empty file.
 """
 
+import concurrent.futures
 import importlib.util
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,9 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from safetensors.torch import save_file
 
-from fastencodec import EnCodec, EncodecConfig
+from fastencodec import EnCodec
 from fastencodec.cli import main
 from fastencodec.corpus import detokenize, read_manifest, read_shards, tokenize_corpus
 from fastencodec.corpus.manifest import CorpusMismatchError
@@ -29,43 +31,18 @@ from fastencodec.corpus.ranks import Rank, from_environment
 from fastencodec.corpus.sources import CorpusInputError, collect_items
 from fastencodec.io.audio import AudioReader, read_audio, to_channels
 from fastencodec.io.resample import resample
-from fastencodec.nn.model import EncodecModel
+from tests.support import HF_48KHZ, save_tiny, speech_like
 
 ROOT = Path(__file__).resolve().parents[1]
 seek = AudioReader.seek
 CHUNK = 1 << 16  # the codec's CPU stream chunk: pieces are whole numbers of it
-TINY_48KHZ = {
-    "sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0, 6.0, 12.0, 24.0],
-    "use_causal_conv": False, "norm_type": "time_group_norm", "normalize": True, "chunk_length_s": 1.0,
-    "overlap": 0.01,
-}
-
-
-def save_tiny(directory: Path, **hf_config) -> Path:
-    """A random-weight model with 2 filters and 8 dimensions, saved as config.json + model.safetensors."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {"model_type": "encodec", "hidden_size": 8, "num_filters": 2} | hf_config
-    torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig.from_hf(config)).eval()
-    with torch.no_grad():
-        model.quantizer.embed.normal_()
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items() if k != "quantizer.embed"}
-    for i, embed in enumerate(model.quantizer.embed):
-        tensors[f"quantizer.layers.{i}.codebook.embed"] = embed.contiguous()
-    save_file(tensors, str(directory / "model.safetensors"))
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
+TINY_24KHZ = {"num_filters": 2, "hidden_size": 8, "target_bandwidths": [1.5, 3.0, 6.0, 12.0, 24.0]}
+TINY_48KHZ = {k: v for k, v in HF_48KHZ.items() if k != "model_type"} | {"num_filters": 2, "hidden_size": 8}
 
 
 def tone(rate: int, channels: int, seconds: float, seed: int) -> np.ndarray:
-    """Speech-like test audio [samples, channels]: harmonics with a wobbling pitch plus noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rate * seconds)) / rate
-    pitch = 140 + 30 * np.sin(2 * np.pi * 3 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
-    out = 0.2 * voice[:, None] + 0.02 * rng.standard_normal((len(t), channels))
-    return (out * [1.0, 0.6][:channels]).astype(np.float32)
+    """Speech-like test audio ``[samples, channels]`` (soundfile's layout)."""
+    return speech_like(rate, channels, seconds, seed).numpy().T
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,7 +57,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    return {"24": save_tiny(root / "tiny24"), "48": save_tiny(root / "tiny48", **TINY_48KHZ)}
+    return {"24": save_tiny(root / "tiny24", **TINY_24KHZ), "48": save_tiny(root / "tiny48", **TINY_48KHZ)}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +151,7 @@ def test_mixed_folder_codes_equal_encode_of_each_file(corpus, codec24, tmp_path)
     assert table.column_names == ["path", "codes", "frames", "samples", "duration", "scales"]
     # in-process decoding and one-item pools give the same bytes
     again = tmp_path / "again"
-    tokenize_corpus(corpus, again, codec24, 3.0, workers=0, shard_size=3, pool_samples=1)
+    tokenize_corpus(corpus, again, codec24, 3.0, workers=0, shard_size=3, window_samples=1)
     assert tree_bytes(again) == tree_bytes(out)
 
 
@@ -350,3 +327,108 @@ def test_long_items_travel_in_bounded_pieces(corpus, codec24):
     np.testing.assert_array_equal(whole, conformed(path, codec24))
     (short,) = item_messages(0, Item("x", path), 24000, 1, whole.shape[1])  # exactly one piece: whole
     assert isinstance(short, Whole) and short.audio.shape == whole.shape
+
+
+# -- decoding workers that die ----------------------------------------------------------------------
+
+
+def kill_decoders_of(path: Path, times: int, stop: threading.Event) -> list[int]:
+    """SIGKILL, ``times`` times, the decoding worker that has ``path`` open (each a fresh one);
+    returns the pids killed (until ``stop``)."""
+    target, killed = os.path.realpath(path), []
+    while len(killed) < times and not stop.wait(0.01):
+        for child in multiprocessing.active_children():
+            if child.pid in killed:
+                continue
+            try:
+                links = [os.readlink(f"/proc/{child.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{child.pid}/fd")]
+            except OSError:  # it ended, or an fd closed while listed
+                continue
+            if target in links:
+                os.kill(child.pid, signal.SIGKILL)
+                killed.append(child.pid)
+    return killed
+
+
+@pytest.fixture(scope="module")
+def with_long(tmp_path_factory):
+    """Six short files and a long one (decoded in many pieces, so its worker holds it open for a while)."""
+    root = tmp_path_factory.mktemp("with_long")
+    for i in range(6):
+        sf.write(root / f"{i:02d}.flac", tone(16000, 1, 1.0, i), 16000)
+    sf.write(root / "03_long.flac", tone(16000, 1, 40.0, 9), 16000)
+    return root
+
+
+@pytest.mark.parametrize("kills", [1, 2])
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the worker through /proc")
+def test_a_killed_worker_is_replaced_and_its_item_retried_once(with_long, codec24, tmp_path, kills):
+    reference = tmp_path / "reference"
+    tokenize_corpus(with_long, reference, codec24, workers=0, shard_size=2, piece_samples=CHUNK)
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as watcher:
+        killed = watcher.submit(kill_decoders_of, with_long / "03_long.flac", kills, stop)
+        try:
+            summary = tokenize_corpus(with_long, tmp_path / "out", codec24, workers=2, shard_size=2,
+                                      piece_samples=CHUNK)
+        finally:
+            stop.set()
+        assert len(killed.result()) == kills  # each time, a fresh worker had the file open
+    rows, expected = list(read_shards(tmp_path / "out")), list(read_shards(reference))
+    if kills == 1:  # retried in a fresh worker: the same output as a run without faults
+        assert (summary.coded, summary.failed) == (7, 0)
+        assert tree_bytes(tmp_path / "out") == tree_bytes(reference)
+        return
+    assert (summary.coded, summary.failed) == (6, 1)
+    (error,) = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["path"] == "03_long.flac" and "died twice" in error["reason"] and "SIGKILL" in error["reason"]
+    assert [r.path for r in rows] == [r.path for r in expected if r.path != "03_long.flac"]
+    for row, same in zip(rows, [r for r in expected if r.path != "03_long.flac"]):
+        np.testing.assert_array_equal(row.codes, same.codes)
+
+
+def test_detokenize_loads_only_published_models_named_by_a_manifest(corpus, codec24, models, tmp_path, capsys):
+    """A manifest is a file: its model name must not make detokenize load local weights."""
+    tokenize_corpus(corpus / "speech", tmp_path / "out", codec24, workers=0)
+    path = tmp_path / "out" / "manifest.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"model": str(models["24"])}))
+    args = ["detokenize", str(tmp_path / "out"), "--out", str(tmp_path / "audio"), "-q"]
+    assert main(args) != 0
+    assert str(models["24"]) in capsys.readouterr().err and not (tmp_path / "audio").exists()
+    with pytest.raises(FileNotFoundError):
+        detokenize(tmp_path / "out", tmp_path / "audio")
+    assert main(args + ["--model", str(models["24"])]) == 0  # the user's own choice may be local
+    assert len(list((tmp_path / "audio").rglob("*.wav"))) == 3
+
+
+def test_an_error_while_coding_stops_the_run_and_its_workers(corpus, codec24, tmp_path, monkeypatch):
+    import fastencodec.corpus.api as api
+
+    def broken(*args):
+        raise RuntimeError("out of memory (a stand-in)")
+
+    monkeypatch.setattr(api, "encode_group", broken)
+    with pytest.raises(RuntimeError, match="a stand-in"):
+        tokenize_corpus(corpus, tmp_path, codec24, workers=1, window_samples=1)
+    assert not list(tmp_path.glob("shard-*.parquet"))
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_groups_reach_the_gpu_through_pinned_memory_with_the_codes_of_encode(models):
+    from fastencodec.corpus.batching import encode_group
+
+    codec = EnCodec.from_pretrained(models["24"], device="cuda")
+    items = [(i, np.ascontiguousarray(tone(24000, 1, seconds, i).T)) for i, seconds in enumerate((0.3, 1.1, 0.7))]
+    pinned = []
+    empty = torch.empty
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "empty", lambda *a, **k: pinned.append(k.get("pin_memory")) or empty(*a, **k))
+        coded = encode_group(codec, 4, items)
+    assert True in pinned
+    for (index, audio), result in zip(items, coded):
+        assert result.index == index
+        np.testing.assert_array_equal(result.codes, np.asarray(codec.encode(audio[None], 3.0).codes)[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from encodec import binary as meta_binary
-from encodec.model import EncodecModel, LMModel
+from encodec.model import LMModel
 from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
 
 from fastencodec.engine.segments import SegmentLayout
@@ -54,12 +54,7 @@ def one_thread():
 def torch_home(tmp_path_factory):
     """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
     home = tmp_path_factory.mktemp("torch_home")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    for name, n_q, rate, seed in (("24khz-1608e3c0", 32, 75, 11), ("48khz-7add9fc3", 16, 150, 12)):
-        torch.manual_seed(seed)
-        lm = LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate))
-        torch.save(lm.state_dict(), checkpoints / f"encodec_lm_{name}.th")
+    reference.save_lm_checkpoints(home, {"encodec_24khz": 11, "encodec_48khz": 12})
     mp = pytest.MonkeyPatch()
     mp.setenv("TORCH_HOME", str(home))
     yield home
@@ -76,17 +71,9 @@ def meta_models(one_thread):
     """Meta's 24 and 48 kHz models with random weights and random codebooks (cheap to build)."""
     models = {}
     for seed, name in enumerate(LAYOUTS):
-        torch.manual_seed(seed)
-        model = getattr(EncodecModel, f"encodec_model_{name[-5:]}")(pretrained=False).eval()
-        model.name = name
-        wav = reference.speech_like(model.sample_rate, model.channels, 0.2, seed=seed)[None]
-        with torch.no_grad():
-            emb = model.encoder(wav)
-            spread = emb.std()
-            for layer in model.quantizer.vq.layers:
-                layer._codebook.embed.copy_(emb.mean() + spread * torch.randn(layer._codebook.embed.shape))
-                spread = spread * 0.7
-        models[name] = model
+        rate, channels = (24000, 1) if name == "encodec_24khz" else (48000, 2)
+        audio = reference.speech_like(rate, channels, 0.2, seed=seed)
+        models[name] = reference.meta_codec_for_entropy(name, seed, audio)
     return models
 
 
@@ -181,11 +168,17 @@ def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 1024, (3, 300))
     states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    want = []
     for t in range(300):
         with torch.no_grad():
             probas, states, offset = meta(prev, states, offset)
-        np.testing.assert_array_equal(ours.step(None if t == 0 else codes[:, t - 1]), probas[0, :, :, 0].T.numpy())
+        want.append(probas[0, :, :, 0].T.numpy())
+        np.testing.assert_array_equal(ours.step(None if t == 0 else codes[:, t - 1]), want[-1])
         prev = torch.from_numpy(1 + codes[:, t : t + 1])[None]
+    segment = ours.segment_pass(3)  # the encoder's causal pass, in blocks that cross the window's end
+    assert segment is not None
+    blocks = [segment.probabilities(codes[:, a:b]) for a, b in ((0, 1), (1, 5), (5, 260), (260, 300))]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.stack(want))
 
 
 def test_cdfs_and_coder_match_meta():
@@ -289,30 +282,8 @@ def _offline(url, dst, *args, **kwargs):
 GOLDEN = Path(__file__).parent / "data"
 
 
-def lcg_state(model_name: str) -> dict:
-    """LM weights from integer arithmetic only (no RNG whose stream could change between versions)."""
-    n_q, rate = (32, 75) if model_name == "encodec_24khz" else (16, 150)
-    shapes = {key: tuple(v.shape) for key, v in _lm_shapes(n_q, rate).items()}
-    state, counter = {}, 1
-    for key, shape in shapes.items():
-        n = int(np.prod(shape))
-        idx = np.arange(counter, counter + n, dtype=np.int64)
-        counter += n
-        unit = ((idx * 1103515245 + 12345) % (1 << 31)) / float(1 << 31) - 0.5  # in [-0.5, 0.5)
-        values = unit * (0.5 if "emb" in key else 0.3)
-        if key.endswith(("norm1.weight", "norm2.weight", "norm_in.weight")):
-            values = 1.0 + 0.2 * unit
-        state[key] = torch.from_numpy(values.reshape(shape).astype(np.float32))
-    return state
-
-
-def _lm_shapes(n_q, rate):
-    return LMModel(n_q, 1024, num_layers=5, dim=200, past_context=int(3.5 * rate)).state_dict()
-
-
-def lcg_codes(k: int, frames: int, salt: int) -> np.ndarray:
-    idx = np.arange(k * frames, dtype=np.int64) + salt
-    return (((idx * 48271) % 2147483647) % 1024).reshape(k, frames)
+lcg_state = reference.lcg_lm_state
+lcg_codes = reference.lcg_codes
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,19 @@ def test_default_threads_leave_busy_cpus_alone(monkeypatch):
     for load, want in [(0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (14.5, 1)]:
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
         assert policy.default_threads() == want
+
+
+def test_lstm_module_survives_pickle_and_copy():
+    """The model's LSTM (graph cache, lock, kernel weights) pickles and deep-copies to an equal module."""
+    import copy
+    import pickle
+
+    from fastencodec.nn.layers import GraphedLSTM
+
+    torch.manual_seed(0)
+    lstm = GraphedLSTM(8, 8, 2).eval()
+    x = torch.randn(5, 2, 8)
+    with torch.inference_mode():
+        expected = lstm(x)[0]
+        for other in (copy.deepcopy(lstm), pickle.loads(pickle.dumps(lstm))):
+            assert torch.equal(other(x)[0], expected)

@@ -30,7 +30,7 @@ from fastencodec import __version__
 from fastencodec.cli import bench, compress, decompress, detokenize, generate, info, tokenize
 from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, check_distinct_outputs, display_name
 from fastencodec.formats.ecdc import EcdcError
-from fastencodec.io.audio import AudioFileError
+from fastencodec.io.errors import AudioFileError
 
 
 def build_parser() -> argparse.ArgumentParser:

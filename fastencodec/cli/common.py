@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
 from fastencodec.engine.policy import PRECISIONS, RuntimePolicy, default_threads
-from fastencodec.io.audio import STDIO
+from fastencodec.io.atomic import STDIO
 
 PROG = "fastencodec"
 PROGRESS_MIN_SECONDS = 5.0
@@ -40,7 +40,11 @@ class ModelLoadError(CliError):
 
 
 def check_device(device: str) -> None:
-    """Fail with one line when ``device`` is a CUDA device and CUDA is not available."""
+    """Refuse a CUDA device when CUDA is not available.
+
+    Raises:
+        CliError: it is not (one line naming ``--device``).
+    """
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise CliError(f"--device {device}: CUDA is not available")
 
@@ -53,6 +57,20 @@ def load_codec(
 
     The command owns its process, so it sets torch's CPU threads: ``threads``, or by default
     :func:`~fastencodec.engine.policy.default_threads` (the usable CPUs not already busy).
+
+    Args:
+        spec: the ``--model`` value, or the model name a file's header gives.
+        device: ``--device``.
+        threads: ``--threads``, or None.
+        precision: ``--precision`` (a ``RuntimePolicy`` mode).
+        local: accept local paths and repo ids (False for a name read from a file).
+
+    Returns:
+        The loaded codec.
+
+    Raises:
+        CliError: ``device`` is CUDA and CUDA is not available.
+        ModelLoadError: the model cannot be found or loaded.
     """
     check_device(device)
     if threads is None and torch.device(device).type == "cpu":
@@ -117,6 +135,7 @@ def open_binary(path: str) -> Iterator[BinaryIO]:
 
 
 def display_name(path: str) -> str:
+    """How messages name a path: ``<stdin>`` for ``-``, else the path."""
     return "<stdin>" if path == STDIO else path
 
 
@@ -203,6 +222,7 @@ def checked(check: Callable[[int], int]) -> Callable[[str], int]:
 
 
 def device_value(text: str) -> str:
+    """An argparse type: ``text`` if torch parses it as a device (``cpu``, ``cuda:1``), else a usage error."""
     try:
         torch.device(text)
     except RuntimeError:

@@ -11,7 +11,7 @@ from fastencodec.cli import common
 from fastencodec.codec import EnCodec
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
 from fastencodec.formats.files import ClippingWarning, check_rate, decompress_stream, published_name
-from fastencodec.io.audio import STDIO
+from fastencodec.io.atomic import STDIO
 
 SUFFIX = "_decompressed.wav"
 """Default output: ``song.ecdc`` -> ``song_decompressed.wav`` (as Meta's tool)."""

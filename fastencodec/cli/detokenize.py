@@ -18,7 +18,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", metavar="DIR", help="token corpus folder")
     parser.add_argument("--out", required=True, metavar="AUDIO_DIR", help="output folder")
-    parser.add_argument("--model", help="model (default: the one the manifest names)")
+    parser.add_argument(
+        "--model", help="model name, repo id or checkpoint (default: the published model the manifest names)"
+    )
     parser.add_argument("--device", type=device_value, default="cpu", help="cpu (default), cuda, ...")
     parser.add_argument("--batch", type=positive_int, default=16, metavar="ROWS", help="rows decoded together (16)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -31,7 +33,11 @@ def run(args: argparse.Namespace) -> None:
         manifest = read_manifest(args.input)
     except (OSError, ValueError) as exc:
         raise CliError(str(exc)) from None
-    codec = load_codec(args.model or manifest["model"], args.device)
+    named = manifest.get("model")
+    if args.model is None and not isinstance(named, str):
+        raise CliError(f"{args.input}: the manifest names no model; pass --model")
+    # a name read from the manifest may only mean a published model, never local weights
+    codec = load_codec(args.model or named, args.device, local=args.model is not None)
     try:
         written = api.detokenize(args.input, args.out, codec, batch_rows=args.batch, progress=not args.quiet)
     except ValueError as exc:

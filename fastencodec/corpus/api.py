@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -13,11 +14,19 @@ from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
 from fastencodec.corpus import ranks
-from fastencodec.corpus.batching import Coded, LengthPool, LongItem, check_piece_samples, piece_samples_for
+from fastencodec.corpus.batching import (
+    Coded,
+    LongItem,
+    check_piece_samples,
+    encode_group,
+    piece_samples_for,
+    window_samples_for,
+)
+from fastencodec.corpus.feeder import Feeder, Group
 from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
-from fastencodec.corpus.workers import Failed, Whole, decoded
+from fastencodec.corpus.workers import Failed, Piece, decoded
 from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
 
@@ -33,7 +42,9 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) // processes - 1)
 
 
-def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precision: str | None = None) -> EnCodec:
+def load_model(
+    model: PathLike | EnCodec, device: str, rank: ranks.Rank, precision: str | None = None, local: bool = True
+) -> EnCodec:
     """``model`` itself, or the model it names loaded on ``device`` (``cuda``: the local rank's GPU).
 
     Args:
@@ -42,6 +53,8 @@ def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precisi
         rank: the process's rank (picks the GPU of ``cuda``).
         precision: a name in ``fastencodec.engine.policy.PRECISIONS`` (None: the codec's own,
             ``"exact"`` for a model loaded here).
+        local: accept local paths and repo ids (False, for names read from files: published
+            short names only).
 
     Raises:
         ValueError: an unknown precision, or a loaded ``model`` whose policy has another one.
@@ -50,7 +63,9 @@ def load_model(model: PathLike | EnCodec, device: str, rank: ranks.Rank, precisi
         if precision is not None and precision != model.policy.precision:
             raise ValueError(f"precision {precision!r} asked, but the codec given runs {model.policy.precision!r}")
         return model
-    return EnCodec.from_pretrained(model, device=ranks.device_for(device, rank), precision=precision or "exact")
+    return EnCodec.from_pretrained(
+        model, device=ranks.device_for(device, rank), precision=precision or "exact", local=local
+    )
 
 
 def tokenize_corpus(
@@ -66,7 +81,7 @@ def tokenize_corpus(
     rank: ranks.Rank | None = None,
     progress: bool = False,
     piece_samples: int | None = None,
-    pool_samples: int | None = None,
+    window_samples: int | None = None,
 ) -> Summary:
     """Tokenize audio into Parquet shards ``out/shard-NNNNN.parquet`` plus ``out/manifest.json``.
 
@@ -91,7 +106,10 @@ def tokenize_corpus(
         piece_samples: samples (model rate) above which an item is streamed in pieces of
             this size (default: a multiple of the model's chunk, >= 2**20; at least
             ``codec.policy.chunk_samples``).
-        pool_samples: samples of whole items collected before a length-sorted encode.
+        window_samples: samples per channel of decoded audio waiting to be coded: the
+            look-ahead from which whole items are handed to the model sorted by length
+            (default: four of the codec's batches, ``codec.policy.batch_samples``). The
+            process holds about two windows.
 
     Returns:
         What this process did.
@@ -99,7 +117,9 @@ def tokenize_corpus(
     Raises:
         CorpusInputError: bad inputs. CorpusMismatchError: ``out`` holds another corpus.
         ValueError: unsupported bandwidth or precision, or ``piece_samples`` below the
-            model's chunk. RuntimeError: a decoding worker died.
+            model's chunk. RuntimeError: decoding workers keep dying without finishing an
+            item (a worker that dies is replaced; the item it was decoding is tried once more,
+            then listed in ``errors.jsonl``).
     """
     rank = rank or ranks.from_environment()
     codec = load_model(model, device, rank, precision)
@@ -107,31 +127,36 @@ def tokenize_corpus(
                     shard_size, rank)
     pieces = piece_samples or piece_samples_for(codec)
     check_piece_samples(codec, pieces)
-    pool = LengthPool(codec, run.bandwidth, pool_samples)
-    streams: dict[int, LongItem] = {}
     todo = run.items()
     workers = default_workers() if workers is None else workers
-    with tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
+    num_codebooks = codec.codebooks_for(run.bandwidth)
+    streams: dict[int, LongItem] = {}
+    messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)))
+    feeder = Feeder(messages, window_samples or window_samples_for(codec))
+    with feeder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
 
-        def record(results: list[Coded | Failed]) -> None:
+        def record(results: Sequence[Coded | Failed]) -> None:
             for result in results:
                 run.add(result)
             bar.update(len(results))
             run.summary.seconds = run.elapsed()
             bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
 
-        for message in decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo))):
-            if isinstance(message, Whole):
-                record(pool.add(message.index, message.audio))
-            elif isinstance(message, Failed):
-                streams.pop(message.index, None)
-                record([message])
-            else:
-                stream = streams.setdefault(message.index, LongItem(codec, run.bandwidth, message.index))
-                stream.push(message.audio)
-                if message.last:
-                    record([streams.pop(message.index).finish()])
-        record(pool.flush())
+        for job in feeder.jobs():
+            start = time.perf_counter()
+            done: list[Coded | Failed] = []
+            if isinstance(job, Group):
+                done += encode_group(codec, num_codebooks, job.items)
+            elif isinstance(job, Piece):
+                stream = streams.setdefault(job.index, LongItem(codec, run.bandwidth, job.index))
+                stream.push(job.audio)
+                if job.last:
+                    done.append(streams.pop(job.index).finish())
+            else:  # Failed, Retry: the pieces so far are void
+                streams.pop(job.index, None)
+                done += [job] if isinstance(job, Failed) else []
+            run.summary.coding_seconds += time.perf_counter() - start
+            record(done)
     return run.finish()
 
 
@@ -213,16 +238,24 @@ def detokenize(
     Args:
         directory: the corpus folder.
         out: output folder.
-        model: the model (default: the one the manifest names).
+        model: the model (default: the one the manifest names, which must be a published
+            model's short name: a manifest cannot point at local weights).
         device: torch device.
         batch_rows: rows decoded together.
         progress: progress bar on stderr.
 
     Raises:
-        ValueError: ``model`` is not the model that made the codes.
+        ValueError: ``model`` is not the model that made the codes, or none is given and the
+            manifest names none. FileNotFoundError: no model is given and the manifest's
+            name is not a published model (or it is not in the cache and the hub is out of reach).
     """
     manifest = read_manifest(directory)
-    codec = load_model(model if model is not None else manifest["model"], device, ranks.Rank())
+    if model is None:
+        if not isinstance(manifest.get("model"), str):
+            raise ValueError(f"{directory}: the manifest names no model; pass one")
+        codec = load_model(manifest["model"], device, ranks.Rank(), local=False)
+    else:
+        codec = load_model(model, device, ranks.Rank())
     if codec.model_id != manifest["model_id"]:
         raise ValueError(f"{directory}: coded by {manifest['model_id']}, but the model given is {codec.model_id}")
     written = 0

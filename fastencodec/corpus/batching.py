@@ -1,9 +1,9 @@
-"""Coding decoded items: whole items pooled and encoded in length-sorted batches, long items
+"""Coding decoded items: whole items pooled and encoded in length-sorted groups, long items
 coded piece by piece.
 
 Both run the engine's one encoder (``fastencodec.engine.blocks``), so each item's codes are those
-of ``EnCodec.encode`` of the item alone, whatever the batch: ``LengthPool`` hands its items to
-``encode_items`` (which ``EnCodec.encode`` runs), ``LongItem`` feeds an item's pieces to a
+of ``EnCodec.encode`` of the item alone, whatever the group: ``encode_group`` hands the items a
+``LengthPool`` collected to ``encode_items`` (which ``EnCodec.encode`` runs), ``LongItem`` feeds an item's pieces to a
 ``BlockEncoder`` (which ``compress`` runs): the model's exact stream for 24 and 32 kHz, batched
 segments for 48 kHz, so memory does not grow with the item's length beyond its codes.
 """
@@ -49,39 +49,55 @@ def check_piece_samples(codec: EnCodec, piece_samples: int) -> None:
         raise ValueError(f"piece_samples must be at least the codec's chunk_samples ({chunk}), got {piece_samples}")
 
 
+def window_samples_for(codec: EnCodec) -> int:
+    """Default look-ahead of the feeder (``feeder.Feeder``): four of the codec's batches (samples per channel)."""
+    return 4 * (codec.policy.batch_samples or 1)
+
+
 class LengthPool:
-    """Collects whole items and encodes them, sorted by length, once ``budget`` samples are held.
+    """Whole items waiting to be coded, handed out sorted by length."""
 
-    Args:
-        codec: the model.
-        bandwidth: kbps.
-        budget: samples per channel to collect before encoding (default: four of the codec's batches).
-    """
-
-    def __init__(self, codec: EnCodec, bandwidth: float, budget: int | None = None) -> None:
-        self.codec = codec
-        self.num_codebooks = codec.codebooks_for(bandwidth)
-        self.budget = budget or 4 * (codec.policy.batch_samples or 1)
+    def __init__(self) -> None:
+        self.held = 0  # samples per channel
         self._items: list[tuple[int, np.ndarray]] = []
-        self._held = 0
 
-    def add(self, index: int, audio: np.ndarray) -> list[Coded]:
-        """Add an item ``[channels, samples]``; returns the items coded by this call (maybe none)."""
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, index: int, audio: np.ndarray) -> None:
+        """Hold an item ``[channels, samples]``."""
         self._items.append((index, audio))
-        self._held += audio.shape[1]
-        return self.flush() if self._held >= self.budget else []
+        self.held += audio.shape[1]
 
-    def flush(self) -> list[Coded]:
-        """Encode every item held; returns them coded."""
-        if not self._items:
-            return []
-        batch = sorted(self._items, key=lambda pair: pair[1].shape[1])
-        self._items, self._held = [], 0
-        results = encode_items(self.codec.engine, [torch.from_numpy(audio) for _, audio in batch], self.num_codebooks)
-        return [
-            Coded(index, codes.numpy().astype(np.int16), audio.shape[1], _scales(scales))
-            for (index, audio), (codes, scales) in zip(batch, results)
-        ]
+    def take(self) -> list[tuple[int, np.ndarray]]:
+        """Every item held, shortest first (ties in arrival order); the pool is empty after."""
+        items = sorted(self._items, key=lambda pair: pair[1].shape[1])
+        self._items, self.held = [], 0
+        return items
+
+
+def encode_group(codec: EnCodec, num_codebooks: int, items: list[tuple[int, np.ndarray]]) -> list[Coded]:
+    """Code ``(index, audio [channels, samples])`` items in one ``encode_items`` call.
+
+    On a CUDA device the group's audio is copied into one pinned host buffer and sent to the
+    GPU in one asynchronous transfer; elsewhere the arrays go as they are.
+    """
+    if not items:
+        return []
+    tensors = [torch.from_numpy(audio) for _, audio in items]
+    device = codec.engine.device
+    if device.type == "cuda":
+        staging = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float32, pin_memory=True)
+        starts = np.cumsum([0] + [t.numel() for t in tensors])
+        for tensor, start in zip(tensors, starts):
+            staging[start : start + tensor.numel()].copy_(tensor.reshape(-1))
+        on_device = staging.to(device, non_blocking=True)
+        tensors = [on_device[start : start + t.numel()].view(t.shape) for t, start in zip(tensors, starts)]
+    results = encode_items(codec.engine, tensors, num_codebooks)
+    return [
+        Coded(index, codes.numpy().astype(np.int16), audio.shape[1], _scales(scales))
+        for (index, audio), (codes, scales) in zip(items, results)
+    ]
 
 
 class LongItem:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fastencodec.codec import EnCodec
-from fastencodec.corpus.batching import Coded, LengthPool
+from fastencodec.corpus.batching import Coded, encode_group
 from fastencodec.corpus.ranks import Rank
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.sources import Item
@@ -105,14 +105,17 @@ class _Encode:
 
     def __init__(self, model: str, bandwidth: float, precision: str, device: str) -> None:
         self.codec = EnCodec.from_pretrained(model, device=device, precision=precision)
-        self.pool = LengthPool(self.codec, bandwidth, budget=np.iinfo(np.int64).max)
+        self.num_codebooks = self.codec.codebooks_for(bandwidth)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         channels = self.codec.channels
-        for index, audio, samples, error in zip(batch["index"], batch["audio"], batch["samples"], batch["error"]):
-            if not error:
-                self.pool.add(int(index), np.frombuffer(audio, np.float32).reshape(channels, int(samples)))
-        coded = {result.index: result for result in self.pool.flush()}
+        items = [
+            (int(index), np.frombuffer(audio, np.float32).reshape(channels, int(samples)))
+            for index, audio, samples, error in zip(batch["index"], batch["audio"], batch["samples"], batch["error"])
+            if not error
+        ]
+        items.sort(key=lambda pair: pair[1].shape[1])
+        coded = {result.index: result for result in encode_group(self.codec, self.num_codebooks, items)}
         out: dict[str, list] = {"index": [], "codes": [], "codebooks": [], "samples": [], "scales": [], "error": []}
         for index, error in zip(batch["index"], batch["error"]):
             result = coded.get(int(index))

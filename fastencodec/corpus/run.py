@@ -41,6 +41,8 @@ class Summary:
         samples: audio coded by this run, in samples at the model's rate.
         sample_rate: the model's rate in Hz.
         seconds: wall-clock time of the run.
+        coding_seconds: of ``seconds``, the time spent coding (close to ``seconds``: the
+            model is the bottleneck; far below: decoding is).
     """
 
     shards: int = 0
@@ -51,6 +53,7 @@ class Summary:
     samples: int = 0
     sample_rate: int = 1
     seconds: float = 0.0
+    coding_seconds: float = 0.0
     errors: list[dict] = field(default_factory=list, repr=False)
 
     @property

@@ -1,18 +1,23 @@
-"""Audio decoding in worker processes: items in, conformed audio out through a bounded queue.
+"""Audio decoding in worker processes: items in, conformed audio out, through one pair of pipes
+per worker.
 
 Each item becomes messages: ``Whole`` (the item's audio, for items of at most ``piece_samples``
 samples at the model's rate), or a run of ``Piece``s of ``piece_samples`` samples (the last
 shorter) for longer items, so a 3-hour file never sits whole in memory; ``Failed`` says why an
-item could not be read. The results queue holds at most ``queue_size`` messages: memory stays
-below ``queue_size * piece_samples * channels * 4`` bytes however long the files are.
+item could not be read. A worker blocks on its pipe until its last message is read, so memory
+stays below about ``workers * piece_samples * channels * 4`` bytes however long the files are.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import multiprocessing
-import queue
+import multiprocessing.process
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
 import numpy as np
@@ -70,84 +75,191 @@ def item_messages(index: int, item: Item, sample_rate: int, channels: int, piece
     yield Piece(index, audio, True) if pieces else Whole(index, audio)
 
 
+class Retry(NamedTuple):
+    """Item ``index``'s messages so far are void (its worker died): they come again from the start."""
+
+    index: int
+
+
 def decoded(
     items: Sequence[tuple[int, Item]],
     sample_rate: int,
     channels: int,
     piece_samples: int,
     workers: int,
-    queue_size: int | None = None,
-) -> Iterator[Message]:
+) -> Generator[Message | Retry, None, None]:
     """Messages of all ``(index, item)`` pairs: in order with ``workers=0`` (this process), else
     from ``workers`` processes (forkserver context where available, else spawn) as they come;
-    an item's own pieces always arrive in order.
+    an item's own messages always arrive in order.
+
+    A worker that dies (killed, crashed in a decoder) is replaced by a fresh one; the item it
+    was decoding is tried once more there (after a ``Retry`` if some of its pieces came
+    already), and becomes ``Failed`` if that worker dies too. Its other items go to the next
+    free workers.
 
     Raises:
-        RuntimeError: a worker process died (e.g. a decoder crashed).
+        RuntimeError: workers keep dying without decoding anything.
     """
     if workers == 0:
         for index, item in items:
             yield from item_messages(index, item, sample_rate, channels, piece_samples)
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        context.set_forkserver_preload(["fastencodec.corpus.workers"])
-    tasks = context.Queue()
-    results = context.Queue(maxsize=queue_size or 2 * workers + 2)
-    for task in items:
-        tasks.put(task)
-    for _ in range(workers):
-        tasks.put(None)
-    processes = [
-        context.Process(target=_work, args=(tasks, results, sample_rate, channels, piece_samples), daemon=True)
-        for _ in range(workers)
-    ]
-    for process in processes:
+    with _Workers(sample_rate, channels, piece_samples) as pool:
+        yield from pool.run(list(items), workers)
+
+
+class _Worker(NamedTuple):
+    process: multiprocessing.process.BaseProcess
+    tasks: Connection  # this process's end: (index, item) tasks, None to stop
+    results: Connection  # this process's end: messages
+    assigned: collections.deque  # indices sent and not finished, in the order sent
+
+
+class _Workers:
+    """Decoding processes, each fed through its own pipes (no lock a killed process could hold),
+    at most ``PREFETCH`` items ahead; what a worker sends waits in its pipe until read, so
+    memory stays below about one message per worker."""
+
+    PREFETCH = 2
+
+    def __init__(self, sample_rate: int, channels: int, piece_samples: int) -> None:
+        self.args = (sample_rate, channels, piece_samples)
+        methods = multiprocessing.get_all_start_methods()
+        self.context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            self.context.set_forkserver_preload(["fastencodec.corpus.workers"])
+        self.live: dict[int, _Worker] = {}
+        self._count = 0
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self.live.values():
+            with contextlib.suppress(OSError):
+                worker.tasks.send(None)
+        for worker in self.live.values():
+            worker.process.join(timeout=_POLL_SECONDS)
+            if worker.process.is_alive():
+                worker.process.terminate()
+                worker.process.join()
+            worker.tasks.close()
+            worker.results.close()
+        self.live.clear()
+
+    def start(self) -> int:
+        """Start one worker; returns its key."""
+        task_reader, task_writer = self.context.Pipe(duplex=False)
+        result_reader, result_writer = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_work, args=(task_reader, result_writer, *self.args), daemon=True)
         process.start()
-    try:
-        running = workers
-        while running:
-            try:
-                message = results.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"an audio decoding worker died (exit code {dead[0].exitcode})") from None
-                continue
-            if message is None:
-                running -= 1
-            else:
+        task_reader.close()  # the worker's ends: closed here, so that its death closes the pipes
+        result_writer.close()
+        self._count += 1
+        self.live[self._count] = _Worker(process, task_writer, result_reader, collections.deque())
+        return self._count
+
+    def run(self, items: list[tuple[int, Item]], workers: int) -> Iterator[Message | Retry]:
+        """The messages of ``items`` from ``workers`` processes (see :func:`decoded`)."""
+        todo = collections.deque(items)
+        by_index = dict(items)
+        deaths: dict[int, int] = {}
+        streamed: set[int] = set()  # items some of whose pieces came
+        state = {"remaining": len(items), "failures": 0}  # failures: deaths since an item last finished
+
+        def feed(key: int) -> None:
+            worker = self.live[key]
+            while todo and len(worker.assigned) < self.PREFETCH:
+                index, item = todo.popleft()
+                worker.assigned.append(index)
+                try:
+                    worker.tasks.send((index, item))
+                except OSError:  # it died: its items are handed out again when its end is seen
+                    return
+
+        def received(worker: _Worker, message: Message) -> None:
+            if isinstance(message, Piece) and not message.last:
+                streamed.add(message.index)
+                return
+            worker.assigned.popleft()
+            streamed.discard(message.index)
+            state["remaining"] -= 1
+            state["failures"] = 0
+
+        for _ in range(min(workers, len(items))):
+            feed(self.start())
+        while state["remaining"]:
+            readers = {worker.results: key for key, worker in self.live.items()}
+            ends = {worker.process.sentinel: key for key, worker in self.live.items()}
+            dead: set[int] = set()
+            for handle in wait([*readers, *ends], timeout=_POLL_SECONDS):
+                if handle in ends:
+                    dead.add(ends[handle])  # type: ignore[index]
+                    continue
+                key = readers[handle]  # type: ignore[index]
+                try:
+                    message = self.live[key].results.recv()
+                except (EOFError, OSError):
+                    dead.add(key)
+                    continue
+                received(self.live[key], message)
+                feed(key)
                 yield message
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-            process.join()
-        tasks.cancel_join_thread()
+            for key in dead:
+                worker = self.live.pop(key)
+                while True:  # the whole messages it sent before it died
+                    try:
+                        message = worker.results.recv() if worker.results.poll() else None
+                    except (EOFError, OSError):
+                        message = None
+                    if message is None:
+                        break
+                    received(worker, message)
+                    yield message
+                worker.process.join()
+                worker.tasks.close()
+                worker.results.close()
+                how = _death(worker.process.exitcode)
+                state["failures"] += 1
+                if state["failures"] > 2 * workers + 2:
+                    raise RuntimeError(f"audio decoding workers keep dying ({how}) without finishing an item")
+                if worker.assigned:
+                    suspect, *rest = worker.assigned  # the item it was decoding, then those sent ahead
+                    todo.extendleft((index, by_index[index]) for index in reversed(rest))
+                    if suspect in streamed:
+                        streamed.discard(suspect)
+                        yield Retry(suspect)
+                    deaths[suspect] = deaths.get(suspect, 0) + 1
+                    if deaths[suspect] == 1:
+                        todo.appendleft((suspect, by_index[suspect]))  # first in the fresh worker
+                    else:
+                        state["remaining"] -= 1
+                        yield Failed(suspect, f"the audio decoding process died twice on this item ({how})")
+                if todo:
+                    feed(self.start())
 
 
-def _work(tasks: multiprocessing.Queue, results: multiprocessing.Queue, sample_rate: int, channels: int,
-          piece_samples: int) -> None:
-    """Worker process: decode tasks until the ``None`` sentinel, then send ``None``; exits when
-    the tokenizing process is gone (killed), instead of waiting on a queue nobody reads."""
-    parent = multiprocessing.parent_process()
+def _death(exitcode: int | None) -> str:
+    """How a process ended, in words: ``killed by SIGSEGV``, ``exit code 3``."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
 
-    def put(message: Message | None) -> None:
-        while True:
-            try:
-                return results.put(message, timeout=_POLL_SECONDS)
-            except queue.Full:
-                if parent is not None and not parent.is_alive():
-                    sys.exit(1)
 
+def _work(tasks: Connection, results: Connection, sample_rate: int, channels: int, piece_samples: int) -> None:
+    """Worker process: decode tasks until the ``None`` sentinel; exits when the tokenizing
+    process is gone (its ends of the pipes close)."""
     try:
         import torch
 
         torch.set_num_threads(1)  # channel conversion only; the cores decode in parallel processes
-        while (task := tasks.get()) is not None:
+        while (task := tasks.recv()) is not None:
             for message in item_messages(*task, sample_rate, channels, piece_samples):
-                put(message)
+                results.send(message)
+    except (EOFError, BrokenPipeError):
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-    put(None)

@@ -35,6 +35,42 @@ ERR_SEARCH = -2  # no symbol owns the decoded value: corrupt stream or mismatche
 ERR_CDF = -3  # a CDF that is not strictly increasing or starts below 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _interval(low, delta, cdf, s, bits):
+    """The sub-range ``(low, high)`` symbol ``s`` owns in ``[low, low + delta)``, and whether its CDF
+    interval is empty (a CDF that is not strictly increasing)."""
+    range_low = cdf[s - 1] if s > 0 else np.int64(0)
+    range_high = cdf[s] - 1
+    limit = np.int64(1) << bits
+    return low + ((range_low * delta + limit - 1) >> bits), low + ((range_high * delta) >> bits), range_high < range_low
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _shared_bits(low, high, max_bit):
+    """``(count, bits)``: the leading bits (from bit ``max_bit`` down) that ``low`` and ``high`` share,
+    which the coder emits and drops; ``low``, ``high`` < ``2 ** (max_bit + 1)``."""
+    diff = low ^ high
+    length = max_bit + 1
+    while length > 0 and (diff >> (length - 1)) == 0:
+        length -= 1
+    return max_bit + 1 - length, low >> length
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_bits(value, count, acc, nacc, out, written):
+    """Append the ``count`` low bits of ``value``, most significant first, to the byte being filled
+    (from its least significant bit up); returns the new ``(acc, nacc, written)``."""
+    for j in range(count - 1, -1, -1):
+        acc |= ((value >> j) & 1) << nacc
+        nacc += 1
+        if nacc == 8:
+            out[written] = acc
+            written += 1
+            acc = 0
+            nacc = 0
+    return acc, nacc, written
+
+
 @njit(cache=True, nogil=True)
 def _encode(cdfs, symbols, state, out, bits):
     """Code ``symbols[i]`` with ``cdfs[i]``; returns bytes written to ``out`` or an error."""
@@ -52,32 +88,17 @@ def _encode(cdfs, symbols, state, out, bits):
             low = low * 2
             high = high * 2 + 1
             max_bit += 1
-        delta = high - low + 1
-        s = symbols[i]
-        range_low = cdfs[i, s - 1] if s > 0 else np.int64(0)
-        range_high = cdfs[i, s] - 1
-        if range_high < range_low:
+        low, high, empty = _interval(low, high - low + 1, cdfs[i], symbols[i], bits)
+        if empty:
             return ERR_CDF
-        eff_low = (range_low * delta + limit - 1) >> bits
-        eff_high = (range_high * delta) >> bits
-        high = low + eff_high
-        low = low + eff_low
         if (high >> (max_bit + 1)) != 0:
             return ERR_RANGE
-        while max_bit >= 0:
-            b1 = low >> max_bit
-            if b1 != high >> max_bit:
-                break
-            low -= b1 << max_bit
-            high -= b1 << max_bit
-            max_bit -= 1
-            acc |= b1 << nacc
-            nacc += 1
-            if nacc == 8:
-                out[written] = acc
-                written += 1
-                acc = 0
-                nacc = 0
+        count, prefix = _shared_bits(low, high, max_bit)
+        if count > 0:
+            low -= prefix << (max_bit + 1 - count)
+            high -= prefix << (max_bit + 1 - count)
+            max_bit -= count
+            acc, nacc, written = _put_bits(prefix, count, acc, nacc, out, written)
         if max_bit > MAX_BIT_LIMIT:
             return ERR_RANGE
     state[_LOW] = low
@@ -90,20 +111,7 @@ def _encode(cdfs, symbols, state, out, bits):
 
 @njit(cache=True, nogil=True)
 def _flush(state, out):
-    low = state[_LOW]
-    max_bit = state[_MAX_BIT]
-    acc = state[_BITS]
-    nacc = state[_NBITS]
-    written = 0
-    while max_bit >= 0:
-        acc |= ((low >> max_bit) & 1) << nacc
-        nacc += 1
-        max_bit -= 1
-        if nacc == 8:
-            out[written] = acc
-            written += 1
-            acc = 0
-            nacc = 0
+    acc, nacc, written = _put_bits(state[_LOW], state[_MAX_BIT] + 1, state[_BITS], state[_NBITS], out, 0)
     if nacc:
         out[written] = acc
         written += 1
@@ -161,10 +169,7 @@ def _decode(cdfs, out, start, state, data, bits):
         new_high = high
         while lo <= hi:
             mid = (lo + hi) // 2
-            range_low = cdfs[i, mid - 1] if mid > 0 else np.int64(0)
-            range_high = cdfs[i, mid] - 1
-            a = low + ((range_low * delta + limit - 1) >> bits)
-            b = low + ((range_high * delta) >> bits)
+            a, b, _ = _interval(low, delta, cdfs[i], mid, bits)
             if current >= a:
                 if current <= b:
                     found = mid
@@ -179,14 +184,13 @@ def _decode(cdfs, out, start, state, data, bits):
             break
         low = new_low
         high = new_high
-        while max_bit >= 0:
-            b1 = low >> max_bit
-            if b1 != high >> max_bit:
-                break
-            low -= b1 << max_bit
-            high -= b1 << max_bit
-            current -= b1 << max_bit
-            max_bit -= 1
+        count, prefix = _shared_bits(low, high, max_bit)
+        if count > 0:
+            shift = max_bit + 1 - count
+            low -= prefix << shift
+            high -= prefix << shift
+            current -= prefix << shift
+            max_bit -= count
         out[i] = found
         i += 1
     state[_LOW] = low

@@ -146,6 +146,27 @@ def _row_invariant_rows(w: torch.Tensor, b: torch.Tensor, max_rows: int, seed: i
     return None
 
 
+def _one_row_products(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` of each row of ``x`` ``[n, 1, in]`` alone, as one batched call (``[n, 1, out]``)."""
+    n = x.shape[0]
+    return torch.baddbmm(b.expand(n, 1, b.shape[0]), x, w.T.expand(n, *w.T.shape))
+
+
+def _row_products(rows: torch.Tensor, w: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``F.linear`` of ``rows`` ``[m, 1, in]`` in products of ``chunk`` rows (zero-padded), ``chunk``
+    a row count ``_row_invariant_rows`` checked: the bits every product of at least ``pad_rows``
+    rows gives."""
+    m = rows.shape[0]
+    out = torch.empty(m, 1, w.shape[0])
+    block = torch.zeros(chunk, 1, rows.shape[2])
+    for start in range(0, m, chunk):
+        part = rows[start : start + chunk]
+        block[: part.shape[0]] = part
+        block[part.shape[0] :] = 0
+        out[start : start + part.shape[0]] = F.linear(block, w, b)[: part.shape[0]]
+    return out
+
+
 class MetaLM:
     """Meta's LM, stepped one frame at a time with a key/value cache (float32, CPU).
 
@@ -174,6 +195,7 @@ class MetaLM:
         layer = self._layers[0]
         with torch.no_grad():
             self._pad_rows = _row_invariant_rows(layer.w_kv, layer.b_kv, self.config.past_context + 1)
+        self._segment_ok: dict[int, bool] = {}
 
     @property
     def cached(self) -> bool:
@@ -251,6 +273,28 @@ class MetaLM:
         probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
         return probs[0, :, :, 0].T.numpy().copy()
 
+    def segment_pass(self, num_codebooks: int) -> MetaPass | None:
+        """A causal pass over a segment's frames, or None where it would not give :meth:`step`'s bits.
+
+        Encoding knows every frame: the pass runs the LM layer by layer over blocks of frames
+        with the bits of :meth:`step` (checked here once per codebook count and thread count
+        against :meth:`step` on random codes, two blocks). Starts a new stream (as :meth:`reset`).
+        """
+        if torch.get_num_threads() != self._threads:
+            self._calibrate()
+        if self._pad_rows is None:
+            return None
+        if num_codebooks not in self._segment_ok:
+            frames = max(self._pad_rows, 2) + 6
+            codes = np.random.default_rng(num_codebooks).integers(0, self.config.card, (num_codebooks, frames))
+            check = MetaPass(self, num_codebooks)
+            batched = np.concatenate([check.probabilities(codes[:, :3]), check.probabilities(codes[:, 3:])])
+            self.reset(num_codebooks)
+            stepped = np.stack([self.step(None if t == 0 else codes[:, t - 1]) for t in range(frames)])
+            self._segment_ok[num_codebooks] = np.array_equal(batched, stepped)
+        self.reset(num_codebooks)
+        return MetaPass(self, num_codebooks) if self._segment_ok[num_codebooks] else None
+
     def _layer(self, i: int, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         dim, heads = self.config.dim, self.config.num_heads
         head_dim = dim // heads
@@ -292,3 +336,70 @@ class MetaLM:
                 for buf in buffers:
                     buf[:count] = buf[self._start : self._end].clone()
             self._start, self._end = 0, count
+
+
+class MetaPass:
+    """One segment of :class:`MetaLM` run layer by layer over blocks of frames (encoding).
+
+    Every product has the shape and row count that :meth:`MetaLM.step` (and so Meta) gives
+    it: one-row products run as a batch of one-row products (``baddbmm``), the keys and values
+    of windows of at least ``pad_rows`` rows come from row-invariant products; only the
+    attention runs frame by frame. Build it with :meth:`MetaLM.segment_pass`, which checks
+    that this gives :meth:`MetaLM.step`'s bits on this machine.
+    """
+
+    def __init__(self, lm: MetaLM, num_codebooks: int) -> None:
+        self.lm = lm
+        self.k = num_codebooks
+        self.frames = 0
+        cfg = lm.config
+        zero = torch.zeros(1, 1, cfg.dim)  # row 0: Meta's initial all-zero frame
+        self._rows = [zero for _ in lm._layers]
+        with torch.no_grad():
+            self._kv = [_row_products(zero, layer.w_kv, layer.b_kv, cfg.past_context + 1) for layer in lm._layers]
+        self._previous = np.full(num_codebooks, -1, dtype=np.int64)
+
+    @torch.no_grad()
+    def probabilities(self, codes: np.ndarray) -> np.ndarray:
+        """Probabilities of the next frames of the segment, given their codes (int ``[K, n]``).
+
+        Returns:
+            float32 ``[n, K, card]``: frame t's from the frames before it.
+        """
+        lm, cfg = self.lm, self.lm.config
+        k_count, n = codes.shape
+        dim, heads, past, pad = cfg.dim, cfg.num_heads, cfg.past_context, lm._pad_rows
+        hd = dim // heads
+        codes = np.asarray(codes, dtype=np.int64)
+        index = np.concatenate([self._previous[:, None], codes[:, :-1]], axis=1) + 1
+        acc = lm._emb[0][index[0]]
+        for k in range(1, k_count):
+            acc = acc + lm._emb[k][index[k]]
+        x = F.layer_norm(torch.from_numpy(acc).view(n, 1, dim), (dim,), *lm._norm_in, 1e-5)
+        lm._position(self.frames + n)
+        x = x + lm._pos[self.frames : self.frames + n].view(n, 1, dim)
+        first = max(0, self.frames + 1 - past)  # the global row of self._rows[i][0]
+        for i, layer in enumerate(lm._layers):
+            rows = torch.cat([self._rows[i], x])
+            kv = torch.cat([self._kv[i], _row_products(x, layer.w_kv, layer.b_kv, past + 1)])
+            q = _one_row_products(x, layer.w_q, layer.b_q)
+            attn = torch.empty(n, 1, dim)
+            for j in range(n):
+                t = self.frames + j
+                start, end = max(0, t + 1 - past) - first, t + 1 - first
+                m = end + 1 - start
+                window = kv[start : end + 1] if m >= pad else F.linear(rows[start : end + 1], layer.w_kv, layer.b_kv)
+                keys = window[:, 0, :dim].reshape(m, heads, hd).transpose(0, 1).view(1, heads, m, hd)
+                values = window[:, 0, dim:].reshape(m, heads, hd).transpose(0, 1).view(1, heads, m, hd)
+                query = q[j].view(1, heads, hd).transpose(0, 1).view(1, heads, 1, hd)
+                out = F.scaled_dot_product_attention(query, keys, values, torch.zeros(1, 1, 1, m), 0.0, False)
+                attn[j] = out.permute(2, 0, 1, 3).reshape(1, dim)
+            x = F.layer_norm(x + _one_row_products(attn, layer.w_out, layer.b_out), (dim,), *layer.norm1, 1e-5)
+            ff = _one_row_products(F.gelu(_one_row_products(x, layer.w1, layer.b1)), layer.w2, layer.b2)
+            x = F.layer_norm(x + ff, (dim,), *layer.norm2, 1e-5)
+            keep = max(0, rows.shape[0] - past)  # the next frame sees at most `past` earlier rows
+            self._rows[i], self._kv[i] = rows[keep:], kv[keep:]
+        self.frames += n
+        self._previous = codes[:, -1].copy()
+        logits = torch.stack([_one_row_products(x, w, b) for w, b in zip(lm._heads_w[:k_count], lm._heads_b)], 1)
+        return torch.softmax(logits.permute(0, 3, 1, 2), dim=1)[:, :, :, 0].permute(0, 2, 1).numpy().copy()

@@ -60,6 +60,11 @@ class MetaLMCoder:
 
 
 class _Encoder:
+    """Codes a segment as its frames arrive: with the LM's causal pass over each pushed block where
+    this machine allows it (:meth:`MetaLM.segment_pass`), else frame by frame."""
+
+    _BLOCK = 256  # frames per pass (bounds the probabilities held at once)
+
     def __init__(self, coder: MetaLMCoder, out: BinaryIO, num_codebooks: int) -> None:
         coder._begin(self, num_codebooks)
         self._coder = coder
@@ -67,6 +72,7 @@ class _Encoder:
         self._ac = ArithmeticEncoder(out)
         self._previous: np.ndarray | None = None
         self._card = coder.lm.config.card
+        self._pass = coder.lm.segment_pass(num_codebooks)
 
     def push(self, codes: np.ndarray) -> None:
         self._coder._check(self)
@@ -76,6 +82,12 @@ class _Encoder:
         if codes.size and (codes.min() < 0 or codes.max() >= self._card):
             raise ValueError(f"codes must lie in [0, {self._card})")
         codes = codes.astype(np.int64)
+        if self._pass is not None:
+            for start in range(0, codes.shape[1], self._BLOCK):
+                block = codes[:, start : start + self._BLOCK]
+                probs = self._pass.probabilities(block)
+                self._ac.push(block.T.ravel(), meta_cdfs(probs.reshape(-1, self._card)))
+            return
         for t in range(codes.shape[1]):
             cdfs = meta_cdfs(self._coder.lm.step(self._previous))
             self._ac.push(codes[:, t], cdfs)

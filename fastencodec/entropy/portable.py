@@ -22,84 +22,27 @@ carries on (the segment decodes as silence, with a warning).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import struct
+import threading
 import zlib
-from decimal import Decimal, localcontext
 from typing import BinaryIO
 
 import numpy as np
+import torch
 from numba import njit
 
 from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder
 from .cdf import _integer_cdfs
+from .fixed import CLAMP, FRAC, ONE, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
+from .portable_pass import CausalPass, PassWeights
 
 TAG = "lmp1"
-FRAC = 12
-ONE = 1 << FRAC
-CLAMP = (1 << 20) - 1
 _SEGMENT_HEADER = struct.Struct("!4sII")
-_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
-_COS_BITS = 16
-
-
-@functools.lru_cache(maxsize=1)
-def _tables() -> dict:
-    """Integer tables for cos, exp and GELU, from Python integers and decimal (exact, portable)."""
-    with localcontext() as ctx:
-        ctx.prec = 50
-        # cos(2 pi j / 2**16) by the Chebyshev recurrence in 62-bit fixed point (Python ints).
-        steps = 1 << _COS_BITS
-        theta = 2 * _PI / steps
-        c1 = sum(((-1) ** n) * theta ** (2 * n) / _factorial(2 * n) for n in range(12))
-        scale = 1 << 62
-        c1_fixed = int((c1 * scale).to_integral_value())
-        cos = [scale, c1_fixed]
-        for _ in range(steps // 4 - 1):
-            cos.append((2 * c1_fixed * cos[-1]) // scale - cos[-2])
-        quarter = [(v + (1 << (61 - FRAC))) >> (62 - FRAC) for v in cos[: steps // 4 + 1]]
-        table = np.empty(steps, dtype=np.int64)
-        for j in range(steps):
-            q, r = divmod(j, steps // 4)
-            value = [quarter[r], -quarter[steps // 4 - r], -quarter[r], quarter[steps // 4 - r]][q]
-            table[j] = value
-        # exp(-d / 2**12) = exp(-hi * 256 / 2**12) * exp(-lo / 2**12), 30 fractional bits.
-        exp_hi = np.array([int(((Decimal(-h * 256) / ONE).exp() * (1 << 30)).to_integral_value())
-                           for h in range(256)], dtype=np.int64)
-        exp_lo = np.array([int(((Decimal(-lo) / ONE).exp() * (1 << 30)).to_integral_value())
-                           for lo in range(256)], dtype=np.int64)
-        # GELU (tanh form) on [-8, 8) in steps of 1/256, 12 fractional bits.
-        k = (2 / _PI).sqrt()
-        gelu = np.empty(4096, dtype=np.int64)
-        for i in range(4096):
-            x = Decimal(i - 2048) / 256
-            u = 2 * k * (x + Decimal("0.044715") * x**3)
-            t = 1 - 2 / (u.exp() + 1) if u < 60 else Decimal(1)
-            gelu[i] = int((x * (1 + t) / 2 * ONE).to_integral_value())
-        # Frequencies of Meta's position embedding, as 64-bit fractions of a turn.
-        turns = np.empty(100, dtype=np.uint64)
-        ln_period = Decimal(10000).ln()
-        for i in range(100):
-            freq = (-ln_period * i / 99).exp()
-            turns[i] = int((freq / (2 * _PI) * (1 << 64)).to_integral_value()) % (1 << 64)
-    return {"cos": table, "exp_hi": exp_hi, "exp_lo": exp_lo, "gelu": gelu, "turns": turns}
-
-
-def _factorial(n: int) -> int:
-    out = 1
-    for i in range(2, n + 1):
-        out *= i
-    return out
-
-
-def _fixed(array, bits: int, limit: int, dtype) -> np.ndarray:
-    values = np.rint(np.asarray(array, dtype=np.float64) * (1 << bits))
-    return np.clip(values, -limit, limit).astype(dtype)
 
 
 class PortableLM:
@@ -116,13 +59,13 @@ class PortableLM:
         t = {key: value.double().numpy() for key, value in state.items()}
         p = "transformer.layers.{}."
         w16 = (1 << 15) - 1
-        self.emb = np.stack([_fixed(t[f"emb.{k}.weight"], FRAC, CLAMP, np.int64) for k in range(config.num_codebooks)])
+        self.emb = np.stack([fixed(t[f"emb.{k}.weight"], FRAC, CLAMP, np.int64) for k in range(config.num_codebooks)])
         self.norm_in = np.stack(
-            [_fixed(t["transformer.norm_in." + n], FRAC, CLAMP, np.int64) for n in ("weight", "bias")]
+            [fixed(t["transformer.norm_in." + n], FRAC, CLAMP, np.int64) for n in ("weight", "bias")]
         )
 
         def layer_stack(name: str, bits: int, limit: int, dtype) -> np.ndarray:
-            return np.stack([_fixed(t[p.format(i) + name], bits, limit, dtype) for i in range(n_layers)])
+            return np.stack([fixed(t[p.format(i) + name], bits, limit, dtype) for i in range(n_layers)])
 
         big = 1 << 50
         self.w_in = layer_stack("self_attn.in_proj_weight", FRAC, w16, np.int16)
@@ -134,14 +77,17 @@ class PortableLM:
         self.w2 = layer_stack("linear2.weight", FRAC, w16, np.int16)
         self.b2 = layer_stack("linear2.bias", 2 * FRAC, big, np.int64)
         self.norms = np.stack([
-            np.stack([_fixed(t[p.format(i) + f"norm{j}.{n}"], FRAC, CLAMP, np.int64) for n in ("weight", "bias")])
+            np.stack([fixed(t[p.format(i) + f"norm{j}.{n}"], FRAC, CLAMP, np.int64) for n in ("weight", "bias")])
             for i in range(n_layers) for j in (1, 2)
         ]).reshape(n_layers, 2, 2, dim)
-        self.w_heads = np.stack([_fixed(t[f"linears.{k}.weight"], FRAC, w16, np.int16)
+        self.w_heads = np.stack([fixed(t[f"linears.{k}.weight"], FRAC, w16, np.int16)
                                  for k in range(config.num_codebooks)])
-        self.b_heads = np.stack([_fixed(t[f"linears.{k}.bias"], 2 * FRAC, big, np.int64)
+        self.b_heads = np.stack([fixed(t[f"linears.{k}.bias"], 2 * FRAC, big, np.int64)
                                  for k in range(config.num_codebooks)])
-        self.tables = _tables()
+        # The decoding kernel reads the int16 matrices as float32 (exact), which it widens faster.
+        self.kernel_matrices = tuple(a.astype(np.float32) for a in (self.w_in, self.w_out, self.w1, self.w2,
+                                                                    self.w_heads))
+        self.tables = tables()
         digest = hashlib.sha256(TAG.encode())
         for array in (self.emb, self.norm_in, self.w_in, self.b_in, self.w_out, self.b_out, self.w1, self.b1,
                       self.w2, self.b2, self.norms, self.w_heads, self.b_heads):
@@ -186,8 +132,9 @@ class _Stream:
         index = np.zeros(self.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
         out = np.empty((self.k, cfg.card), dtype=np.int64)
         tb = lm.tables
-        _step(index, lm.emb, lm.norm_in, lm.w_in, lm.b_in, lm.w_out, lm.b_out, lm.w1, lm.b1, lm.w2, lm.b2,
-              lm.norms, lm.w_heads, lm.b_heads, tb["cos"], tb["exp_hi"], tb["exp_lo"], tb["gelu"], tb["turns"],
+        w_in, w_out, w1, w2, w_heads = lm.kernel_matrices
+        _step(index, lm.emb, lm.norm_in, w_in, lm.b_in, w_out, lm.b_out, w1, lm.b1, w2, lm.b2,
+              lm.norms, w_heads, lm.b_heads, tb["cos"], tb["exp_hi"], tb["exp_lo"], tb["gelu"], tb["turns"],
               self.keys, self.values, self.window, self.started, cfg.num_heads, cfg.past_context, out)
         self.started = True
         return out
@@ -341,14 +288,22 @@ def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, 
 class PortableCoder:
     """The ``"lmp1"`` symbol coder (portable; Meta's tool rejects files that use it).
 
+    Encoding runs the LM over blocks of frames (:mod:`.portable_pass`) on ``device``;
+    decoding steps it frame by frame (a compiled CPU kernel, or the block pass with one-frame
+    blocks on other devices). Every device gives the same bits.
+
     Args:
         lm: the integer LM (see :meth:`for_model`).
+        device: where the encoder's (and, if not the CPU, the decoder's) LM runs.
     """
 
     tag = TAG
 
-    def __init__(self, lm: PortableLM) -> None:
+    def __init__(self, lm: PortableLM, device: torch.device | str = "cpu") -> None:
         self.lm = lm
+        self.device = torch.device(device)
+        self._weights: PassWeights | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def for_model(cls, model_name: str, lm_path=None) -> PortableCoder:
@@ -356,13 +311,25 @@ class PortableCoder:
         state = load_lm_state(model_name, lm_path)
         return cls(PortableLM(state, lm_config(model_name, state)))
 
+    def pass_weights(self) -> PassWeights:
+        """The LM's tensors on the coder's device (built once)."""
+        with self._lock:
+            if self._weights is None:
+                self._weights = PassWeights(self.lm, self.device)
+            return self._weights
+
     def encoder(self, out: BinaryIO, num_codebooks: int) -> _Encoder:
         """An encoder for one segment of ``num_codebooks`` codebooks (written at :meth:`finish`)."""
-        return _Encoder(self.lm, out, num_codebooks)
+        return _Encoder(self, out, num_codebooks)
 
     def decoder(self, src: BinaryIO, num_codebooks: int, frames: int) -> _Decoder:
         """A decoder for one segment of ``frames`` frames."""
-        return _Decoder(self.lm, src, num_codebooks, frames)
+        return _Decoder(self, src, num_codebooks, frames)
+
+    def _stepper(self, num_codebooks: int) -> _Stream | _PassStep:
+        if self.device.type == "cpu":
+            return _Stream(self.lm, num_codebooks)
+        return _PassStep(CausalPass(self.pass_weights(), num_codebooks))
 
 
 def _cdfs(weights: np.ndarray) -> np.ndarray:
@@ -372,13 +339,17 @@ def _cdfs(weights: np.ndarray) -> np.ndarray:
 
 
 class _Encoder:
-    def __init__(self, lm: PortableLM, out: BinaryIO, num_codebooks: int) -> None:
-        self._stream = _Stream(lm, num_codebooks)
-        self._lm = lm
+    """Codes a segment as its frames arrive: the LM runs over each pushed block in one causal pass."""
+
+    _BLOCK = 128  # frames per pass (bounds the attention scores to heads x 128 x 390 int64)
+
+    def __init__(self, coder: PortableCoder, out: BinaryIO, num_codebooks: int) -> None:
+        self._pass = CausalPass(coder.pass_weights(), num_codebooks)
+        self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
         self._ac = ArithmeticEncoder(self._payload)
-        self._previous: np.ndarray | None = None
+        self._previous = np.full(num_codebooks, -1, dtype=np.int64)  # LM input 0: no previous frame
         self._k = num_codebooks
 
     def push(self, codes: np.ndarray) -> None:
@@ -389,9 +360,12 @@ class _Encoder:
         if codes.size and (codes.min() < 0 or codes.max() >= card):
             raise ValueError(f"codes must lie in [0, {card})")
         codes = codes.astype(np.int64)
-        for t in range(codes.shape[1]):
-            self._ac.push(codes[:, t], _cdfs(self._stream.step(self._previous)))
-            self._previous = codes[:, t]
+        for start in range(0, codes.shape[1], self._BLOCK):
+            block = codes[:, start : start + self._BLOCK]
+            index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
+            weights = self._pass.weights_for(torch.from_numpy(index)).cpu().numpy()
+            self._ac.push(block.T.ravel(), _cdfs(weights.reshape(-1, card)))
+            self._previous = block[:, -1].copy()
 
     def finish(self) -> None:
         self._ac.finish()
@@ -400,8 +374,20 @@ class _Encoder:
         self._out.write(payload)
 
 
+class _PassStep:
+    """The block pass stepped one frame at a time (decoding on a non-CPU device)."""
+
+    def __init__(self, causal: CausalPass) -> None:
+        self._pass = causal
+
+    def step(self, previous: np.ndarray | None) -> np.ndarray:
+        index = np.zeros(self._pass.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
+        return self._pass.weights_for(torch.from_numpy(index[:, None]))[0].cpu().numpy()
+
+
 class _Decoder:
-    def __init__(self, lm: PortableLM, src: BinaryIO, num_codebooks: int, frames: int) -> None:
+    def __init__(self, coder: PortableCoder, src: BinaryIO, num_codebooks: int, frames: int) -> None:
+        lm = coder.lm
         head = src.read(_SEGMENT_HEADER.size)
         if len(head) != _SEGMENT_HEADER.size:
             raise EcdcError("truncated stream: portable LM segment header")
@@ -417,7 +403,7 @@ class _Decoder:
             )
         if zlib.crc32(payload) != crc:
             raise DamagedSegmentError("portable LM segment fails its CRC (the stream continues at the next segment)")
-        self._stream = _Stream(lm, num_codebooks)
+        self._stream = coder._stepper(num_codebooks)
         self._payload = io.BytesIO(payload)
         self._ac = ArithmeticDecoder(self._payload, max_bytes=size)
         self._left = frames

@@ -74,6 +74,9 @@ class StreamResampler:
         orig_sr: input sample rate in Hz.
         target_sr: output sample rate in Hz.
         channels: channel count of every chunk.
+
+    Raises:
+        ValueError: a rate that is not a positive integer, or a channel count outside 1 to 65,536.
     """
 
     def __init__(self, orig_sr: int, target_sr: int, channels: int) -> None:
@@ -88,7 +91,17 @@ class StreamResampler:
         self._flushed = False
 
     def push(self, chunk: Any) -> np.ndarray:
-        """Feed float samples [channels, n]; returns the float32 output ready so far [channels, m]."""
+        """Feed samples.
+
+        Args:
+            chunk: float samples ``[channels, n]`` at ``orig_sr`` Hz.
+
+        Returns:
+            float32 output ``[channels, m]`` at ``target_sr`` Hz, what is ready so far.
+
+        Raises:
+            ValueError: another shape, NaN/infinite samples, or a push after :meth:`flush`.
+        """
         if self._flushed:
             raise ValueError("push after flush")
         array = np.asarray(chunk, dtype=np.float32)
@@ -101,7 +114,14 @@ class StreamResampler:
         return self._stream.resample_chunk(array.T).T
 
     def flush(self) -> np.ndarray:
-        """End the stream; returns the remaining float32 output [channels, m]."""
+        """End the stream.
+
+        Returns:
+            The remaining float32 output ``[channels, m]`` at ``target_sr`` Hz.
+
+        Raises:
+            ValueError: a second flush.
+        """
         if self._flushed:
             raise ValueError("flush called twice")
         self._flushed = True
