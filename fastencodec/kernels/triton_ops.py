@@ -13,6 +13,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+LENGTHS = ["t_in", "t_out"]
+"""Arguments that vary with an item's length: Triton compiles one kernel whatever their values (by
+default it specialises integers on ``== 1`` and divisibility by 16, so new lengths would compile
+new variants of every layer). Alignment still follows from the channel counts."""
+
 
 @triton.jit
 def _tanh(a):
@@ -25,7 +30,7 @@ def _elu(a):
     return tl.where(af > 0, af, tl.exp(af) - 1.0).to(a.dtype)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def conv1d_kernel(
     x, w, bias, res, y, t_in, t_out, c_in, c_out, pad_left,
     K: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr, REFLECT: tl.constexpr, ELU: tl.constexpr,
@@ -69,7 +74,7 @@ def conv1d_kernel(
     tl.store(y + at, acc.to(y.dtype.element_ty), mask=keep)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def conv_transpose1d_kernel(
     x, w, bias, y, t_in, t_out, c_in, c_out, trim_left,
     K: tl.constexpr, STRIDE: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr,
@@ -150,7 +155,7 @@ def lstm_step_kernel(
         tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def nearest_code_kernel(
     x, embed, embed_sq, codes, rows, bins, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
 ):  # fmt: skip
