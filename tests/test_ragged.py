@@ -136,6 +136,29 @@ def test_ragged_kernels_under_the_triton_interpreter():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
+def test_ragged_kernels_compile_for_hopper_without_a_gpu():
+    """The ragged variants of the conv kernels compile to sm_90 code (no GPU needed)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastencodec.kernels import triton_ops as ops
+
+    lengths = {"t_in": "i32", "t_out": "i32", "c_in": "i32", "c_out": "i32", "lens": "*i32"}
+    cases = [
+        (ops.conv1d_kernel, ["x", "w", "bias", "res", "y"], {"pad_left": "i32"},
+         {"K": 7, "STRIDE": 2, "DIL": 1, "REFLECT": True, "ELU": True, "ADD": True, "BT": 64}),
+        (ops.conv_transpose1d_kernel, ["x", "w", "bias", "y"], {"trim_left": "i32"},
+         {"K": 8, "STRIDE": 4, "ELU": True, "BQ": 64}),
+    ]  # fmt: skip
+    for kernel, pointers, more, constants in cases:
+        constants = constants | {"PREC": "ieee", "BCO": 32, "BCI": 32, "RAGGED": True}
+        signature = dict.fromkeys(pointers, "*fp32") | lengths | more | dict.fromkeys(constants, "constexpr")
+        compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32))
+        assert ".entry" in compiled.asm["ptx"]
+
+
 # -- GPU ----------------------------------------------------------------------------------------
 
 
