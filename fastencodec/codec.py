@@ -38,7 +38,7 @@ class EnCodec:
     Args:
         model: the network (inference mode).
         device: where to run it (default: where it is).
-        dtype: floating dtype of the encoder and decoder networks (default float32).
+        dtype: floating dtype of the encoder and decoder networks (default: as the model is).
         policy: the runtime policy (default ``RuntimePolicy()``: exact float32, device-default sizes).
         name: the model's name as ``.ecdc`` headers spell it (default: from its config).
     """
@@ -89,9 +89,13 @@ class EnCodec:
             policy: the runtime policy; or give its fields as keywords (``precision="exact"``,
                 ``batch_samples=``, ``chunk_samples=``, ``threads=``).
 
+        Returns:
+            The codec, on ``device``.
+
         Raises:
             FileNotFoundError: nothing found under that name.
-            ValueError: not a valid checkpoint, or a bad policy option.
+            ValueError: not a valid checkpoint, or a bad policy value.
+            TypeError: a keyword that is not a ``RuntimePolicy`` field.
         """
         if policy_options:
             policy = replace(policy or RuntimePolicy(), **policy_options)

@@ -71,7 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(args: argparse.Namespace, source: str | None, work: Callable[[], object]) -> int:
-    """Run ``work``; map its failure to one line on stderr and an exit status (the error kept as ``args.error``)."""
+    """Run ``work``; map its failure to one line on stderr and an exit status.
+
+    Args:
+        args: the parsed command line; ``args.error`` is set to the failure (or None).
+        source: the input the work is about (messages name it), or None.
+        work: the work.
+
+    Returns:
+        0 on success, 1 for a failure, 2 for bad usage, 130 on Ctrl-C.
+    """
     args.error = None
     try:
         work()
@@ -102,6 +111,14 @@ def _status(args: argparse.Namespace, source: str | None, exc: Exception) -> int
 
 
 def fail(message: str, status: int = 1) -> int:
-    """Print ``message`` as one line on stderr; returns ``status``."""
+    """Print ``message`` as one line on stderr.
+
+    Args:
+        message: the text (its whitespace runs, newlines included, become single spaces).
+        status: the exit status to return.
+
+    Returns:
+        ``status``.
+    """
     print(" ".join(message.split()), file=sys.stderr)
     return status

@@ -83,7 +83,18 @@ def load_codec(
 
 
 def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
-    """``bandwidth`` (kbps; None: the model's default) if the model supports it, else a usage error."""
+    """A bandwidth the model supports, as ``EnCodec.check_bandwidth`` gives it.
+
+    Args:
+        codec: the model.
+        bandwidth: ``-b`` in kbps, or None for the model's default.
+
+    Returns:
+        The bandwidth in kbps, as the model lists it.
+
+    Raises:
+        UsageError: the model does not support it.
+    """
     try:
         return codec.check_bandwidth(bandwidth)
     except ValueError as exc:
@@ -92,7 +103,16 @@ def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
 
 def check_output(output: str, source: str, force: bool) -> None:
     """Refuse an output that exists (without ``force``), is a directory, lies in a missing folder,
-    or is the input itself."""
+    or is the input itself.
+
+    Args:
+        output: the output path, or ``-`` (always accepted).
+        source: the input path, or ``-``.
+        force: ``-f``: an existing output may be replaced.
+
+    Raises:
+        CliError: the output cannot or may not be written.
+    """
     if output == STDIO:
         return
     path = Path(output)
@@ -109,8 +129,17 @@ def check_output(output: str, source: str, force: bool) -> None:
 
 
 def check_distinct_outputs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``jobs`` ((input, output) pairs) if no two write the same output, else a usage error naming both inputs
-    (e.g. ``a.wav`` and ``a.flac``, which both become ``a.ecdc``)."""
+    """Refuse two inputs that would write one output (e.g. ``a.wav`` and ``a.flac``, which both become ``a.ecdc``).
+
+    Args:
+        jobs: (input, output) pairs.
+
+    Returns:
+        ``jobs``.
+
+    Raises:
+        UsageError: two jobs write the same output (the message names both inputs).
+    """
     seen: dict[str, str] = {}
     for source, output in jobs:
         key = output if output == STDIO else os.path.normcase(os.path.abspath(output))
@@ -142,6 +171,13 @@ def display_name(path: str) -> str:
 def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
     """``paths`` with each folder replaced by the files with ``suffixes`` under it (sorted).
 
+    Args:
+        paths: files, folders or ``-``.
+        suffixes: lower-case suffixes (``".wav"``, ...) of the files a folder contributes.
+
+    Returns:
+        The paths, folders expanded.
+
     Raises:
         CliError: an empty path, the file system's root (not searched), or a folder without such files.
     """
@@ -162,7 +198,15 @@ def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
 
 
 def split_output(paths: list[str], is_output: Callable[[str], bool]) -> tuple[list[str], str | None]:
-    """``INPUT [OUTPUT]`` or ``INPUT...``: two paths whose second ``is_output`` are an input and its output."""
+    """Read ``INPUT [OUTPUT]`` or ``INPUT...``.
+
+    Args:
+        paths: the command's path arguments.
+        is_output: whether a path names an output (by its suffix, or ``-``).
+
+    Returns:
+        ``([input], output)`` for two paths whose second ``is_output``, else ``(paths, None)``.
+    """
     if len(paths) == 2 and is_output(paths[1]):
         return [paths[0]], paths[1]
     return paths, None
@@ -174,6 +218,15 @@ def progress_bar(samples: int | None, sample_rate: int, quiet: bool, action: str
 
     Hidden with ``quiet`` and for audio shorter than ``PROGRESS_MIN_SECONDS``; audio of unknown
     length (raw PCM streams, some FFmpeg inputs) shows a running count.
+
+    Args:
+        samples: the audio's length in samples, or None when unknown.
+        sample_rate: its rate in Hz (the bar counts samples and shows seconds).
+        quiet: ``-q``.
+        action: the bar's label, e.g. ``"compress"``.
+
+    Yields:
+        The bar; ``update(n)`` with ``n`` samples.
     """
     hidden = quiet or (samples is not None and samples < PROGRESS_MIN_SECONDS * sample_rate)
     known = "{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_noinv_fmt}]"

@@ -56,11 +56,7 @@ class BitPacker:
 class BitUnpacker:
     """Unpacks ``bits``-wide codes from bytes read as needed, keeping leftover bits between calls.
 
-    Args:
-        bits: width of one code, 1 to 16 bits (``engine.segments.check_bits``).
-
-    Raises:
-        ValueError: an unsupported width.
+    Args and errors as :class:`BitPacker`.
     """
 
     def __init__(self, bits: int) -> None:

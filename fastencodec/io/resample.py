@@ -25,7 +25,16 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def output_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
-    """Samples produced from ``num_samples`` samples at ``orig_sr`` Hz resampled to ``target_sr`` Hz."""
+    """Samples that ``resample`` makes of ``num_samples`` samples.
+
+    Args:
+        num_samples: input samples.
+        orig_sr: input rate in Hz.
+        target_sr: output rate in Hz.
+
+    Returns:
+        ``floor(num_samples * target_sr / orig_sr + 0.5)``, in exact integers.
+    """
     return (2 * num_samples * target_sr + orig_sr) // (2 * orig_sr)
 
 

@@ -38,7 +38,15 @@ class ResidualVectorQuantizer(nn.Module):
         self.embed_sq = self.embed.pow(2).sum(-1).unsqueeze(1)
 
     def encode(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Embeddings ``[B, dim, frames]`` to int64 codes ``[B, n_q, frames]`` (the first ``n_q`` codebooks)."""
+        """Nearest codes, codebook after codebook on the residual.
+
+        Args:
+            x: embeddings ``[B, dim, frames]``.
+            n_q: codebooks to use (the first ``n_q``).
+
+        Returns:
+            int64 codes ``[B, n_q, frames]``.
+        """
         batch, dim, frames = x.shape
         wide = torch.float64 if x.is_cuda else torch.float32
         residual = x.transpose(1, 2).reshape(-1, dim).to(wide)
