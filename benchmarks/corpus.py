@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -100,7 +101,9 @@ def write_file(folder: Path, i: int, seconds: float) -> None:
 def make_corpus(folder: Path, files: int, shortest: float, longest: float, processes: int) -> None:
     """``files`` files of ``shortest``..``longest`` seconds (uniform), in ``processes`` processes."""
     seconds = np.random.default_rng(0).uniform(shortest, longest, files)
-    with ProcessPoolExecutor(processes) as pool:
+    # spawn: no fork of a process with CUDA or thread pools, and the decoding workers' forkserver
+    # is started later with its own preload
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(write_file, [folder] * files, range(files), seconds))
 
 

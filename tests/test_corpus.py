@@ -432,3 +432,16 @@ def test_groups_reach_the_gpu_through_pinned_memory_with_the_codes_of_encode(mod
     for (index, audio), result in zip(items, coded):
         assert result.index == index
         np.testing.assert_array_equal(result.codes, np.asarray(codec.encode(audio[None], 3.0).codes)[0])
+
+
+def test_a_shard_that_cannot_be_written_stops_the_run(corpus, codec24, tmp_path, monkeypatch):
+    """Shards are written on a thread while coding goes on; its error reaches the caller."""
+    import fastencodec.corpus.run as run
+
+    def full(path, table):
+        raise OSError(28, "No space left on device (a stand-in)")
+
+    monkeypatch.setattr(run.shard_files, "write_shard", full)
+    with pytest.raises(OSError, match="a stand-in"):
+        tokenize_corpus(corpus, tmp_path, codec24, workers=0, shard_size=2)
+    assert not list(tmp_path.glob("shard-*.parquet"))

@@ -175,6 +175,8 @@ class _Workers:
                 try:
                     worker.tasks.send((index, item))
                 except OSError:  # it died: its items are handed out again when its end is seen
+                    worker.assigned.pop()  # never started, so not the item it died on
+                    todo.appendleft((index, item))
                     return
 
         def received(worker: _Worker, message: Message) -> None:
