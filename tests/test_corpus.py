@@ -445,3 +445,28 @@ def test_a_shard_that_cannot_be_written_stops_the_run(corpus, codec24, tmp_path,
     with pytest.raises(OSError, match="a stand-in"):
         tokenize_corpus(corpus, tmp_path, codec24, workers=0, shard_size=2)
     assert not list(tmp_path.glob("shard-*.parquet"))
+
+
+def test_the_feeder_holds_at_most_a_window_and_hands_out_length_sorted_groups():
+    from fastencodec.corpus.feeder import Feeder, Group
+    from fastencodec.corpus.workers import Whole
+
+    produced = []
+
+    def messages():
+        for i in range(40):
+            produced.append(i)
+            yield Whole(i, np.zeros((1, 10 + (7 * i) % 5), np.float32))
+
+    with Feeder(messages(), window=50) as feeder:
+        deadline = time.monotonic() + 30
+        while len(produced) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(produced) == 6  # 5 items (60 samples) held, the 6th waits to be put: nothing more is read
+        jobs = list(feeder.jobs())
+    assert all(isinstance(job, Group) for job in jobs)
+    for job in jobs:
+        lengths = [audio.shape[1] for _, audio in job.items]
+        assert lengths == sorted(lengths)
+    assert sorted(i for job in jobs for i, _ in job.items) == list(range(40))

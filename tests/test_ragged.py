@@ -125,6 +125,38 @@ def interpreted_check() -> None:
                     alone = net(x[i : i + 1, :, : lengths[i]].contiguous())
                     assert alone.shape[-1] == table[-1, i]
                     assert torch.equal(out[i : i + 1, :, : alone.shape[-1]], alone), (causal, part, i)
+    interpreted_codec_check()
+
+
+def interpreted_codec_check() -> None:
+    """Under ``TRITON_INTERPRET=1``: the public API on CPU tensors with the CUDA kernels forced on
+    (graphs off): ``encode`` of a list of mixed lengths forms a ragged batch, and each item's codes
+    and decoded audio equal those of the item alone."""
+    from fastencodec.kernels import Networks
+    from fastencodec.kernels.cuda import GraphCache
+
+    Networks._uses_kernels = lambda self: True  # this process only (a subprocess of the test)
+    GraphCache.__call__ = lambda self, *inputs: self.fn(*inputs)
+    codec = EnCodec(small_model(False, [4, 2]))
+    hop = codec.hop_length
+    items = [torch.randn(1, n).numpy() for n in (33 * hop - 3, 35 * hop + 1, 36 * hop, 35 * hop - 1)]
+    calls = []
+    for name, at in (("encode_batch", 2), ("decode_batch", 3)):  # where ``lengths`` comes
+        method = getattr(codec.engine, name)
+
+        def spy(*args, method=method, name=name, at=at, **kwargs):
+            calls.append((name, len(args[0]), (args[at:] or [kwargs.get("lengths")])[0] is not None))
+            return method(*args, **kwargs)
+
+        setattr(codec.engine, name, spy)
+    tokens = codec.encode(items)
+    audio = codec.decode(tokens)
+    assert ("encode_batch", 4, True) in calls and ("decode_batch", 4, True) in calls, calls
+    for i, item in enumerate(items):
+        alone = codec.encode([item])
+        frames = alone.codes.shape[-1]
+        assert np.array_equal(tokens.codes[i, :, :frames], alone.codes[0]), i
+        assert np.array_equal(audio[i], codec.decode(alone)[0]), i
 
 
 @pytest.mark.slow
