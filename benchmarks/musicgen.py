@@ -2,6 +2,7 @@
 
     python benchmarks/musicgen.py [--quick] [--device cuda] [--arch small medium] [--batch 1 8]
                                   [--seconds 10] [--guidance 3] [--dtype float32|bfloat16] [--repeat 2]
+                                  [--profile] [--no-transformers] [--no-graphs] [--json FILE]
 
 Random weights in the published architectures (shapes of facebook/musicgen-small and -medium:
 t5-base text encoder, 24 x 1024 or 48 x 1536 decoder, 4 codebooks of 2048, the 32 kHz EnCodec), so
@@ -9,7 +10,12 @@ nothing is downloaded; speed does not depend on the weights. Both sample with to
 classifier-free guidance in one doubled batch. Reported: wall time of a whole call (text encoder,
 ``seconds * 50 + 3`` decoder steps, codec decode), decoder steps per second, real-time factor, and the
 decoder-weight bandwidth it implies (weight bytes read per step / step time: the bound at batch 1).
-``--quick`` runs musicgen-small, batch 1, 1 s, once (a CPU smoke test).
+Ours is also split into its phases (tokens: text encoder and all steps; codec decode; the text
+conditioning alone) and its first call (CUDA graph capture) is shown. Ours runs first for every batch
+size, then transformers (after a short warm-up call), so a time limit cuts the slow rows last.
+``--profile`` times one captured step with its replays queued back to back and splits it into kernel
+time and the gaps between kernels (torch.profiler). ``--quick`` runs musicgen-small, batch 1, 1 s,
+once (a CPU smoke test).
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ def tokenizer():
     return tok
 
 
-def build(arch: str):
-    """transformers' model (random weights) in the published shapes."""
+def build(arch: str, device: torch.device):
+    """transformers' model (random weights) in the published shapes, initialised on ``device``."""
     from transformers import (
         EncodecConfig,
         MusicgenConfig,
@@ -74,24 +80,34 @@ def build(arch: str):
     config = MusicgenConfig(text_encoder=T5Config(**T5_BASE), audio_encoder=EncodecConfig(**ENCODEC_32KHZ),
                             decoder=decoder)
     torch.manual_seed(0)
-    return MusicgenForConditionalGeneration(config).eval()
+    with torch.device(device):  # random initialisation on the GPU: seconds, not a minute, for medium
+        return MusicgenForConditionalGeneration(config).eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device, repeat: int) -> list[float]:
     times = []
     for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return times
 
 
-def run_ours(ours: MusicGen, prompts: list[str], seconds: float, guidance: float) -> None:
-    ours.generate(prompts, seconds, guidance_scale=guidance, top_k=250, seed=0)
+def run_ours(ours: MusicGen, prompts: list[str], seconds: float, guidance: float) -> dict[str, float]:
+    """One ``generate`` call, split into its two phases: tokens (text encoder and every decoding
+    step) and the codec decode. Returns their seconds."""
+    start = time.perf_counter()
+    tokens = ours.generate_tokens(prompts, seconds, guidance_scale=guidance, top_k=250, seed=0)
+    middle = time.perf_counter()
+    ours.decode(tokens)
+    return dict(tokens_s=middle - start, codec_decode_s=time.perf_counter() - middle)
 
 
 def run_theirs(hf, ids: torch.Tensor, mask: torch.Tensor, steps: int, guidance: float) -> None:
@@ -100,39 +116,123 @@ def run_theirs(hf, ids: torch.Tensor, mask: torch.Tensor, steps: int, guidance: 
                     max_new_tokens=steps)
 
 
-def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, dtype: torch.dtype) -> list[dict]:
-    """Rows for one architecture, every batch size, ours and transformers; printed as they come."""
-    hf = build(arch)
-    ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, dtype)
-    ours.use_cuda_graphs = not args.no_graphs
-    hf = hf.to(device, dtype if dtype != torch.float32 else None)
-    weight_bytes = sum(p.numel() * p.element_size() for p in ours.lm.parameters())
-    frames = round(args.seconds * ours.frame_rate)
-    steps = frames + ours.num_codebooks - 1
+def text_seconds(ours: MusicGen, prompts: list[str], device: torch.device, repeat: int = 5) -> float:
+    """Seconds the text conditioning (tokenizer + T5 encoder, doubled for guidance) takes (median)."""
+    dtype = ours.lm.lm_heads[0].weight.dtype
+    with torch.inference_mode():
+        return statistics.median(timed(lambda: ours.text(prompts, True, device, dtype), device, repeat))
+
+
+def profile_step(ours: MusicGen, device: torch.device, steps: int = 50) -> dict:
+    """What one captured decoding step costs on the GPU: wall time per step with the replays queued
+    back to back, the kernels in it and their summed run time (the rest are gaps between kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    decoding = next(iter(ours._decoders._kept.values()))  # the graph the last generate call used
+
+    def replay() -> None:
+        decoding.position.fill_(64)  # mid-window: in range whatever the window length
+        for _ in range(steps):
+            decoding.advance()
+
+    with torch.inference_mode():
+        wall = statistics.median(timed(replay, device, 3)) / steps
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            replay()
+            sync(device)
+    kernels = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
+               and str(e.device_type).endswith("CUDA")]
+    busy = {e.key: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in kernels}
+    counts = {e.key: e.count for e in kernels}
+    total_us = sum(busy.values()) / steps
+    top = sorted(busy, key=busy.get, reverse=True)[:6]
+    return dict(step_us=wall * 1e6, kernel_us=total_us, gap_us=wall * 1e6 - total_us,
+                kernels_per_step=sum(counts.values()) / steps,
+                top=[(name[:60], busy[name] / steps, counts[name] / steps) for name in top])
+
+
+def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, out) -> list[dict]:
+    """Rows for one architecture: ours for every dtype and batch size first, then transformers (in
+    the first dtype); printed as they come."""
+    hf = build(arch, device)
     rows = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        out(row)
+
+    for name in args.dtype:
+        ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, getattr(torch, name))
+        ours.use_cuda_graphs = not args.no_graphs
+        bench_ours(ours, arch, name, args, device, emit)
+        del ours
+    if not args.no_transformers:
+        if args.dtype[0] != "float32":
+            hf = hf.to(getattr(torch, args.dtype[0]))
+        bench_theirs(hf, arch, args, tok, device, emit, rows)
+    del hf
+    return rows
+
+
+def steps_of(seconds: float) -> int:
+    """Decoder steps for ``seconds`` of audio: 50 frames a second plus the 3 of the delay pattern."""
+    return round(seconds * 50) + 3
+
+
+def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, device: torch.device, emit) -> None:
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.lm.parameters())
+    steps = steps_of(args.seconds)
+    for batch in args.batch:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+        fn = functools.partial(run_ours, ours, prompts, args.seconds, args.guidance)
+        first = timed(fn, device, 1)[0]  # warm-up: CUDA graph capture, allocator, kernels
+        parts = [fn() for _ in range(1 if args.quick else args.repeat)]
+        wall = statistics.median(p["tokens_s"] + p["codec_decode_s"] for p in parts)
+        row = dict(arch=arch, batch=batch, impl="fastencodec", dtype=dtype, wall_s=wall, first_call_s=first,
+                   steps_per_s=steps / wall, realtime=args.seconds / wall,
+                   weight_gb_s=weight_bytes * steps / wall / 1e9,
+                   tokens_s=statistics.median(p["tokens_s"] for p in parts),
+                   codec_decode_s=statistics.median(p["codec_decode_s"] for p in parts),
+                   text_s=text_seconds(ours, prompts, device))
+        if args.profile and device.type == "cuda" and ours.use_cuda_graphs:
+            try:
+                row["profile"] = profile_step(ours, device)
+            except Exception as exc:  # the profiler is a bonus: a failure must not lose the timings
+                row["profile_error"] = f"{type(exc).__name__}: {exc}"
+        emit(row)
+
+
+def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.device, emit, rows: list[dict]) -> None:
+    weight_bytes = sum(p.numel() * p.element_size() for p in hf.decoder.parameters())
+    steps = steps_of(args.seconds)
     for batch in args.batch:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
         enc = [tok.encode(p).ids for p in prompts]
         width = max(map(len, enc))
         ids = torch.tensor([e + [0] * (width - len(e)) for e in enc], device=device)
         mask = (torch.arange(width)[None] < torch.tensor([len(e) for e in enc])[:, None]).long().to(device)
-        impls = [("fastencodec", functools.partial(run_ours, ours, prompts, args.seconds, args.guidance))]
-        if not args.no_transformers:
-            impls.append(("transformers", functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)))
-        medians = {}
-        for name, fn in impls:
-            first = timed(fn, device, 1)[0]  # warm-up (CUDA graph capture, allocator, kernels)
-            median = first if args.quick else statistics.median(timed(fn, device, args.repeat))
-            medians[name] = median
-            rows.append(dict(arch=arch, batch=batch, impl=name, wall_s=median, first_call_s=first,
-                             steps_per_s=steps / median, realtime=args.seconds / median,
-                             weight_gb_s=weight_bytes * steps / median / 1e9))
-        for row in rows[-len(impls):]:
-            row["speedup_vs_transformers"] = medians.get("transformers", float("nan")) / row["wall_s"]
-            print(f"| {arch} | {batch} | {row['impl']} | {row['wall_s']:.2f} | {row['steps_per_s']:.1f} | "
-                  f"{row['realtime']:.2f} | {row['weight_gb_s']:.0f} | {row['speedup_vs_transformers']:.2f}x |",
-                  flush=True)
-    return rows
+        timed(functools.partial(run_theirs, hf, ids, mask, 8, args.guidance), device, 1)  # warm-up, short
+        fn = functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)
+        wall = statistics.median(timed(fn, device, 1 if args.quick else args.repeat))
+        ours = [r["wall_s"] for r in rows if r["batch"] == batch and r["impl"] == "fastencodec"]
+        ratio = wall / ours[0] if ours else float("nan")
+        emit(dict(arch=arch, batch=batch, impl="transformers", dtype=args.dtype[0], wall_s=wall,
+                  steps_per_s=steps / wall, realtime=args.seconds / wall,
+                  weight_gb_s=weight_bytes * steps / wall / 1e9, fastencodec_speedup=ratio))
+
+
+def show(row: dict) -> None:
+    """Print one row of the table (and the profile of a step when there is one)."""
+    extra = (f"text {row['text_s'] * 1e3:.1f} ms, codec decode {row['codec_decode_s'] * 1e3:.0f} ms, "
+             f"first call {row['first_call_s']:.2f} s") if "text_s" in row else \
+        f"fastencodec is {row['fastencodec_speedup']:.2f}x faster"
+    print(f"| {row['arch']} | {row['batch']} | {row['impl']} | {row['dtype']} | {row['wall_s']:.2f} | "
+          f"{row['steps_per_s']:.1f} | {row['realtime']:.2f} | {row['weight_gb_s']:.0f} | {extra} |", flush=True)
+    if "profile" in row:
+        p = row["profile"]
+        print(f"|   | step profile: {p['step_us']:.0f} us/step = {p['kernel_us']:.0f} us in "
+              f"{p['kernels_per_step']:.0f} kernels + {p['gap_us']:.0f} us between them; top: "
+              + "; ".join(f"{name} {us:.0f} us x{n:.0f}" for name, us, n in p["top"]), flush=True)
 
 
 def main() -> None:
@@ -143,28 +243,35 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"],
+                        help="decoder LM dtypes of ours (transformers runs in the first)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after a warm-up; the median is shown")
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
     parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", action="store_true", help="also profile one captured step (GPU)")
+    parser.add_argument("--json", type=Path, help="also write the rows here (rewritten after each row)")
     args = parser.parse_args()
     if args.quick:
         args.arch, args.batch, args.seconds, args.repeat = ["small"], [1], 1.0, 1
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
     tok = tokenizer()
     rows = []
-    print(f"# MusicGen, {args.seconds:g} s, guidance {args.guidance:g}, top-k 250, {args.dtype}, {device} "
-          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"{time.strftime('%Y-%m-%d')}")
-    print("| arch | batch | impl | wall s | steps/s | x real time | weight GB/s | vs transformers |")
-    print("|---|---|---|---|---|---|---|---|")
+
+    def out(row: dict) -> None:
+        rows.append(row)
+        show(row)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+
+    print(f"# MusicGen, {args.seconds:g} s, guidance {args.guidance:g}, top-k 250, {'/'.join(args.dtype)}, {device} "
+          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print("| arch | batch | impl | dtype | wall s | steps/s | x real time | weight GB/s | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arch in args.arch:
-        rows += bench_arch(arch, args, tok, device, dtype)
+        bench_arch(arch, args, tok, device, out)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

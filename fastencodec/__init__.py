@@ -55,6 +55,6 @@ def generate(
         Audio ``[batch, channels, samples]`` (float32 torch tensor) at 32 kHz, and the tokens when
         ``return_tokens=True``.
     """
-    from fastencodec.musicgen import generate as musicgen
+    from fastencodec.musicgen.defaults import default_model
 
-    return musicgen.default_model(model or musicgen.DEFAULT_MODEL, device).generate(prompts, duration, **kwargs)
+    return default_model(model, device).generate(prompts, duration, **kwargs)

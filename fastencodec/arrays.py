@@ -33,7 +33,13 @@ Array = Any  # np.ndarray | torch.Tensor | anything numpy.asarray accepts
 
 @dataclass(frozen=True)
 class OutputKind:
-    """How to hand results back: as NumPy or as torch on ``device`` with ``dtype``."""
+    """How to hand results back: as NumPy or as torch on ``device`` with ``dtype``.
+
+    Attributes:
+        torch: whether results are torch tensors.
+        device: their device (torch only).
+        dtype: the floating dtype of audio results (torch only; NumPy audio is float32).
+    """
 
     torch: bool
     device: torch.device | None = None
@@ -41,22 +47,37 @@ class OutputKind:
 
     @classmethod
     def of(cls, value: Any) -> OutputKind:
+        """The kind that follows an input: torch on its device (its dtype if floating, else float32), or NumPy."""
         if isinstance(value, torch.Tensor):
             dtype = value.dtype if value.is_floating_point() else torch.float32
             return cls(True, value.device, dtype)
         return cls(False)
 
     def audio(self, x: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Float results (audio, embeddings) of any shape: torch with ``device``/``dtype``, or float32 NumPy."""
         if self.torch:
             return x.to(self.device, self.dtype)
         return x.detach().float().cpu().numpy()
 
     def ints(self, x: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Integer results (codes) of any shape, their dtype kept: torch on ``device``, or NumPy."""
         return x.to(self.device) if self.torch else x.cpu().numpy()
 
 
 def as_tensor(value: Any, what: str) -> torch.Tensor:
-    """A tensor view of a NumPy array, torch tensor or array-like (e.g. an MLX array)."""
+    """A tensor view of a NumPy array, torch tensor or array-like (e.g. an MLX array).
+
+    Args:
+        value: the input; a torch tensor is returned as it is.
+        what: how messages name it.
+
+    Returns:
+        A tensor sharing memory with ``value`` where possible (a copy for read-only or
+        byte-swapped arrays).
+
+    Raises:
+        ValueError: ``value`` is not a numeric array (ragged, objects, unsupported dtype).
+    """
     if isinstance(value, torch.Tensor):
         return value
     try:
@@ -73,12 +94,46 @@ def as_tensor(value: Any, what: str) -> torch.Tensor:
         raise ValueError(f"{what} has unsupported dtype {array.dtype}") from exc
 
 
+def bounded_int(value: object, what: str, most: int | None = None, unit: str = "") -> int:
+    """``value`` if it is an integer (``int``, not bool) from 1 to ``most``.
+
+    Args:
+        value: the number to check (a sample rate, a channel count, ...).
+        what: how messages name it, e.g. ``"sample rate"``.
+        most: the largest value accepted, or None for no bound.
+        unit: the unit messages give the value in, e.g. ``"Hz"`` (none by default).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        ValueError: ``value`` is not a positive ``int``, or is above ``most``.
+    """
+    if type(value) is not int or value <= 0:
+        raise ValueError(f"{what} must be a positive integer{f' ({unit})' if unit else ''}, got {value!r}")
+    if most is not None and value > most:
+        suffix = f" {unit}" if unit else ""
+        raise ValueError(f"{what} {value}{suffix} is above {most}{suffix}")
+    return value
+
+
 FINITE_CHECK_SAMPLES = 1 << 20
 """Samples per step of the NaN/Inf check (bounded scratch memory for long signals)."""
 
 
 def check_signal(x: torch.Tensor, what: str) -> torch.Tensor:
-    """Refuse non-float, empty or non-finite audio ``[..., samples]``; returns ``x``."""
+    """Refuse non-float, empty or non-finite audio.
+
+    Args:
+        x: audio ``[..., samples]`` (checked for NaN/Inf ``FINITE_CHECK_SAMPLES`` samples at a time).
+        what: how messages name it.
+
+    Returns:
+        ``x``.
+
+    Raises:
+        ValueError: integer dtype, 0 samples, 0 channels, or NaN/Inf samples.
+    """
     if not x.is_floating_point():
         raise ValueError(f"{what} has dtype {x.dtype}; pass floating-point audio in [-1, 1]")
     if x.shape[-1] == 0:
@@ -92,11 +147,18 @@ def check_signal(x: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Audio ``[..., C, samples]`` to ``channels`` channels by the channel rule.
+    """Audio to ``channels`` channels by the channel rule.
 
     Equal counts are returned as they are; mono is copied to every channel; anything else
     is averaged to mono first (stereo to mono is the mean; 5.1 to stereo is that mono mix
-    in both channels). Copies are views where possible.
+    in both channels).
+
+    Args:
+        x: audio ``[..., C, samples]``.
+        channels: the channel count wanted.
+
+    Returns:
+        Audio ``[..., channels, samples]``: ``x`` itself, or an expanded view of ``x`` or of its mean.
     """
     have = x.shape[-2]
     if have == channels:
@@ -118,6 +180,9 @@ def audio_layout(x: torch.Tensor, what: str, channels: int = 1, layout: str | No
         what: how messages name it.
         channels: the model's channel count.
         layout: the reading of 2-D audio (``LAYOUTS``), or None for the rule's default.
+
+    Returns:
+        A ``[batch, channels, samples]`` view of ``x`` (its channels not yet conformed).
 
     Raises:
         ValueError: another rank, an unknown layout, or 2-D audio a multichannel model cannot read
@@ -147,8 +212,23 @@ def audio_layout(x: torch.Tensor, what: str, channels: int = 1, layout: str | No
 def audio_batch(
     audio: Array, lengths: Sequence[int] | None, channels: int, layout: str | None = None
 ) -> tuple[list[torch.Tensor], OutputKind, bool]:
-    """Validated signals ``[channels, samples_i]`` (views, on the input's device), the output kind,
-    and whether the input was a list (so results should be a list too)."""
+    """Split the audio ``EnCodec.encode`` takes into validated signals.
+
+    Args:
+        audio: a padded array (any layout of :func:`audio_layout`) or a list of ``[samples]`` /
+            ``[channels, samples]`` signals.
+        lengths: samples per item of a padded array, or None (every item is whole).
+        channels: the model's channel count.
+        layout: the reading of 2-D audio (see :func:`audio_layout`).
+
+    Returns:
+        The signals ``[channels, samples_i]`` (views, on the input's device, in the model's
+        channels), the output kind, and whether the input was a list (so results should be a
+        list too).
+
+    Raises:
+        ValueError: bad layout, dtype or values, an empty batch, or lengths that do not fit.
+    """
     if isinstance(audio, (list, tuple)) and audio and not isinstance(audio[0], (int, float)):
         if lengths is not None:
             raise ValueError("lengths= is for a padded array; a list already gives each item's length")

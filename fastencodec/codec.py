@@ -38,7 +38,7 @@ class EnCodec:
     Args:
         model: the network (inference mode).
         device: where to run it (default: where it is).
-        dtype: floating dtype of the encoder and decoder networks (default float32).
+        dtype: floating dtype of the encoder and decoder networks (default: as the model is).
         policy: the runtime policy (default ``RuntimePolicy()``: exact float32, device-default sizes).
         name: the model's name as ``.ecdc`` headers spell it (default: from its config).
     """
@@ -89,9 +89,13 @@ class EnCodec:
             policy: the runtime policy; or give its fields as keywords (``precision="exact"``,
                 ``batch_samples=``, ``chunk_samples=``, ``threads=``).
 
+        Returns:
+            The codec, on ``device``.
+
         Raises:
             FileNotFoundError: nothing found under that name.
-            ValueError: not a valid checkpoint, or a bad policy option.
+            ValueError: not a valid checkpoint, or a bad policy value.
+            TypeError: a keyword that is not a ``RuntimePolicy`` field.
         """
         if policy_options:
             policy = replace(policy or RuntimePolicy(), **policy_options)
@@ -100,7 +104,18 @@ class EnCodec:
         return cls(model, device, dtype, policy=policy, name=model_name(name_or_path, path, model.config))
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> EnCodec:
-        """Move to ``device`` and/or run the networks in floating ``dtype``; returns self."""
+        """Move to ``device`` and/or run the encoder and decoder in ``dtype`` (in place).
+
+        Args:
+            device: the new device, or None to stay.
+            dtype: a floating torch dtype, or None to keep the current one.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: ``dtype`` is not a floating-point dtype.
+        """
         if device is not None:
             self.model.to(torch.device(device))
         if dtype is not None:
@@ -142,10 +157,12 @@ class EnCodec:
 
     @property
     def device(self) -> torch.device:
+        """The device the networks run on."""
         return self._engine.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """Floating dtype of the encoder and decoder networks."""
         return self._engine.dtype
 
     @property
@@ -160,6 +177,7 @@ class EnCodec:
 
     @property
     def channels(self) -> int:
+        """Audio channels the model codes (1, or 2 for ``encodec-48khz``)."""
         return self.config.channels
 
     @property
@@ -198,7 +216,13 @@ class EnCodec:
         return self._engine.streamable
 
     def codebooks_for(self, bandwidth: float | None = None) -> int:
-        """Codebooks used at ``bandwidth`` kbps.
+        """Codebooks per frame at a bandwidth.
+
+        Args:
+            bandwidth: kbps, one of ``bandwidths`` (None: ``default_bandwidth``).
+
+        Returns:
+            The codebook count, 1 to ``num_codebooks``.
 
         Raises:
             ValueError: the model does not support ``bandwidth``.
@@ -206,7 +230,14 @@ class EnCodec:
         return self.config.codebooks_for_bandwidth(self.check_bandwidth(bandwidth))
 
     def check_bandwidth(self, bandwidth: float | None) -> float:
-        """``bandwidth`` (kbps; None: the default) as the model lists it.
+        """A bandwidth as the model lists it.
+
+        Args:
+            bandwidth: kbps (anything ``float`` takes, matched with ``math.isclose``), or None for
+                ``default_bandwidth``.
+
+        Returns:
+            The entry of ``bandwidths`` it matches, in kbps.
 
         Raises:
             ValueError: not a number, or not one of ``bandwidths``.
@@ -274,10 +305,22 @@ class EnCodec:
     def encode_continuous(
         self, audio: Array, lengths: Sequence[int] | None = None, *, layout: str | None = None
     ) -> np.ndarray | torch.Tensor:
-        """Pre-quantisation embeddings ``[batch, dimension, frames]`` at ``frame_rate`` Hz.
+        """Audio to the encoder's embeddings, before quantisation.
 
-        Arguments as for :meth:`encode`. Normalising models normalise each segment first;
-        frames past an item's end in an unequal-length batch are zero.
+        Normalising models normalise each segment first.
+
+        Args:
+            audio: as for :meth:`encode`.
+            lengths: as for :meth:`encode`.
+            layout: as for :meth:`encode`.
+
+        Returns:
+            float32 embeddings ``[batch, dimension, frames]`` at ``frame_rate`` Hz (frames past an
+            item's end in an unequal-length batch are zero): NumPy for NumPy input, torch on the
+            input's device for torch input.
+
+        Raises:
+            ValueError: bad audio, lengths or layout.
         """
         items, kind, _ = audio_batch(audio, lengths, self.channels, layout)
         results = encode_items(self._engine, items, None)
@@ -407,21 +450,55 @@ class EnCodec:
         return rows
 
     def check_model(self, tokens: Tokens) -> None:
-        """Refuse ``Tokens`` made by another model (ValueError naming both)."""
+        """Refuse ``Tokens`` made by another model.
+
+        Args:
+            tokens: what :meth:`encode` returned, here or elsewhere.
+
+        Raises:
+            ValueError: they come from another model (the message names both).
+        """
         tokens.check_model(self.model_id)
 
     def validate_codes(self, codes: Array, padding: bool = False) -> torch.Tensor:
-        """Codes checked against this model, as a CPU int64 ``[batch, codebooks, frames]`` tensor
-        (see :meth:`fastencodec.engine.network.Engine.validate_codes`)."""
+        """Codes checked against this model (see :meth:`fastencodec.engine.network.Engine.validate_codes`).
+
+        Args:
+            codes: integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``.
+            padding: accept trailing frames of ``-1`` (padding).
+
+        Returns:
+            CPU int64 codes ``[batch, codebooks, frames]``.
+
+        Raises:
+            ValueError: another shape, a non-integer dtype, too many codebooks, or codes outside
+                ``0 .. codebook_size - 1``.
+        """
         return self._engine.validate_codes(codes, padding)
 
     # -- streaming ----------------------------------------------------------------------------
     def stream_encoder(self, bandwidth: float | None = None) -> StreamEncoder:
-        """A :class:`~fastencodec.streaming.streams.StreamEncoder`: push audio chunks, get the tokens
-        of each frame as soon as it is final (24 and 32 kHz models; ``bandwidth`` in kbps)."""
+        """A stream that turns audio chunks into the tokens of each frame as soon as it is final.
+
+        Args:
+            bandwidth: kbps (None: ``default_bandwidth``).
+
+        Returns:
+            A new :class:`~fastencodec.streaming.streams.StreamEncoder` with its own state.
+
+        Raises:
+            ValueError: the model cannot stream (only the 24 and 32 kHz models do), or an
+                unsupported bandwidth.
+        """
         return StreamEncoder(self._engine, self.codebooks_for(bandwidth))
 
     def stream_decoder(self) -> StreamDecoder:
-        """A :class:`~fastencodec.streaming.streams.StreamDecoder`: push tokens, get their audio as
-        soon as it is final (24 and 32 kHz models)."""
+        """A stream that turns tokens into their audio as soon as it is final.
+
+        Returns:
+            A new :class:`~fastencodec.streaming.streams.StreamDecoder` with its own state.
+
+        Raises:
+            ValueError: the model cannot stream (only the 24 and 32 kHz models do).
+        """
         return StreamDecoder(self._engine)

@@ -30,14 +30,18 @@ MIN_DECODER_SNR_DB = 45.0
 
 @dataclass
 class Quality:
-    """One candidate against one reference on one batch of audio."""
+    """One candidate against one reference on one batch of audio.
+
+    Attributes:
+        agreement: per codebook, the fraction of codes equal to the reference's.
+        excess_distortion: ``||e - q(codes)||^2 / ||e - q(codes_ref)||^2 - 1`` (float64).
+        decoder_snr_db: SNR in dB of the candidate's decoder output against the reference's,
+            on the reference's tokens.
+    """
 
     agreement: list[float]
-    """Per codebook: fraction of codes equal to the reference's."""
     excess_distortion: float
-    """``||e - q(codes)||^2 / ||e - q(codes_ref)||^2 - 1`` (float64)."""
     decoder_snr_db: float
-    """SNR in dB of the candidate's decoder output against the reference's, on the reference's tokens."""
 
     @property
     def qualifies(self) -> bool:
@@ -45,6 +49,7 @@ class Quality:
         return self.excess_distortion <= MAX_EXCESS and self.decoder_snr_db >= MIN_DECODER_SNR_DB
 
     def as_dict(self) -> dict:
+        """The figures and ``qualifies`` as a JSON-ready dict."""
         return {**asdict(self), "qualifies": self.qualifies}
 
 

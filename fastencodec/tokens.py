@@ -134,18 +134,22 @@ class Tokens:
     # -- acting as the code array ---------------------------------------------------------
     @property
     def shape(self) -> tuple[int, ...]:
+        """The codes' shape: ``(batch, codebooks, frames)`` or ``(codebooks, frames)``."""
         return tuple(self.codes.shape)
 
     @property
     def ndim(self) -> int:
+        """The codes' rank (3, or 2 for one item)."""
         return self.codes.ndim
 
     @property
     def dtype(self) -> Any:
+        """The codes' dtype (NumPy or torch)."""
         return self.codes.dtype
 
     @property
     def device(self) -> torch.device:
+        """Where the codes are (``cpu`` for NumPy codes)."""
         return self.codes.device if isinstance(self.codes, torch.Tensor) else torch.device("cpu")
 
     def __len__(self) -> int:
@@ -269,7 +273,14 @@ class Tokens:
 
     # -- devices, equality, files -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Tokens:
-        """These tokens with codes (and scales) as torch tensors on ``device``."""
+        """These tokens with codes (and scales) as torch tensors on ``device``.
+
+        Args:
+            device: a torch device.
+
+        Returns:
+            New Tokens with the same context (lengths, model, precision).
+        """
         codes, scales = _tensor(self.codes).to(device), None if self.scales is None else _tensor(self.scales).to(device)
         return self._with(codes, self.lengths, scales, self.pieces)
 
@@ -297,10 +308,20 @@ class Tokens:
     __hash__ = None  # type: ignore[assignment]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to a ``.safetensors`` file (codes, scales and the context as metadata; no pickle)."""
+        """Write to a ``.safetensors`` file, atomically (no partial file; an existing one survives a failure).
+
+        Codes and scales are stored as tensors, the context (lengths, pieces, model, precision,
+        layout) as JSON metadata; nothing is pickled.
+
+        Args:
+            path: the file to write (replaced if it exists).
+
+        Raises:
+            AudioFileError: the file cannot be written.
+        """
         from safetensors.numpy import save
 
-        from fastencodec.io.audio import AtomicOutput
+        from fastencodec.io.atomic import AtomicOutput
 
         tensors = {"codes": np.ascontiguousarray(self.numpy())}
         if self.scales is not None:
@@ -320,7 +341,13 @@ class Tokens:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokens:
-        """Read tokens written by :meth:`save` (NumPy codes).
+        """Read tokens written by :meth:`save`.
+
+        Args:
+            path: a file :meth:`save` wrote.
+
+        Returns:
+            The Tokens, with NumPy codes (and scales).
 
         Raises:
             ValueError: not a tokens file, or inconsistent contents.
@@ -351,7 +378,14 @@ class Tokens:
             raise ValueError(f"{path}: a tokens file with missing or malformed metadata ({exc!r})") from None
 
     def check_model(self, model_id: str) -> None:
-        """Raise ValueError unless these tokens come from the model ``model_id``."""
+        """Refuse a model other than the one that made these tokens.
+
+        Args:
+            model_id: ``name:fingerprint`` of a model (``EnCodec.model_id``).
+
+        Raises:
+            ValueError: these tokens come from another model.
+        """
         if self.model_id != model_id:
             raise ValueError(f"tokens come from another model ({self.model_id}); this is {model_id}")
 
@@ -367,6 +401,14 @@ def concatenate(tokens: list[Tokens], axis: int = 0) -> Tokens:
     Along time, each item becomes the concatenation of its pieces (decoded piece by piece for
     segmenting models, so every piece keeps its own segments and scales); along batch, items
     are padded with ``PAD``. Tokens of several precision modes join as ``precision="mixed"``.
+    ``np.concatenate`` and ``torch.cat`` of Tokens call this.
+
+    Args:
+        tokens: Tokens of one model with one codebook count (and, along time, one batch size).
+        axis: ``-1`` (or the last axis) for time, ``0`` for batch.
+
+    Returns:
+        The joined Tokens: torch on the first one's device if its codes are torch, else NumPy.
 
     Raises:
         ValueError: another model, another codebook count, or another axis.

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fastencodec.io.audio import AudioFileError, AudioReader, AudioWriter, read_audio, to_channels, write_audio
+from fastencodec.io.audio import AudioReader, AudioWriter, read_audio, to_channels, write_audio
+from fastencodec.io.errors import AudioFileError
 
 RATE = 44100
 

@@ -399,3 +399,74 @@ def test_detokenize_loads_only_published_models_named_by_a_manifest(corpus, code
         detokenize(tmp_path / "out", tmp_path / "audio")
     assert main(args + ["--model", str(models["24"])]) == 0  # the user's own choice may be local
     assert len(list((tmp_path / "audio").rglob("*.wav"))) == 3
+
+
+def test_an_error_while_coding_stops_the_run_and_its_workers(corpus, codec24, tmp_path, monkeypatch):
+    import fastencodec.corpus.api as api
+
+    def broken(*args):
+        raise RuntimeError("out of memory (a stand-in)")
+
+    monkeypatch.setattr(api, "encode_group", broken)
+    with pytest.raises(RuntimeError, match="a stand-in"):
+        tokenize_corpus(corpus, tmp_path, codec24, workers=1, window_samples=1)
+    assert not list(tmp_path.glob("shard-*.parquet"))
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_groups_reach_the_gpu_through_pinned_memory_with_the_codes_of_encode(models):
+    from fastencodec.corpus.batching import encode_group
+
+    codec = EnCodec.from_pretrained(models["24"], device="cuda")
+    items = [(i, np.ascontiguousarray(tone(24000, 1, seconds, i).T)) for i, seconds in enumerate((0.3, 1.1, 0.7))]
+    pinned = []
+    empty = torch.empty
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "empty", lambda *a, **k: pinned.append(k.get("pin_memory")) or empty(*a, **k))
+        coded = encode_group(codec, 4, items)
+    assert True in pinned
+    for (index, audio), result in zip(items, coded):
+        assert result.index == index
+        np.testing.assert_array_equal(result.codes, np.asarray(codec.encode(audio[None], 3.0).codes)[0])
+
+
+def test_a_shard_that_cannot_be_written_stops_the_run(corpus, codec24, tmp_path, monkeypatch):
+    """Shards are written on a thread while coding goes on; its error reaches the caller."""
+    import fastencodec.corpus.run as run
+
+    def full(path, table):
+        raise OSError(28, "No space left on device (a stand-in)")
+
+    monkeypatch.setattr(run.shard_files, "write_shard", full)
+    with pytest.raises(OSError, match="a stand-in"):
+        tokenize_corpus(corpus, tmp_path, codec24, workers=0, shard_size=2)
+    assert not list(tmp_path.glob("shard-*.parquet"))
+
+
+def test_the_feeder_holds_at_most_a_window_and_hands_out_length_sorted_groups():
+    from fastencodec.corpus.feeder import Feeder, Group
+    from fastencodec.corpus.workers import Whole
+
+    produced = []
+
+    def messages():
+        for i in range(40):
+            produced.append(i)
+            yield Whole(i, np.zeros((1, 10 + (7 * i) % 5), np.float32))
+
+    with Feeder(messages(), window=50) as feeder:
+        deadline = time.monotonic() + 30
+        while len(produced) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert len(produced) == 6  # 5 items (60 samples) held, the 6th waits to be put: nothing more is read
+        jobs = list(feeder.jobs())
+    assert all(isinstance(job, Group) for job in jobs)
+    for job in jobs:
+        lengths = [audio.shape[1] for _, audio in job.items]
+        assert lengths == sorted(lengths)
+    assert sorted(i for job in jobs for i, _ in job.items) == list(range(40))

@@ -82,17 +82,21 @@ def meta_decompress(data, layout):
     return metadata, out
 
 
-def our_compress(model_name, audio_length, layout, segments, **extras):
-    fo = io.BytesIO()
-    writer = EcdcWriter(
+def new_writer(fo, model_name, num_codebooks, layout, **extras):
+    """An ``EcdcWriter`` of ``num_codebooks`` codebooks with ``layout``'s code width and normalisation."""
+    return EcdcWriter(
         fo,
         model_name=model_name,
-        num_codebooks=segments[0][0].shape[0],
+        num_codebooks=num_codebooks,
         bits_per_codebook=layout.bits_per_codebook,
         normalize=layout.normalize,
-        audio_length=audio_length,
         **extras,
     )
+
+
+def our_compress(model_name, audio_length, layout, segments, **extras):
+    fo = io.BytesIO()
+    writer = new_writer(fo, model_name, segments[0][0].shape[0], layout, audio_length=audio_length, **extras)
     for codes, scale in segments:
         writer.write_segment(codes, scale)
     writer.finish()
@@ -199,14 +203,7 @@ def test_streaming_write_in_frame_chunks_and_chunked_read():
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 1024, (3, 7501))
     fo = io.BytesIO()
-    writer = EcdcWriter(
-        fo,
-        model_name="encodec_24khz",
-        num_codebooks=3,
-        bits_per_codebook=10,
-        normalize=False,
-        audio_length=7501 * 320,
-    )
+    writer = new_writer(fo, "encodec_24khz", 3, LAYOUT_24K, audio_length=7501 * 320)
     writer.begin_segment()
     for start in range(0, codes.shape[1], 333):
         writer.write_frames(codes[:, start : start + 333])
@@ -222,13 +219,7 @@ def test_unknown_length_is_patched_and_meta_reads_it():
     rng = np.random.default_rng(2)
     segments = random_segments(rng, 95000, LAYOUT_48K, 4)
     fo = io.BytesIO()
-    writer = EcdcWriter(
-        fo,
-        model_name="encodec_48khz",
-        num_codebooks=4,
-        bits_per_codebook=10,
-        normalize=True,
-    )
+    writer = new_writer(fo, "encodec_48khz", 4, LAYOUT_48K)
     for codes, scale in segments:
         writer.write_segment(codes, scale)
     with pytest.raises(ValueError, match="audio length"):

@@ -1,5 +1,7 @@
 """Stateful streaming (24 kHz causal and 32 kHz centred models): chunked streams equal offline encode/decode."""
 
+from dataclasses import replace
+
 import numpy as np
 import psutil
 import pytest
@@ -8,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastencodec import EnCodec, EncodecConfig
+from fastencodec.nn.config import META_32KHZ
 from fastencodec.nn.layers import Conv1d
 from fastencodec.nn.model import EncodecModel
 from fastencodec.streaming.layers import streamer
@@ -20,17 +23,7 @@ AUDIO_TOL = 1e-4  # max abs error relative to the offline output's peak
 @pytest.fixture(scope="module")
 def tiny32():
     """A narrow model of the 32 kHz (MusicGen) architecture: centred convolutions, no segments."""
-    cfg = EncodecConfig(
-        sample_rate=32_000,
-        n_filters=4,
-        dimension=16,
-        ratios=(8, 5, 4, 4),
-        causal=False,
-        conv_shortcut=False,
-        codebook_size=64,
-        target_bandwidths=(2.2,),
-        name="encodec_32khz",
-    )
+    cfg = replace(META_32KHZ, n_filters=4, dimension=16, codebook_size=64)
     torch.manual_seed(1)
     model = EncodecModel(cfg)
     with torch.no_grad():

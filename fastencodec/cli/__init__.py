@@ -13,9 +13,9 @@ Commands (``fastencodec COMMAND --help`` for every option)::
     fastencodec generate PROMPT [-d SECONDS] [-o OUT.wav] [--model NAME|DIR] [--seed N] [--guidance G] ...
 
 ``-`` is standard input or output. Exit status: 0 success, 1 failure (one line on stderr per file,
-naming it and the problem; with several files the others are still done), 2 bad usage. The work
-is done by :mod:`fastencodec.formats.files` (tokenize/detokenize: :mod:`fastencodec.corpus`, generate:
-:mod:`fastencodec.musicgen`).
+naming it and the problem; with several files the others are still done), 2 bad usage, 130
+interrupted (Ctrl-C). The work is done by :mod:`fastencodec.formats.files` (tokenize/detokenize:
+:mod:`fastencodec.corpus`, generate: :mod:`fastencodec.musicgen`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fastencodec import __version__
 from fastencodec.cli import bench, compress, decompress, detokenize, generate, info, tokenize
 from fastencodec.cli.common import PROG, CliError, ModelLoadError, UsageError, check_distinct_outputs, display_name
 from fastencodec.formats.ecdc import EcdcError
-from fastencodec.io.audio import AudioFileError
+from fastencodec.io.errors import AudioFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(args: argparse.Namespace, source: str | None, work: Callable[[], object]) -> int:
-    """Run ``work``; map its failure to one line on stderr and an exit status (the error kept as ``args.error``)."""
+    """Run ``work``; map its failure to one line on stderr and an exit status.
+
+    Args:
+        args: the parsed command line; ``args.error`` is set to the failure (or None).
+        source: the input the work is about (messages name it), or None.
+        work: the work.
+
+    Returns:
+        0 on success, 1 for a failure, 2 for bad usage, 130 on Ctrl-C.
+    """
     args.error = None
     try:
         work()
@@ -102,6 +111,14 @@ def _status(args: argparse.Namespace, source: str | None, exc: Exception) -> int
 
 
 def fail(message: str, status: int = 1) -> int:
-    """Print ``message`` as one line on stderr; returns ``status``."""
+    """Print ``message`` as one line on stderr.
+
+    Args:
+        message: the text (its whitespace runs, newlines included, become single spaces).
+        status: the exit status to return.
+
+    Returns:
+        ``status``.
+    """
     print(" ".join(message.split()), file=sys.stderr)
     return status

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
 from fastencodec.engine.policy import PRECISIONS, RuntimePolicy, default_threads
-from fastencodec.io.audio import STDIO
+from fastencodec.io.atomic import STDIO
 
 PROG = "fastencodec"
 PROGRESS_MIN_SECONDS = 5.0
@@ -40,7 +40,11 @@ class ModelLoadError(CliError):
 
 
 def check_device(device: str) -> None:
-    """Fail with one line when ``device`` is a CUDA device and CUDA is not available."""
+    """Refuse a CUDA device when CUDA is not available.
+
+    Raises:
+        CliError: it is not (one line naming ``--device``).
+    """
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise CliError(f"--device {device}: CUDA is not available")
 
@@ -53,6 +57,20 @@ def load_codec(
 
     The command owns its process, so it sets torch's CPU threads: ``threads``, or by default
     :func:`~fastencodec.engine.policy.default_threads` (the usable CPUs not already busy).
+
+    Args:
+        spec: the ``--model`` value, or the model name a file's header gives.
+        device: ``--device``.
+        threads: ``--threads``, or None.
+        precision: ``--precision`` (a ``RuntimePolicy`` mode).
+        local: accept local paths and repo ids (False for a name read from a file).
+
+    Returns:
+        The loaded codec.
+
+    Raises:
+        CliError: ``device`` is CUDA and CUDA is not available.
+        ModelLoadError: the model cannot be found or loaded.
     """
     check_device(device)
     if threads is None and torch.device(device).type == "cpu":
@@ -65,7 +83,18 @@ def load_codec(
 
 
 def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
-    """``bandwidth`` (kbps; None: the model's default) if the model supports it, else a usage error."""
+    """A bandwidth the model supports, as ``EnCodec.check_bandwidth`` gives it.
+
+    Args:
+        codec: the model.
+        bandwidth: ``-b`` in kbps, or None for the model's default.
+
+    Returns:
+        The bandwidth in kbps, as the model lists it.
+
+    Raises:
+        UsageError: the model does not support it.
+    """
     try:
         return codec.check_bandwidth(bandwidth)
     except ValueError as exc:
@@ -74,7 +103,16 @@ def check_bandwidth(codec: EnCodec, bandwidth: float | None) -> float:
 
 def check_output(output: str, source: str, force: bool) -> None:
     """Refuse an output that exists (without ``force``), is a directory, lies in a missing folder,
-    or is the input itself."""
+    or is the input itself.
+
+    Args:
+        output: the output path, or ``-`` (always accepted).
+        source: the input path, or ``-``.
+        force: ``-f``: an existing output may be replaced.
+
+    Raises:
+        CliError: the output cannot or may not be written.
+    """
     if output == STDIO:
         return
     path = Path(output)
@@ -91,8 +129,17 @@ def check_output(output: str, source: str, force: bool) -> None:
 
 
 def check_distinct_outputs(jobs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``jobs`` ((input, output) pairs) if no two write the same output, else a usage error naming both inputs
-    (e.g. ``a.wav`` and ``a.flac``, which both become ``a.ecdc``)."""
+    """Refuse two inputs that would write one output (e.g. ``a.wav`` and ``a.flac``, which both become ``a.ecdc``).
+
+    Args:
+        jobs: (input, output) pairs.
+
+    Returns:
+        ``jobs``.
+
+    Raises:
+        UsageError: two jobs write the same output (the message names both inputs).
+    """
     seen: dict[str, str] = {}
     for source, output in jobs:
         key = output if output == STDIO else os.path.normcase(os.path.abspath(output))
@@ -117,11 +164,19 @@ def open_binary(path: str) -> Iterator[BinaryIO]:
 
 
 def display_name(path: str) -> str:
+    """How messages name a path: ``<stdin>`` for ``-``, else the path."""
     return "<stdin>" if path == STDIO else path
 
 
 def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
     """``paths`` with each folder replaced by the files with ``suffixes`` under it (sorted).
+
+    Args:
+        paths: files, folders or ``-``.
+        suffixes: lower-case suffixes (``".wav"``, ...) of the files a folder contributes.
+
+    Returns:
+        The paths, folders expanded.
 
     Raises:
         CliError: an empty path, the file system's root (not searched), or a folder without such files.
@@ -143,7 +198,15 @@ def expand_inputs(paths: list[str], suffixes: tuple[str, ...]) -> list[str]:
 
 
 def split_output(paths: list[str], is_output: Callable[[str], bool]) -> tuple[list[str], str | None]:
-    """``INPUT [OUTPUT]`` or ``INPUT...``: two paths whose second ``is_output`` are an input and its output."""
+    """Read ``INPUT [OUTPUT]`` or ``INPUT...``.
+
+    Args:
+        paths: the command's path arguments.
+        is_output: whether a path names an output (by its suffix, or ``-``).
+
+    Returns:
+        ``([input], output)`` for two paths whose second ``is_output``, else ``(paths, None)``.
+    """
     if len(paths) == 2 and is_output(paths[1]):
         return [paths[0]], paths[1]
     return paths, None
@@ -155,6 +218,15 @@ def progress_bar(samples: int | None, sample_rate: int, quiet: bool, action: str
 
     Hidden with ``quiet`` and for audio shorter than ``PROGRESS_MIN_SECONDS``; audio of unknown
     length (raw PCM streams, some FFmpeg inputs) shows a running count.
+
+    Args:
+        samples: the audio's length in samples, or None when unknown.
+        sample_rate: its rate in Hz (the bar counts samples and shows seconds).
+        quiet: ``-q``.
+        action: the bar's label, e.g. ``"compress"``.
+
+    Yields:
+        The bar; ``update(n)`` with ``n`` samples.
     """
     hidden = quiet or (samples is not None and samples < PROGRESS_MIN_SECONDS * sample_rate)
     known = "{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}, {rate_noinv_fmt}]"
@@ -203,6 +275,7 @@ def checked(check: Callable[[int], int]) -> Callable[[str], int]:
 
 
 def device_value(text: str) -> str:
+    """An argparse type: ``text`` if torch parses it as a device (``cpu``, ``cuda:1``), else a usage error."""
     try:
         torch.device(text)
     except RuntimeError:

@@ -22,7 +22,8 @@ from fastencodec.cli.common import (
 from fastencodec.codec import EnCodec
 from fastencodec.formats.coders import CODERS, CoderCache, SymbolCoder
 from fastencodec.formats.files import check_rate, compress_source
-from fastencodec.io.audio import STDIO, AtomicOutput, AudioReader
+from fastencodec.io.atomic import STDIO, AtomicOutput
+from fastencodec.io.audio import AudioReader
 from fastencodec.io.conform import AudioSource
 from fastencodec.io.pcm import PCM_FORMATS, PcmSource, check_channels
 

@@ -12,7 +12,7 @@ from fastencodec.codec import EnCodec
 from fastencodec.formats.coders import CoderCache
 from fastencodec.formats.ecdc import EcdcHeader, EcdcReader
 from fastencodec.formats.files import ClippingWarning, check_rate, decompress_stream, published_name
-from fastencodec.io.audio import STDIO
+from fastencodec.io.atomic import STDIO
 
 SUFFIX = "_decompressed.wav"
 """Default output: ``song.ecdc`` -> ``song_decompressed.wav`` (as Meta's tool)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -13,12 +14,19 @@ from tqdm import tqdm
 
 from fastencodec.codec import EnCodec
 from fastencodec.corpus import ranks
-from fastencodec.corpus.batching import Coded, check_piece_samples, piece_samples_for, window_samples_for
-from fastencodec.corpus.coder import Coder
+from fastencodec.corpus.batching import (
+    Coded,
+    LongItem,
+    check_piece_samples,
+    encode_group,
+    piece_samples_for,
+    window_samples_for,
+)
+from fastencodec.corpus.feeder import Feeder, Group
 from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
-from fastencodec.corpus.workers import Failed, Retry, decoded
+from fastencodec.corpus.workers import Failed, Piece, decoded
 from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
 
@@ -121,25 +129,34 @@ def tokenize_corpus(
     check_piece_samples(codec, pieces)
     todo = run.items()
     workers = default_workers() if workers is None else workers
-    coder = Coder(codec, run.bandwidth, window_samples or window_samples_for(codec))
-    with coder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
+    num_codebooks = codec.codebooks_for(run.bandwidth)
+    streams: dict[int, LongItem] = {}
+    messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)))
+    feeder = Feeder(messages, window_samples or window_samples_for(codec))
+    with feeder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
 
         def record(results: Sequence[Coded | Failed]) -> None:
             for result in results:
                 run.add(result)
-            if results:
-                bar.update(len(results))
-                run.summary.seconds = run.elapsed()
-                bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
+            bar.update(len(results))
+            run.summary.seconds = run.elapsed()
+            bar.set_postfix_str(f"{run.summary.hours:.3f} h audio, {run.summary.rate:,.0f} h/h")
 
-        for message in decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo))):
-            if isinstance(message, (Failed, Retry)):
-                coder.drop(message.index)
-                record([message] if isinstance(message, Failed) else coder.ready())
-            else:
-                record(coder.put(message))
-        record(coder.close())
-    run.summary.coding_seconds = coder.busy
+        for job in feeder.jobs():
+            start = time.perf_counter()
+            done: list[Coded | Failed] = []
+            if isinstance(job, Group):
+                done += encode_group(codec, num_codebooks, job.items)
+            elif isinstance(job, Piece):
+                stream = streams.setdefault(job.index, LongItem(codec, run.bandwidth, job.index))
+                stream.push(job.audio)
+                if job.last:
+                    done.append(streams.pop(job.index).finish())
+            else:  # Failed, Retry: the pieces so far are void
+                streams.pop(job.index, None)
+                done += [job] if isinstance(job, Failed) else []
+            run.summary.coding_seconds += time.perf_counter() - start
+            record(done)
     return run.finish()
 
 

@@ -50,31 +50,19 @@ def check_piece_samples(codec: EnCodec, piece_samples: int) -> None:
 
 
 def window_samples_for(codec: EnCodec) -> int:
-    """Default look-ahead of :class:`LengthPool`: four of the codec's batches (samples per channel)."""
+    """Default look-ahead of the feeder (``feeder.Feeder``): four of the codec's batches (samples per channel)."""
     return 4 * (codec.policy.batch_samples or 1)
 
 
 class LengthPool:
-    """Whole items waiting to be coded: a look-ahead window handed out sorted by length.
+    """Whole items waiting to be coded, handed out sorted by length."""
 
-    Args:
-        window: samples per channel the pool may hold; :attr:`full` once it holds as many.
-    """
-
-    def __init__(self, window: int) -> None:
-        if window <= 0:
-            raise ValueError(f"window must be positive, got {window}")
-        self.window = window
-        self.held = 0
+    def __init__(self) -> None:
+        self.held = 0  # samples per channel
         self._items: list[tuple[int, np.ndarray]] = []
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @property
-    def full(self) -> bool:
-        """Whether the pool holds ``window`` samples or more."""
-        return self.held >= self.window
 
     def add(self, index: int, audio: np.ndarray) -> None:
         """Hold an item ``[channels, samples]``."""

@@ -14,7 +14,7 @@ from typing import Any
 import fastencodec
 from fastencodec.codec import EnCodec
 from fastencodec.corpus.sources import Shard
-from fastencodec.io.audio import AtomicOutput
+from fastencodec.io.atomic import AtomicOutput
 
 FORMAT = "fastencodec-corpus"
 FORMAT_VERSION = 1

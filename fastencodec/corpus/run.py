@@ -2,7 +2,7 @@
 
 ``CorpusRun`` is shared by the local pipeline (``api.tokenize_corpus``) and the Ray adapter:
 both feed it per-item results, in any order, and it writes each shard when its last item
-arrives.
+arrives, on a thread of its own (one shard at a time), so that coding goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,8 +42,8 @@ class Summary:
         samples: audio coded by this run, in samples at the model's rate.
         sample_rate: the model's rate in Hz.
         seconds: wall-clock time of the run.
-        coding_seconds: of ``seconds``, the time the coding thread spent coding (close to
-            ``seconds``: the model is the bottleneck; far below: decoding is).
+        coding_seconds: of ``seconds``, the time spent coding (close to ``seconds``: the
+            model is the bottleneck; far below: decoding is).
     """
 
     shards: int = 0
@@ -115,6 +116,8 @@ class CorpusRun:
         self._owner: dict[int, Shard] = {}
         self._results: dict[int, dict[int, Coded | Failed]] = {}
         self._start = time.perf_counter()
+        self._writer: threading.Thread | None = None  # the shard being written (one at a time)
+        self._write_error: BaseException | None = None
         for shard in self.pending:
             self._results[shard.index] = {}
             for index in self._indices(shard):
@@ -125,7 +128,12 @@ class CorpusRun:
         return [(index, item) for shard in self.pending for index, item in zip(self._indices(shard), shard.items)]
 
     def add(self, result: Coded | Failed) -> None:
-        """Record one item's result; writes its shard if it was the shard's last item."""
+        """Record one item's result; writes its shard (on a thread, while coding goes on) if it
+        was the shard's last item.
+
+        Raises:
+            OSError: writing the previous shard failed.
+        """
         shard = self._owner.pop(result.index)
         results = self._results[shard.index]
         results[result.index] = result
@@ -135,7 +143,11 @@ class CorpusRun:
             self.summary.coded += 1
             self.summary.samples += result.samples
         if len(results) == len(shard.items):
-            self._write(shard, [results[i] for i in self._indices(shard)])
+            self._wait_for_writer()
+            ordered = [results[i] for i in self._indices(shard)]
+            self._writer = threading.Thread(target=self._write_in_thread, args=(shard, ordered),
+                                            name="fastencodec-shard-writer")
+            self._writer.start()
             del self._results[shard.index]
 
     def elapsed(self) -> float:
@@ -148,6 +160,7 @@ class CorpusRun:
         Raises:
             RuntimeError: some items never got a result.
         """
+        self._wait_for_writer()
         if self._owner:
             raise RuntimeError(f"{len(self._owner)} items were never coded")
         self._merge_errors()
@@ -159,6 +172,21 @@ class CorpusRun:
 
     def _errors_path(self, shard: Shard) -> Path:
         return self.out / ERRORS_DIR / shard.name.replace(".parquet", ".jsonl")
+
+    def _wait_for_writer(self) -> None:
+        """Wait for the shard being written; raises what writing it raised."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._write_error is not None:
+            error, self._write_error = self._write_error, None
+            raise error
+
+    def _write_in_thread(self, shard: Shard, results: list[Coded | Failed]) -> None:
+        try:
+            self._write(shard, results)
+        except BaseException as exc:  # raised in the caller's thread by the next add or finish
+            self._write_error = exc
 
     def _write(self, shard: Shard, results: list[Coded | Failed]) -> None:
         errors = [

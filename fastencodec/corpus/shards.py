@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from fastencodec.corpus.batching import Coded
 from fastencodec.corpus.sources import Item
-from fastencodec.io.audio import AtomicOutput
+from fastencodec.io.atomic import AtomicOutput
 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3

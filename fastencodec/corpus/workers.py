@@ -16,7 +16,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
@@ -87,7 +87,7 @@ def decoded(
     channels: int,
     piece_samples: int,
     workers: int,
-) -> Iterator[Message | Retry]:
+) -> Generator[Message | Retry, None, None]:
     """Messages of all ``(index, item)`` pairs: in order with ``workers=0`` (this process), else
     from ``workers`` processes (forkserver context where available, else spawn) as they come;
     an item's own messages always arrive in order.
@@ -175,6 +175,8 @@ class _Workers:
                 try:
                     worker.tasks.send((index, item))
                 except OSError:  # it died: its items are handed out again when its end is seen
+                    worker.assigned.pop()  # never started, so not the item it died on
+                    todo.appendleft((index, item))
                     return
 
         def received(worker: _Worker, message: Message) -> None:

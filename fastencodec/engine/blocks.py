@@ -31,8 +31,18 @@ Coded = tuple[torch.Tensor, float | None]
 
 
 def _encode_run(engine: Engine, batch: list[tuple[object, torch.Tensor]], num_codebooks: int | None) -> list:
-    """Encode one planned batch of ``(key, segment [C, n])``; returns ``(key, (values, scale))`` pairs."""
-    values, scales = engine.encode_batch(torch.stack([x for _, x in batch]), num_codebooks)
+    """Encode one planned batch of ``(key, segment [C, n])``; returns ``(key, (values, scale))`` pairs.
+    Segments of unequal lengths (one ragged bucket) are zero-padded to the bucket's edge."""
+    lengths = [x.shape[-1] for _, x in batch]
+    if len(set(lengths)) == 1:
+        values, scales = engine.encode_batch(torch.stack([x for _, x in batch]), num_codebooks)
+    else:
+        hop = engine.hop_length
+        padded = torch.zeros(len(batch), engine.channels, engine.bucket(-(-max(lengths) // hop)) * hop)
+        for row, (_, x) in zip(padded, batch):
+            row[:, : x.shape[-1]] = x
+        values, scales = engine.encode_batch(padded, num_codebooks, lengths)
+        values = [value[:, : engine.layout.frames(n)] for value, n in zip(values, lengths)]
     return [
         (key, (value, None if scales is None else float(scale)))
         for (key, _), value, scale in zip(batch, values, scales if scales is not None else [None] * len(batch))
@@ -57,11 +67,27 @@ def stream_encode(engine: Engine, audio: torch.Tensor, num_codebooks: int | None
     return out
 
 
+def _bucket(engine: Engine, n: int, part: str) -> tuple[object, int]:
+    """The planner's key and cost (samples) of a segment of ``n`` samples (``part="encoder"``) or
+    frames (``"decoder"``): its ragged bucket where the engine can batch unequal lengths
+    (:meth:`Engine.ragged`), else its exact length."""
+    hop = engine.hop_length if part == "encoder" else 1
+    frames = -(-n // hop)
+    if engine.ragged(n, part):
+        edge = engine.bucket(frames)
+        return ("bucket", edge), edge * engine.hop_length
+    return n, frames * engine.hop_length if part == "decoder" else n
+
+
 def encode_items(
     engine: Engine, items: list[torch.Tensor], num_codebooks: int | None
 ) -> list[tuple[torch.Tensor, list[float | None]]]:
     """Signals ``[channels, samples_i]`` to their codes ``[K, frames_i]`` (embeddings when
-    ``num_codebooks`` is None) and segment scales, each as it gets them alone."""
+    ``num_codebooks`` is None) and segment scales, each as it gets them alone.
+
+    Segments of equal length share batches; on CUDA with Triton, segments of a streamable model
+    also share batches with segments of other lengths in the same length bucket
+    (:meth:`Engine.ragged`, :meth:`Engine.bucket`), with the same results."""
     results: list[tuple[torch.Tensor, list[float | None]] | None] = [None] * len(items)
     policy = engine.policy
     long = BatchPlanner[int](policy.batch_samples)
@@ -82,7 +108,8 @@ def encode_items(
         spans = list(engine.layout.spans(x.shape[-1]))
         parts[i] = [None] * len(spans)
         for s, (offset, n) in enumerate(spans):
-            for batch in planner.add(n, n, ((i, s), x[:, offset : offset + n])):
+            key, cost = _bucket(engine, n, "encoder")
+            for batch in planner.add(key, cost, ((i, s), x[:, offset : offset + n])):
                 done += _encode_run(engine, batch, num_codebooks)
     for batch in planner.flush():
         done += _encode_run(engine, batch, num_codebooks)
@@ -232,9 +259,18 @@ class _SegmentJoiner:
 
 
 def _decode_run(engine: Engine, batch: list, device: torch.device | str) -> list:
-    """Decode one planned batch of ``(key, codes [K, f], scale)``; returns ``(key, audio)`` pairs."""
+    """Decode one planned batch of ``(key, codes [K, f], scale)``; returns ``(key, audio)`` pairs.
+    Codes of unequal lengths (one ragged bucket) are padded to the bucket's edge."""
     scales = None if batch[0][2] is None else torch.tensor([scale for _, _, scale in batch])
-    audio = engine.decode_batch(torch.stack([codes for _, codes, _ in batch]), scales, device)
+    frames = [codes.shape[-1] for _, codes, _ in batch]
+    if len(set(frames)) == 1:
+        audio = engine.decode_batch(torch.stack([codes for _, codes, _ in batch]), scales, device)
+    else:
+        padded = torch.zeros(len(batch), batch[0][1].shape[0], engine.bucket(max(frames)), dtype=torch.long)
+        for row, (_, codes, _) in zip(padded, batch):
+            row[:, : codes.shape[-1]] = codes
+        audio = engine.decode_batch(padded, scales, device, frames)
+        audio = [piece[:, : f * engine.hop_length] for piece, f in zip(audio, frames)]
     return [(key, piece) for (key, _, _), piece in zip(batch, audio)]
 
 
@@ -247,7 +283,7 @@ def decode_items(
 ) -> list[torch.Tensor]:
     """Items' codes ``[K, frames_i]`` to audio ``[channels, lengths[i]]`` (float32, on ``device``)."""
     audio: list[torch.Tensor | None] = [None] * len(codes)
-    policy, hop = engine.policy, engine.hop_length
+    policy = engine.policy
     long = BatchPlanner[int](policy.batch_samples)
     groups = []
     for i, n in enumerate(lengths):
@@ -272,7 +308,8 @@ def decode_items(
         start = 0
         for s, f in enumerate(engine.layout.frame_counts(n)):
             job = ((i, s), item[:, start : start + f], None if scales is None else scales[i][s])
-            for batch in planner.add(f, f * hop, job):
+            key, cost = _bucket(engine, f, "decoder")
+            for batch in planner.add(key, cost, job):
                 run(batch)
             start += f
     for batch in planner.flush():

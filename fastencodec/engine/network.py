@@ -13,6 +13,7 @@ import hashlib
 import torch
 
 from fastencodec.arrays import Array, as_tensor
+from fastencodec.engine.planner import bucket_edge
 from fastencodec.engine.policy import RuntimePolicy
 from fastencodec.engine.segments import SegmentLayout
 from fastencodec.kernels import Networks
@@ -88,6 +89,22 @@ class Engine:
         ``exact``: the streams run the modules, so other modes code long signals whole."""
         return length > self.policy.chunk_samples and self.streamable and self.policy.precision == "exact"
 
+    def ragged(self, length: int, part: str = "encoder") -> bool:
+        """Whether an item of ``length`` samples (``part="encoder"``) or frames (``"decoder"``) may
+        share a batch with items of other lengths (padded to a common length), bitwise as if
+        alone: a streamable model in float32 on CUDA with Triton (see ``Networks.ragged``), an
+        item coded whole (at most ``chunk_samples`` long), and the policy's
+        ``buckets_per_octave`` not 0."""
+        samples = length if part == "encoder" else length * self.hop_length
+        if not self.policy.buckets_per_octave or not self.streamable or self.dtype != torch.float32:
+            return False
+        return samples <= (self.policy.chunk_samples or 0) and self.networks.ragged(part, length)
+
+    def bucket(self, frames: int) -> int:
+        """The frames a ragged batch holding an item of ``frames`` frames is padded to:
+        :func:`~fastencodec.engine.planner.bucket_edge` under the policy's ``buckets_per_octave``."""
+        return bucket_edge(frames, self.policy.buckets_per_octave)
+
     def moved(self) -> None:
         """Re-resolve the policy's device defaults after the model moved or was cast.
 
@@ -106,10 +123,20 @@ class Engine:
         return self.policy.module_compute(self.device)
 
     @torch.inference_mode()
-    def encode_batch(self, x: torch.Tensor, num_codebooks: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def encode_batch(
+        self, x: torch.Tensor, num_codebooks: int | None, lengths: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Segments ``[batch, channels, samples]`` to codes ``[batch, K, frames]`` (embeddings
-        ``[batch, dimension, frames]`` when ``num_codebooks`` is None) and scales ``[batch]``, on the CPU."""
+        ``[batch, dimension, frames]`` when ``num_codebooks`` is None) and scales ``[batch]``, on the CPU.
+
+        ``lengths``: samples per item of a right-padded ragged batch (each :meth:`ragged`); item
+        ``i``'s first ``ceil(lengths[i] / hop_length)`` frames are then those it gets alone."""
         x = x.to(self.device, torch.float32)
+        if lengths is not None:
+            values = self.networks.encode(x, lengths)
+            if num_codebooks is not None:
+                values = self.networks.quantize(values, num_codebooks)
+            return values.cpu(), None
         if self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
             with self.module_compute():
                 values, scale = self.model.embed(x) if num_codebooks is None else self.model.encode(x, num_codebooks)
@@ -122,16 +149,28 @@ class Engine:
 
     @torch.inference_mode()
     def decode_batch(
-        self, codes: torch.Tensor, scales: torch.Tensor | None, device: torch.device | str = "cpu"
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor | None,
+        device: torch.device | str = "cpu",
+        lengths: list[int] | None = None,
     ) -> torch.Tensor:
         """Codes of independently coded segments ``[batch, K, frames]`` to their audio
         ``[batch, channels, frames * hop_length]`` (float32, on ``device``), times their scales ``[batch]``.
+
+        ``lengths``: frames per item of a right-padded ragged batch (each :meth:`ragged` for the
+        decoder); item ``i``'s first ``lengths[i] * hop_length`` samples are then those it gets
+        alone, and the samples after them zero.
 
         Raises:
             ValueError: the audio overflows float32 (a segment scale too large for its codes).
         """
         codes = codes.to(self.device)
-        if self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
+        if lengths is not None:
+            audio = self.networks.decode(self.networks.dequantize(codes), lengths)
+            ends = torch.tensor(lengths, device=audio.device).view(-1, 1, 1) * self.hop_length
+            audio = audio.masked_fill(torch.arange(audio.shape[-1], device=audio.device) >= ends, 0.0)
+        elif self.dtype != torch.float32:  # networks cast by ``EnCodec.to(dtype=)``: the modules
             with self.module_compute():
                 audio = self.model.decode(codes, scales)
         else:

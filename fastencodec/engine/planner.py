@@ -14,6 +14,25 @@ from typing import Generic, TypeVar
 Job = TypeVar("Job")
 
 
+def bucket_edge(length: int, per_octave: int, quantum: int = 1) -> int:
+    """The padded length of a ragged batch's bucket: ``length`` rounded up to a multiple of
+    ``quantum * step``, where ``step = 2 ** floor(log2(units)) / per_octave`` (at least 1) and
+    ``units = ceil(length / quantum)``: ``per_octave`` edges per doubling of length.
+
+    The edge depends on ``length`` alone (never on the batch's other items), so padded shapes,
+    and the CUDA graphs keyed by them, repeat. Padding added is below
+    ``length / per_octave + quantum``.
+
+    Args:
+        length: an item's length, e.g. in samples.
+        per_octave: buckets per doubling of length (a positive power of two).
+        quantum: the unit lengths are counted in, e.g. a frame's samples.
+    """
+    units = -(-length // quantum)
+    step = 1 << max(0, units.bit_length() - per_octave.bit_length())
+    return -(-units // step) * step * quantum
+
+
 class BatchPlanner(Generic[Job]):
     """Groups jobs by key into batches of at most ``max(1, limit // cost)`` jobs.
 

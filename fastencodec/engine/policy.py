@@ -101,6 +101,10 @@ class RuntimePolicy:
         threads: CPU threads for torch's intra-op pool (None: leave torch's setting). torch
             has one pool per process, so a codec built with a thread count sets it for the
             process (once, at construction).
+        buckets_per_octave: length buckets per doubling of length (a power of two) for ragged
+            batches: items of unequal lengths sharing a GPU batch, padded to their bucket's edge
+            (see :func:`fastencodec.engine.planner.bucket_edge`); 0 batches only items of equal
+            length. Tokens and audio do not depend on it.
 
     Raises:
         ValueError: an unknown precision or a non-positive size.
@@ -110,10 +114,14 @@ class RuntimePolicy:
     batch_samples: int | None = None
     chunk_samples: int | None = None
     threads: int | None = None
+    buckets_per_octave: int = 8
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {sorted(PRECISIONS)}")
+        per_octave = self.buckets_per_octave
+        if type(per_octave) is not int or per_octave < 0 or per_octave & (per_octave - 1):
+            raise ValueError(f"buckets_per_octave must be 0 or a power of two, got {per_octave!r}")
         for name in ("batch_samples", "chunk_samples", "threads"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value <= 0):

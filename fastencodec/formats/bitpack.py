@@ -11,7 +11,14 @@ _PACK_BLOCK = 1 << 16
 
 
 class BitPacker:
-    """Packs ``bits``-wide codes into bytes, keeping the partial byte between calls."""
+    """Packs ``bits``-wide codes into bytes, keeping the partial byte between calls.
+
+    Args:
+        bits: width of one code, 1 to 16 bits (``engine.segments.check_bits``).
+
+    Raises:
+        ValueError: an unsupported width.
+    """
 
     def __init__(self, bits: int) -> None:
         check_bits(bits)
@@ -20,7 +27,14 @@ class BitPacker:
         self._pending = np.zeros(0, dtype=np.uint8)
 
     def pack(self, values: np.ndarray) -> bytes:
-        """Pack a 1-D sequence of codes; returns the bytes completed so far."""
+        """Pack codes.
+
+        Args:
+            values: integer codes in ``0 .. 2**bits - 1``, any shape (packed flattened, in C order).
+
+        Returns:
+            The bytes completed so far; the bits of a partial last byte wait for the next call.
+        """
         flat = np.asarray(values, dtype=np.int64).ravel()
         out = []
         for start in range(0, flat.size, _PACK_BLOCK):
@@ -40,7 +54,10 @@ class BitPacker:
 
 
 class BitUnpacker:
-    """Unpacks ``bits``-wide codes from bytes read as needed, keeping leftover bits between calls."""
+    """Unpacks ``bits``-wide codes from bytes read as needed, keeping leftover bits between calls.
+
+    Args and errors as :class:`BitPacker`.
+    """
 
     def __init__(self, bits: int) -> None:
         check_bits(bits)
@@ -53,7 +70,18 @@ class BitUnpacker:
         return max(0, -(-(count * self.bits - self._pending.size) // 8))
 
     def unpack(self, data: bytes, count: int) -> np.ndarray:
-        """The next ``count`` codes (int64 ``[count]``) from the leftover bits and ``data``."""
+        """The next codes, from the leftover bits and ``data``.
+
+        Args:
+            data: at least :meth:`bytes_needed` ``(count)`` more bytes.
+            count: codes to return.
+
+        Returns:
+            int64 codes ``[count]``; bits left over wait for the next call.
+
+        Raises:
+            ValueError: ``data`` holds too few bits.
+        """
         stream = np.concatenate([self._pending, np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")])
         need = count * self.bits
         if stream.size < need:

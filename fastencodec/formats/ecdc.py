@@ -153,9 +153,13 @@ class EcdcWriter:
         audio_length: audio length in samples at the model's sample rate, or None.
         source_sample_rate: sample rate of the original input in Hz, or None.
         source_channels: channel count of the original input, or None.
-        checksum: append a CRC-32 trailer of the payload.
+        checksum: append a CRC-32 trailer (``"crc32+meta"``: the payload, then the metadata).
         fingerprint: the model's fingerprint (header key ``fp``), or None.
         coder: the symbol coder (default: plain bit packing, ``BitsCoder``).
+
+    Raises:
+        ValueError: a header field out of range, or an unknown ``audio_length`` with a
+            ``fileobj`` that cannot seek.
     """
 
     def __init__(
@@ -208,7 +212,15 @@ class EcdcWriter:
         fileobj.write(metadata)
 
     def begin_segment(self, scale: float | None = None) -> None:
-        """Start a segment; ``scale`` is required iff the model normalizes."""
+        """Start a segment.
+
+        Args:
+            scale: the segment's volume (finite, positive), given exactly when the model normalizes.
+
+        Raises:
+            ValueError: the writer is finished, the previous segment is open, or a missing,
+                unexpected or invalid scale.
+        """
         self._check_open()
         if self._segment is not None:
             raise ValueError("the previous segment was not ended")
@@ -221,7 +233,14 @@ class EcdcWriter:
         self._segment = self._coder.encoder(self._sink, self._header.num_codebooks)
 
     def write_frames(self, codes: np.ndarray) -> None:
-        """Append frames to the current segment; ``codes`` is an integer array [K, n]."""
+        """Append frames to the current segment.
+
+        Args:
+            codes: integer codes ``[K, frames]`` in ``0 .. 2**bits_per_codebook - 1``.
+
+        Raises:
+            ValueError: no open segment, or codes of another shape, dtype or range.
+        """
         if self._segment is None:
             raise ValueError("write_frames called outside a segment")
         codes = np.asarray(codes)
@@ -234,20 +253,38 @@ class EcdcWriter:
         self._segment.push(codes.astype(np.int64, copy=False))
 
     def end_segment(self) -> None:
-        """End the current segment, flushing its partial last byte."""
+        """End the current segment, flushing its partial last byte.
+
+        Raises:
+            ValueError: no open segment.
+        """
         if self._segment is None:
             raise ValueError("end_segment called outside a segment")
         self._segment.finish()
         self._segment = None
 
     def write_segment(self, codes: np.ndarray, scale: float | None = None) -> None:
-        """Write a whole segment: integer codes [K, frames] and its scale (or None)."""
+        """Write a whole segment (:meth:`begin_segment`, :meth:`write_frames`, :meth:`end_segment`).
+
+        Args:
+            codes: integer codes ``[K, frames]``.
+            scale: the segment's volume, or None for models that do not normalize.
+        """
         self.begin_segment(scale)
         self.write_frames(codes)
         self.end_segment()
 
     def finish(self, audio_length: int | None = None) -> None:
-        """Write the checksum trailer and, if it was unknown, the audio length (samples)."""
+        """End the stream: write the checksum trailer and, if it was unknown, the audio length.
+
+        Args:
+            audio_length: samples at the model's sample rate; required when it was not given at
+                construction, else None or the same value.
+
+        Raises:
+            ValueError: a segment is still open, the writer is finished, or a missing or
+                different length.
+        """
         self._check_open()
         if self._segment is not None:
             raise ValueError("the last segment was not ended")
@@ -310,7 +347,8 @@ class EcdcReader:
         self.header, self._metadata, self._covers_metadata = _read_header(fileobj, max_codebooks)
 
     def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
-        """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to 8).
+        """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to a multiple of 8,
+        at least 8).
 
         Memory stays bounded by the chunk size, whatever the file claims. The checksum and
         the end of the stream are checked after the last chunk, so a corrupt file may
@@ -321,6 +359,17 @@ class EcdcReader:
         ``DamagedSegmentWarning``, its chunks come with ``damaged=True`` and zero codes, its
         index is added to ``damaged``, and the reader continues at the next segment. The
         file's CRC trailer, which then cannot match, is not checked.
+
+        Args:
+            layout: the model's segment layout (``SegmentLayout.of(config)``).
+            max_frames: most frames per chunk.
+
+        Yields:
+            One :class:`CodeChunk` per chunk, in file order.
+
+        Raises:
+            EcdcError: truncated or corrupt codes, a bad scale, a checksum mismatch or trailing data.
+            RuntimeError: the codes were already read (a reader reads them once).
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
@@ -355,10 +404,19 @@ class EcdcReader:
         self._check_end()
 
     def segments(self, layout: SegmentLayout) -> Iterator[tuple[np.ndarray, float | None]]:
-        """Yield ``(codes, scale)`` per segment: int64 codes [K, frames], scale or None.
+        """Yield each segment whole.
 
         For a model without segmentation the single segment is the whole file; prefer
         :meth:`chunks` for long files of such models.
+
+        Args:
+            layout: the model's segment layout.
+
+        Yields:
+            ``(codes, scale)``: int64 codes ``[K, frames]`` and the scale, or None.
+
+        Raises:
+            EcdcError: as :meth:`chunks`.
         """
         parts: list[np.ndarray] = []
         for chunk in self.chunks(layout):

@@ -32,7 +32,8 @@ from fastencodec.formats.ecdc import (
     EcdcReader,
     EcdcWriter,
 )
-from fastencodec.io.audio import STDIO, AtomicOutput, AudioFileError, AudioReader, AudioWriter
+from fastencodec.io.atomic import STDIO, AtomicOutput
+from fastencodec.io.audio import AudioFileError, AudioReader, AudioWriter
 from fastencodec.io.conform import AudioSource, conformed_blocks
 from fastencodec.io.resample import StreamResampler, output_length
 from fastencodec.nn.config import PUBLISHED_CONFIGS

@@ -7,35 +7,20 @@ so both libraries can seek in it.
 
 Writing supports ``.wav`` (32-bit float by default: lossless with respect to the decoder
 output, no clipping) and ``.flac`` (24-bit PCM by default); PCM subtypes clip samples to
-[-1, 1]. Files (audio, and any binary output through ``AtomicOutput``) are written to a
-temporary file in the destination directory and renamed into place, so an interrupted write
-never leaves a partial file. The path ``"-"`` writes a WAV stream to standard output.
-
-Temporary files are named ``.NAME.XXXXXXXX.tmp`` (8 hex digits) beside ``NAME``. An exception,
-Ctrl-C, SIGTERM or SIGHUP removes them (the two signals, when their handlers are the default
-ones, remove the pending temporary files and then end the process as the signal would). Only
-``kill -9``, a crash or a power cut can leave one behind: its writer held an ``flock`` on it,
-which the kernel drops when the process dies, so the next output to the same ``NAME`` removes
-every such file that is unlocked and untouched for ``STALE_TEMP_SECONDS``; any other reader can
-ignore them (hidden, and never at the destination's name).
+[-1, 1]. Files are written atomically through :class:`fastencodec.io.atomic.AtomicOutput`
+(a temporary file beside the destination, renamed into place on success), so an interrupted
+write never leaves a partial file. The path ``"-"`` writes a WAV stream to standard output.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import shutil
-import signal
-import stat
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -43,38 +28,30 @@ import soundfile as sf
 import torch
 
 from fastencodec import arrays
+from fastencodec.io.atomic import COPY_BLOCK, STDIO, AtomicOutput, CommitOnExit
+from fastencodec.io.errors import AudioFileError
 
-STDIO = "-"
 _FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 _FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
-_COPY_BLOCK = 1 << 20
-STALE_TEMP_SECONDS = 60.0
-"""Age (seconds since last written) after which an unlocked temporary output file is stale."""
-_CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-_PENDING_TEMPS: set[str] = set()
-"""Temporary output files of this process not yet committed or discarded (removed on SIGTERM/SIGHUP)."""
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no locks, so stale temporary files are left (and ignored)
-    fcntl = None  # type: ignore[assignment]
 SEEKABLE = frozenset({"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF", "AU"})
 """libsndfile formats whose seeks land on the exact sample (PCM and FLAC); other formats (MP3,
 Ogg, FFmpeg's) are decoded from their start when an offset is asked for."""
 
 
-class AudioFileError(ValueError):
-    """An audio file is missing, unreadable, corrupt, empty or cannot be written."""
-
-
 class AudioReader:
     """An open audio file, read block by block.
+
+    Args:
+        path: the file, or ``"-"`` for standard input (copied to a temporary file first).
 
     Attributes:
         name: the path, or ``"<stdin>"``.
         sample_rate: sample rate in Hz.
         channels: channel count.
         frames: length in samples per channel, or None when the decoder cannot tell ahead.
+
+    Raises:
+        AudioFileError: the file is missing, empty, unreadable, not audio, or has no audio stream.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -98,7 +75,18 @@ class AudioReader:
 
     @classmethod
     def from_file(cls, file: BinaryIO, name: str) -> AudioReader:
-        """An audio file already open for binary reading (seekable), e.g. bytes in a temporary file."""
+        """Read an audio file already open for binary reading, e.g. bytes in a temporary file.
+
+        Args:
+            file: a seekable binary file positioned at the audio's start (not closed by the reader).
+            name: how messages name it.
+
+        Returns:
+            The reader.
+
+        Raises:
+            AudioFileError: not audio, or no audio stream.
+        """
         reader = cls.__new__(cls)
         reader.name = name
         reader._spool = reader._sound_file = reader._container = None
@@ -138,6 +126,9 @@ class AudioReader:
         """Skip the first ``frames`` samples per channel without decoding them, where the format
         seeks exactly (``SEEKABLE``); call before :meth:`blocks`.
 
+        Args:
+            frames: samples per channel to skip.
+
         Returns:
             The samples skipped: ``frames`` (at most the file's length), or 0 for formats that
             must be decoded from their start.
@@ -154,10 +145,16 @@ class AudioReader:
         return skipped
 
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
-        """Yield float32 blocks [channels, block_size] (from where :meth:`seek` left the file); the
-        last one may be shorter.
+        """Decode the file block by block, from where :meth:`seek` left it.
+
+        Args:
+            block_size: samples per channel per block (positive).
+
+        Yields:
+            float32 blocks ``[channels, block_size]``; the last one may be shorter.
 
         Raises:
+            ValueError: ``block_size`` is not positive.
             AudioFileError: the file is corrupt, holds no samples, or NaN/infinite ones.
         """
         if block_size <= 0:
@@ -206,194 +203,26 @@ class AudioReader:
 
 
 def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a whole file (``"-"``: stdin); returns float32 [channels, samples] and the rate in Hz."""
+    """Read a whole file at its own rate and channel count.
+
+    Args:
+        path: the file, or ``"-"`` for standard input.
+
+    Returns:
+        float32 audio ``[channels, samples]`` and its sample rate in Hz.
+
+    Raises:
+        AudioFileError: missing, unreadable, corrupt or empty file.
+    """
     with AudioReader(path) as reader:
         blocks = list(reader.blocks(1 << 18))
         return np.concatenate(blocks, axis=1), reader.sample_rate
 
 
-_Output = TypeVar("_Output", bound="_CommitOnExit")
-
-
-class _CommitOnExit:
-    """A ``with`` block that calls the subclass's ``commit()`` on a normal exit and its
-    ``discard()`` on an exception."""
-
-    def __enter__(self: _Output) -> _Output:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-
-class AtomicOutput(_CommitOnExit):
-    """A binary output file that appears at ``path`` only on :meth:`commit`.
-
-    The bytes go to a temporary file next to ``path`` (created with the usual umask
-    permissions, locked while written), which commit flushes to disk, moves to ``path`` and
-    follows with a sync of the directory; for ``"-"`` they go to an anonymous temporary file,
-    copied to standard output on commit. :meth:`discard` (or leaving the ``with`` block with an
-    exception, Ctrl-C, SIGTERM or SIGHUP) removes them, so no partial output is ever left (see
-    the module docstring for ``kill -9``).
-
-    Args:
-        path: destination file, or ``"-"`` for standard output.
-        overwrite: replace an existing ``path`` on commit, keeping its permission bits;
-            without it, commit refuses when ``path`` exists by then (checked by the same
-            system call that creates it, so of two concurrent writers only one succeeds).
-
-    Attributes:
-        name: the path, or ``"<stdout>"``.
-        file: the seekable binary file object to write to.
-
-    Raises:
-        AudioFileError: the temporary file cannot be created (e.g. the folder is missing).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], overwrite: bool = True) -> None:
-        self._to_stdout = path == STDIO
-        self.name = "<stdout>" if self._to_stdout else os.fspath(path)
-        self._overwrite = overwrite
-        self._temp_path: str | None = None
-        try:
-            if self._to_stdout:
-                self.file: BinaryIO = tempfile.TemporaryFile()
-            else:
-                _remove_stale_temps(Path(self.name))
-                self._temp_path, self.file = _create_sibling_temp(Path(self.name))
-                _track_temp(self._temp_path)
-        except OSError as exc:
-            self.discard()
-            raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
-
-    def commit(self) -> None:
-        """Close the file and move it into place (or copy it to stdout).
-
-        Raises:
-            AudioFileError: the file cannot be written or moved, or ``path`` exists by now
-                (without ``overwrite``).
-        """
-        try:
-            if self._to_stdout:
-                self.file.seek(0)
-                shutil.copyfileobj(self.file, sys.stdout.buffer, _COPY_BLOCK)
-                sys.stdout.buffer.flush()
-                self.file.close()
-            else:
-                assert self._temp_path is not None
-                self.file.flush()
-                if self._overwrite:
-                    _keep_mode(self.name, self.file.fileno())
-                os.fsync(self.file.fileno())
-                if self._overwrite:
-                    os.replace(self._temp_path, self.name)
-                else:
-                    _link_new(self._temp_path, self.name)
-                _untrack_temp(self._temp_path)
-                self._temp_path = None
-                self.file.close()
-                _fsync_directory(Path(self.name).parent)
-        except FileExistsError:
-            self.discard()
-            raise AudioFileError(f"{self.name}: already exists (use -f/--force to overwrite)") from None
-        except OSError as exc:
-            self.discard()
-            raise AudioFileError(f"{self.name}: cannot write ({exc})") from None
-
-    def discard(self) -> None:
-        """Close and delete what was written (idempotent)."""
-        file = getattr(self, "file", None)
-        if file is not None:
-            file.close()
-        if self._temp_path is not None:
-            Path(self._temp_path).unlink(missing_ok=True)
-            _untrack_temp(self._temp_path)
-            self._temp_path = None
-
-
-def _keep_mode(path: str, fd: int) -> None:
-    """Give the file ``fd`` the permission bits of an existing ``path`` (if any)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    os.fchmod(fd, stat.S_IMODE(mode))
-
-
-def _link_new(temp: str, path: str) -> None:
-    """Move ``temp`` to ``path`` only if ``path`` does not exist (FileExistsError otherwise).
-
-    A hard link fails atomically on an existing name; on file systems without hard links
-    the existence check and the rename are two steps (a concurrent writer may slip between).
-    """
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links here (FAT, some network or FUSE file systems)
-        if os.path.lexists(path):
-            raise FileExistsError(path) from None
-        os.replace(temp, path)
-        return
-    os.unlink(temp)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (where the platform lets a directory be synced)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _on_fatal_signal(signum: int, frame: object) -> None:
-    """SIGTERM/SIGHUP with the default disposition: remove pending temporary files, then die of the signal."""
-    for temp in list(_PENDING_TEMPS):
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-    _PENDING_TEMPS.clear()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _track_temp(temp: str) -> None:
-    """Register ``temp`` for removal on SIGTERM/SIGHUP; installs the handler only over a default
-    disposition, and only from the main thread (where Python runs signal handlers)."""
-    _PENDING_TEMPS.add(temp)
-    if threading.current_thread() is threading.main_thread():
-        for signum in _CLEANUP_SIGNALS:
-            if signal.getsignal(signum) is signal.SIG_DFL:
-                signal.signal(signum, _on_fatal_signal)
-
-
-def _untrack_temp(temp: str) -> None:
-    """Forget ``temp``; the last one gone puts the default dispositions back."""
-    _PENDING_TEMPS.discard(temp)
-    if not _PENDING_TEMPS and threading.current_thread() is threading.main_thread():
-        for signum in _CLEANUP_SIGNALS:
-            if signal.getsignal(signum) is _on_fatal_signal:
-                signal.signal(signum, signal.SIG_DFL)
-
-
-class AudioWriter(_CommitOnExit):
+class AudioWriter(CommitOnExit):
     """Writes an audio file block by block; the file appears only on :meth:`commit`.
 
     Used as a context manager, it commits on normal exit and discards on an exception.
-    ``clipped`` counts the samples clipped to [-1, 1] (PCM subtypes) so far; ``subtype`` is the
-    subtype in use.
 
     Args:
         path: ``.wav`` or ``.flac`` destination, or ``"-"`` for a WAV stream on stdout.
@@ -401,7 +230,17 @@ class AudioWriter(_CommitOnExit):
         channels: channel count.
         subtype: libsndfile subtype (e.g. ``"PCM_16"``); defaults to FLOAT for WAV and
             PCM_24 for FLAC.
-        overwrite: replace an existing file (see :class:`AtomicOutput`).
+        overwrite: replace an existing file (see :class:`~fastencodec.io.atomic.AtomicOutput`).
+
+    Attributes:
+        name: the path, or ``"<stdout>"``.
+        channels: channel count.
+        clipped: samples clipped to [-1, 1] so far (PCM subtypes).
+
+    Raises:
+        ValueError: a rate or channel count that is not a positive integer, or a subtype the
+            format does not have.
+        AudioFileError: not ``.wav``/``.flac``, or the file cannot be created.
     """
 
     def __init__(
@@ -412,10 +251,8 @@ class AudioWriter(_CommitOnExit):
         subtype: str | None = None,
         overwrite: bool = True,
     ) -> None:
-        if type(sample_rate) is not int or sample_rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-        if type(channels) is not int or channels <= 0:
-            raise ValueError(f"channels must be a positive integer, got {channels!r}")
+        arrays.bounded_int(sample_rate, "sample_rate")
+        arrays.bounded_int(channels, "channels")
         self.name = "<stdout>" if path == STDIO else os.fspath(path)
         suffix = ".wav" if path == STDIO else Path(self.name).suffix.lower()
         if suffix not in _FORMATS:
@@ -442,10 +279,18 @@ class AudioWriter(_CommitOnExit):
 
     @property
     def subtype(self) -> str:
+        """The libsndfile subtype in use, e.g. ``"FLOAT"`` or ``"PCM_24"``."""
         return self._subtype
 
     def write(self, block: np.ndarray) -> None:
-        """Append samples: float array [channels, n]."""
+        """Append samples.
+
+        Args:
+            block: float audio ``[channels, samples]`` at the writer's sample rate.
+
+        Raises:
+            ValueError: another shape, or NaN/infinite samples.
+        """
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"block must have shape [{self.channels}, samples], got {block.shape}")
@@ -457,7 +302,11 @@ class AudioWriter(_CommitOnExit):
         self._file.write(block.T)
 
     def commit(self) -> None:
-        """Finish the file and move it into place (or copy it to stdout)."""
+        """Finish the file and move it into place (or copy it to stdout).
+
+        Raises:
+            AudioFileError: see :meth:`fastencodec.io.atomic.AtomicOutput.commit`.
+        """
         self._file.close()
         self._output.commit()
 
@@ -469,7 +318,18 @@ class AudioWriter(_CommitOnExit):
 
 
 def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
-    """Write float audio [channels, samples] at ``sample_rate`` Hz atomically (see AudioWriter)."""
+    """Write a whole audio file atomically (see :class:`AudioWriter`; an existing file is replaced).
+
+    Args:
+        path: ``.wav`` or ``.flac`` destination, or ``"-"`` for a WAV stream on stdout.
+        audio: float audio ``[channels, samples]``.
+        sample_rate: in Hz.
+        subtype: libsndfile subtype (default: FLOAT for WAV, PCM_24 for FLAC).
+
+    Raises:
+        ValueError: another shape, NaN/infinite samples, a bad rate or subtype.
+        AudioFileError: the file cannot be written.
+    """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2 or audio.shape[0] == 0:
         raise ValueError(f"audio must have shape [channels, samples], got {audio.shape}")
@@ -478,10 +338,21 @@ def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: in
 
 
 def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """Convert audio [C, N] to [channels, N] by the rule of :func:`fastencodec.arrays.to_channels`:
-    equal counts return ``audio`` itself; mono is duplicated into every channel; any other
-    conversion averages all channels to mono first (stereo to mono is the mean; 5.1 to
-    stereo keeps the centre channel, at the cost of the stereo image).
+    """NumPy audio to ``channels`` channels by the rule of :func:`fastencodec.arrays.to_channels`.
+
+    Equal counts return ``audio`` itself; mono is duplicated into every channel; any other
+    conversion averages all channels to mono first (stereo to mono is the mean; 5.1 to stereo
+    is that mono mix in both channels, at the cost of the stereo image).
+
+    Args:
+        audio: ``[C, samples]``.
+        channels: the channel count wanted (positive).
+
+    Returns:
+        ``[channels, samples]``, C-contiguous unless it is ``audio`` itself.
+
+    Raises:
+        ValueError: ``channels`` is not positive, or ``audio`` is not ``[C, samples]`` with C > 0.
     """
     if channels <= 0:
         raise ValueError(f"channels must be positive, got {channels}")
@@ -509,7 +380,7 @@ def _check_input_path(path: Path) -> None:
 
 def _spool_stdin() -> BinaryIO:
     spool = tempfile.TemporaryFile()
-    shutil.copyfileobj(sys.stdin.buffer, spool, _COPY_BLOCK)
+    shutil.copyfileobj(sys.stdin.buffer, spool, COPY_BLOCK)
     if spool.tell() == 0:
         spool.close()
         raise AudioFileError("<stdin>: no data")
@@ -517,44 +388,16 @@ def _spool_stdin() -> BinaryIO:
     return spool
 
 
-def _create_sibling_temp(path: Path) -> tuple[str, BinaryIO]:
-    """Create and open an empty temporary file next to ``path`` with the usual (umask)
-    permissions, holding an exclusive ``flock`` on it while it is open (POSIX)."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return str(temp), os.fdopen(fd, "w+b")
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Remove ``path``'s temporary files left by dead writers: unlocked and not written for
-    ``STALE_TEMP_SECONDS`` (a live writer holds its file's lock)."""
-    if fcntl is None:
-        return
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp")
-    try:
-        entries = [e for e in os.scandir(path.parent if str(path.parent) else ".") if pattern.fullmatch(e.name)]
-    except OSError:
-        return
-    for entry in entries:
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            info = os.fstat(fd)
-            if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > STALE_TEMP_SECONDS:
-                os.unlink(entry.path)
-        except OSError:
-            pass  # locked by a live writer, or gone
-        finally:
-            os.close(fd)
-
-
 def rebatch(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Regroup [C, n] arrays of any lengths (along the last axis) into [C, size] blocks; the last may be shorter."""
+    """Regroup arrays of any lengths into blocks of one size.
+
+    Args:
+        pieces: arrays ``[C, n]`` (any ``n``), joined along the last axis.
+        size: samples per block.
+
+    Yields:
+        Blocks ``[C, size]``; the last may be shorter.
+    """
     pending: list[np.ndarray] = []
     held = 0
     for piece in pieces:

@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from fastencodec.io.audio import AudioFileError, AudioReader, to_channels
+from fastencodec.io.audio import AudioReader, to_channels
+from fastencodec.io.errors import AudioFileError
 from fastencodec.io.resample import StreamResampler
 
 BLOCK_SAMPLES = 1 << 16
@@ -40,7 +41,9 @@ class AudioSource(Protocol):
         """Skip ``frames`` samples without decoding where the source can; returns how many it skipped."""
         ...
 
-    def blocks(self, block_size: int) -> Iterator[np.ndarray]: ...
+    def blocks(self, block_size: int) -> Iterator[np.ndarray]:
+        """Yield float32 blocks ``[channels, n]`` of at most ``block_size`` samples per channel."""
+        ...
 
 
 def conformed_blocks(
@@ -54,7 +57,7 @@ def conformed_blocks(
     progress: Callable[[int], object] | None = None,
     block_samples: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """``source``'s audio at ``sample_rate`` Hz with ``channels`` channels, float32 blocks ``[channels, n]``.
+    """``source``'s audio at ``sample_rate`` Hz with ``channels`` channels, block by block.
 
     Args:
         source: what to read.
@@ -66,6 +69,9 @@ def conformed_blocks(
         expected: samples the output must have in all (checked at the end), or None.
         progress: called with the input samples of each block read.
         block_samples: input samples per channel read at a time (default ``BLOCK_SAMPLES``).
+
+    Yields:
+        float32 blocks ``[channels, n]`` (``n`` varies with the resampler's delay).
 
     Raises:
         AudioFileError: nothing is left at ``sample_rate`` (e.g. an offset past the end), or the

@@ -7,7 +7,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from fastencodec.io.audio import AudioFileError
+from fastencodec.arrays import bounded_int
+from fastencodec.io.errors import AudioFileError
 
 PCM_FORMATS = {"s16le": ("<i2", 2.0**15), "s32le": ("<i4", 2.0**31), "f32le": ("<f4", 1.0)}
 """Raw PCM sample formats: NumPy dtype and the value of full scale."""
@@ -16,16 +17,18 @@ MAX_CHANNELS = 256
 
 
 def check_channels(channels: int) -> int:
-    """``channels`` if it is a channel count a raw PCM stream may have (1 to ``MAX_CHANNELS``).
+    """A channel count a raw PCM stream may have.
+
+    Args:
+        channels: the count to check.
+
+    Returns:
+        ``channels``, if it is an ``int`` from 1 to ``MAX_CHANNELS``.
 
     Raises:
         ValueError: it is not.
     """
-    if type(channels) is not int or channels <= 0:
-        raise ValueError(f"channel count must be a positive integer, got {channels!r}")
-    if channels > MAX_CHANNELS:
-        raise ValueError(f"{channels} channels is more than {MAX_CHANNELS}")
-    return channels
+    return bounded_int(channels, "channel count", MAX_CHANNELS)
 
 
 class PcmSource:
@@ -39,7 +42,7 @@ class PcmSource:
         channels: interleaved channel count (1 to ``MAX_CHANNELS``).
 
     Raises:
-        ValueError: too many channels.
+        ValueError: a channel count that is not an integer from 1 to ``MAX_CHANNELS``.
     """
 
     frames = None
@@ -57,7 +60,13 @@ class PcmSource:
         return 0
 
     def blocks(self, block_size: int) -> Iterator[np.ndarray]:
-        """Yield float32 blocks ``[channels, n]`` of at most ``block_size`` samples, as soon as they arrive.
+        """Read the stream as it arrives.
+
+        Args:
+            block_size: most samples per channel per block.
+
+        Yields:
+            float32 blocks ``[channels, n]`` (full scale is 1.0), as soon as their bytes arrive.
 
         Raises:
             AudioFileError: no samples, a partial last sample frame, or NaN/infinite samples.

@@ -18,6 +18,8 @@ import numpy as np
 import soxr
 import torch
 
+from fastencodec.arrays import bounded_int
+
 QUALITY = "HQ"
 _MAX_SOXR_CHANNELS = 65536
 
@@ -25,7 +27,16 @@ ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def output_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
-    """Samples produced from ``num_samples`` samples at ``orig_sr`` Hz resampled to ``target_sr`` Hz."""
+    """Samples that ``resample`` makes of ``num_samples`` samples.
+
+    Args:
+        num_samples: input samples.
+        orig_sr: input rate in Hz.
+        target_sr: output rate in Hz.
+
+    Returns:
+        ``floor(num_samples * target_sr / orig_sr + 0.5)``, in exact integers.
+    """
     return (2 * num_samples * target_sr + orig_sr) // (2 * orig_sr)
 
 
@@ -74,21 +85,32 @@ class StreamResampler:
         orig_sr: input sample rate in Hz.
         target_sr: output sample rate in Hz.
         channels: channel count of every chunk.
+
+    Raises:
+        ValueError: a rate that is not a positive integer, or a channel count outside 1 to 65,536.
     """
 
     def __init__(self, orig_sr: int, target_sr: int, channels: int) -> None:
         self.orig_sr = _check_rate(orig_sr, "orig_sr")
         self.target_sr = _check_rate(target_sr, "target_sr")
-        if type(channels) is not int or not 0 < channels <= _MAX_SOXR_CHANNELS:
-            raise ValueError(f"channels must be an integer in [1, {_MAX_SOXR_CHANNELS}], got {channels!r}")
-        self.channels = channels
+        self.channels = bounded_int(channels, "channels", _MAX_SOXR_CHANNELS)
         self._stream: soxr.ResampleStream | None = None
         if self.orig_sr != self.target_sr:
             self._stream = soxr.ResampleStream(self.orig_sr, self.target_sr, channels, "float32", QUALITY)
         self._flushed = False
 
     def push(self, chunk: Any) -> np.ndarray:
-        """Feed float samples [channels, n]; returns the float32 output ready so far [channels, m]."""
+        """Feed samples.
+
+        Args:
+            chunk: float samples ``[channels, n]`` at ``orig_sr`` Hz.
+
+        Returns:
+            float32 output ``[channels, m]`` at ``target_sr`` Hz, what is ready so far.
+
+        Raises:
+            ValueError: another shape, NaN/infinite samples, or a push after :meth:`flush`.
+        """
         if self._flushed:
             raise ValueError("push after flush")
         array = np.asarray(chunk, dtype=np.float32)
@@ -101,7 +123,14 @@ class StreamResampler:
         return self._stream.resample_chunk(array.T).T
 
     def flush(self) -> np.ndarray:
-        """End the stream; returns the remaining float32 output [channels, m]."""
+        """End the stream.
+
+        Returns:
+            The remaining float32 output ``[channels, m]`` at ``target_sr`` Hz.
+
+        Raises:
+            ValueError: a second flush.
+        """
         if self._flushed:
             raise ValueError("flush called twice")
         self._flushed = True

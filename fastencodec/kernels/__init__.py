@@ -12,6 +12,9 @@ while they run) and the codebook search in float64.
 Batch invariance: the CUDA kernels compute each item with the same arithmetic in any batch;
 on CPU, where oneDNN and MKL pick algorithms by batch size (outputs then differ in the last
 bits), each item runs on its own, so an item's result is the same in any batch there too.
+On CUDA with Triton a batch may also hold items of unequal lengths (``lengths=``, a *ragged*
+batch, zero-padded on the right): each conv pads each item as the item alone is padded, so each
+item's output up to its own length is bitwise what it gets alone (see :meth:`Networks.ragged`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 
 from fastencodec.engine.policy import cudnn_precision
 from fastencodec.kernels.cpu import WeightCache, run_steps_bf16
-from fastencodec.kernels.plan import flatten
+from fastencodec.kernels.plan import flatten, ragged_steps, step_lengths
 from fastencodec.kernels.precision import check_precision
 from fastencodec.nn.model import EncodecModel
 
@@ -70,6 +73,26 @@ class Networks:
     def _uses_kernels(self) -> bool:
         return self.device.type == "cuda" and triton_available()
 
+    def _steps(self, part: str) -> list:
+        return self._graphed(part).fn.steps
+
+    def ragged(self, part: str, length: int) -> bool:
+        """Whether an item of ``length`` samples (``"encoder"``) or frames (``"decoder"``) may share
+        a batch with items of other lengths: on CUDA with Triton, for networks without
+        statistics over time (no GroupNorm) padded with reflection or zeros, and items for which
+        no reflect-padded conv sees an input no longer than its padding."""
+        if not self._uses_kernels() or not ragged_steps(self._steps(part)):
+            return False
+        return step_lengths(self._steps(part), length) is not None
+
+    def _lengths(self, part: str, lengths: list[int], padded: int) -> torch.Tensor:
+        """The int32 length table ``[steps + 1, B]`` of a ragged batch padded to ``padded``, on the device."""
+        steps = self._steps(part)
+        table = [step_lengths(steps, n) for n in lengths]
+        if padded < max(lengths) or any(t is None for t in table) or not ragged_steps(steps):
+            raise ValueError(f"lengths {lengths} cannot share a ragged batch of {padded} on this {part}")
+        return torch.tensor(table, dtype=torch.int32).t().contiguous().to(self.device)
+
     def _graphed(self, part: str):
         net = self._cuda.get(part)
         if net is None:
@@ -79,9 +102,15 @@ class Networks:
             net = self._cuda[part] = GraphCache(CudaNetwork(flatten(layers), self.precision, part))
         return net
 
-    def _run(self, part: str, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, part: str, x: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
         self.check()
         x = x.float()
+        if lengths is not None and len(set(lengths)) == 1 and lengths[0] == x.shape[-1]:
+            lengths = None  # not ragged after all
+        if lengths is not None:
+            if not self._uses_kernels():
+                raise ValueError("ragged batches need CUDA and Triton")
+            return self._graphed(part)(x.contiguous(), self._lengths(part, lengths, x.shape[-1]))
         if self._uses_kernels():
             return self._graphed(part)(x.contiguous())
         if self.precision == "exact":
@@ -97,13 +126,22 @@ class Networks:
                 return network(x)
         return _per_item(network, x)
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """Audio ``[B, channels, samples]`` to float32 embeddings ``[B, dimension, frames]``."""
-        return self._run("encoder", audio)
+    def encode(self, audio: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        """Audio ``[B, channels, samples]`` to float32 embeddings ``[B, dimension, frames]``.
 
-    def decode(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``[B, dimension, frames]`` to float32 audio ``[B, channels, frames * hop]``."""
-        return self._run("decoder", embeddings)
+        ``lengths``: each item's length in samples (a ragged batch; see :meth:`ragged`); item
+        ``i``'s first ``ceil(lengths[i] / hop)`` frames are then what it gets alone, the rest
+        unspecified.
+        """
+        return self._run("encoder", audio, lengths)
+
+    def decode(self, embeddings: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
+        """Embeddings ``[B, dimension, frames]`` to float32 audio ``[B, channels, frames * hop]``.
+
+        ``lengths``: each item's length in frames (a ragged batch); item ``i``'s first
+        ``lengths[i] * hop`` samples are then what it gets alone, the rest unspecified.
+        """
+        return self._run("decoder", embeddings, lengths)
 
     def quantize(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
         """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: an IEEE float32

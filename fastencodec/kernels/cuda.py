@@ -57,29 +57,40 @@ class CudaNetwork:
         self.weights = WeightCache(self.dtype)
         self.fp32 = WeightCache(torch.float32)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, C, T]`` float32 on CUDA to the network's output ``[B, C', T']`` float32."""
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, C, T]`` float32 on CUDA to the network's output ``[B, C', T']`` float32.
+
+        ``lengths``: for a ragged batch, int32 ``[steps + 1, B]`` on the device, each step's input
+        length per item (:func:`~fastencodec.kernels.plan.step_lengths`); each item is then
+        computed as if alone up to its own output length (``lengths[-1]``), and what follows is
+        unspecified. The steps must satisfy :func:`~fastencodec.kernels.plan.ragged_steps`.
+        """
         h = x.transpose(1, 2).contiguous().to(self.dtype)
         residual = None
-        for step in self.steps:
+        for s, step in enumerate(self.steps):
+            lens = None if lengths is None else lengths[s]
             if isinstance(step, ConvStep):
                 if step.keep:
-                    residual = h if step.shortcut is None else self._conv(step.shortcut, h, False, None)
-                h = self._conv(step.module, h, step.elu, residual if step.add else None)
+                    residual = h if step.shortcut is None else self._conv(step.shortcut, h, False, None, lens)
+                h = self._conv(step.module, h, step.elu, residual if step.add else None, lens)
             elif isinstance(step, ConvTransposeStep):
-                h = self._conv_transpose(step, h)
-            else:
+                h = self._conv_transpose(step, h, lens)
+            else:  # causal: an item's outputs depend on its own earlier rows only
                 h = self._lstm(step, h)
         return h.transpose(1, 2).float().contiguous()
 
     # -- convolutions ---------------------------------------------------------
-    def _conv(self, module, h: torch.Tensor, elu: bool, residual: torch.Tensor | None) -> torch.Tensor:
+    def _conv(
+        self, module, h: torch.Tensor, elu: bool, residual: torch.Tensor | None, lens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         batch, t_in, c_in = h.shape
         conv = module.conv
         c_out, _, k = conv.weight.shape
         left, right = module.padding(t_in)
         reflect = module.pad_mode == "reflect"
         if module.pad_mode not in ("reflect", "constant") or (reflect and t_in <= max(left, right)):
+            if lens is not None:
+                raise ValueError("a ragged batch needs reflect or zero padding and items longer than the padding")
             # rare: short inputs need the reference's zero-extend-then-reflect; pad in torch, then plain
             h = pad1d(h.transpose(1, 2), left, right, module.pad_mode).transpose(1, 2).contiguous()
             t_in, left, right, reflect = h.shape[1], 0, 0, False
@@ -94,13 +105,15 @@ class CudaNetwork:
         ops.conv1d_kernel[grid](
             h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
             K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
-            BT=bt, BCO=bco, BCI=bci, num_warps=4,
+            BT=bt, BCO=bco, BCI=bci, lens=lens, RAGGED=lens is not None, num_warps=4,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y, residual)
         return y
 
-    def _conv_transpose(self, step: ConvTransposeStep, h: torch.Tensor) -> torch.Tensor:
+    def _conv_transpose(
+        self, step: ConvTransposeStep, h: torch.Tensor, lens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         module = step.module
         batch, t_in, c_in = h.shape
         conv = module.conv
@@ -119,7 +132,8 @@ class CudaNetwork:
         grid = (triton.cdiv(triton.cdiv(t_out + left_k, stride), bq), triton.cdiv(c_out, bco), batch * stride)
         ops.conv_transpose1d_kernel[grid](
             h, w, b, y, t_in, t_out, c_in, c_out, left_k,
-            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=bq, BCO=bco, BCI=bci, num_warps=4,
+            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=bq, BCO=bco, BCI=bci,
+            lens=lens, RAGGED=lens is not None, num_warps=4,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y)[:, left : full - right].contiguous()
@@ -200,40 +214,45 @@ class GraphCache:
     MAX_INPUT_BYTES = 512 << 20
     """Larger inputs run eagerly (a graph keeps its activations' memory while cached)."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], size: int = 4):
+    def __init__(self, fn: Callable[..., torch.Tensor], size: int = 4):
         self.fn = fn
         self.size = size
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype, x.device)
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
+        shape and takes the length table as a second input, so any lengths replay it."""
+        inputs = (x,) if lengths is None else (x, lengths)
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
         eager = torch.cuda.is_current_stream_capturing() or torch.is_grad_enabled()
         if eager or x.numel() * x.element_size() > self.MAX_INPUT_BYTES:
-            return self.fn(x)
+            return self.fn(*inputs)
         if key not in self._graphs:
             if key not in self._seen:
                 self._seen.add(key)
-                return self.fn(x)
-            self._graphs[key] = self._capture(x)
+                return self.fn(*inputs)
+            self._graphs[key] = self._capture(inputs)
             while len(self._graphs) > self.size:
                 self._graphs.popitem(last=False)
         self._graphs.move_to_end(key)
         graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(x)
+        for buffer, value in zip(static_in, inputs):
+            buffer.copy_(value)
         graph.replay()
         return static_out.clone()
 
-    def _capture(self, x: torch.Tensor) -> tuple:
-        static_in = x.clone()
-        stream = torch.cuda.Stream(x.device)
-        stream.wait_stream(torch.cuda.current_stream(x.device))
+    def _capture(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
+        static_in = tuple(t.clone() for t in inputs)
+        device = inputs[0].device
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
-            self.fn(static_in)
-        torch.cuda.current_stream(x.device).wait_stream(stream)
+            self.fn(*static_in)
+        torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = self.fn(static_in)
+            static_out = self.fn(*static_in)
         return graph, static_in, static_out
 
     def clear(self) -> None:

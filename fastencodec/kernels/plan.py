@@ -84,3 +84,46 @@ def flatten(layers: nn.Sequential) -> list[Step]:
     if elu:
         raise ValueError("an ELU at the end of the network is not supported")
     return steps
+
+
+def output_length(step: Step, length: int) -> int:
+    """Samples (frames) out of ``step`` for an input of ``length``: the reference's arithmetic
+    (the conv's padding and ``extra padding``, the transposed conv's trims)."""
+    if isinstance(step, ConvStep):
+        module = step.module
+        left, right = module.padding(length)
+        conv = module.conv
+        reach = conv.dilation[0] * (conv.weight.shape[-1] - 1)
+        return (length + left + right - reach - 1) // conv.stride[0] + 1
+    if isinstance(step, ConvTransposeStep):
+        conv = step.module.conv
+        return (length - 1) * conv.stride[0] + conv.weight.shape[-1] - sum(step.module.trim)
+    return length
+
+
+def ragged_steps(steps: list[Step]) -> bool:
+    """Whether the CUDA kernels can run ``steps`` on a batch of items of unequal lengths: every
+    conv pads with reflection or zeros by index arithmetic and nothing normalises over time."""
+    for step in steps:
+        module = step.module
+        if isinstance(step, ConvStep) and (module.pad_mode not in ("reflect", "constant") or module.norm is not None):
+            return False
+        if isinstance(step, ConvTransposeStep) and module.norm is not None:
+            return False
+    return True
+
+
+def step_lengths(steps: list[Step], length: int) -> list[int] | None:
+    """Each step's input length for one item of ``length`` samples (frames), then the network's
+    output length; None when a reflect-padded conv sees an input no longer than its padding
+    (the reference then zero-extends before reflecting, which the ragged kernels do not do)."""
+    lengths = [length]
+    for step in steps:
+        if isinstance(step, ConvStep) and step.module.pad_mode == "reflect":
+            if length <= max(step.module.padding(length)):
+                return None
+        length = output_length(step, length)
+        if length <= 0:
+            return None
+        lengths.append(length)
+    return lengths

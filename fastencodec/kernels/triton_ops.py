@@ -13,6 +13,11 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+LENGTHS = ["t_in", "t_out"]
+"""Arguments that vary with an item's length: Triton compiles one kernel whatever their values (by
+default it specialises integers on ``== 1`` and divisibility by 16, so new lengths would compile
+new variants of every layer). Alignment still follows from the channel counts."""
+
 
 @triton.jit
 def _tanh(a):
@@ -25,26 +30,33 @@ def _elu(a):
     return tl.where(af > 0, af, tl.exp(af) - 1.0).to(a.dtype)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def conv1d_kernel(
     x, w, bias, res, y, t_in, t_out, c_in, c_out, pad_left,
     K: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr, REFLECT: tl.constexpr, ELU: tl.constexpr,
     ADD: tl.constexpr, PREC: tl.constexpr, BT: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
+    lens=None, RAGGED: tl.constexpr = False,
 ):  # fmt: skip
     """``y[b, t, :] = bias + sum_k w[k] . elu?(x_padded[b, t * STRIDE + k * DIL, :]) (+ res)``;
-    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic."""
+    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic. With
+    ``RAGGED``, item ``b`` is ``lens[b]`` long (its rows ``>= lens[b]`` are never read): it is
+    padded as it would be alone, so its outputs up to its own output length are those it gets alone."""
     t = tl.program_id(0) * BT + tl.arange(0, BT)
     co = tl.program_id(1) * BCO + tl.arange(0, BCO)
     item = tl.program_id(2).to(tl.int64)
     x_item = x + item * t_in * c_in
+    if RAGGED:
+        n = tl.load(lens + item)
+    else:
+        n = t_in
     acc = tl.zeros([BT, BCO], tl.float32)
     co_ok = co < c_out
     for k in tl.static_range(K):
         src = t * STRIDE + k * DIL - pad_left
         if REFLECT:
             src = tl.where(src < 0, -src, src)
-            src = tl.where(src >= t_in, 2 * (t_in - 1) - src, src)
-        ok = (src >= 0) & (src < t_in) & (t < t_out)
+            src = tl.where(src >= n, 2 * (n - 1) - src, src)
+        ok = (src >= 0) & (src < n) & (t < t_out)
         for c0 in range(0, c_in, BCI):
             ci = c0 + tl.arange(0, BCI)
             ci_ok = ci < c_in
@@ -62,25 +74,30 @@ def conv1d_kernel(
     tl.store(y + at, acc.to(y.dtype.element_ty), mask=keep)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTHS)
 def conv_transpose1d_kernel(
     x, w, bias, y, t_in, t_out, c_in, c_out, trim_left,
     K: tl.constexpr, STRIDE: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr,
-    BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
+    BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr, lens=None, RAGGED: tl.constexpr = False,
 ):  # fmt: skip
     """Transposed conv as ``STRIDE`` phases: ``y[b, q * STRIDE + r - trim_left] = bias +
-    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``."""
+    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``. With ``RAGGED``,
+    item ``b``'s rows ``>= lens[b]`` read as zeros (the end of the item alone)."""
     q = tl.program_id(0) * BQ + tl.arange(0, BQ)
     co = tl.program_id(1) * BCO + tl.arange(0, BCO)
     item = (tl.program_id(2) // STRIDE).to(tl.int64)
     phase = tl.program_id(2) % STRIDE
     x_item = x + item * t_in * c_in
+    if RAGGED:
+        n = tl.load(lens + item)
+    else:
+        n = t_in
     acc = tl.zeros([BQ, BCO], tl.float32)
     co_ok = co < c_out
     for j in tl.static_range((K + STRIDE - 1) // STRIDE):
         k = phase + j * STRIDE
         src = q - j
-        ok = (src >= 0) & (src < t_in)
+        ok = (src >= 0) & (src < n)
         for c0 in range(0, c_in, BCI):
             ci = c0 + tl.arange(0, BCI)
             ci_ok = ci < c_in
@@ -138,7 +155,7 @@ def lstm_step_kernel(
         tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["rows"])
 def nearest_code_kernel(
     x, embed, embed_sq, codes, rows, bins, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
 ):  # fmt: skip

@@ -35,7 +35,7 @@ class KVCache:
 
     ``keys``/``values``: ``[layers, batch, heads, length, head_dim]``; ``cross_*``: the text states'
     keys and values ``[layers, batch, heads, text_tokens, head_dim]`` and ``cross_mask``
-    ``[batch, 1, 1, text_tokens]`` (True where a row may attend).
+    ``[batch, 1, 1, text_tokens]`` (additive: 0 where a row may attend, -inf elsewhere).
     """
 
     def __init__(self, cfg: DecoderConfig, batch: int, length: int, device: torch.device, dtype: torch.dtype):
@@ -50,34 +50,53 @@ class KVCache:
         self.cross_mask: torch.Tensor | None = None
         self.length = length
 
+    def visible(self, position: torch.Tensor) -> torch.Tensor:
+        """Additive self-attention mask ``[1, 1, 1, length]`` of a frame at ``position`` (a 0-d long
+        device tensor): 0 for the cached frames up to it, -inf after. Made once per step, shared by
+        every layer."""
+        zero = torch.zeros((), dtype=self.keys.dtype, device=self.keys.device)
+        return torch.where(self.steps <= position, zero, -math.inf).view(1, 1, 1, -1)
+
     @staticmethod
     def bytes_needed(cfg: DecoderConfig, batch: int, length: int, dtype: torch.dtype) -> int:
         """Bytes the self-attention keys and values take."""
         return 2 * cfg.layers * batch * length * cfg.hidden * torch.empty((), dtype=dtype).element_size()
 
 
+def add_linear(x: torch.Tensor, h: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """``x + layer(h)`` (no bias) as one matrix product that adds ``x`` in its epilogue."""
+    return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), layer.weight.t()).view(x.shape)
+
+
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int):
+    """Multi-head attention projections; ``fused`` keeps query, key and value in one ``qkv_proj``
+    (self-attention: one matrix product per step instead of three)."""
+
+    def __init__(self, dim: int, heads: int, fused: bool = False):
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
-        self.q_proj = nn.Linear(dim, dim, bias=False)
-        self.k_proj = nn.Linear(dim, dim, bias=False)
-        self.v_proj = nn.Linear(dim, dim, bias=False)
+        if fused:
+            self.qkv_proj = nn.Linear(dim, 3 * dim, bias=False)
+        else:
+            self.q_proj = nn.Linear(dim, dim, bias=False)
+            self.k_proj = nn.Linear(dim, dim, bias=False)
+            self.v_proj = nn.Linear(dim, dim, bias=False)
         self.out_proj = nn.Linear(dim, dim, bias=False)
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, frames, dim]`` -> ``[batch, heads, frames, head_dim]``."""
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
 
-    def merge(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1))
+    def add_merged(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the output projection of the heads ``out`` ``[batch, heads, frames, head_dim]``."""
+        return add_linear(x, out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1), self.out_proj)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         self.act = cfg.activation
-        self.self_attn = Attention(cfg.hidden, cfg.heads)
+        self.self_attn = Attention(cfg.hidden, cfg.heads, fused=True)
         self.self_attn_layer_norm = nn.LayerNorm(cfg.hidden)
         self.encoder_attn = Attention(cfg.hidden, cfg.heads)
         self.encoder_attn_layer_norm = nn.LayerNorm(cfg.hidden)
@@ -85,17 +104,19 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn, cfg.hidden, bias=False)
         self.final_layer_norm = nn.LayerNorm(cfg.hidden)
 
-    def forward(self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor, visible: torch.Tensor | None
+    ) -> torch.Tensor:
         """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
-        frame, attended over the whole cache with a mask (fixed shapes for CUDA graphs)."""
+        frame, attended over the whole cache with the additive mask ``visible`` [1, 1, 1, length]
+        (fixed shapes for CUDA graphs)."""
         attn = self.self_attn
         h = self.self_attn_layer_norm(x)
-        q, k, v = attn.split(attn.q_proj(h)), attn.split(attn.k_proj(h)), attn.split(attn.v_proj(h))
+        q, k, v = (attn.split(part) for part in attn.qkv_proj(h).chunk(3, dim=-1))
         keys, values = cache.keys[index], cache.values[index]
         if isinstance(start, torch.Tensor):
             keys.index_copy_(2, start.view(1), k)
             values.index_copy_(2, start.view(1), v)
-            visible = (cache.steps <= start).view(1, 1, 1, -1)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
         else:
             end = start + x.shape[1]
@@ -105,16 +126,15 @@ class DecoderLayer(nn.Module):
             if causal and start != 0:
                 raise ValueError("several frames at once are only supported from position 0")
             out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal)
-        x = x + attn.merge(out)
+        x = attn.add_merged(x, out)
         cross = self.encoder_attn
         h = self.encoder_attn_layer_norm(x)
         q = cross.split(cross.q_proj(h))
         out = F.scaled_dot_product_attention(
             q, cache.cross_keys[index], cache.cross_values[index], attn_mask=cache.cross_mask
         )
-        x = x + cross.merge(out)
-        h = self.final_layer_norm(x)
-        return x + self.fc2(activation(self.act, self.fc1(h)))
+        x = cross.add_merged(x, out)
+        return add_linear(x, activation(self.act, self.fc1(self.final_layer_norm(x))), self.fc2)
 
 
 class MusicGenLM(nn.Module):
@@ -139,7 +159,8 @@ class MusicGenLM(nn.Module):
         """Project the text states ``memory`` [batch, tokens, hidden] (rows with ``mask`` [batch, tokens]
         all False attend to every token, which carries zeros there) into the cache."""
         rows_empty = ~mask.any(dim=1, keepdim=True)
-        cross_mask = (mask | rows_empty)[:, None, None, :]
+        zero = torch.zeros((), dtype=memory.dtype, device=memory.device)
+        cross_mask = torch.where(mask | rows_empty, zero, -math.inf)[:, None, None, :]  # additive: made once
         keys = torch.stack([layer.encoder_attn.split(layer.encoder_attn.k_proj(memory)) for layer in self.layers])
         values = torch.stack([layer.encoder_attn.split(layer.encoder_attn.v_proj(memory)) for layer in self.layers])
         if cache.cross_keys is not None and cache.cross_keys.shape == keys.shape:
@@ -151,12 +172,14 @@ class MusicGenLM(nn.Module):
 
     def _run(self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
         x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
+        visible = None
         if isinstance(start, torch.Tensor):
             x = x + cache.positions.index_select(0, start.view(1))
+            visible = cache.visible(start)
         else:
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
-            x = layer(x, index, cache, start)
+            x = layer(x, index, cache, start, visible)
         h = self.layer_norm(x[:, -1])
         return torch.stack([head(h) for head in self.lm_heads], dim=1)
 
@@ -178,3 +201,16 @@ DECODER_RENAMES = (
     (r"^decoder\.(lm_heads\.\d+\.weight)$", r"\1"),
 )
 """transformers' ``MusicgenForConditionalGeneration`` decoder tensor names (regex) -> ours."""
+
+
+def fuse_self_attention(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Renamed decoder tensors with each layer's self-attention ``q_proj``, ``k_proj`` and ``v_proj``
+    weights stacked into the one ``qkv_proj`` weight ``[3 * hidden, hidden]`` our layers use."""
+    out = dict(tensors)
+    for key in tensors:
+        if key.endswith(".self_attn.q_proj.weight"):
+            base = key[: -len("q_proj.weight")]
+            names = [f"{base}{p}_proj.weight" for p in "qkv"]
+            if all(name in out for name in names) and len({out[n].shape for n in names}) == 1:
+                out[f"{base}qkv_proj.weight"] = torch.cat([out.pop(name) for name in names])
+    return out

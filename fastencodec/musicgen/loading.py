@@ -11,10 +11,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from torch import nn
 
+from fastencodec.codec import EnCodec
 from fastencodec.musicgen.config import MusicGenConfig
+from fastencodec.musicgen.decoder import DECODER_RENAMES, MusicGenLM, fuse_self_attention
+from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
+from fastencodec.weights.loading import check_state, model_from_tensors
 
 StateDict = dict[str, torch.Tensor]
 
@@ -137,18 +143,48 @@ def rename(tensors: StateDict, renames: tuple[tuple[str, str], ...], what: str) 
     return out
 
 
-def load_into(module: torch.nn.Module, tensors: StateDict, what: str) -> None:
-    """Load ``tensors`` into ``module`` strictly, with errors that name the part and tensor."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing:
-        raise ValueError(f"{what}: checkpoint is incomplete, {len(missing)} tensors missing, e.g. {missing[:3]}")
-    if unexpected:
-        raise ValueError(f"{what}: checkpoint has tensors of another architecture, e.g. {unexpected[:3]}")
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(
-                f"{what}: {key} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}"
-            )
+def load_into(module: torch.nn.Module, tensors: StateDict, what: str) -> torch.nn.Module:
+    """Load ``tensors`` into ``module`` (built on the ``meta`` device: shapes only) strictly, with
+    errors that name the part and tensor; returns the module, allocated on the CPU."""
+    try:
+        check_state(tensors, module.state_dict())
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    module = module.to_empty(device="cpu")
     module.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return module
+
+
+class Parts(NamedTuple):
+    """The modules of a MusicGen checkpoint, weights loaded (float32, on the CPU)."""
+
+    text_encoder: T5Encoder
+    lm: MusicGenLM
+    text_proj: nn.Linear | None
+    codec: EnCodec
+
+
+def build_parts(config: MusicGenConfig, tensors: StateDict) -> Parts:
+    """The text encoder, decoder LM, projection and codec of ``config`` with the checkpoint's ``tensors``.
+
+    Raises:
+        ValueError: the tensors do not fit the config (the message names the part and tensor).
+    """
+    parts = split_tensors(tensors)
+    text = rename(parts["text"], T5_RENAMES, "text encoder")
+    if "embed.weight" not in text:
+        raise ValueError("text encoder: checkpoint has no token embedding (shared.weight)")
+    if not config.projects_text and parts["proj"]:
+        raise ValueError("checkpoint has enc_to_dec_proj tensors its config does not call for")
+    with torch.device("meta"):  # shapes only: no random initialisation of weights about to be replaced
+        text_encoder, lm = T5Encoder(config.text), MusicGenLM(config.decoder)
+        text_proj = nn.Linear(config.text.d_model, config.decoder.hidden) if config.projects_text else None
+    text_encoder = load_into(text_encoder, text, "text encoder")
+    lm = load_into(lm, fuse_self_attention(rename(parts["decoder"], DECODER_RENAMES, "decoder")), "decoder")
+    if text_proj is not None:
+        text_proj = load_into(text_proj, parts["proj"], "enc_to_dec_proj")
+    try:
+        codec = EnCodec(model_from_tensors(config.codec, parts["codec"]))
+    except ValueError as exc:
+        raise ValueError(f"audio encoder: {exc}") from None
+    return Parts(text_encoder, lm, text_proj, codec)

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 
 import torch
 
-from fastencodec.musicgen.decoder import KVCache, MusicGenLM
-from fastencodec.musicgen.delay import UNKNOWN, DelayPattern
+from fastencodec.musicgen.config import DecoderConfig
+from fastencodec.musicgen.delay import DelayPattern
 from fastencodec.musicgen.sampling import ItemStreams, Sampling
+from fastencodec.musicgen.stepping import Decoding, Pace
 
 Progress = Callable[[float, float], None]
 """Called with (seconds of audio generated, seconds requested)."""
 LogitsCallback = Callable[[int, torch.Tensor], None]
-"""Called with (sequence step, guided logits ``[batch, codebooks, vocab]``) before each choice."""
-Step = Callable[[torch.Tensor, int], torch.Tensor]
-"""One decoding step: (frame tokens ``[rows, codebooks, 1]``, position) -> logits ``[rows, codebooks, vocab]``."""
-Stepper = Callable[[int, int], tuple[Step, KVCache]]
-"""(rows, steps) -> a step function and the cache it fills (text memory already set)."""
+"""Called with (sequence step, guided logits ``[batch, codebooks, vocab]`` the tokens of that step were
+chosen from; a buffer the next step overwrites: clone it to keep it)."""
+DecodingFor = Callable[[int], Decoding]
+"""(sequence steps) -> the decode buffers and step of a window, text memory set in its cache."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ class Windows:
 
 
 def decode_window(
-    lm: MusicGenLM,
-    stepper: Stepper,
+    cfg: DecoderConfig,
+    decoding_for: DecodingFor,
     prompt: torch.Tensor | None,
     frames: int,
-    rows: int,
+    batch: int,
     sampling: Sampling,
     streams: ItemStreams,
     report: Callable[[int], None],
@@ -109,36 +109,30 @@ def decode_window(
     """One window through the delay pattern: codes ``[batch, codebooks, frames]`` continuing ``prompt``.
 
     Args:
-        lm: the decoder LM.
-        stepper: gives the step function and cache for ``rows`` rows (twice the batch when guided).
+        cfg: the decoder LM's config (codebooks, delays, start token).
+        decoding_for: gives the decode buffers and step for a window of that many sequence steps.
         prompt: known first frames ``[batch, codebooks, P]`` (P < frames), or None.
         frames: frames of the window.
-        rows: rows of the text memory the stepper was given.
+        batch: items (half the LM rows when guided).
         sampling: how tokens are chosen.
         streams: one random stream per batch item.
         report: called with the frames done after each step.
         logits_callback: sees the guided logits of every step.
     """
-    cfg = lm.cfg
-    batch = rows // 2 if sampling.guided else rows
-    device = lm.lm_heads[0].weight.device
     pattern = DelayPattern(cfg.delays, frames, cfg.start_token_id)  # transformers pads with the start token
-    sequence = pattern.build(prompt, batch, device)
+    decoding = decoding_for(pattern.steps)
+    sequence = pattern.build(prompt, batch, decoding.sequence.device)
     first = pattern.first_unknown(0 if prompt is None else prompt.shape[-1])
-    step, cache = stepper(rows, pattern.steps)
-    known = sequence[:, :, :first]
-    logits = lm.prefill(torch.cat([known, known]) if sampling.guided else known, cache)
-    max_delay = max(cfg.delays)
     uniforms = streams.uniforms(pattern.steps, cfg.codebooks) if sampling.do_sample else None
+    decoding.start(sequence, uniforms, first)
+    max_delay = max(cfg.delays)
+    pace = Pace(decoding.sequence.device)
     for t in range(first, pattern.steps):
-        mixed = sampling.mix(logits.float())
+        decoding.advance()  # queued on the device: the host does not wait for this step
         if logits_callback is not None:
-            logits_callback(t, mixed)
-        chosen = sampling.choose(mixed, None if uniforms is None else uniforms[:, t])
-        forced = sequence[:, :, t]
-        sequence[:, :, t] = torch.where(forced == UNKNOWN, chosen, forced)
-        report(min(max(t - max_delay, 0), frames))
-        if t + 1 < pattern.steps:
-            frame = sequence[:, :, t : t + 1]
-            logits = step(torch.cat([frame, frame]) if sampling.guided else frame, t)
-    return pattern.frames_of(sequence)
+            logits_callback(t, decoding.mixed)
+        done = pace.after(t)
+        if done is not None:
+            report(min(max(done - max_delay, 0), frames))
+    report(min(max(pace.finish(pattern.steps - 1) - max_delay, 0), frames))
+    return pattern.frames_of(decoding.sequence[..., : pattern.steps])

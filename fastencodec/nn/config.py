@@ -16,9 +16,35 @@ from typing import Any
 class EncodecConfig:
     """Hyper-parameters of the SEANet encoder/decoder and the residual quantizer.
 
-    ``ratios`` are the decoder's upsampling ratios (the encoder uses them in
-    reverse). ``segment`` is the length in seconds of the independently
-    normalised segments (48 kHz model), ``overlap`` their overlap as a fraction.
+    Every field is range-checked at construction (``LIMITS``); a bad one raises ValueError
+    naming it.
+
+    Attributes:
+        sample_rate: audio sample rate in Hz.
+        channels: audio channels (1 or 2 for the published models).
+        dimension: size of one embedding frame (the quantizer's vectors).
+        n_filters: channels of the first convolution; each downsampling stage doubles them.
+        n_residual_layers: residual blocks per stage.
+        ratios: the decoder's upsampling ratios (the encoder uses them in reverse); their
+            product is ``hop_length`` in samples.
+        kernel_size: kernel of the first convolution, in samples.
+        last_kernel_size: kernel of the last convolution, in samples.
+        residual_kernel_size: kernel of the residual blocks' dilated convolutions.
+        dilation_base: dilation growth per residual layer.
+        causal: causal (left) padding instead of centred padding.
+        pad_mode: how convolutions pad a signal's ends (``PAD_MODES``).
+        compress: factor by which a residual block narrows its hidden channels.
+        lstm_layers: layers of the encoder's and the decoder's LSTM.
+        trim_right_ratio: share of a causal transposed convolution's padding trimmed on the right.
+        norm: ``"weight_norm"`` or ``"time_group_norm"``.
+        conv_shortcut: 1x1 convolutions (True) or identities on the residual shortcuts.
+        codebook_size: entries per codebook (a power of 2).
+        target_bandwidths: the bandwidths in kbps the model supports.
+        normalize: whether each segment is divided by its volume before encoding (48 kHz).
+        segment: length in seconds of the independently coded segments, or None for one
+            segment per signal.
+        overlap: overlap of consecutive segments, as a fraction of ``segment``.
+        name: the model name ``.ecdc`` headers store, e.g. ``"encodec_24khz"``.
     """
 
     sample_rate: int = 24_000
@@ -85,6 +111,7 @@ class EncodecConfig:
 
     @property
     def bits_per_codebook(self) -> int:
+        """Bits per code: ``log2(codebook_size)``."""
         return int(math.log2(self.codebook_size))
 
     @property
@@ -93,7 +120,14 @@ class EncodecConfig:
         return int(1000 * max(self.target_bandwidths) // (self.frame_rate * self.bits_per_codebook))
 
     def codebooks_for_bandwidth(self, bandwidth: float) -> int:
-        """Number of codebooks used at ``bandwidth`` kbps."""
+        """Codebooks per frame at a bandwidth (at least 1; not checked against ``target_bandwidths``).
+
+        Args:
+            bandwidth: in kbps.
+
+        Returns:
+            ``floor(bandwidth * 1000 / (bits_per_codebook * frame_rate))``, at least 1.
+        """
         per_codebook = self.bits_per_codebook * self.frame_rate
         return max(1, math.floor(bandwidth * 1000 / per_codebook))
 
@@ -113,11 +147,22 @@ class EncodecConfig:
         return max(1, int((1 - self.overlap) * length))
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields by name (``dataclasses.asdict``)."""
         return asdict(self)
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any]) -> EncodecConfig:
-        """Build from a Hugging Face ``EncodecConfig`` dict (``config.json``)."""
+        """Build from a Hugging Face ``EncodecConfig`` dict (``config.json``).
+
+        Args:
+            cfg: the parsed ``config.json``; absent keys take the 24 kHz model's values.
+
+        Returns:
+            The config, named ``encodec_<rate in kHz>khz``.
+
+        Raises:
+            ValueError: another model type, or a key of the wrong type or out of range.
+        """
         if cfg.get("model_type", "encodec") != "encodec":
             raise ValueError(f"config.json describes a {cfg.get('model_type')!r} model, not encodec")
         dimension = _number(cfg, "hidden_size", 128, int)

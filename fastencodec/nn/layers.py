@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,14 +21,34 @@ from fastencodec.nn.config import EncodecConfig
 
 
 def extra_padding(length: int, kernel: int, stride: int, padding_total: int) -> int:
-    """Samples to append so that the last window of a strided conv is complete."""
+    """Samples to append so that the last window of a strided conv is complete.
+
+    Args:
+        length: input samples.
+        kernel: the conv's effective kernel in samples (dilation included).
+        stride: the conv's stride in samples.
+        padding_total: the conv's fixed padding in samples (``kernel - stride``).
+
+    Returns:
+        Samples of extra right padding (0 or more).
+    """
     n_frames = -(-(length - kernel + padding_total) // stride) + 1
     ideal_length = (n_frames - 1) * stride + kernel - padding_total
     return ideal_length - length
 
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
-    """``F.pad`` on the time axis that also reflect-pads inputs shorter than the pad."""
+    """``F.pad`` on the time axis that also reflect-pads inputs shorter than the pad.
+
+    Args:
+        x: ``[batch, channels, samples]``.
+        left: samples to add before the signal.
+        right: samples to add after it.
+        mode: ``F.pad`` mode (``"reflect"``, ``"constant"``, ...).
+
+    Returns:
+        ``[batch, channels, left + samples + right]``.
+    """
     if not left and not right:
         return x
     if mode != "reflect":
@@ -41,7 +62,16 @@ def pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
 
 
 class Conv1d(nn.Module):
-    """Conv1d with the reference's causal or centred padding and optional GroupNorm."""
+    """Conv1d with the reference's causal or centred padding and optional GroupNorm.
+
+    Args:
+        cfg: the model's config (causality, pad mode, normalisation).
+        cin: input channels.
+        cout: output channels.
+        kernel: kernel size in samples.
+        stride: stride in samples.
+        dilation: dilation of the kernel.
+    """
 
     def __init__(self, cfg: EncodecConfig, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1):
         super().__init__()
@@ -62,13 +92,22 @@ class Conv1d(nn.Module):
         return self.padding_total - right, right + extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, cin, samples]`` to ``[batch, cout, ceil(samples / stride)]``."""
         x = pad1d(x, *self.padding(x.shape[-1]), self.pad_mode)
         x = self.conv(x)
         return x if self.norm is None else self.norm(x)
 
 
 class ConvTranspose1d(nn.Module):
-    """ConvTranspose1d that trims its fixed padding as the reference does."""
+    """ConvTranspose1d that trims its fixed padding as the reference does.
+
+    Args:
+        cfg: the model's config (causality, ``trim_right_ratio``, normalisation).
+        cin: input channels.
+        cout: output channels.
+        kernel: kernel size in samples.
+        stride: upsampling factor.
+    """
 
     def __init__(self, cfg: EncodecConfig, cin: int, cout: int, kernel: int, stride: int):
         super().__init__()
@@ -80,6 +119,7 @@ class ConvTranspose1d(nn.Module):
         self.trim = (total - right, right)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, cin, frames]`` to ``[batch, cout, frames * stride]``."""
         x = self.conv(x)
         if self.norm is not None:
             x = self.norm(x)
@@ -88,7 +128,13 @@ class ConvTranspose1d(nn.Module):
 
 
 class ResnetBlock(nn.Module):
-    """SEANet residual block: ELU, dilated conv, ELU, 1x1 conv, plus a (1x1 conv) shortcut."""
+    """SEANet residual block: ELU, dilated conv, ELU, 1x1 conv, plus a (1x1 conv) shortcut.
+
+    Args:
+        cfg: the model's config (kernel, ``compress``, shortcut kind).
+        dim: channels in and out.
+        dilation: dilation of the first conv.
+    """
 
     def __init__(self, cfg: EncodecConfig, dim: int, dilation: int):
         super().__init__()
@@ -102,6 +148,7 @@ class ResnetBlock(nn.Module):
         self.shortcut = Conv1d(cfg, dim, dim, 1) if cfg.conv_shortcut else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, dim, samples]`` to the same shape."""
         y = self.block(x)
         return y.add_(self.shortcut(x))
 
@@ -123,7 +170,7 @@ class GraphedLSTM(nn.LSTM):
     MAX_GRAPHS = 4
     MAX_GRAPH_BYTES = 128 << 20
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
@@ -139,7 +186,18 @@ class GraphedLSTM(nn.LSTM):
         super().__setstate__(state)
         self._lock = threading.Lock()
 
-    def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def forward(
+        self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``nn.LSTM.forward``, replayed from a CUDA graph where it can be.
+
+        Args:
+            x: input ``[time, batch, dim]``.
+            hx: initial ``(h, c)``, each ``[layers, batch, dim]``, or None for zeros.
+
+        Returns:
+            ``(y, (h, c))``: output ``[time, batch, dim]`` and the final states.
+        """
         if fused_lstm.supports(self, x):  # batch 1 on CUDA: one persistent kernel for all steps
             return fused_lstm.run(self, x, hx)
         eager = (
@@ -192,13 +250,19 @@ class GraphedLSTM(nn.LSTM):
 
 
 class LSTM(nn.Module):
-    """Multi-layer LSTM over time with a skip connection, in conv layout."""
+    """Multi-layer LSTM over time with a skip connection, in conv layout.
+
+    Args:
+        dim: channels in, hidden and out.
+        num_layers: LSTM layers.
+    """
 
     def __init__(self, dim: int, num_layers: int):
         super().__init__()
         self.lstm = GraphedLSTM(dim, dim, num_layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, dim, frames]`` to the same shape: the LSTM's output plus its input."""
         x = x.permute(2, 0, 1)
         y = self.lstm(x)[0] + x
         return y.permute(1, 2, 0)

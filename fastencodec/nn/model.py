@@ -26,6 +26,10 @@ class EncodecModel(nn.Module):
     Codes one segment at a time (:meth:`encode`, :meth:`decode`): what export, compilation
     and generation code needs. Splitting signals into segments, batching, streaming and the
     runtime policy live in :mod:`fastencodec.engine`.
+
+    Args:
+        cfg: the architecture; the weights are left at their initial values (see
+            :func:`fastencodec.weights.loading.build_model` to load a checkpoint).
     """
 
     def __init__(self, cfg: EncodecConfig):

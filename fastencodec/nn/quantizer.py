@@ -15,6 +15,11 @@ class ResidualVectorQuantizer(nn.Module):
     float32, as the reference. On CUDA it runs in float64, so that no global matmul setting
     (``torch.backends.cuda.matmul.allow_tf32``, ``torch.set_float32_matmul_precision``) can
     move a token.
+
+    Args:
+        num_quantizers: codebooks.
+        bins: entries per codebook.
+        dim: size of one vector (the embedding dimension).
     """
 
     def __init__(self, num_quantizers: int, bins: int, dim: int):
@@ -25,6 +30,7 @@ class ResidualVectorQuantizer(nn.Module):
 
     @property
     def num_quantizers(self) -> int:
+        """Codebooks held."""
         return self.embed.shape[0]
 
     def refresh(self) -> None:
@@ -32,7 +38,15 @@ class ResidualVectorQuantizer(nn.Module):
         self.embed_sq = self.embed.pow(2).sum(-1).unsqueeze(1)
 
     def encode(self, x: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Embeddings ``[B, dim, frames]`` to int64 codes ``[B, n_q, frames]``."""
+        """Nearest codes, codebook after codebook on the residual.
+
+        Args:
+            x: embeddings ``[B, dim, frames]``.
+            n_q: codebooks to use (the first ``n_q``).
+
+        Returns:
+            int64 codes ``[B, n_q, frames]``.
+        """
         batch, dim, frames = x.shape
         wide = torch.float64 if x.is_cuda else torch.float32
         residual = x.transpose(1, 2).reshape(-1, dim).to(wide)

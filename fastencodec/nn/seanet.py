@@ -10,7 +10,11 @@ from fastencodec.nn.layers import LSTM, Conv1d, ConvTranspose1d, ResnetBlock
 
 
 class Encoder(nn.Module):
-    """Waveform ``[B, channels, samples]`` to embeddings ``[B, dimension, frames]``."""
+    """Waveform ``[B, channels, samples]`` to embeddings ``[B, dimension, ceil(samples / hop_length)]``.
+
+    Args:
+        cfg: the architecture.
+    """
 
     def __init__(self, cfg: EncodecConfig):
         super().__init__()
@@ -25,11 +29,16 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Audio ``[B, channels, samples]`` to embeddings ``[B, dimension, frames]``."""
         return self.layers(x)
 
 
 class Decoder(nn.Module):
-    """Embeddings ``[B, dimension, frames]`` to waveform ``[B, channels, frames * hop]``."""
+    """Embeddings ``[B, dimension, frames]`` to waveform ``[B, channels, frames * hop_length]``.
+
+    Args:
+        cfg: the architecture.
+    """
 
     def __init__(self, cfg: EncodecConfig):
         super().__init__()
@@ -43,4 +52,5 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, dimension, frames]`` to audio ``[B, channels, frames * hop_length]``."""
         return self.layers(x)

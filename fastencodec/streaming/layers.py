@@ -259,6 +259,16 @@ def streamer(module: nn.Module) -> Stream:
     ``push(x)`` takes ``[batch, channels, n]`` and returns the outputs that are final,
     ``[batch, channels_out, m]``; ``flush()`` returns the rest as offline processing ends the
     signal (None when nothing is left).
+
+    Args:
+        module: a ``Conv1d``, ``ConvTranspose1d``, ``LSTM``, ``ResnetBlock``, ``nn.Sequential`` of
+            those, ``nn.ELU`` or ``nn.Identity`` of the model.
+
+    Returns:
+        The module's stream state.
+
+    Raises:
+        ValueError: a module with no streaming form (e.g. a conv with group norm).
     """
     for kind, stream in (
         (Conv1d, _ConvStream),
@@ -280,13 +290,28 @@ STREAMABLE_PAD_MODES = ("reflect", "constant", "replicate")
 def streamable(cfg: EncodecConfig) -> bool:
     """Whether a model codes the whole signal as one segment with no statistics over time (no
     volume normalisation, no group norm), so that a stream can carry its exact state: the
-    24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead)."""
+    24 kHz model (causal) and the 32 kHz one (centred convolutions: a stream with look-ahead).
+
+    Args:
+        cfg: the model's architecture.
+
+    Returns:
+        True if streams of it are exact.
+    """
     plain = not cfg.normalize and cfg.segment_length is None and cfg.norm == "weight_norm"
     return plain and cfg.pad_mode in STREAMABLE_PAD_MODES
 
 
 def check_streamable(cfg: EncodecConfig, name: str) -> None:
-    """Raise ValueError unless the model ``cfg`` describes can stream (see :func:`streamable`)."""
+    """Refuse a model that cannot stream (see :func:`streamable`).
+
+    Args:
+        cfg: the model's architecture.
+        name: how messages name the model.
+
+    Raises:
+        ValueError: it cannot stream.
+    """
     if not streamable(cfg):
         raise ValueError(
             f"{name} cannot stream: it normalises segments by their volume or over time, or pads with "

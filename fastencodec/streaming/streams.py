@@ -61,7 +61,7 @@ class _StreamBase:
 class StreamEncoder(_StreamBase):
     """Audio in pieces of any length to the tokens of every final frame (24 and 32 kHz models).
 
-    ``push(audio)`` takes float audio at ``the model's sample rate`` Hz as ``[samples]``,
+    ``push(audio)`` takes float audio at the model's sample rate (Hz) as ``[samples]``,
     ``[batch, samples]`` or ``[batch, channels, samples]`` (the channel rule of ``encode``;
     every push of a stream has the same batch and channel count) and returns int64 codes
     ``[batch, codebooks, frames completed]``: NumPy for NumPy input, torch for torch input.
@@ -75,13 +75,23 @@ class StreamEncoder(_StreamBase):
     Bad input (another layout, NaN, integers) raises ValueError and leaves the stream as it
     was; a push after ``flush()`` raises ValueError until ``reset()``.
 
-    Attributes: ``num_codebooks`` (per frame at this bandwidth), ``samples`` (per item pushed
-    so far), ``frames`` (per item returned so far).
+    Args:
+        engine: the engine of a streamable model (``EnCodec.stream_encoder`` passes its own).
+        num_codebooks: codebooks per frame (from the bandwidth).
+        embeddings: return the embeddings ``[batch, dimension, frames]`` (float32) instead of codes.
+
+    Attributes:
+        num_codebooks: codebooks per frame at this bandwidth.
+        samples: samples per item pushed so far.
+        frames: frames per item returned so far.
+
+    Raises:
+        ValueError: the model cannot stream (48 kHz).
     """
 
     def __init__(self, engine: Engine, num_codebooks: int, *, embeddings: bool = False):
         self.num_codebooks = num_codebooks
-        self._embeddings = embeddings  # return the embeddings [batch, dimension, frames] instead of codes
+        self._embeddings = embeddings
         super().__init__(engine, engine.model.encoder.layers)
 
     def reset(self) -> None:
@@ -91,7 +101,20 @@ class StreamEncoder(_StreamBase):
         self.frames = 0
 
     def push(self, audio: Array) -> np.ndarray | torch.Tensor:
-        """Feed audio ``[.., samples]``; returns codes ``[batch, codebooks, frames completed]``."""
+        """Feed audio.
+
+        Args:
+            audio: float audio at the model's sample rate (Hz): ``[samples]``, ``[batch, samples]`` or
+                ``[batch, channels, samples]``, of any length (0 included).
+
+        Returns:
+            int64 codes ``[batch, codebooks, frames]`` of the frames completed by this push (NumPy,
+            or torch on the input's device).
+
+        Raises:
+            ValueError: another batch or channel count than the stream's, non-float or non-finite
+                samples, or a stream already flushed or broken by an earlier failure.
+        """
         self._check_usable()
         x = audio_layout(as_tensor(audio, "audio chunk"), "audio chunk", self.engine.channels)
         if not x.is_floating_point():
@@ -108,7 +131,12 @@ class StreamEncoder(_StreamBase):
         return self._codes(self._step(x.to(self.engine.device, self.engine.dtype)), OutputKind.of(audio))
 
     def flush(self) -> np.ndarray | torch.Tensor:
-        """End the stream; returns the codes ``[batch, codebooks, frames]`` of its last frames."""
+        """End the stream.
+
+        Returns:
+            int64 codes ``[batch, codebooks, frames]`` of its last frames, the partial one included
+            (``[0, codebooks, 0]`` for a stream that was never pushed to).
+        """
         self._check_usable()
         self._flushed = True
         if self._layout is None:
@@ -133,7 +161,7 @@ class StreamDecoder(_StreamBase):
 
     ``push(codes)`` takes integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``
     (or :class:`~fastencodec.tokens.Tokens` of this model without padding frames) and returns
-    float32 audio ``[batch, channels, samples]`` at ``the model's sample rate`` Hz: NumPy for NumPy
+    float32 audio ``[batch, channels, samples]`` at the model's sample rate (Hz): NumPy for NumPy
     input, torch for torch input. Every push of a stream has the same batch and codebook count.
     ``flush()`` ends the stream; ``reset()`` starts a new one.
 
@@ -143,7 +171,15 @@ class StreamDecoder(_StreamBase):
     ``t`` returns the frame's ``hop_length`` samples, except at the stream's start (see the
     module docstring). Bad codes raise ValueError and leave the stream as it was.
 
-    Attributes: ``frames`` (per item pushed so far), ``samples`` (per item returned so far).
+    Args:
+        engine: the engine of a streamable model (``EnCodec.stream_decoder`` passes its own).
+
+    Attributes:
+        frames: frames per item pushed so far.
+        samples: samples per item returned so far.
+
+    Raises:
+        ValueError: the model cannot stream (48 kHz).
     """
 
     def __init__(self, engine: Engine):
@@ -156,7 +192,20 @@ class StreamDecoder(_StreamBase):
         self.samples = 0
 
     def push(self, codes: Tokens | Array) -> np.ndarray | torch.Tensor:
-        """Feed codes ``[batch, codebooks, frames]``; returns audio ``[batch, channels, samples]``."""
+        """Feed codes.
+
+        Args:
+            codes: integer codes ``[batch, codebooks, frames]`` or ``[codebooks, frames]``, or Tokens of
+                this model without padding frames.
+
+        Returns:
+            float32 audio ``[batch, channels, samples]`` that this push made final (NumPy, or torch
+            on the codes' device).
+
+        Raises:
+            ValueError: codes out of range, another model's Tokens, another batch or codebook count
+                than the stream's, or a stream already flushed or broken by an earlier failure.
+        """
         self._check_usable()
         engine = self.engine
         if isinstance(codes, Tokens):
@@ -172,7 +221,12 @@ class StreamDecoder(_StreamBase):
         return self._audio(self._step(emb), OutputKind.of(codes))
 
     def flush(self) -> np.ndarray | torch.Tensor:
-        """End the stream; returns its last audio ``[batch, channels, samples]``."""
+        """End the stream.
+
+        Returns:
+            float32 audio ``[batch, channels, samples]``: the rest of the last frames' samples
+            (``[0, channels, 0]`` for a stream that was never pushed to).
+        """
         self._check_usable()
         self._flushed = True
         if self._layout is None:

@@ -92,7 +92,14 @@ HUB_HOST = "huggingface.co"
 
 
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Whether the Hugging Face hub's host name resolves (within about ``timeout`` seconds)."""
+    """Whether the Hugging Face hub's host name (``HF_ENDPOINT``'s, if set) resolves.
+
+    Args:
+        timeout: seconds to wait for the DNS answer.
+
+    Returns:
+        True if it resolved in time.
+    """
     import concurrent.futures
     import os
     import socket
@@ -119,6 +126,14 @@ def model_name(name_or_path: str | Path, path: Path, config: EncodecConfig) -> s
     A published model (alias or repo) gets Meta's name (``encodec_24khz``); another Hugging Face
     repo its repo id, also when found in the Hugging Face cache (``models--org--name``); any other
     local checkpoint the name its config gives (Meta ``.th`` files: Meta's name for their tensors).
+
+    Args:
+        name_or_path: what the user asked for (as :func:`resolve` took it).
+        path: what :func:`resolve` returned.
+        config: the loaded checkpoint's config.
+
+    Returns:
+        The name, e.g. ``"encodec_24khz"`` or ``"org/model"``.
     """
     if isinstance(name_or_path, str) and name_or_path in ALIASES:
         return PUBLISHED[ALIASES[name_or_path]]

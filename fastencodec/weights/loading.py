@@ -188,6 +188,20 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
                 f"expected {tuple(expected['quantizer.embed'].shape[1:])}"
             )
     state["quantizer.embed"] = torch.stack([codebooks[i] for i in range(n_q)])
+    check_state(state, expected)
+    state = {k: v.float() for k, v in state.items()}
+    for key, value in state.items():
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"checkpoint tensor {key} holds NaN or infinite values")
+    return state
+
+
+def check_state(state: StateDict, expected: StateDict) -> None:
+    """Check that ``state`` has exactly the tensor names and shapes of ``expected`` (a module's state dict).
+
+    Raises:
+        ValueError: a tensor is missing, unexpected, or of another shape (the message names it).
+    """
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing:
@@ -200,11 +214,6 @@ def to_model_state(tensors: StateDict, model: EncodecModel) -> StateDict:
                 f"checkpoint does not match its config: {key} has shape {tuple(value.shape)}, "
                 f"expected {tuple(expected[key].shape)}"
             )
-    state = {k: v.float() for k, v in state.items()}
-    for key, value in state.items():
-        if not bool(torch.isfinite(value).all()):
-            raise ValueError(f"checkpoint tensor {key} holds NaN or infinite values")
-    return state
 
 
 def build_model(path: Path) -> EncodecModel:

@@ -1,10 +1,15 @@
-"""The :class:`MusicGen` generator: prompts in, audio ``[batch, channels, samples]`` at 32 kHz out."""
+"""The :class:`MusicGen` generator: prompts in, audio ``[batch, channels, samples]`` at 32 kHz out.
+
+The parts have their own modules: ``text.py`` (prompts to text states), ``stepping.py`` (the
+decoding step, on the device), ``windows.py`` (the delay pattern over one window, and sliding
+windows past the model's 30 s), ``sampling.py`` (guidance, filters, seeds), ``loading.py``
+(checkpoints); this one ties them together and checks the arguments.
+"""
 
 from __future__ import annotations
 
 import math
 import numbers
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,31 +20,17 @@ from torch import nn
 from fastencodec.arrays import Array, as_tensor, audio_layout, check_signal, to_channels
 from fastencodec.codec import EnCodec
 from fastencodec.musicgen.config import MusicGenConfig
-from fastencodec.musicgen.decoder import DECODER_RENAMES, KVCache, MusicGenLM
-from fastencodec.musicgen.graphs import GraphedStep
-from fastencodec.musicgen.loading import (
-    DEFAULT_MODEL,
-    load_into,
-    read_config,
-    read_tokenizer,
-    read_weights,
-    rename,
-    resolve,
-    split_tensors,
-)
+from fastencodec.musicgen.decoder import KVCache, MusicGenLM
+from fastencodec.musicgen.loading import DEFAULT_MODEL, build_parts, read_config, read_tokenizer, read_weights, resolve
+from fastencodec.musicgen.memory import check_fits
 from fastencodec.musicgen.sampling import ItemStreams, Sampling, item_seeds
-from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
-from fastencodec.musicgen.windows import LogitsCallback, Progress, Step, Windows, decode_window
-from fastencodec.weights.loading import model_from_tensors
+from fastencodec.musicgen.stepping import Decoders, Decoding
+from fastencodec.musicgen.t5 import T5Encoder
+from fastencodec.musicgen.text import Prompts, TextConditioner, check_prompts
+from fastencodec.musicgen.windows import LogitsCallback, Progress, Windows, decode_window
 
 MAX_DURATION = 3600.0
 """Longest audio one call generates, in seconds."""
-TEXT_BUCKET = 16
-"""Text lengths are padded to a multiple of this many tokens on GPU (fewer CUDA graph shapes)."""
-FRAME_BUCKET = 256
-"""Cache lengths are rounded up to a multiple of this many frames on GPU (fewer CUDA graph shapes)."""
-
-Prompts = str | Sequence[str | None] | None
 
 
 class MusicGen:
@@ -70,8 +61,11 @@ class MusicGen:
         self.tokenizer = tokenizer
         self.max_duration = 30.0
         self.use_cuda_graphs = True
+        self.text = TextConditioner(
+            tokenizer, self.text_encoder, self.text_proj, config.text.pad_token_id, config.decoder.hidden
+        )
         self._lock = threading.Lock()
-        self._graphs: dict[tuple[int, int, int], tuple[KVCache, GraphedStep]] = {}
+        self._decoders = Decoders()
         self.to(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"), dtype)
 
     @classmethod
@@ -123,29 +117,14 @@ class MusicGen:
         """
         if isinstance(config, dict):
             config = MusicGenConfig.from_hf(config)
-        parts = split_tensors(tensors)
-        text_encoder = T5Encoder(config.text)
-        load_into(text_encoder, _t5_tensors(parts["text"]), "text encoder")
-        lm = MusicGenLM(config.decoder)
-        load_into(lm, rename(parts["decoder"], DECODER_RENAMES, "decoder"), "decoder")
-        text_proj = None
-        if config.projects_text:
-            text_proj = nn.Linear(config.text.d_model, config.decoder.hidden)
-            load_into(text_proj, parts["proj"], "enc_to_dec_proj")
-        elif parts["proj"]:
-            raise ValueError("checkpoint has enc_to_dec_proj tensors its config does not call for")
-        try:
-            codec = EnCodec(model_from_tensors(config.codec, parts["codec"]))
-        except ValueError as exc:
-            raise ValueError(f"audio encoder: {exc}") from None
-        return cls(config, text_encoder, lm, text_proj, codec, tokenizer, device, dtype)
+        return cls(config, *build_parts(config, tensors), tokenizer, device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MusicGen:
         """Move to ``device`` and/or run the decoder LM in floating ``dtype``; returns self."""
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point torch dtype, not {dtype}")
         with self._lock:
-            self._graphs.clear()
+            self._decoders.clear()
             if device is not None:
                 device = torch.device(device)
                 for module in (self.text_encoder, self.lm, self.text_proj):
@@ -272,7 +251,7 @@ class MusicGen:
         sampling.check(self.config.decoder.vocab_size)
         frames = self._frames(duration)
         prompt_codes = None if audio_prompt is None else self.encode_prompt(audio_prompt)
-        texts = self._prompts(prompts, None if prompt_codes is None else prompt_codes.shape[0])
+        texts = check_prompts(prompts, None if prompt_codes is None else prompt_codes.shape[0])
         if prompt_codes is not None:
             if prompt_codes.shape[0] == 1 and len(texts) > 1:
                 prompt_codes = prompt_codes.expand(len(texts), -1, -1)
@@ -289,15 +268,15 @@ class MusicGen:
         streams = ItemStreams(item_seeds(seed, len(texts)), self.device)
         try:
             with self._lock, torch.inference_mode():
-                memory, mask = self._text_states(texts, sampling.guided)
-                rows = memory.shape[0]
+                memory, mask = self.text(texts, sampling.guided, self.device, self.lm.lm_heads[0].weight.dtype)
 
-                def stepper(rows: int, steps: int) -> tuple[Step, KVCache]:
-                    return self._stepper(rows, steps, memory, mask)
+                def decoding_for(steps: int) -> Decoding:
+                    return self._decoders.get(self.lm, memory, mask, sampling, steps, self._graphed)
 
                 def one_window(prompt: torch.Tensor | None, length: int, report: Callable[[int], None]) -> torch.Tensor:
                     return decode_window(
-                        self.lm, stepper, prompt, length, rows, sampling, streams, report, logits_callback
+                        self.config.decoder, decoding_for, prompt, length, len(texts), sampling, streams, report,
+                        logits_callback,
                     )
 
                 start = None if prompt_codes is None else prompt_codes.to(self.device)
@@ -340,115 +319,11 @@ class MusicGen:
             raise ValueError(f"duration {duration} s is longer than the {MAX_DURATION:.0f} s one call generates")
         return max(1, round(duration * self.frame_rate))
 
-    @staticmethod
-    def _prompts(prompts: Prompts, audio_batch: int | None) -> list[str | None]:
-        if prompts is None:
-            return [None] * (audio_batch or 1)
-        items = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not items:
-            raise ValueError("prompts is an empty list; pass None for unconditional generation")
-        for i, item in enumerate(items):
-            if item is not None and not isinstance(item, str):
-                raise ValueError(f"prompts[{i}] is a {type(item).__name__}, expected a string or None")
-        if audio_batch not in (None, 1, len(items)):
-            raise ValueError(f"{len(items)} prompts for an audio_prompt batch of {audio_batch}")
-        return items
-
     def _check_memory(self, rows: int, frames: int) -> None:
         steps = frames + max(self.config.decoder.delays) + 1
         needed = KVCache.bytes_needed(self.config.decoder, rows, steps, self.lm.lm_heads[0].weight.dtype)
-        free = _free_memory(self.device)
-        if free is None:
-            return
-        if needed > free:
-            raise MemoryError(
-                f"batch needs {needed / 2**30:.1f} GiB of {self.device.type} memory for its attention cache "
-                f"({rows} rows x {steps} steps); {free / 2**30:.1f} GiB are free: use a smaller batch or duration"
-            )
+        check_fits(needed, self.device, f"its attention cache ({rows} rows x {steps} steps)")
 
-    def _text_states(self, texts: list[str | None], guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text states ``[rows, tokens, hidden]`` and mask ``[rows, tokens]`` (rows doubled when guided,
-        the second half unconditional: zeros, nothing to attend to)."""
-        device = self.device
-        given = [i for i, t in enumerate(texts) if t is not None]
-        encoded = [self.tokenizer.encode(texts[i]).ids for i in given]
-        length = max([len(ids) for ids in encoded] + [1])
-        if device.type == "cuda":
-            length = -(-length // TEXT_BUCKET) * TEXT_BUCKET
-        pad = self.config.text.pad_token_id
-        ids = torch.full((len(texts), length), pad, dtype=torch.long)
-        mask = torch.zeros(len(texts), length, dtype=torch.bool)
-        for i, row in zip(given, encoded):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        ids, mask = ids.to(device), mask.to(device)
-        width = self.config.decoder.hidden
-        memory = torch.zeros(len(texts), length, width, device=device)
-        if given:
-            index = torch.tensor(given, device=device)
-            states = self.text_encoder(ids[index], mask[index])
-            if self.text_proj is not None:
-                states = self.text_proj(states)
-            memory[index] = states * mask[index, :, None]
-        if guided:
-            memory = torch.cat([memory, torch.zeros_like(memory)])
-            mask = torch.cat([mask, torch.zeros_like(mask)])
-        return memory.to(self.lm.lm_heads[0].weight.dtype), mask
-
-    def _stepper(
-        self, rows: int, steps: int, memory: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[Step, KVCache]:
-        """The per-step function and its cache: a CUDA graph on GPU, else eager."""
-        if self.device.type != "cuda" or not self.use_cuda_graphs:
-            cache = self.lm.new_cache(rows, steps)
-            self.lm.set_memory(cache, memory, mask)
-            return (lambda tokens, t: self.lm.step(tokens, t, cache)), cache
-        length = -(-steps // FRAME_BUCKET) * FRAME_BUCKET
-        key = (rows, length, memory.shape[1])
-        if key not in self._graphs:
-            self._graphs.clear()  # one graph (and its cache) at a time bounds the memory held
-            cache = self.lm.new_cache(rows, length)
-            self.lm.set_memory(cache, memory, mask)
-            self._graphs[key] = (cache, GraphedStep(self.lm, cache, rows))
-        cache, graphed = self._graphs[key]
-        self.lm.set_memory(cache, memory, mask)
-        return graphed, cache
-
-
-def _free_memory(device: torch.device) -> int | None:
-    """Bytes a new allocation can take on ``device`` (None: unknown)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    if device.type != "cpu":
-        return None
-    try:
-        with open("/proc/meminfo") as meminfo:  # Linux: MemAvailable counts reclaimable page cache
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    if hasattr(os, "sysconf") and "SC_AVPHYS_PAGES" in os.sysconf_names:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
-
-
-def _t5_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out = rename(tensors, T5_RENAMES, "text encoder")
-    if "embed.weight" not in out:
-        raise ValueError("text encoder: checkpoint has no token embedding (shared.weight)")
-    return out
-
-
-_DEFAULTS: dict[tuple[str, str | None], MusicGen] = {}
-_DEFAULTS_LOCK = threading.Lock()
-
-
-def default_model(name: str = DEFAULT_MODEL, device: str | None = None) -> MusicGen:
-    """The model ``fastencodec.generate`` uses: loaded on first use, then kept."""
-    with _DEFAULTS_LOCK:
-        key = (str(name), None if device is None else str(device))
-        if key not in _DEFAULTS:
-            _DEFAULTS[key] = MusicGen.from_pretrained(name, device)
-        return _DEFAULTS[key]
+    @property
+    def _graphed(self) -> bool:
+        return self.device.type == "cuda" and self.use_cuda_graphs

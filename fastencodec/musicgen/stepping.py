@@ -1,0 +1,179 @@
+"""A window's decoding steps, each one whole on the device: tokens in, next tokens out.
+
+One step reads the frame at the current sequence position, runs the decoder LM over it (both halves
+of the guidance batch), mixes the guided logits, filters and samples them, writes the chosen tokens
+(or the delay pattern's forced pad / prompt tokens) at the next position and advances the position.
+Every input of a step lives in device buffers (the sequence, the per-item uniform draws drawn once
+per window, the position), so nothing is copied from the host and nothing is read back per step.
+
+:class:`Decoding` runs the steps eagerly (CPU, or ``use_cuda_graphs=False``); :class:`GraphedDecoding`
+captures the same step once as a CUDA graph and replays it, so the host only queues replays and the
+GPU runs the steps back to back.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from fastencodec.musicgen.decoder import KVCache, MusicGenLM
+from fastencodec.musicgen.delay import UNKNOWN
+from fastencodec.musicgen.sampling import Sampling
+
+
+class Decoding:
+    """The buffers of one window's decode over ``cache`` and the step that advances them.
+
+    Attributes:
+        sequence: tokens ``[batch, codebooks, length]`` (long): the delay pattern being filled.
+        uniforms: one draw in [0, 1) per token ``[batch, length, codebooks]`` (None when greedy).
+        position: the step about to be fed (0-d long tensor on the device).
+        mixed: the guided logits ``[batch, codebooks, vocab]`` (float32) of the last step.
+    """
+
+    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int):
+        cfg = lm.cfg
+        device = cache.keys.device
+        self.lm, self.cache, self.sampling = lm, cache, sampling
+        self.sequence = torch.full((batch, cfg.codebooks, cache.length), cfg.start_token_id, dtype=torch.long,
+                                   device=device)
+        self.uniforms = None
+        if sampling.do_sample:
+            self.uniforms = torch.zeros(batch, cache.length, cfg.codebooks, device=device)
+        self.position = torch.zeros((), dtype=torch.long, device=device)
+        self.mixed = torch.zeros(batch, cfg.codebooks, cfg.vocab_size, device=device)
+
+    def start(self, sequence: torch.Tensor, uniforms: torch.Tensor | None, first: int) -> None:
+        """Load a window: its pattern ``sequence`` ``[batch, codebooks, steps]`` (``steps <= length``)
+        and ``uniforms`` ``[batch, steps, codebooks]``; the known steps before ``first - 1`` go
+        through the LM at once (the prefill), step ``first - 1`` is the first :meth:`advance` feeds."""
+        steps = sequence.shape[-1]
+        self.sequence[..., :steps].copy_(sequence)
+        self.sequence[..., steps:].fill_(self.lm.cfg.start_token_id)
+        if self.uniforms is not None:
+            self.uniforms[:, :steps].copy_(uniforms)
+        if first > 1:
+            known = sequence[..., : first - 1]
+            self.lm.prefill(torch.cat([known, known]) if self.sampling.guided else known, self.cache)
+        self.position.fill_(first - 1)
+
+    def step(self) -> None:
+        """Feed the frame at ``position``, choose the next one, advance ``position`` by one (device only)."""
+        sampling, t = self.sampling, self.position
+        frame = self.sequence.index_select(2, t.view(1))
+        logits = self.lm.step_static(torch.cat([frame, frame]) if sampling.guided else frame, t, self.cache)
+        mixed = sampling.mix(logits.float())
+        following = (t + 1).view(1)
+        draws = None if self.uniforms is None else self.uniforms.index_select(1, following).squeeze(1)
+        chosen = sampling.choose(mixed, draws)
+        forced = self.sequence.index_select(2, following).squeeze(2)
+        self.sequence.index_copy_(2, following, torch.where(forced == UNKNOWN, chosen, forced).unsqueeze(2))
+        self.mixed.copy_(mixed)
+        self.position.add_(1)
+
+    def advance(self) -> None:
+        """One decoding step (see :meth:`step`)."""
+        self.step()
+
+
+class GraphedDecoding(Decoding):
+    """:class:`Decoding` whose step is captured once as a CUDA graph and replayed."""
+
+    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int):
+        super().__init__(lm, cache, sampling, batch)
+        device = cache.keys.device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):  # warm-up: lazy initialisation must not happen during capture
+                self.step()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.step()
+        # the warm-up and capture wrote scratch tokens and cache slots: start() overwrites them
+
+    def advance(self) -> None:
+        """One decoding step: a replay of the captured graph (nothing synchronises with the host)."""
+        self.graph.replay()
+
+
+FRAME_BUCKET = 256
+"""Graphed caches are rounded up to a multiple of this many steps (fewer CUDA graph shapes)."""
+
+
+class Decoders:
+    """Where a window's :class:`Decoding` comes from: eager on a CPU (or with ``graphs=False``); on a
+    GPU a captured :class:`GraphedDecoding`, kept for the next window or call with the same shapes
+    and sampling settings (one at a time, which bounds the memory held)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple, GraphedDecoding] = {}
+
+    def clear(self) -> None:
+        """Drop the kept graph and its cache (after the model moved or changed dtype)."""
+        self._kept.clear()
+
+    def get(
+        self,
+        lm: MusicGenLM,
+        memory: torch.Tensor,
+        mask: torch.Tensor,
+        sampling: Sampling,
+        steps: int,
+        graphs: bool,
+    ) -> Decoding:
+        """The decode of a window of ``steps`` sequence steps over text ``memory`` ``[rows, tokens,
+        hidden]`` with ``mask`` ``[rows, tokens]`` (rows: twice the batch when guided)."""
+        rows = memory.shape[0]
+        batch = rows // 2 if sampling.guided else rows
+        if not graphs:
+            cache = lm.new_cache(rows, steps)
+            lm.set_memory(cache, memory, mask)
+            return Decoding(lm, cache, sampling, batch)
+        length = -(-steps // FRAME_BUCKET) * FRAME_BUCKET
+        key = (rows, length, memory.shape[1], sampling)
+        if key not in self._kept:
+            self._kept.clear()
+            cache = lm.new_cache(rows, length)
+            lm.set_memory(cache, memory, mask)
+            self._kept[key] = GraphedDecoding(lm, cache, sampling, batch)
+        decoding = self._kept[key]
+        lm.set_memory(decoding.cache, memory, mask)
+        return decoding
+
+
+class Pace:
+    """Keeps the host at most a few steps ahead of the device, and says which steps are done.
+
+    On a GPU the host queues steps far faster than they run; it records an event every ``every``
+    steps and waits for the one ``depth`` events back, so the device always has steps queued while
+    progress reports follow the steps actually run. On a CPU every step is done when it returns.
+    """
+
+    def __init__(self, device: torch.device, every: int = 8, depth: int = 4):
+        self.cuda = device.type == "cuda"
+        self.every, self.depth = every, depth
+        self.marks: deque[tuple[int, torch.cuda.Event]] = deque()
+        self.done: int | None = None
+
+    def after(self, step: int) -> int | None:
+        """Call after queueing ``step``; returns the last step known finished (None: none yet)."""
+        if not self.cuda:
+            return step
+        if step % self.every == 0:
+            event = torch.cuda.Event()
+            event.record()
+            self.marks.append((step, event))
+            if len(self.marks) > self.depth:
+                self.done, event = self.marks.popleft()
+                event.synchronize()
+        return self.done
+
+    def finish(self, step: int) -> int:
+        """Wait for every queued step; returns ``step`` (the last one queued)."""
+        if self.cuda and self.marks:
+            self.marks[-1][1].synchronize()
+            self.marks.clear()
+        return step
