@@ -38,7 +38,8 @@ def _encode_run(engine: Engine, batch: list[tuple[object, torch.Tensor]], num_co
         values, scales = engine.encode_batch(torch.stack([x for _, x in batch]), num_codebooks)
     else:
         hop = engine.hop_length
-        padded = torch.zeros(len(batch), engine.channels, engine.bucket(-(-max(lengths) // hop)) * hop)
+        width = engine.bucket(-(-max(lengths) // hop)) * hop
+        padded = torch.zeros(len(batch), engine.channels, width, device=batch[0][1].device)
         for row, (_, x) in zip(padded, batch):
             row[:, : x.shape[-1]] = x
         values, scales = engine.encode_batch(padded, num_codebooks, lengths)

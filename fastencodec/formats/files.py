@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from fastencodec.arrays import bounded_int
 from fastencodec.codec import EnCodec
 from fastencodec.engine.blocks import BlockDecoder, BlockEncoder
 from fastencodec.engine.segments import SegmentLayout
@@ -336,11 +337,7 @@ def check_rate(rate: int) -> int:
     Raises:
         ValueError: it is not.
     """
-    if type(rate) is not int or rate <= 0:
-        raise ValueError(f"sample rate must be a positive integer (Hz), got {rate!r}")
-    if rate > MAX_SOURCE_SAMPLE_RATE:
-        raise ValueError(f"sample rate {rate} Hz is above {MAX_SOURCE_SAMPLE_RATE} Hz")
-    return rate
+    return bounded_int(rate, "sample rate", MAX_SOURCE_SAMPLE_RATE, "Hz")
 
 
 def output_rate(rate: int | str | None, header: EcdcHeader, codec: EnCodec) -> int:
