@@ -427,7 +427,10 @@ def main(device: str, argv: list[str] | None = None) -> None:
     rows_json = [r.__dict__ | {"rtf": r.rtf} for r in sweep + extra]
     blob = {"env": env, "rows": rows_json, "precision": precision}
     (args.out / f"results_{tag}.json").write_text(json.dumps(blob, indent=1))
-    plot(sweep, args.out / f"time_vs_length_{tag}.png", f"{env.get('gpu', env['cpu'])}")
+    try:
+        plot(sweep, args.out / f"time_vs_length_{tag}.png", f"{env.get('gpu', env['cpu'])}")
+    except ImportError as exc:  # matplotlib (extra "bench") missing: the JSON and tables have the numbers
+        print(f"no plot: {exc}")
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--rss-child":
