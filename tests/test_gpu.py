@@ -24,3 +24,18 @@ def test_global_tf32_settings_do_not_change_tokens():
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
     assert torch.equal(before, after)
+
+
+def test_replayed_graphs_follow_weights_changed_in_place():
+    """A CUDA graph holds the weights it was captured with: after load_state_dict the codec must
+    code with the new weights (and label tokens with the new fingerprint)."""
+    codec = random_codec("cuda")
+    audio = speech_like(24_000, 1, 2.0)[None].cuda()
+    for _ in range(3):  # eager, capture, replay
+        codec.encode(audio, 6.0)
+    other = random_codec("cuda")
+    with torch.no_grad():
+        for p in other.model.encoder.parameters():
+            p.mul_(1.1)
+    codec.model.load_state_dict(other.model.state_dict())
+    assert (codec.encode(audio, 6.0).codes == other.encode(audio, 6.0).codes).all()

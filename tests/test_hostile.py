@@ -607,3 +607,29 @@ def test_force_keeps_the_destination_mode_and_syncs(tmp_path, monkeypatch, meta2
     (tmp_path / "out.wav").chmod(0o600)
     assert run("decompress", output, tmp_path / "out.wav", "--model", meta24[1], "-q", "-f") == 0
     assert stat.S_IMODE((tmp_path / "out.wav").stat().st_mode) == 0o600
+
+
+def test_sigterm_removes_temporary_files_of_outputs_written_on_other_threads(tmp_path):
+    """The corpus writes shards on a thread, where no signal handler can be installed: the main
+    thread's signal_cleanup() must cover them (tokenize_corpus enters it)."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, threading
+        from fastencodec.io.atomic import AtomicOutput, signal_cleanup
+        opened, release = threading.Event(), threading.Event()
+        def write():
+            with AtomicOutput({str(tmp_path / "shard.parquet")!r}) as output:
+                output.file.write(b"partial")
+                opened.set()
+                release.wait(30)
+        with signal_cleanup():
+            threading.Thread(target=write, daemon=True).start()
+            opened.wait(30)
+            os.kill(os.getpid(), signal.SIGTERM)
+            release.wait(30)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(fastencodec.__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=60, capture_output=True)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr.decode()
+    assert os.listdir(tmp_path) == []

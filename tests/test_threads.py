@@ -4,6 +4,7 @@ import os
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 from tests.support import speech_like
@@ -84,3 +85,32 @@ def test_lstm_module_survives_pickle_and_copy():
         expected = lstm(x)[0]
         for other in (copy.deepcopy(lstm), pickle.loads(pickle.dumps(lstm))):
             assert torch.equal(other(x)[0], expected)
+
+
+def test_graph_cache_serves_one_call_at_a_time(monkeypatch):
+    """A graph's static buffers serve one call at a time: concurrent calls on a shared model must
+    not interleave (else one thread replays with another's input)."""
+    pytest.importorskip("triton")
+    import threading
+    import time
+
+    from fastencodec.kernels.cuda import GraphCache
+
+    inside, most = [0], [0]
+
+    def fn(x):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        inside[0] -= 1
+        return x
+
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # CPU-only torch lacks it
+    cache = GraphCache(fn)
+    # new threads run with grad enabled: the cache's eager path, on CPU, behind the same lock
+    threads = [threading.Thread(target=cache, args=(torch.zeros(2),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1

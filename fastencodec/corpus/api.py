@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
 from fastencodec.corpus.workers import Failed, Piece, decoded
+from fastencodec.io.atomic import signal_cleanup
 from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
 
@@ -133,7 +136,9 @@ def tokenize_corpus(
     streams: dict[int, LongItem] = {}
     messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)))
     feeder = Feeder(messages, window_samples or window_samples_for(codec))
-    with feeder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
+    # shards are written on a thread: the main thread holds the SIGTERM/SIGHUP cleanup for them
+    cleanup = signal_cleanup() if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()
+    with cleanup, feeder, tqdm(total=len(todo), unit="item", disable=not progress, dynamic_ncols=True) as bar:
 
         def record(results: Sequence[Coded | Failed]) -> None:
             for result in results:

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, TypeVar
@@ -40,6 +42,8 @@ STALE_TEMP_SECONDS = 60.0
 _CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 _PENDING_TEMPS: set[str] = set()
 """Temporary output files of this process not yet committed or discarded (removed on SIGTERM/SIGHUP)."""
+_HOLDS = [0]
+"""Open :func:`signal_cleanup` contexts (main thread only)."""
 
 try:
     import fcntl
@@ -220,10 +224,34 @@ def _track_temp(temp: str) -> None:
                 signal.signal(signum, _on_fatal_signal)
 
 
+@contextmanager
+def signal_cleanup() -> Iterator[None]:
+    """While inside, SIGTERM/SIGHUP (with their default disposition) remove the pending temporary
+    files of every ``AtomicOutput``, also those opened on other threads, which cannot install the
+    handler themselves. Enter it on the main thread before starting threads that write outputs."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("signal_cleanup() must be entered on the main thread")
+    installed = []
+    for signum in _CLEANUP_SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _on_fatal_signal)
+            installed.append(signum)
+    _HOLDS[0] += 1
+    try:
+        yield
+    finally:
+        _HOLDS[0] -= 1
+        if not _HOLDS[0] and not _PENDING_TEMPS:
+            for signum in installed:
+                if signal.getsignal(signum) is _on_fatal_signal:
+                    signal.signal(signum, signal.SIG_DFL)
+
+
 def _untrack_temp(temp: str) -> None:
-    """Forget ``temp``; the last one gone puts the default dispositions back."""
+    """Forget ``temp``; the last one gone puts the default dispositions back (unless a
+    :func:`signal_cleanup` holds them)."""
     _PENDING_TEMPS.discard(temp)
-    if not _PENDING_TEMPS and threading.current_thread() is threading.main_thread():
+    if not _PENDING_TEMPS and not _HOLDS[0] and threading.current_thread() is threading.main_thread():
         for signum in _CLEANUP_SIGNALS:
             if signal.getsignal(signum) is _on_fatal_signal:
                 signal.signal(signum, signal.SIG_DFL)

@@ -98,8 +98,10 @@ class Networks:
         if net is None:
             from fastencodec.kernels.cuda import CudaNetwork, GraphCache
 
-            layers = getattr(self.model, part).layers
-            net = self._cuda[part] = GraphCache(CudaNetwork(flatten(layers), self.precision, part))
+            network = getattr(self.model, part)
+            net = self._cuda[part] = GraphCache(
+                CudaNetwork(flatten(network.layers), self.precision, part), version=lambda: _weights_version(network)
+            )
         return net
 
     def _run(self, part: str, x: torch.Tensor, lengths: list[int] | None = None) -> torch.Tensor:
@@ -164,6 +166,18 @@ class Networks:
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, K, frames]`` to summed code vectors ``[B, dimension, frames]`` (float32)."""
         return self.model.quantizer.decode(codes)
+
+
+def _weights_version(network: torch.nn.Module) -> tuple:
+    """The storage and version counter of every tensor of ``network``: changes when a weight is
+    replaced or written in place (inference tensors, which have no counter, count by storage)."""
+    version = []
+    for tensor in (*network.parameters(), *network.buffers()):
+        try:
+            version.append((tensor.data_ptr(), tensor._version))
+        except RuntimeError:
+            version.append((tensor.data_ptr(), None))
+    return tuple(version)
 
 
 def _per_item(fn, x: torch.Tensor) -> torch.Tensor:

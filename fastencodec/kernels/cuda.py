@@ -8,6 +8,7 @@ any batch. :class:`GraphCache` replays whole-network CUDA graphs for shapes seen
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -208,33 +209,48 @@ class GraphCache:
 
     The first call with a shape runs eagerly (compiling kernels), the second captures,
     later ones replay. Outputs are fresh tensors. Replay runs the same kernels on the same
-    inputs, so results are bitwise those of eager runs. Not thread-safe.
+    inputs, so results are bitwise those of eager runs. Calls are serialised by a lock (one
+    graph's static buffers serve one call at a time), and graphs are dropped when ``version()``
+    (e.g. the weights' storage and version counters) changes, since a graph holds the weights
+    it was captured with.
     """
 
     MAX_INPUT_BYTES = 512 << 20
     """Larger inputs run eagerly (a graph keeps its activations' memory while cached)."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], size: int = 4):
+    def __init__(self, fn: Callable[..., torch.Tensor], size: int = 4, version: Callable[[], object] = tuple):
         self.fn = fn
         self.size = size
+        self.version = version
+        self._version: object = None
+        self._lock = threading.Lock()
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
         shape and takes the length table as a second input, so any lengths replay it."""
-        inputs = (x,) if lengths is None else (x, lengths)
+        with self._lock:
+            return self._call((x,) if lengths is None else (x, lengths))
+
+    def _call(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = inputs[0]
         key = tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
         eager = torch.cuda.is_current_stream_capturing() or torch.is_grad_enabled()
         if eager or x.numel() * x.element_size() > self.MAX_INPUT_BYTES:
             return self.fn(*inputs)
+        version = self.version()
+        if version != self._version:  # weights changed in place or replaced: their graphs are stale
+            self.clear()
+            self._version = version
         if key not in self._graphs:
             if key not in self._seen:
                 self._seen.add(key)
                 return self.fn(*inputs)
             self._graphs[key] = self._capture(inputs)
             while len(self._graphs) > self.size:
-                self._graphs.popitem(last=False)
+                evicted, _ = self._graphs.popitem(last=False)
+                self._seen.discard(evicted)
         self._graphs.move_to_end(key)
         graph, static_in, static_out = self._graphs[key]
         for buffer, value in zip(static_in, inputs):
