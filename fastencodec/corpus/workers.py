@@ -16,6 +16,7 @@ import multiprocessing
 import multiprocessing.process
 import signal
 import sys
+import time
 from collections.abc import Generator, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
@@ -138,13 +139,14 @@ class _Workers:
         for worker in self.live.values():
             with contextlib.suppress(OSError):
                 worker.tasks.send(None)
+            worker.results.close()  # a worker blocked sending a message nobody reads gets a broken pipe
+        deadline = time.monotonic() + _POLL_SECONDS  # one deadline for all, not one per worker
         for worker in self.live.values():
-            worker.process.join(timeout=_POLL_SECONDS)
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
                 worker.process.terminate()
                 worker.process.join()
             worker.tasks.close()
-            worker.results.close()
         self.live.clear()
 
     def start(self) -> int:
@@ -238,7 +240,9 @@ class _Workers:
                         state["remaining"] -= 1
                         yield Failed(suspect, f"the audio decoding process died twice on this item ({how})")
                 if todo:
-                    feed(self.start())
+                    feed(self.start())  # first: the fresh worker takes the suspect
+                    for other in list(self.live):
+                        feed(other)  # workers left idle when the queue had emptied
 
 
 def _death(exitcode: int | None) -> str:
