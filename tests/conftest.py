@@ -6,10 +6,22 @@ module lets ``import encodec`` succeed so the tests can use its reference primit
 """
 
 import pytest
+import torch
 
 from tests import support as reference
 
 reference.install_torchaudio_standin()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module's tests: tiny models run many times faster on one thread
+    than on cores other processes share, and Meta's LM coder and ours then run as a CLI on one core
+    does (the BLAS picks kernels per thread count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # Random-weight reference models, saved in their published formats (session-wide, built once).

@@ -45,13 +45,7 @@ def tone(rate: int, channels: int, seconds: float, seed: int) -> np.ndarray:
     return speech_like(rate, channels, seconds, seed).numpy().T
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run many times faster on one thread than on cores other processes share."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is many times faster
 
 
 @pytest.fixture(scope="module")

@@ -42,15 +42,6 @@ LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Meta's coder and ours on one thread (as a CLI run on one core; the BLAS picks kernels per thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def torch_home(tmp_path_factory):
     """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
     home = tmp_path_factory.mktemp("torch_home")
