@@ -20,7 +20,7 @@ from fastencodec.codec import EnCodec
 from fastencodec.musicgen.config import MusicGenConfig
 from fastencodec.musicgen.decoder import DECODER_RENAMES, MusicGenLM, fuse_self_attention
 from fastencodec.musicgen.t5 import T5_RENAMES, T5Encoder
-from fastencodec.weights.loading import check_state, model_from_tensors
+from fastencodec.weights.loading import check_state, model_from_tensors, read_json
 
 StateDict = dict[str, torch.Tensor]
 
@@ -61,10 +61,7 @@ def read_config(directory: Path) -> MusicGenConfig:
     file = directory / "config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{directory}: no config.json (not a transformers MusicGen checkpoint)")
-    try:
-        cfg = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{file}: not valid JSON ({exc})") from exc
+    cfg = read_json(file)
     try:
         return MusicGenConfig.from_hf(cfg)
     except ValueError as exc:

@@ -20,6 +20,7 @@ import json
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,18 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 """Most bytes a checkpoint may hold or expand to (Meta's and Hugging Face's published EnCodec
 checkpoints are under 100 MB); bigger claims are refused before anything is allocated."""
 _DROPPED = (".inited", ".cluster_size", ".embed_avg")
+
+
+def read_json(file: Path) -> Any:
+    """The JSON value in ``file`` (a checkpoint's ``config.json``).
+
+    Raises:
+        ValueError: the file cannot be read or is not valid JSON (the message names it).
+    """
+    try:
+        return json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: not valid JSON ({exc})") from exc
 
 
 def read_tensors(path: Path) -> StateDict:
@@ -96,10 +109,7 @@ def load_checkpoint(path: Path) -> tuple[EncodecConfig, StateDict]:
         return infer_meta_config(tensors), tensors
     if not config_file.is_file():
         raise FileNotFoundError(f"{weights}: Hugging Face/MLX layout needs a config.json beside it")
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{config_file}: not valid JSON ({exc})") from exc
+    config = read_json(config_file)
     if not isinstance(config, dict):
         raise ValueError(f"{config_file}: expected a JSON object")
     return EncodecConfig.from_hf(config), tensors
