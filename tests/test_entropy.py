@@ -21,6 +21,7 @@ from fastencodec.entropy import (
     MetaLM,
     MetaLMCoder,
     MissingLMWeights,
+    integer_cdfs,
     lm_checkpoint_path,
     lm_config,
     load_lm_state,
@@ -309,12 +310,14 @@ def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt
     assert portable_segment(portable[name], codes) == data
 
 
-def test_portable_causal_pass_matches_the_decoding_kernel_past_the_window():
-    """The encoder's block pass (float64 products) gives the frame-by-frame kernel's integers."""
+def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
+    """The encoders' block passes (float64 products; torch on any device, and the CPU's) give the
+    frame-by-frame kernel's integers."""
     import dataclasses
 
     from fastencodec.entropy.fixed import CLAMP
     from fastencodec.entropy.portable import PortableLM
+    from fastencodec.entropy.portable_kernel import BlockPass
     from fastencodec.entropy.portable_pass import MAX_TERMS, CausalPass, PassWeights, product_bound
 
     assert product_bound(CLAMP) < 2**53 and MAX_TERMS >= 800  # every partial sum is an exact float64
@@ -324,9 +327,15 @@ def test_portable_causal_pass_matches_the_decoding_kernel_past_the_window():
     codes = lcg_codes(3, 40, 7)
     want = lm.weights_for(codes)
     index = np.concatenate([np.zeros((3, 1), np.int64), codes[:, :-1] + 1], axis=1)
+    blocks = ((0, 1), (1, 9), (9, 10), (10, 40))
     causal = CausalPass(PassWeights(lm), 3)
-    got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in ((0, 1), (1, 9), (9, 10), (10, 40))]
+    got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in blocks]
     np.testing.assert_array_equal(np.concatenate(got), want)
+    # The CPU encoder's block pass (kernel code around float64 products; passes of at most 6 frames
+    # here, its window compacted between them) gives the kernel's CDFs.
+    block = BlockPass(lm, PassWeights(lm), 3)
+    got = np.concatenate([block.cdfs_for(index[:, a:b]) for a, b in blocks])
+    np.testing.assert_array_equal(got, integer_cdfs(want.reshape(-1, want.shape[-1])))
 
 
 def test_portable_round_trip_and_stream_position(portable):

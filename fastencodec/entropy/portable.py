@@ -38,7 +38,7 @@ from .arith import ArithmeticEncoder, bytes_consumed, decode_payload, decoder_st
 from .cdf import _integer_cdfs
 from .fixed import CLAMP, FRAC, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
-from .portable_kernel import KernelState, decode_frames, kernel_weights
+from .portable_kernel import BlockPass, KernelState, decode_frames, kernel_weights
 from .portable_kernel import step as kernel_step
 from .portable_pass import CausalPass, PassWeights
 
@@ -185,12 +185,16 @@ def _cdfs(weights: np.ndarray) -> np.ndarray:
 
 
 class _Encoder:
-    """Codes a segment as its frames arrive: the LM runs over each pushed block in one causal pass."""
+    """Codes a segment as its frames arrive: the LM runs over each pushed block in one pass
+    (:class:`.portable_kernel.BlockPass` on the CPU, :class:`.portable_pass.CausalPass` elsewhere)."""
 
     _BLOCK = 128  # frames per pass (bounds the attention scores to heads x 128 x 390 int64)
 
     def __init__(self, coder: PortableCoder, out: BinaryIO, num_codebooks: int) -> None:
-        self._pass = CausalPass(coder.pass_weights(), num_codebooks)
+        if coder.device.type == "cpu":
+            self._pass = BlockPass(coder.lm, coder.pass_weights(), num_codebooks)
+        else:
+            self._pass = CausalPass(coder.pass_weights(), num_codebooks)
         self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
@@ -209,8 +213,11 @@ class _Encoder:
         for start in range(0, codes.shape[1], self._BLOCK):
             block = codes[:, start : start + self._BLOCK]
             index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
-            weights = self._pass.weights_for(torch.from_numpy(index)).cpu().numpy()
-            self._ac.push(block.T.ravel(), _cdfs(weights.reshape(-1, card)))
+            if isinstance(self._pass, BlockPass):
+                cdfs = self._pass.cdfs_for(index)
+            else:
+                cdfs = _cdfs(self._pass.weights_for(torch.from_numpy(index)).cpu().numpy().reshape(-1, card))
+            self._ac.push(block.T.ravel(), cdfs)
             self._previous = block[:, -1].copy()
 
     def finish(self) -> None:

@@ -17,6 +17,7 @@ integer that the exact quotient, at least ``2**-15`` away from it when it is not
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numba import njit
 
 from .arith import ERR_STARVED, _decode, decode_error
@@ -215,15 +216,12 @@ def _attention(q, keys, values, start, end, heads, exp_hi, exp_lo, row, attn):
 
 
 @njit(cache=True, nogil=True)
-def _step(weights, keys, values, window, scratch, index, heads, past):
-    (emb, norm_in, w_q, b_q, w_kv, b_kv, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
-     cos, exp_hi, exp_lo, gelu, turns) = weights
-    x, q, kv, attn, proj, hidden, row, logits, out = scratch[:9]
-    n_layers, dim, cap = keys.shape
-    k_count, card = out.shape
-    start, end, position, started = window[_START], window[_END], window[_POSITION], window[_STARTED]
+def _embed(weights, index, position, x):
+    """``x`` = the LM input of one frame: summed embeddings of ``index``, norm, position embedding."""
+    emb, norm_in, cos, turns = weights[0], weights[1], weights[15], weights[19]
+    dim = x.shape[0]
     x[:] = 0
-    for k in range(k_count):
+    for k in range(index.shape[0]):
         for i in range(dim):
             x[i] += emb[k, index[k], i]
     for i in range(dim):
@@ -235,11 +233,78 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
         j = np.int64(turn >> np.uint64(64 - 16))
         x[i] = _clamp(x[i] + cos[j])
         x[half + i] = _clamp(x[half + i] + cos[(j - 16384) & 65535])
+
+
+@njit(cache=True, nogil=True)
+def _first_keys(b_kv, keys, values, layer, row):
+    """Meta's initial all-zero frame: its keys and values are the biases."""
+    dim = keys.shape[1]
+    for i in range(dim):
+        keys[layer, i, row] = _clamp(b_kv[layer, i] >> FRAC)
+        values[layer, i, row] = _clamp(b_kv[layer, dim + i] >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _gelu(hidden, table):
+    for i in range(hidden.shape[0]):
+        v = hidden[i]
+        if v >= 8 * ONE:
+            continue
+        if v < -8 * ONE:
+            hidden[i] = 0
+        else:
+            hidden[i] = table[(v + 8 * ONE) >> 4]
+
+
+@njit(cache=True, nogil=True)
+def _residual_norm(x, proj, gamma, beta):
+    for i in range(x.shape[0]):
+        x[i] = _clamp(x[i] + proj[i])
+    _layer_norm(x, gamma, beta)
+
+
+@njit(cache=True, nogil=True)
+def _head_weights(logits, exp_hi, exp_lo, out):
+    """CDF weights of one codebook: exp of each logit's distance to the largest."""
+    best = logits.max()
+    for s in range(logits.shape[0]):
+        out[s] = _exp_neg(best - logits[s], exp_hi, exp_lo)
+
+
+@njit(cache=True, nogil=True)
+def _advance(window, keys, values, past):
+    """Move the window one frame on (the oldest row drops out past ``past`` rows); compact the buffers
+    to their start when full (rows keep their values: only which rows are visible matters)."""
+    start, end = window[_START], window[_END] + 1
+    if end - start > past:
+        start += 1
+    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, window[_POSITION] + 1, 1
+    if end + 1 >= keys.shape[2]:
+        _compact(window, keys, values)
+
+
+@njit(cache=True, nogil=True)
+def _compact(window, keys, values):
+    """Move the window's rows (``start`` up to the next row to write) to the start of the buffers."""
+    start, end = window[_START], window[_END]
+    count = end - start
+    for layer in range(keys.shape[0]):
+        keys[layer, :, :count] = keys[layer, :, start:end].copy()
+        values[layer, :, :count] = values[layer, :, start:end].copy()
+    window[_START], window[_END] = 0, count
+
+
+@njit(cache=True, nogil=True)
+def _step(weights, keys, values, window, scratch, index, heads, past):
+    (emb, norm_in, w_q, b_q, w_kv, b_kv, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
+     cos, exp_hi, exp_lo, gelu, turns) = weights
+    x, q, kv, attn, proj, hidden, row, logits, out = scratch[:9]
+    n_layers, dim, cap = keys.shape
+    start, end = window[_START], window[_END]
+    _embed(weights, index, window[_POSITION], x)
     for layer in range(n_layers):
-        if not started:  # Meta's initial all-zero frame: its keys and values are the biases
-            for i in range(dim):
-                keys[layer, i, start] = _clamp(b_kv[layer, i] >> FRAC)
-                values[layer, i, start] = _clamp(b_kv[layer, dim + i] >> FRAC)
+        if not window[_STARTED]:
+            _first_keys(b_kv, keys, values, layer, start)
         _linear(x, w_q[layer], b_q[layer], q)
         _linear(x, w_kv[layer], b_kv[layer], kv)
         for i in range(dim):
@@ -247,34 +312,158 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
             values[layer, i, end] = kv[dim + i]
         _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn)
         _linear(attn, w_out[layer], b_out[layer], proj)
-        for i in range(dim):
-            x[i] = _clamp(x[i] + proj[i])
-        _layer_norm(x, norms[layer, 0, 0], norms[layer, 0, 1])
+        _residual_norm(x, proj, norms[layer, 0, 0], norms[layer, 0, 1])
         _linear(x, w1[layer], b1[layer], hidden)
-        for i in range(hidden.shape[0]):
-            v = hidden[i]
-            if v >= 8 * ONE:
-                continue
-            if v < -8 * ONE:
-                hidden[i] = 0
-            else:
-                hidden[i] = gelu[(v + 8 * ONE) >> 4]
+        _gelu(hidden, gelu)
         _linear(hidden, w2[layer], b2[layer], proj)
-        for i in range(dim):
-            x[i] = _clamp(x[i] + proj[i])
-        _layer_norm(x, norms[layer, 1, 0], norms[layer, 1, 1])
-    for k in range(k_count):
+        _residual_norm(x, proj, norms[layer, 1, 0], norms[layer, 1, 1])
+    for k in range(out.shape[0]):
         _linear(x, w_heads[k], b_heads[k], logits)
-        best = logits.max()
-        for s in range(card):
-            out[k, s] = _exp_neg(best - logits[s], exp_hi, exp_lo)
-    end += 1
-    if end - start > past:
-        start += 1
-    if end + 1 >= cap:
-        count = end - start
-        for layer in range(n_layers):
-            keys[layer, :, :count] = keys[layer, :, start:end].copy()
-            values[layer, :, :count] = values[layer, :, start:end].copy()
-        start, end = 0, count
-    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, position + 1, 1
+        _head_weights(logits, exp_hi, exp_lo, out[k])
+    _advance(window, keys, values, past)
+
+
+# The LM over blocks of frames on the CPU (encoding): torch float64 matrix products (exact, see
+# portable_pass) and the kernel's integer steps, frame by frame where frames depend on each other.
+
+
+class BlockPass:
+    """One segment's integer LM run over blocks of known frames (encoding on the CPU).
+
+    The matrix products of a block are float64 matrix products (torch; exact, as in
+    :mod:`.portable_pass`); the rest is the decoding kernel's code, so both give the same bits.
+
+    Args:
+        lm: the :class:`~fastencodec.entropy.portable.PortableLM`.
+        matrices: its :class:`~fastencodec.entropy.portable_pass.PassWeights` on the CPU.
+        num_codebooks: codebooks of the segment.
+    """
+
+    def __init__(self, lm, matrices, num_codebooks: int) -> None:
+        cfg = lm.config
+        self.lm = lm
+        self.k = num_codebooks
+        self.state = KernelState(cfg, num_codebooks)
+        dim = cfg.dim
+        m = matrices
+        self._w_q = [m.w_in[i, :dim].T for i in range(cfg.num_layers)]
+        self._w_kv = [m.w_in[i, dim:].T for i in range(cfg.num_layers)]
+        self._w_out = [m.w_out[i].T for i in range(cfg.num_layers)]
+        self._w1 = [m.w1[i].T for i in range(cfg.num_layers)]
+        self._w2 = [m.w2[i].T for i in range(cfg.num_layers)]
+        self._w_heads = m.w_heads[:num_codebooks].reshape(-1, dim).T
+
+    def cdfs_for(self, index: np.ndarray) -> np.ndarray:
+        """Integer CDFs of the next frames of the segment.
+
+        Args:
+            index: int64 ``[K, n]`` LM inputs of those frames (the previous frame's codes + 1; zeros
+                for the segment's first frame).
+
+        Returns:
+            int64 ``[n * K, card]`` CDFs, frame-major.
+        """
+        most = self.state.past  # frames per pass: the window's buffers then hold them uncompacted
+        parts = [self._pass(index[:, a : a + most]) for a in range(0, index.shape[1], most)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _pass(self, index: np.ndarray) -> np.ndarray:
+        cfg, st = self.lm.config, self.state
+        weights = self.lm.kernel
+        b_q, b_kv, b_out, b1, b2, norms = (weights[i] for i in (3, 5, 7, 9, 11, 12))
+        n = index.shape[1]
+        if st.window[_END] + n + 1 >= st.keys.shape[2]:
+            _compact(st.window, st.keys, st.values)
+        x = np.empty((n, cfg.dim), dtype=np.int64)
+        _embed_block(weights, np.ascontiguousarray(index.T), st.window[_POSITION], x)
+        attn = np.empty_like(x)
+        for i in range(cfg.num_layers):
+            q = _product(x, self._w_q[i], b_q[i])
+            kv = _product(x, self._w_kv[i], b_kv[i])
+            _attend_block(q, kv, b_kv, st.keys, st.values, st.window, i, st.heads, st.past, weights[16],
+                          weights[17], st.scratch[6], attn)
+            _residual_norm_block(x, _product(attn, self._w_out[i], b_out[i]), norms[i, 0])
+            hidden = _product(x, self._w1[i], b1[i])
+            _gelu_block(hidden, weights[18])
+            _residual_norm_block(x, _product(hidden, self._w2[i], b2[i]), norms[i, 1])
+        acc = torch.from_numpy(x).to(torch.float64).mm(self._w_heads).numpy()
+        cdfs = np.empty((n * self.k, cfg.card), dtype=np.int64)
+        _head_cdfs(acc, weights[14][: self.k], weights[16], weights[17], cdfs)
+        _end_block(st.window, st.past, n)
+        return cdfs
+
+
+def _product(x: np.ndarray, weight_t: torch.Tensor, bias: np.ndarray) -> np.ndarray:
+    """clamp(floor((x W^T + b) / 2**12)) of int64 rows ``x``; the float64 product is exact."""
+    acc = torch.from_numpy(x).to(torch.float64).mm(weight_t).numpy()
+    out = np.empty(acc.shape, dtype=np.int64)
+    _bias_shift(acc, bias, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _bias_shift(acc, bias, out):
+    n, m = acc.shape
+    for t in range(n):
+        for o in range(m):
+            out[t, o] = _clamp((np.int64(acc[t, o]) + bias[o]) >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _embed_block(weights, index, position, x):
+    for t in range(x.shape[0]):
+        _embed(weights, index[t], position + t, x[t])
+
+
+@njit(cache=True, nogil=True)
+def _attend_block(q, kv, b_kv, keys, values, window, layer, heads, past, exp_hi, exp_lo, row, attn):
+    """Attention of a block's frames of one layer, frame by frame through the window (not moved)."""
+    dim = q.shape[1]
+    start, end = window[_START], window[_END]
+    for t in range(q.shape[0]):
+        if t == 0 and not window[_STARTED]:
+            _first_keys(b_kv, keys, values, layer, start)
+        for i in range(dim):
+            keys[layer, i, end] = kv[t, i]
+            values[layer, i, end] = kv[t, dim + i]
+        _attention(q[t], keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn[t])
+        end += 1
+        if end - start > past:
+            start += 1
+
+
+@njit(cache=True, nogil=True)
+def _end_block(window, past, n):
+    """The window after ``n`` frames (the buffers have room: no compaction)."""
+    start, end = window[_START], window[_END]
+    for _ in range(n):
+        end += 1
+        if end - start > past:
+            start += 1
+    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, window[_POSITION] + n, 1
+
+
+@njit(cache=True, nogil=True)
+def _residual_norm_block(x, proj, norm):
+    for t in range(x.shape[0]):
+        _residual_norm(x[t], proj[t], norm[0], norm[1])
+
+
+@njit(cache=True, nogil=True)
+def _gelu_block(hidden, table):
+    for t in range(hidden.shape[0]):
+        _gelu(hidden[t], table)
+
+
+@njit(cache=True, nogil=True)
+def _head_cdfs(acc, b_heads, exp_hi, exp_lo, cdfs):
+    """CDFs ``[n * K, card]`` from the heads' products ``acc`` ``[n, K * card]``."""
+    k_count, card = b_heads.shape
+    logits = np.empty(card, dtype=np.int64)
+    weights = np.empty(cdfs.shape, dtype=np.int64)
+    for t in range(acc.shape[0]):
+        for k in range(k_count):
+            for s in range(card):
+                logits[s] = _clamp((np.int64(acc[t, k * card + s]) + b_heads[k, s]) >> FRAC)
+            _head_weights(logits, exp_hi, exp_lo, weights[t * k_count + k])
+    _integer_cdfs(weights, 24, cdfs)
