@@ -173,6 +173,38 @@ def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     np.testing.assert_array_equal(np.concatenate(blocks), np.stack(want))
 
 
+def test_integer_cdfs_are_the_exact_integer_rule():
+    """Widths floor(w * free / total) + 2, the remainder to the first heaviest symbol: checked with
+    Python integers on weights where a float quotient would round across an integer."""
+    rng = np.random.default_rng(3)
+    card = 1024
+    free = 2**24 - 2 * card
+    rows = [
+        rng.integers(0, 2**37, card),
+        np.full(card, 2**37 - 1),
+        np.zeros(card, np.int64),
+        np.r_[np.zeros(card - 1, np.int64), 5],
+        rng.integers(0, 3, card),
+        (rng.random(card) ** 40 * 2**30).astype(np.int64),
+    ]
+    for total in map(int, rng.integers(2**36, 2**37, 64) | 1):  # a quotient 1 / total below an integer
+        near = (pow(total, -1, free) * total - 1) // free if total % 8191 else total  # free = 2**11 * 8191
+        if near < total // 3:  # with a heavier weight beside it (the remainder would hide its error)
+            rest = rng.multinomial(total - near - total // 2, np.full(card - 2, 1 / (card - 2)))
+            rows.append(np.r_[near, total // 2, rest])
+    # Quotients that float64 puts just below their integer (found by search).
+    for total, low in ((115141888792, 28785472198), (132582307572, 33071228799), (3768285932, 832004042)):
+        rest = rng.multinomial(total - low - total // 2, np.full(card - 2, 1 / (card - 2)))
+        rows.append(np.r_[low, total // 2, rest])
+    weights = np.stack(rows).astype(np.int64)
+    got = integer_cdfs(weights)
+    for row, cdf in zip(weights.tolist(), got.tolist()):
+        s = sum(row)
+        widths = [(w * free) // s + 2 if s else free // card + 2 for w in row]
+        widths[row.index(max(row))] += 2**24 - sum(widths)
+        assert cdf == np.cumsum(widths).tolist()
+
+
 def test_cdfs_and_coder_match_meta():
     gen = torch.Generator().manual_seed(0)
     pdf = torch.softmax(torch.randn(200, 1024, generator=gen) * 4, dim=1)
