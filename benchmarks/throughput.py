@@ -255,7 +255,7 @@ def main() -> None:
     if "sweep" not in skip:
         sizes = [1, 4, 16, 64, 256, 1024] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         sweep: dict = {}
-        names = ["fastencodec tf32", "Meta default (cuDNN TF32)"]
+        names = ["fastencodec tf32", "fastencodec fp16", "Meta default (cuDNN TF32)"]
         if not args.quick:
             names += ["fastencodec exact", "fastencodec bf16"]
         for name in names:
