@@ -9,9 +9,8 @@ Arithmetic (the same integers as :mod:`.portable_pass`, bit for bit): matrices a
 activations int64 below ``2**20``, so every matrix-vector product is an exact int64 sum (below
 ``800 * 2**35``). The attention's products run in float64 lanes over float32 copies of the keys and
 values (integers below ``2**20``, exact in float32): every partial sum is an integer below
-``2**53``, exact in any order. Its scaled scores ``floor(s / (5 * 2**12))`` are float64 divisions:
-a correctly rounded quotient (``|s| < 2**45``, so an error below ``2**-22``) never crosses the
-integer that the exact quotient, at least ``2**-15`` away from it when it is not one, lies next to.
+``2**53``, exact in any order. Floor divisions of integers (layer norm, attention) are float64
+divisions (:func:`_floor_div`), which vectorize where integer divisions do not.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ _START, _END, _POSITION, _STARTED = range(4)
 def kernel_weights(lm) -> tuple:
     """A :class:`~fastencodec.entropy.portable.PortableLM`'s arrays in the kernel's layout (one tuple)."""
     dim = lm.config.dim
+    if dim != 25 * lm.config.num_heads:
+        raise ValueError(f"the portable LM has Meta's heads of 25 dimensions, not {dim / lm.config.num_heads:g}")
     tables = lm.tables
     exp_hi = np.append(tables["exp_hi"], 0)  # index 256: exp(-d) for d >= 2**16 is 0
     return (
@@ -148,6 +149,15 @@ def _isqrt(n):
 
 
 @njit(cache=True, nogil=True)
+def _floor_div(a, b):
+    """``a // b`` for integers ``|a| < 2**53`` and ``b > 0`` (as float64 or int64), exactly, by one
+    correctly rounded float64 division: its error, below ``|a / b| * 2**-53 < 1 / b``, is smaller
+    than the distance ``>= 1 / b`` from a non-integer quotient to any integer, and an integer
+    quotient is exact. Compiled without fast-math (a reciprocal would break this)."""
+    return np.int64(np.floor(np.float64(a) / np.float64(b)))
+
+
+@njit(cache=True, nogil=True)
 def _layer_norm(x, gamma, beta):
     n = x.shape[0]
     total = np.int64(0)
@@ -162,7 +172,7 @@ def _layer_norm(x, gamma, beta):
     if std == 0:
         std = 1
     for i in range(n):
-        y = ((x[i] - mean) << FRAC) // std
+        y = _floor_div((x[i] - mean) << FRAC, std)  # |numerator| < 2**34
         x[i] = _clamp(((_clamp(y) * gamma[i]) >> FRAC) + beta[i])
 
 
@@ -174,8 +184,7 @@ def _exp_neg(d, exp_hi, exp_lo):
 
 @njit(cache=True, nogil=True)
 def _scaled_scores(row, n):
-    """``row[j] = floor(row[j] / (5 * 2**12))`` for ``j < n``, and the largest; exact (see the module),
-    and compiled without fast-math so that the division stays a correctly rounded division."""
+    """``row[j] = floor(row[j] / (5 * 2**12))`` for ``j < n`` (see :func:`_floor_div`), and the largest."""
     best = -np.inf
     for j in range(n):
         s = np.floor(row[j] / SCORE_DIVISOR)
@@ -188,31 +197,41 @@ def _scaled_scores(row, n):
 def _attention(q, keys, values, start, end, heads, exp_hi, exp_lo, row, attn):
     """Integer softmax attention of ``q`` over rows ``start..end`` of ``keys``/``values`` ``[dim, cap]``.
 
-    The row loops run from 0 over views of the window: the compiler then knows no index is
-    negative (no wraparound) and vectorizes them."""
+    The row loops run from 0 over views of the window (the compiler then knows no index is
+    negative, so no wraparound, and vectorizes them), five of a head's 25 dimensions per pass."""
     dim = q.shape[0]
     head_dim = dim // heads
     n = end + 1 - start
     for h in range(heads):
+        first, stop = h * head_dim, (h + 1) * head_dim
         for j in range(n):
             row[j] = 0.0
-        for d in range(h * head_dim, (h + 1) * head_dim):
-            qd = np.float64(q[d])
-            key = keys[d, start : end + 1]
+        for d in range(first, stop, 5):
+            q0, q1, q2, q3, q4 = (np.float64(q[d]), np.float64(q[d + 1]), np.float64(q[d + 2]), np.float64(q[d + 3]),
+                                  np.float64(q[d + 4]))
+            k0, k1, k2 = keys[d, start : end + 1], keys[d + 1, start : end + 1], keys[d + 2, start : end + 1]
+            k3, k4 = keys[d + 3, start : end + 1], keys[d + 4, start : end + 1]
             for j in range(n):
-                row[j] += qd * np.float64(key[j])
+                row[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j] + q4 * k4[j]
         best = _scaled_scores(row, n)
         total = np.int64(0)
         for j in range(n):
             e = _exp_neg(np.int64(min(best - row[j], 1 << 20)), exp_hi, exp_lo) >> 14
             row[j] = e
             total += e
-        for d in range(h * head_dim, (h + 1) * head_dim):
-            value = values[d, start : end + 1]
-            acc = 0.0
+        for d in range(first, stop, 5):
+            v0, v1, v2 = values[d, start : end + 1], values[d + 1, start : end + 1], values[d + 2, start : end + 1]
+            v3, v4 = values[d + 3, start : end + 1], values[d + 4, start : end + 1]
+            a0 = a1 = a2 = a3 = a4 = 0.0
             for j in range(n):
-                acc += row[j] * np.float64(value[j])
-            attn[d] = np.int64(acc) // total
+                r = row[j]
+                a0 += r * v0[j]
+                a1 += r * v1[j]
+                a2 += r * v2[j]
+                a3 += r * v3[j]
+                a4 += r * v4[j]
+            attn[d], attn[d + 1], attn[d + 2] = _floor_div(a0, total), _floor_div(a1, total), _floor_div(a2, total)
+            attn[d + 3], attn[d + 4] = _floor_div(a3, total), _floor_div(a4, total)
 
 
 @njit(cache=True, nogil=True)
