@@ -188,13 +188,15 @@ class _Encoder:
     """Codes a segment as its frames arrive: the LM runs over each pushed block in one pass
     (:class:`.portable_kernel.BlockPass` on the CPU, :class:`.portable_pass.CausalPass` elsewhere)."""
 
-    _BLOCK = 128  # frames per pass (bounds the attention scores to heads x 128 x 390 int64)
+    _BLOCK = 128  # frames per CausalPass (bounds its attention scores to heads x 128 x 390 int64)
 
     def __init__(self, coder: PortableCoder, out: BinaryIO, num_codebooks: int) -> None:
         if coder.device.type == "cpu":
             self._pass = BlockPass(coder.lm, coder.pass_weights(), num_codebooks)
+            self._block = self._pass.max_frames
         else:
             self._pass = CausalPass(coder.pass_weights(), num_codebooks)
+            self._block = self._BLOCK
         self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
@@ -210,8 +212,8 @@ class _Encoder:
         if codes.size and (codes.min() < 0 or codes.max() >= card):
             raise ValueError(f"codes must lie in [0, {card})")
         codes = codes.astype(np.int64)
-        for start in range(0, codes.shape[1], self._BLOCK):
-            block = codes[:, start : start + self._BLOCK]
+        for start in range(0, codes.shape[1], self._block):
+            block = codes[:, start : start + self._block]
             index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
             if isinstance(self._pass, BlockPass):
                 cdfs = self._pass.cdfs_for(index)

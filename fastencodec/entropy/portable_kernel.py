@@ -363,6 +363,9 @@ class BlockPass:
         self.lm = lm
         self.k = num_codebooks
         self.state = KernelState(cfg, num_codebooks)
+        # Frames per pass: at most the window (its buffers then hold a pass uncompacted), and a
+        # bound on the products' buffers (kept between passes: fresh ones cost page faults).
+        self.max_frames = min(cfg.past_context, 256)
         dim = cfg.dim
         m = matrices
         self._w_q = [m.w_in[i, :dim].T for i in range(cfg.num_layers)]
@@ -371,6 +374,7 @@ class BlockPass:
         self._w1 = [m.w1[i].T for i in range(cfg.num_layers)]
         self._w2 = [m.w2[i].T for i in range(cfg.num_layers)]
         self._w_heads = m.w_heads[:num_codebooks].reshape(-1, dim).T
+        self._buffers: dict[tuple, np.ndarray] = {}
 
     def cdfs_for(self, index: np.ndarray) -> np.ndarray:
         """Integer CDFs of the next frames of the segment.
@@ -382,7 +386,7 @@ class BlockPass:
         Returns:
             int64 ``[n * K, card]`` CDFs, frame-major.
         """
-        most = self.state.past  # frames per pass: the window's buffers then hold them uncompacted
+        most = self.max_frames
         parts = [self._pass(index[:, a : a + most]) for a in range(0, index.shape[1], most)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -393,31 +397,44 @@ class BlockPass:
         n = index.shape[1]
         if st.window[_END] + n + 1 >= st.keys.shape[2]:
             _compact(st.window, st.keys, st.values)
-        x = np.empty((n, cfg.dim), dtype=np.int64)
+        x = self._buffer("x", n, cfg.dim, np.int64)
         _embed_block(weights, np.ascontiguousarray(index.T), st.window[_POSITION], x)
-        attn = np.empty_like(x)
+        attn = self._buffer("attn", n, cfg.dim, np.int64)
         for i in range(cfg.num_layers):
-            q = _product(x, self._w_q[i], b_q[i])
-            kv = _product(x, self._w_kv[i], b_kv[i])
+            q = self._product("q", x, self._w_q[i], b_q[i])
+            kv = self._product("kv", x, self._w_kv[i], b_kv[i])
             _attend_block(q, kv, b_kv, st.keys, st.values, st.window, i, st.heads, st.past, weights[16],
                           weights[17], st.scratch[6], attn)
-            _residual_norm_block(x, _product(attn, self._w_out[i], b_out[i]), norms[i, 0])
-            hidden = _product(x, self._w1[i], b1[i])
+            _residual_norm_block(x, self._product("proj", attn, self._w_out[i], b_out[i]), norms[i, 0])
+            hidden = self._product("hidden", x, self._w1[i], b1[i])
             _gelu_block(hidden, weights[18])
-            _residual_norm_block(x, _product(hidden, self._w2[i], b2[i]), norms[i, 1])
-        acc = torch.from_numpy(x).to(torch.float64).mm(self._w_heads).numpy()
+            _residual_norm_block(x, self._product("proj", hidden, self._w2[i], b2[i]), norms[i, 1])
         cdfs = np.empty((n * self.k, cfg.card), dtype=np.int64)
-        _head_cdfs(acc, weights[14][: self.k], weights[16], weights[17], cdfs)
+        _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17], cdfs)
         _end_block(st.window, st.past, n)
         return cdfs
 
+    def _buffer(self, name: str, rows: int, cols: int, dtype) -> np.ndarray:
+        """The first ``rows`` rows of a kept ``[max_frames, cols]`` array."""
+        key = (name, cols)
+        if key not in self._buffers:
+            self._buffers[key] = np.empty((self.max_frames, cols), dtype=dtype)
+        return self._buffers[key][:rows]
 
-def _product(x: np.ndarray, weight_t: torch.Tensor, bias: np.ndarray) -> np.ndarray:
-    """clamp(floor((x W^T + b) / 2**12)) of int64 rows ``x``; the float64 product is exact."""
-    acc = torch.from_numpy(x).to(torch.float64).mm(weight_t).numpy()
-    out = np.empty(acc.shape, dtype=np.int64)
-    _bias_shift(acc, bias, out)
-    return out
+    def _float_product(self, x: np.ndarray, weight_t: torch.Tensor) -> np.ndarray:
+        """``x W^T`` of int64 rows ``x``, a float64 matrix product (exact)."""
+        xf = self._buffer("x64", x.shape[0], x.shape[1], np.float64)
+        xf[:] = x
+        acc = self._buffer("acc", x.shape[0], weight_t.shape[1], np.float64)
+        torch.mm(torch.from_numpy(xf), weight_t, out=torch.from_numpy(acc))
+        return acc
+
+    def _product(self, name: str, x: np.ndarray, weight_t: torch.Tensor, bias: np.ndarray) -> np.ndarray:
+        """clamp(floor((x W^T + b) / 2**12)) of int64 rows ``x``."""
+        acc = self._float_product(x, weight_t)
+        out = self._buffer(name, acc.shape[0], acc.shape[1], np.int64)
+        _bias_shift(acc, bias, out)
+        return out
 
 
 @njit(cache=True, nogil=True)
