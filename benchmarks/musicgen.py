@@ -13,9 +13,10 @@ decoder-weight bandwidth it implies (weight bytes read per step / step time: the
 Ours is also split into its phases (tokens: text encoder and all steps; codec decode; the text
 conditioning alone) and its first call (CUDA graph capture) is shown. Ours runs first for every batch
 size, then transformers (after a short warm-up call), so a time limit cuts the slow rows last.
-``--profile`` times one captured step with its replays queued back to back and splits it into kernel
-time and the gaps between kernels (torch.profiler). ``--quick`` runs musicgen-small, batch 1, 1 s,
-once (a CPU smoke test).
+``--profile`` times the captured steps at 50 positions spread over the window (each the graph of its
+attention span), replays queued back to back, and splits the average step into kernel time and the
+gaps between kernels (torch.profiler); also the step at the first and at the last span.
+``--quick`` runs musicgen-small, batch 1, 1 s, once (a CPU smoke test).
 """
 
 from __future__ import annotations
@@ -123,32 +124,40 @@ def text_seconds(ours: MusicGen, prompts: list[str], device: torch.device, repea
         return statistics.median(timed(lambda: ours.text(prompts, True, device, dtype), device, repeat))
 
 
-def profile_step(ours: MusicGen, device: torch.device, steps: int = 50) -> dict:
-    """What one captured decoding step costs on the GPU: wall time per step with the replays queued
-    back to back, the kernels in it and their summed run time (the rest are gaps between kernels)."""
+def profile_step(ours: MusicGen, device: torch.device, steps: int, samples: int = 50) -> dict:
+    """What one captured decoding step costs on the GPU, averaged over a window of ``steps`` steps:
+    ``samples`` positions spread evenly over it, each replayed (the graph of its attention span) with
+    the replays queued back to back; wall time per step, the kernels in it and their summed run time
+    (the rest are gaps between kernels). Also the wall per step at the window's first and last span."""
     from torch.profiler import ProfilerActivity, profile
 
-    decoding = next(iter(ours._decoders._kept.values()))  # the graph the last generate call used
+    decoding = next(iter(ours._decoders._kept.values()))  # the graphs the last generate call used
+    positions = [round(i * (steps - 1) / (samples - 1)) for i in range(samples)]
 
-    def replay() -> None:
-        decoding.position.fill_(64)  # mid-window: in range whatever the window length
-        for _ in range(steps):
+    def replay(at: list[int]) -> None:
+        for position in at:
+            decoding.position.fill_(position)  # one tiny kernel before each replay
+            decoding.at = position
             decoding.advance()
 
     with torch.inference_mode():
-        wall = statistics.median(timed(replay, device, 3)) / steps
+        wall = statistics.median(timed(lambda: replay(positions), device, 3)) / samples
+        first = statistics.median(timed(lambda: replay([0] * samples), device, 3)) / samples
+        last = statistics.median(timed(lambda: replay([steps - 1] * samples), device, 3)) / samples
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            replay()
+            replay(positions)
             sync(device)
     kernels = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA")]
     busy = {e.key: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in kernels}
     counts = {e.key: e.count for e in kernels}
-    total_us = sum(busy.values()) / steps
+    total_us = sum(busy.values()) / samples
     top = sorted(busy, key=busy.get, reverse=True)[:6]
     return dict(step_us=wall * 1e6, kernel_us=total_us, gap_us=wall * 1e6 - total_us,
-                kernels_per_step=sum(counts.values()) / steps,
-                top=[(name[:60], busy[name] / steps, counts[name] / steps) for name in top])
+                first_span_step_us=first * 1e6, last_span_step_us=last * 1e6,
+                spans=sorted(decoding.graphs) if hasattr(decoding, "graphs") else None,
+                kernels_per_step=sum(counts.values()) / samples,
+                top=[(name[:60], busy[name] / samples, counts[name] / samples) for name in top])
 
 
 def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, out) -> list[dict]:
@@ -196,7 +205,7 @@ def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, 
                    text_s=text_seconds(ours, prompts, device))
         if args.profile and device.type == "cuda" and ours.use_cuda_graphs:
             try:
-                row["profile"] = profile_step(ours, device)
+                row["profile"] = profile_step(ours, device, steps)
             except Exception as exc:  # the profiler is a bonus: a failure must not lose the timings
                 row["profile_error"] = f"{type(exc).__name__}: {exc}"
         emit(row)
@@ -214,24 +223,26 @@ def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.dev
         timed(functools.partial(run_theirs, hf, ids, mask, 8, args.guidance), device, 1)  # warm-up, short
         fn = functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)
         wall = statistics.median(timed(fn, device, 1 if args.quick else args.repeat))
-        ours = [r["wall_s"] for r in rows if r["batch"] == batch and r["impl"] == "fastencodec"]
-        ratio = wall / ours[0] if ours else float("nan")
+        ours = {r["dtype"]: r["wall_s"] for r in rows if r["batch"] == batch and r["impl"] == "fastencodec"}
         emit(dict(arch=arch, batch=batch, impl="transformers", dtype=args.dtype[0], wall_s=wall,
                   steps_per_s=steps / wall, realtime=args.seconds / wall,
-                  weight_gb_s=weight_bytes * steps / wall / 1e9, fastencodec_speedup=ratio))
+                  weight_gb_s=weight_bytes * steps / wall / 1e9,
+                  fastencodec_speedup={dtype: wall / ours_wall for dtype, ours_wall in ours.items()}))
 
 
 def show(row: dict) -> None:
     """Print one row of the table (and the profile of a step when there is one)."""
     extra = (f"text {row['text_s'] * 1e3:.1f} ms, codec decode {row['codec_decode_s'] * 1e3:.0f} ms, "
              f"first call {row['first_call_s']:.2f} s") if "text_s" in row else \
-        f"fastencodec is {row['fastencodec_speedup']:.2f}x faster"
+        "fastencodec is " + ", ".join(f"{ratio:.2f}x faster in {dtype}" for dtype, ratio in
+                                      row["fastencodec_speedup"].items())
     print(f"| {row['arch']} | {row['batch']} | {row['impl']} | {row['dtype']} | {row['wall_s']:.2f} | "
           f"{row['steps_per_s']:.1f} | {row['realtime']:.2f} | {row['weight_gb_s']:.0f} | {extra} |", flush=True)
     if "profile" in row:
         p = row["profile"]
-        print(f"|   | step profile: {p['step_us']:.0f} us/step = {p['kernel_us']:.0f} us in "
-              f"{p['kernels_per_step']:.0f} kernels + {p['gap_us']:.0f} us between them; top: "
+        print(f"|   | step profile (window average): {p['step_us']:.0f} us/step = {p['kernel_us']:.0f} us in "
+              f"{p['kernels_per_step']:.0f} kernels + {p['gap_us']:.0f} us between them; first / last span "
+              f"{p['first_span_step_us']:.0f} / {p['last_span_step_us']:.0f} us/step; top: "
               + "; ".join(f"{name} {us:.0f} us x{n:.0f}" for name, us, n in p["top"]), flush=True)
 
 

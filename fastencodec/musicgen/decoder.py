@@ -3,7 +3,8 @@
 One embedding table per codebook (their sum is the input), sinusoidal positions, pre-norm blocks of
 causal self-attention, cross-attention to the text states, and a GELU feed-forward; one linear head
 per codebook. Keys and values live in a preallocated :class:`KVCache`, so a decoding step has fixed
-shapes: :meth:`MusicGenLM.step_static` (position as a device tensor) can be captured in a CUDA graph.
+shapes: :meth:`MusicGenLM.step_static` (position as a device tensor, attending over a fixed ``span``
+of leading cache frames) can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ class KVCache:
         self.cross_mask: torch.Tensor | None = None
         self.length = length
 
-    def visible(self, position: torch.Tensor) -> torch.Tensor:
-        """Additive self-attention mask ``[1, 1, 1, length]`` of a frame at ``position`` (a 0-d long
-        device tensor): 0 for the cached frames up to it, -inf after. Made once per step, shared by
-        every layer."""
+    def visible(self, position: torch.Tensor, span: int) -> torch.Tensor:
+        """Additive self-attention mask ``[1, 1, 1, span]`` over the first ``span`` cache frames of a
+        frame at ``position`` (a 0-d long device tensor, ``position < span``): 0 for the cached frames
+        up to it, -inf after. Made once per step, shared by every layer."""
         zero = torch.zeros((), dtype=self.keys.dtype, device=self.keys.device)
-        return torch.where(self.steps <= position, zero, -math.inf).view(1, 1, 1, -1)
+        return torch.where(self.steps[:span] <= position, zero, -math.inf).view(1, 1, 1, -1)
 
     @staticmethod
     def bytes_needed(cfg: DecoderConfig, batch: int, length: int, dtype: torch.dtype) -> int:
@@ -108,8 +109,8 @@ class DecoderLayer(nn.Module):
         self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor, visible: torch.Tensor | None
     ) -> torch.Tensor:
         """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
-        frame, attended over the whole cache with the additive mask ``visible`` [1, 1, 1, length]
-        (fixed shapes for CUDA graphs)."""
+        frame, attended over the first ``span`` cache frames with the additive mask ``visible``
+        [1, 1, 1, span] (fixed shapes for CUDA graphs; frames past ``span`` are never read)."""
         attn = self.self_attn
         h = self.self_attn_layer_norm(x)
         q, k, v = (attn.split(part) for part in attn.qkv_proj(h).chunk(3, dim=-1))
@@ -117,7 +118,8 @@ class DecoderLayer(nn.Module):
         if isinstance(start, torch.Tensor):
             keys.index_copy_(2, start.view(1), k)
             values.index_copy_(2, start.view(1), v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            span = visible.shape[-1]
+            out = F.scaled_dot_product_attention(q, keys[:, :, :span], values[:, :, :span], attn_mask=visible)
         else:
             end = start + x.shape[1]
             keys[:, :, start:end] = k
@@ -170,12 +172,14 @@ class MusicGenLM(nn.Module):
         else:
             cache.cross_keys, cache.cross_values, cache.cross_mask = keys, values, cross_mask
 
-    def _run(self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor, span: int | None = None
+    ) -> torch.Tensor:
         x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
         visible = None
         if isinstance(start, torch.Tensor):
             x = x + cache.positions.index_select(0, start.view(1))
-            visible = cache.visible(start)
+            visible = cache.visible(start, cache.length if span is None else span)
         else:
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
@@ -191,9 +195,21 @@ class MusicGenLM(nn.Module):
         """One frame ``tokens`` [batch, codebooks, 1] at ``position`` -> logits for the next frame."""
         return self._run(tokens, cache, position)
 
-    def step_static(self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it."""
-        return self._run(tokens, cache, position)
+    def step_static(
+        self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache, span: int | None = None
+    ) -> torch.Tensor:
+        """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it.
+
+        Args:
+            tokens: the frame ``[batch, codebooks, 1]``.
+            position: its step (0-d long tensor on the cache's device), below ``span``.
+            cache: the cache it is written into and attends over.
+            span: attend over the first ``span`` cache frames only (frames ``position + 1 ..
+                span - 1`` masked; later ones never read); None: the whole cache.
+        """
+        if span is not None and not 1 <= span <= cache.length:
+            raise ValueError(f"span must be in [1, {cache.length}] cache frames, got {span}")
+        return self._run(tokens, cache, position, span)
 
 
 DECODER_RENAMES = (
