@@ -1,8 +1,9 @@
 """MusicGen generation speed: fastencodec vs transformers, side by side in one run.
 
     python benchmarks/musicgen.py [--quick] [--device cuda] [--arch small medium] [--batch 1 8]
-                                  [--seconds 10] [--guidance 3] [--dtype float32|bfloat16] [--repeat 2]
-                                  [--profile] [--no-transformers] [--no-graphs] [--json FILE]
+                                  [--seconds 10] [--guidance 3] [--dtype float32|bfloat16]
+                                  [--theirs-dtype float32|bfloat16] [--repeat 2] [--profile]
+                                  [--no-transformers] [--no-graphs] [--json FILE]
 
 Random weights in the published architectures (shapes of facebook/musicgen-small and -medium:
 t5-base text encoder, 24 x 1024 or 48 x 1536 decoder, 4 codebooks of 2048, the 32 kHz EnCodec), so
@@ -11,8 +12,9 @@ classifier-free guidance in one doubled batch. Reported: wall time of a whole ca
 ``seconds * 50 + 3`` decoder steps, codec decode), decoder steps per second, real-time factor, and the
 decoder-weight bandwidth it implies (weight bytes read per step / step time: the bound at batch 1).
 Ours is also split into its phases (tokens: text encoder and all steps; codec decode; the text
-conditioning alone) and its first call (CUDA graph capture) is shown. Ours runs first for every batch
-size, then transformers (after a short warm-up call), so a time limit cuts the slow rows last.
+conditioning alone) and its first call (CUDA graph capture) is shown. For each architecture ours runs
+first (every dtype and batch size), then transformers in its first dtype (after a short warm-up call);
+transformers' other dtypes come after all architectures, so a time limit cuts the least needed rows.
 ``--profile`` times the captured steps at 50 positions spread over the window (each the graph of its
 attention span), replays queued back to back, and splits the average step into kernel time and the
 gaps between kernels (torch.profiler); also the step at the first and at the last span.
@@ -160,27 +162,19 @@ def profile_step(ours: MusicGen, device: torch.device, steps: int, samples: int 
                 top=[(name[:60], busy[name] / samples, counts[name] / samples) for name in top])
 
 
-def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, out) -> list[dict]:
-    """Rows for one architecture: ours for every dtype and batch size first, then transformers (in
-    the first dtype); printed as they come."""
+def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, emit: Table):
+    """Rows for one architecture: ours for every dtype and batch size first, then transformers in
+    the first of ``--theirs-dtype``; printed as they come. Returns transformers' model for the
+    other dtypes (timed after every architecture's first pass)."""
     hf = build(arch, device)
-    rows = []
-
-    def emit(row: dict) -> None:
-        rows.append(row)
-        out(row)
-
     for name in args.dtype:
         ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, getattr(torch, name))
         ours.use_cuda_graphs = not args.no_graphs
         bench_ours(ours, arch, name, args, device, emit)
         del ours
     if not args.no_transformers:
-        if args.dtype[0] != "float32":
-            hf = hf.to(getattr(torch, args.dtype[0]))
-        bench_theirs(hf, arch, args, tok, device, emit, rows)
-    del hf
-    return rows
+        bench_theirs(hf, arch, args.theirs_dtype[0], args, tok, device, emit)
+    return hf
 
 
 def steps_of(seconds: float) -> int:
@@ -188,7 +182,9 @@ def steps_of(seconds: float) -> int:
     return round(seconds * 50) + 3
 
 
-def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, device: torch.device, emit) -> None:
+def bench_ours(
+    ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, device: torch.device, emit: Table
+) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.lm.parameters())
     steps = steps_of(args.seconds)
     for batch in args.batch:
@@ -211,7 +207,10 @@ def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, 
         emit(row)
 
 
-def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.device, emit, rows: list[dict]) -> None:
+def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, device: torch.device, emit: Table) -> None:
+    """transformers' rows in ``dtype`` (the model is converted in place), with the speed-up of each
+    of our rows of the same architecture and batch size."""
+    hf.to(getattr(torch, dtype))
     weight_bytes = sum(p.numel() * p.element_size() for p in hf.decoder.parameters())
     steps = steps_of(args.seconds)
     for batch in args.batch:
@@ -223,11 +222,25 @@ def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.dev
         timed(functools.partial(run_theirs, hf, ids, mask, 8, args.guidance), device, 1)  # warm-up, short
         fn = functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)
         wall = statistics.median(timed(fn, device, 1 if args.quick else args.repeat))
-        ours = {r["dtype"]: r["wall_s"] for r in rows if r["batch"] == batch and r["impl"] == "fastencodec"}
-        emit(dict(arch=arch, batch=batch, impl="transformers", dtype=args.dtype[0], wall_s=wall,
+        ours = {r["dtype"]: r["wall_s"] for r in emit.rows
+                if r["arch"] == arch and r["batch"] == batch and r["impl"] == "fastencodec"}
+        emit(dict(arch=arch, batch=batch, impl="transformers", dtype=dtype, wall_s=wall,
                   steps_per_s=steps / wall, realtime=args.seconds / wall,
                   weight_gb_s=weight_bytes * steps / wall / 1e9,
                   fastencodec_speedup={dtype: wall / ours_wall for dtype, ours_wall in ours.items()}))
+
+
+class Table:
+    """The rows so far: each printed as it comes and, with ``json``, the whole list rewritten there."""
+
+    def __init__(self, json_path: Path | None):
+        self.json_path, self.rows = json_path, []
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        show(row)
+        if self.json_path:
+            self.json_path.write_text(json.dumps(self.rows, indent=1))
 
 
 def show(row: dict) -> None:
@@ -254,8 +267,11 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"],
-                        help="decoder LM dtypes of ours (transformers runs in the first)")
+    dtypes = ["float32", "bfloat16", "float16"]
+    parser.add_argument("--dtype", nargs="+", choices=dtypes, default=["float32"], help="decoder LM dtypes of ours")
+    parser.add_argument("--theirs-dtype", nargs="+", choices=dtypes,
+                        help="transformers' dtypes (default: the first of --dtype); the first runs right after "
+                             "ours for each architecture, the others after every architecture's first pass")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after a warm-up; the median is shown")
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
     parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
@@ -264,25 +280,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.arch, args.batch, args.seconds, args.repeat = ["small"], [1], 1.0, 1
+    args.theirs_dtype = args.theirs_dtype or args.dtype[:1]
     device = torch.device(args.device)
     tok = tokenizer()
-    rows = []
 
-    def out(row: dict) -> None:
-        rows.append(row)
-        show(row)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
+    emit = Table(args.json)
 
     print(f"# MusicGen, {args.seconds:g} s, guidance {args.guidance:g}, top-k 250, {'/'.join(args.dtype)}, {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("| arch | batch | impl | dtype | wall s | steps/s | x real time | weight GB/s | notes |")
     print("|---|---|---|---|---|---|---|---|---|")
+    models = {}
     for arch in args.arch:
-        bench_arch(arch, args, tok, device, out)
+        models[arch] = bench_arch(arch, args, tok, device, emit)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    for dtype in [] if args.no_transformers else args.theirs_dtype[1:]:
+        for arch, hf in models.items():
+            bench_theirs(hf, arch, dtype, args, tok, device, emit)
 
 
 if __name__ == "__main__":
