@@ -251,14 +251,15 @@ def _poisoned_caches(monkeypatch, lm_class, keep: int):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_attention_reads_only_the_filled_cache(mono, monkeypatch, device):
     """Greedy decoding over caches poisoned past the filled frames chooses what it chooses over clean
-    caches (and transformers' tokens): eager steps read exactly the filled frames; graphed steps
-    (CUDA) read up to their span bucket (73 steps: past the first bucket), masking its unfilled frames."""
+    caches (the clean runs match transformers in the tests above): eager steps read exactly the filled
+    frames; graphed steps (CUDA) read up to their span bucket (73 steps: past the first bucket),
+    masking its unfilled frames. (Not against transformers here: 73 steps exceed its 64 positions.)"""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from fastencodec.musicgen import stepping
     from fastencodec.musicgen.decoder import MusicGenLM
 
-    model, tok, path, mg = mono
+    *_, path, mg = mono
     if device == "cuda":
         mg = MusicGen.from_pretrained(path, "cuda")
     prompts = ["jazz piano", "loud fast rock drums with bass and guitar"]
@@ -274,8 +275,6 @@ def test_attention_reads_only_the_filled_cache(mono, monkeypatch, device):
     assert len(poisoned[2]) == len(clean[2]) == frames + 3
     for a, b in zip(poisoned[2], clean[2]):
         assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
-    codes, *_ = _theirs(model, tok, prompts, frames + 3, 3.0)
-    assert torch.equal(poisoned[0], codes)
 
 
 def test_top_level_generate_is_lazy_and_uses_the_default_model(mono, monkeypatch):
