@@ -3,7 +3,7 @@
     python benchmarks/musicgen.py [--quick] [--device cuda] [--arch small medium] [--batch 1 8]
                                   [--seconds 10] [--guidance 3] [--dtype float32|bfloat16]
                                   [--theirs-dtype float32|bfloat16] [--repeat 2] [--profile]
-                                  [--no-transformers] [--no-graphs] [--json FILE]
+                                  [--no-transformers] [--no-graphs] [--kernels] [--json FILE]
 
 Random weights in the published architectures (shapes of facebook/musicgen-small and -medium:
 t5-base text encoder, 24 x 1024 or 48 x 1536 decoder, 4 codebooks of 2048, the 32 kHz EnCodec), so
@@ -18,6 +18,8 @@ transformers' other dtypes come after all architectures, so a time limit cuts th
 ``--profile`` times the captured steps at 50 positions spread over the window (each the graph of its
 attention span), replays queued back to back, and splits the average step into kernel time and the
 gaps between kernels (torch.profiler); also the step at the first and at the last span.
+``--kernels`` instead times a step's pieces alone, each captured 20 times back to back in a CUDA graph,
+with their alternatives (attention over a span of the cache; the largest matrix products).
 ``--quick`` runs musicgen-small, batch 1, 1 s, once (a CPU smoke test).
 """
 
@@ -230,6 +232,72 @@ def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, devic
                   fastencodec_speedup={dtype: wall / ours_wall for dtype, ours_wall in ours.items()}))
 
 
+def graph_us(fn, calls: int = 20, replays: int = 10) -> float:
+    """Microseconds per call of ``fn`` (CUDA) with ``calls`` calls captured back to back in a CUDA
+    graph (no launch overhead between them, as in our captured step); median of ``replays``."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> list[dict]:
+    """One decoding step's pieces timed alone (``--kernels``, CUDA), with the alternatives: the
+    self-attention of one frame over ``span`` cached frames (``scaled_dot_product_attention`` with
+    the additive mask, as the step runs it, vs. matmul / softmax / matmul), and the largest matrix
+    products (``F.linear`` on the ``[out, in]`` weight, as the step runs it, vs. a matmul on the
+    weight stored ``[in, out]``); ``rows``: LM rows (twice the batch with guidance)."""
+    import torch.nn.functional as F
+
+    hidden, heads, ffn = (ARCHS[arch][k] for k in ("hidden_size", "num_attention_heads", "ffn_dim"))
+    dt = getattr(torch, dtype)
+    size = torch.empty((), dtype=dt).element_size()
+    out = []
+    q = torch.randn(rows, heads, 1, hidden // heads, device=device, dtype=dt)
+    scale = (hidden // heads) ** -0.5
+    for span in (64, 256, 512, 768):
+        k = torch.randn(rows, heads, 768, hidden // heads, device=device, dtype=dt)
+        v = torch.randn_like(k)
+        mask = torch.zeros(1, 1, 1, span, device=device, dtype=dt)
+        ks, vs = k[:, :, :span], v[:, :, :span]
+
+        def sdpa(ks=ks, vs=vs, mask=mask):
+            return F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask)
+
+        def math_attention(ks=ks, vs=vs, mask=mask):
+            return torch.matmul(((q @ ks.transpose(-1, -2)) * scale + mask).softmax(-1), vs)
+
+        moved = 2 * ks.numel() * size
+        for name, fn in (("sdpa", sdpa), ("matmul-softmax-matmul", math_attention)):
+            us = graph_us(fn)
+            out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"self-attention span {span}", choice=name,
+                            us=us, gb_s=moved / us / 1e3))
+    for piece, (n_out, n_in) in (("qkv", (3 * hidden, hidden)), ("fc1", (ffn, hidden)), ("fc2", (hidden, ffn))):
+        w = torch.randn(n_out, n_in, device=device, dtype=dt)
+        wt = w.t().contiguous()
+        xi = torch.randn(rows, n_in, device=device, dtype=dt)
+        for name, fn in (("F.linear [out, in]", lambda xi=xi, w=w: F.linear(xi, w)),
+                         ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt)):
+            us = graph_us(fn)
+            out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"{piece} {n_in}->{n_out}", choice=name,
+                            us=us, gb_s=w.numel() * size / us / 1e3))
+    return out
+
+
 class Table:
     """The rows so far: each printed as it comes and, with ``json``, the whole list rewritten there."""
 
@@ -276,6 +344,8 @@ def main() -> None:
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
     parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
     parser.add_argument("--profile", action="store_true", help="also profile one captured step (GPU)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="only time a step's pieces alone with their alternatives (CUDA; per arch, dtype, batch)")
     parser.add_argument("--json", type=Path, help="also write the rows here (rewritten after each row)")
     args = parser.parse_args()
     if args.quick:
@@ -285,6 +355,18 @@ def main() -> None:
     tok = tokenizer()
 
     emit = Table(args.json)
+    if args.kernels:
+        print("| arch | dtype | rows | piece | choice | us per call | GB/s read |\n|---|---|---|---|---|---|---|")
+        for arch in args.arch:
+            for dtype in args.dtype:
+                for batch in args.batch:
+                    for row in kernel_choices(arch, dtype, batch * (2 if args.guidance > 1 else 1), device):
+                        emit.rows.append(row)
+                        print(f"| {arch} | {dtype} | {row['rows']} | {row['piece']} | {row['choice']} | "
+                              f"{row['us']:.1f} | {row['gb_s']:.0f} |", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(emit.rows, indent=1))
+        return
 
     print(f"# MusicGen, {args.seconds:g} s, guidance {args.guidance:g}, top-k 250, {'/'.join(args.dtype)}, {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}, "
