@@ -291,7 +291,8 @@ def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> li
         wt = w.t().contiguous()
         xi = torch.randn(rows, n_in, device=device, dtype=dt)
         for name, fn in (("F.linear [out, in]", lambda xi=xi, w=w: F.linear(xi, w)),
-                         ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt)):
+                         ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt),
+                         ("(w @ x.T).T [out, in]", lambda xi=xi, w=w: (w @ xi.t()).t())):
             us = graph_us(fn)
             out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"{piece} {n_in}->{n_out}", choice=name,
                             us=us, gb_s=w.numel() * size / us / 1e3))
