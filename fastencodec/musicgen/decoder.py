@@ -64,6 +64,22 @@ class KVCache:
         return 2 * cfg.layers * batch * length * cfg.hidden * torch.empty((), dtype=dtype).element_size()
 
 
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of ``q`` ``[batch, heads, frames, head_dim]`` over ``keys``/``values`` ``[batch, heads,
+    n, head_dim]`` with the additive ``mask`` (broadcast to ``[batch, heads, frames, n]``, or None).
+
+    One float32 query frame (a decoding step) runs as matmul, masked softmax, matmul: on CUDA,
+    PyTorch's float32 ``scaled_dot_product_attention`` picks a memory-efficient kernel that walks
+    the keys with one block per head, several times slower for one query over hundreds of frames
+    (``benchmarks/musicgen.py --kernels``); half precision and several frames keep it."""
+    if q.dtype != torch.float32 or q.shape[-2] != 1:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    scores = torch.matmul(q, keys.transpose(-1, -2))
+    scale = q.shape[-1] ** -0.5
+    scores = scores.mul_(scale) if mask is None else torch.add(mask, scores, alpha=scale)
+    return torch.matmul(scores.softmax(dim=-1), values)
+
+
 def add_linear(x: torch.Tensor, h: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
     """``x + layer(h)`` (no bias) as one matrix product that adds ``x`` in its epilogue."""
     return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), layer.weight.t()).view(x.shape)
@@ -119,22 +135,22 @@ class DecoderLayer(nn.Module):
             keys.index_copy_(2, start.view(1), k)
             values.index_copy_(2, start.view(1), v)
             span = visible.shape[-1]
-            out = F.scaled_dot_product_attention(q, keys[:, :, :span], values[:, :, :span], attn_mask=visible)
+            out = attend(q, keys[:, :, :span], values[:, :, :span], visible)
         else:
             end = start + x.shape[1]
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
-            causal = x.shape[1] > 1
-            if causal and start != 0:
+            if x.shape[1] == 1:
+                out = attend(q, keys[:, :, :end], values[:, :, :end], None)
+            elif start == 0:
+                out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=True)
+            else:
                 raise ValueError("several frames at once are only supported from position 0")
-            out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal)
         x = attn.add_merged(x, out)
         cross = self.encoder_attn
         h = self.encoder_attn_layer_norm(x)
         q = cross.split(cross.q_proj(h))
-        out = F.scaled_dot_product_attention(
-            q, cache.cross_keys[index], cache.cross_values[index], attn_mask=cache.cross_mask
-        )
+        out = attend(q, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
         x = cross.add_merged(x, out)
         return add_linear(x, activation(self.act, self.fc1(self.final_layer_norm(x))), self.fc2)
 
