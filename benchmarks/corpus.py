@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small corpus of short files (CPU smoke run)")
     parser.add_argument("--model", help="model name or checkpoint (default: random 24 kHz weights)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", default="exact", help="exact (default), tf32 or bf16")
+    parser.add_argument("--precision", default="exact", help="exact (default), tf32, fp16 or bf16")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                         help="decoding processes (default: the cores less one)")
     parser.add_argument("-b", "--bandwidth", type=float, default=6.0)

@@ -132,7 +132,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--audio", type=Path, help="folder of 24 kHz mono float32 .npy recordings")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip")
+    parser.add_argument(
+        "--replot", type=Path, metavar="JSON", help="only redraw the plot and tables of a throughput.json (no GPU)"
+    )
     args = parser.parse_args()
+    if args.replot is not None:  # e.g. a device run without matplotlib
+        report = json.loads(args.replot.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot(report["rtf_vs_batch_24khz"], args.out / "rtf_vs_batch.png", report)
+        write_markdown(report, args.out / "throughput.md")
+        return
     reference.install_torchaudio_standin()
     repeat = 3 if args.quick else 7
     skip = set(args.skip.split(","))
@@ -255,7 +264,7 @@ def main() -> None:
     if "sweep" not in skip:
         sizes = [1, 4, 16, 64, 256, 1024] if args.quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
         sweep: dict = {}
-        names = ["fastencodec tf32", "Meta default (cuDNN TF32)"]
+        names = ["fastencodec tf32", "fastencodec fp16", "Meta default (cuDNN TF32)"]
         if not args.quick:
             names += ["fastencodec exact", "fastencodec bf16"]
         for name in names:
@@ -324,6 +333,8 @@ def profile(model, precision: str, x: torch.Tensor) -> dict:
         end.synchronize()
         times["total (with event syncs)"] = start.elapsed_time(end)
         out[part] = {k: round(v, 2) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}
+    embeddings = nets.encode(x)
+    out["quantizer (8 codebooks)"] = round(cuda_ms(lambda: nets.quantize(embeddings, 8), 3), 2)
     return out
 
 
@@ -335,7 +346,7 @@ def plot(sweep: dict, path: Path, report: dict) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in sweep.items():
-        ax.plot(list(points), list(points.values()), marker="o", label=name)
+        ax.plot([int(b) for b in points], list(points.values()), marker="o", label=name)  # JSON keys are strings
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("batch size (10 s items)")

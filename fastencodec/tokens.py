@@ -45,7 +45,7 @@ class Tokens:
             time concatenation of (default: one piece, the item's length).
         layout: the model's segment layout; when given, frame counts are checked against it.
         precision: the precision mode of the encoder that made them (``"exact"``, ``"tf32"``,
-            ``"bf16"``; ``"mixed"`` for a concatenation of several modes). Any mode decodes them.
+            ``"fp16"``, ``"bf16"``; ``"mixed"`` for a concatenation of several modes). Any mode decodes them.
 
     Attributes:
         frames: each item's own frames (before its padding), computed once.

@@ -500,12 +500,16 @@ def test_decompress_input_errors(tmp_path, capsys):
 
 
 def test_precision_option(tmp_path, capsys, meta24):
-    from fastencodec.kernels.precision import cpu_has_bf16
+    from fastencodec.kernels.precision import cpu_has_bf16, cpu_has_fp16
 
     source = write_audio_file(tmp_path / "in.wav", signal(24000, 1, 0.3), 24000)
     assert run("compress", source, tmp_path / "a.ecdc", "--model", meta24[1], "--precision", "tf32") == 1
     assert "'tf32' needs a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "a.ecdc").exists()
+    if not cpu_has_fp16():
+        assert run("compress", source, tmp_path / "a.ecdc", "--model", meta24[1], "--precision", "fp16") == 1
+        assert "'fp16' on CPU needs AVX512-FP16" in capsys.readouterr().err
+        assert not (tmp_path / "a.ecdc").exists()
     if cpu_has_bf16():
         assert run("compress", source, tmp_path / "b.ecdc", "--model", meta24[1], "--precision", "bf16") == 0
         out = tmp_path / "b.wav"

@@ -1,6 +1,7 @@
 """Precision modes on CPU: names and refusals, token tags, quality figures on fixed inputs,
 bitwise batch invariance per mode (alone, in a batch of 64, beside items of other lengths)."""
 
+import copy
 import math
 
 import numpy as np
@@ -9,7 +10,8 @@ import torch
 
 from fastencodec import EnCodec, RuntimePolicy
 from fastencodec.kernels import Networks, check_precision
-from fastencodec.kernels.precision import cpu_has_bf16
+from fastencodec.kernels import precision as modes
+from fastencodec.kernels.precision import cpu_has_bf16, cpu_has_fp16
 from fastencodec.nn.config import EncodecConfig
 from fastencodec.nn.model import EncodecModel
 from fastencodec.quality import compare
@@ -45,6 +47,39 @@ def test_unknown_and_unsupported_precisions_are_refused(narrow):
         codec_in(narrow, "tf32")
     with pytest.raises(ValueError, match="CPU and CUDA"):
         check_precision("exact", "meta")
+
+
+@pytest.mark.skipif(cpu_has_fp16(), reason="this CPU has float16 instructions")
+def test_fp16_is_refused_on_a_cpu_without_float16_instructions(narrow):
+    with pytest.raises(ValueError, match="'fp16' on CPU needs AVX512-FP16 or AMX-FP16"):
+        codec_in(narrow, "fp16")
+
+
+@pytest.fixture
+def fp16_cpu(monkeypatch):
+    """CPU fp16 allowed as on a CPU with float16 instructions (torch's portable float16 kernels
+    compute it here): the fp16 runner's arithmetic is tested on every CPU."""
+    monkeypatch.setattr(modes, "cpu_has_fp16", lambda: True)
+
+
+def test_quality_of_fp16_meets_the_bar_on_fixed_inputs(codec24, speech, fp16_cpu):
+    """float16's 11-bit significand (bf16: 8) keeps the tokens: the mode qualifies on the seeded
+    random model (excess distortion <= 0.5%, decoder SNR >= 45 dB)."""
+    q = compare(Networks(codec24.model, "exact"), Networks(codec24.model, "fp16"), speech, 8)
+    assert q.qualifies, q.as_dict()
+    assert q.agreement[0] > 0.9
+
+
+def test_fp16_overflow_raises_instead_of_giving_tokens(narrow, fp16_cpu):
+    model = copy.deepcopy(narrow)
+    with torch.no_grad():
+        first = model.encoder.layers[0].conv
+        first.weight.mul_(1e6)
+    codec = codec_in(model, "fp16")
+    audio = support.speech_like(24_000, 1, 0.3)[None]
+    with pytest.raises(ValueError, match="overflowed float16"):
+        codec.encode(audio)
+    assert codec_in(model, "exact").encode(audio).codes is not None  # float32 holds the same input
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="no CPU bf16")

@@ -209,7 +209,7 @@ def gpu_model(request):
     return support.fast_model(request.param).cuda()
 
 
-@pytest.mark.parametrize("precision", ["exact", "tf32", "bf16"])
+@pytest.mark.parametrize("precision", ["exact", "tf32", "fp16", "bf16"])
 @pytest.mark.gpu
 def test_mixed_lengths_code_as_alone(gpu_model, precision, monkeypatch):
     codec = EnCodec(gpu_model, policy=RuntimePolicy(precision=precision))

@@ -290,7 +290,7 @@ def add_run_options(command: argparse.ArgumentParser) -> None:
         "--precision",
         choices=list(PRECISIONS),
         default="exact",
-        help="network arithmetic: exact (default), tf32 (CUDA), bf16; 24/32 kHz files go through the "
+        help="network arithmetic: exact (default), tf32 (CUDA), fp16, bf16; 24/32 kHz files go through the "
         "exact streams in every mode, so it changes 48 kHz files only",
     )
     command.add_argument(

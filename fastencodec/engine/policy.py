@@ -69,8 +69,8 @@ class Precision:
     Attributes:
         name: the name ``RuntimePolicy.precision`` takes.
         description: what it computes, for messages and docs.
-        cpu: whether CPUs can run it (``bf16`` also needs bf16 instructions; see
-            :func:`fastencodec.kernels.precision.check_precision`).
+        cpu: whether CPUs can run it (``fp16`` and ``bf16`` also need the CPU's instructions for
+            them; see :func:`fastencodec.kernels.precision.check_precision`).
     """
 
     name: str
@@ -83,6 +83,7 @@ PRECISIONS: dict[str, Precision] = {
     "tf32": Precision(
         "tf32", "CUDA tensor cores: encoder 3xTF32 (near float32), decoder TF32 products, float32 sums", cpu=False
     ),
+    "fp16": Precision("fp16", "float16 weights and activations, float32 sums, float32 LSTM and codebook search"),
     "bf16": Precision("bf16", "bfloat16 weights and activations, float32 sums, float32 LSTM and codebook search"),
 }
 """The precision modes, by name, strictest first (see :mod:`fastencodec.kernels.precision`)."""

@@ -3,7 +3,7 @@
 :class:`Networks` is what the codec calls: ``encode`` (audio to embeddings), ``quantize``,
 ``dequantize`` and ``decode``, each in the mode given at construction
 (:mod:`.precision` documents the modes). On CPU, ``exact`` runs the modules themselves and
-``bf16`` runs :mod:`.cpu`; on CUDA with Triton installed every mode runs the fused
+``fp16``/``bf16`` run :mod:`.cpu`; on CUDA with Triton installed every mode runs the fused
 channels-last kernels of :mod:`.cuda`, replayed as CUDA graphs, and no backend flag is read
 or set. On CUDA without Triton only ``exact`` runs: the modules under
 :func:`~fastencodec.engine.policy.cudnn_precision` (cuDNN in float32, a process-wide flag held
@@ -24,9 +24,9 @@ import functools
 import torch
 
 from fastencodec.engine.policy import cudnn_precision
-from fastencodec.kernels.cpu import WeightCache, run_steps_bf16
+from fastencodec.kernels.cpu import WeightCache, run_steps_reduced
 from fastencodec.kernels.plan import flatten, ragged_steps, step_lengths
-from fastencodec.kernels.precision import check_precision
+from fastencodec.kernels.precision import activation_dtype, check_precision
 from fastencodec.nn.model import EncodecModel
 
 __all__ = ["Networks", "check_precision", "triton_available"]
@@ -57,7 +57,7 @@ class Networks:
         self.model = model
         self.precision = precision
         self._cuda: dict[str, object] = {}
-        self._cpu_weights = WeightCache(torch.bfloat16)
+        self._cpu_weights = WeightCache(activation_dtype(precision))
         self.check()
 
     @property
@@ -109,10 +109,33 @@ class Networks:
         x = x.float()
         if lengths is not None and len(set(lengths)) == 1 and lengths[0] == x.shape[-1]:
             lengths = None  # not ragged after all
-        if lengths is not None:
-            if not self._uses_kernels():
-                raise ValueError("ragged batches need CUDA and Triton")
-            return self._graphed(part)(x.contiguous(), self._lengths(part, lengths, x.shape[-1]))
+        if lengths is None:
+            return self._finite(part, self._forward(part, x), None)
+        if not self._uses_kernels():
+            raise ValueError("ragged batches need CUDA and Triton")
+        table = self._lengths(part, lengths, x.shape[-1])
+        return self._finite(part, self._graphed(part)(x.contiguous(), table), table[-1])
+
+    def _finite(self, part: str, out: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """``out`` ``[B, C, T]``, checked in ``fp16`` for values that overflowed float16 (in each
+        item's first ``valid[i]`` steps of a ragged batch; the rest is unspecified).
+
+        Raises:
+            ValueError: an overflow (tokens would be wrong).
+        """
+        if self.precision != "fp16":
+            return out
+        bad = ~torch.isfinite(out)
+        if valid is not None:
+            bad &= (torch.arange(out.shape[-1], device=out.device) < valid[:, None])[:, None, :]
+        if bool(bad.any()):
+            raise ValueError(
+                f"the {part}'s activations overflowed float16 (largest value 65504) on this input; "
+                "use precision 'tf32', 'bf16' or 'exact'"
+            )
+        return out
+
+    def _forward(self, part: str, x: torch.Tensor) -> torch.Tensor:
         if self._uses_kernels():
             return self._graphed(part)(x.contiguous())
         if self.precision == "exact":
@@ -121,7 +144,7 @@ class Networks:
             steps = flatten(getattr(self.model, part).layers)
 
             def network(item: torch.Tensor) -> torch.Tensor:
-                return run_steps_bf16(steps, item, self._cpu_weights)
+                return run_steps_reduced(steps, item, self._cpu_weights)
 
         if self.device.type == "cuda":  # no Triton: cuDNN, kept in float32 by its flags
             with cudnn_precision(False):

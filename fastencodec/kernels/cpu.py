@@ -1,8 +1,8 @@
 """CPU execution of the networks' steps in a reduced precision (torch ops, explicit dtypes).
 
 ``exact`` on CPU runs the modules themselves (the reference's arithmetic); this runner is the
-``bf16`` path: bfloat16 weights and activations, convolutions through oneDNN's bf16 kernels
-(products summed in float32, outputs rounded to bf16), GroupNorm and the LSTM in float32.
+``fp16`` and ``bf16`` path: 16-bit weights and activations, convolutions through oneDNN's 16-bit
+kernels (products summed in float32, outputs rounded to 16 bits), GroupNorm and the LSTM in float32.
 Every operation works on each batch item independently.
 """
 
@@ -34,20 +34,22 @@ class WeightCache:
         return entry[2]
 
 
-def run_steps_bf16(steps: list[Step], x: torch.Tensor, weights: WeightCache) -> torch.Tensor:
-    """Run ``steps`` on ``x`` ``[B, C, T]`` in bfloat16; returns float32 ``[B, C', T']``."""
-    x = x.to(torch.bfloat16)
+def run_steps_reduced(steps: list[Step], x: torch.Tensor, weights: WeightCache) -> torch.Tensor:
+    """Run ``steps`` on ``x`` ``[B, C, T]`` in ``weights.dtype`` (float16 or bfloat16); returns
+    float32 ``[B, C', T']``."""
+    dtype = weights.dtype
+    x = x.to(dtype)
     residual = None
     for step in steps:
         if isinstance(step, ConvStep):
             if step.keep:
                 residual = x if step.shortcut is None else _conv(step.shortcut, x, False, weights)
             y = _conv(step.module, x, step.elu, weights)
-            x = (y.float() + residual.float()).to(torch.bfloat16) if step.add else y
+            x = (y.float() + residual.float()).to(dtype) if step.add else y
         elif isinstance(step, ConvTransposeStep):
             x = _conv_transpose(step, x, weights)
         elif isinstance(step, LSTMStep):
-            x = step.module(x.float()).to(torch.bfloat16)
+            x = step.module(x.float()).to(dtype)
         else:  # pragma: no cover - flatten() makes only these
             raise TypeError(type(step).__name__)
     return x.float()
@@ -75,4 +77,4 @@ def _conv_transpose(step: ConvTransposeStep, x: torch.Tensor, weights: WeightCac
 
 
 def _group_norm(norm: torch.nn.GroupNorm, y: torch.Tensor) -> torch.Tensor:
-    return norm(y.float()).to(torch.bfloat16)
+    return norm(y.float()).to(y.dtype)

@@ -26,14 +26,16 @@ INPUT_PRECISION = {
     ("exact", "decoder"): ("ieee", "ieee"),
     ("tf32", "encoder"): ("tf32x3", "tf32x3"),
     ("tf32", "decoder"): ("tf32", "tf32"),
+    ("fp16", "encoder"): ("ieee", "tf32"),
+    ("fp16", "decoder"): ("ieee", "tf32"),
     ("bf16", "encoder"): ("ieee", "tf32"),
     ("bf16", "decoder"): ("ieee", "tf32"),
 }
 """Triton ``input_precision`` of (convolutions, LSTM) float32 products per (mode, network).
 ``tf32x3`` splits each float32 operand into two TF32 parts (three tensor-core products, error
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
-In ``bf16`` the convolutions' operands are bf16 (the setting is unused); the LSTM stays float32
-with TF32 products."""
+In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused); the LSTM
+stays float32 with TF32 products."""
 
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""

@@ -7,6 +7,10 @@
   TF32 operands (10-bit mantissa) and sum in float32; the encoder, which picks the tokens,
   uses 3xTF32 (each float32 operand split into two TF32 parts; error near float32's).
   Activations stay float32.
+- ``"fp16"``: float16 weights and activations between the convolutions (11-bit significand,
+  8 times finer than bfloat16's; largest value 65504), products summed in float32; the LSTM
+  runs in float32 (with TF32 products on CUDA). Outputs made non-finite by an overflow of
+  float16 raise instead of giving tokens. On CPU it needs float16 instructions (AVX512-FP16 or AMX-FP16).
 - ``"bf16"``: bfloat16 weights and activations between the convolutions, products summed in
   float32; the LSTM runs in float32 (with TF32 products on CUDA). On CPU it needs bf16
   instructions (AVX512-BF16 or AMX).
@@ -34,8 +38,8 @@ def check_precision(precision: str, device: torch.device | str) -> str:
         The precision name.
 
     Raises:
-        ValueError: unknown name, or a mode the device cannot run (``tf32`` on CPU, ``bf16``
-            on a CPU without bf16 instructions).
+        ValueError: unknown name, or a mode the device cannot run (``tf32`` on CPU, ``fp16`` or
+            ``bf16`` on a CPU without instructions for them).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -45,6 +49,11 @@ def check_precision(precision: str, device: torch.device | str) -> str:
             raise ValueError("precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact' or 'bf16'")
         if precision == "bf16" and not cpu_has_bf16():
             raise ValueError("precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks")
+        if precision == "fp16" and not cpu_has_fp16():
+            raise ValueError(
+                "precision 'fp16' on CPU needs AVX512-FP16 or AMX-FP16 instructions, which this CPU lacks; "
+                "use 'exact'" + (" or 'bf16'" if cpu_has_bf16() else "")
+            )
     elif kind != "cuda":
         raise ValueError(f"precision modes are defined for CPU and CUDA devices, not {kind!r}")
     return precision
@@ -58,6 +67,18 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_has_fp16() -> bool:
+    """Whether this CPU runs float16 matrix products natively (oneDNN's check)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ACTIVATION_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+"""Activation dtype of the reduced-precision modes; the others keep float32."""
+
+
 def activation_dtype(precision: str) -> torch.dtype:
     """dtype of activations between layers in ``precision``."""
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return ACTIVATION_DTYPES.get(precision, torch.float32)
