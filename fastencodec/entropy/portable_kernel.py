@@ -38,7 +38,7 @@ def kernel_weights(lm) -> tuple:
     tables = lm.tables
     exp_hi = np.append(tables["exp_hi"], 0)  # index 256: exp(-d) for d >= 2**16 is 0
     return (
-        lm.emb, lm.norm_in,
+        lm.emb.astype(np.int32), lm.norm_in,  # embeddings: 20-bit integers, read a row per codebook a frame
         np.ascontiguousarray(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
         np.ascontiguousarray(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
         lm.w_out, lm.b_out, lm.w1, lm.b1, lm.w2, lm.b2, lm.norms, lm.w_heads, lm.b_heads,
