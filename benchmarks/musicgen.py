@@ -1,8 +1,9 @@
 """MusicGen generation speed: fastencodec vs transformers, side by side in one run.
 
     python benchmarks/musicgen.py [--quick] [--device cuda] [--arch small medium] [--batch 1 8]
-                                  [--seconds 10] [--guidance 3] [--dtype float32|bfloat16] [--repeat 2]
-                                  [--profile] [--no-transformers] [--no-graphs] [--json FILE]
+                                  [--seconds 10] [--guidance 3] [--dtype float32|bfloat16]
+                                  [--theirs-dtype float32|bfloat16] [--repeat 2] [--profile]
+                                  [--no-transformers] [--no-graphs] [--kernels] [--json FILE]
 
 Random weights in the published architectures (shapes of facebook/musicgen-small and -medium:
 t5-base text encoder, 24 x 1024 or 48 x 1536 decoder, 4 codebooks of 2048, the 32 kHz EnCodec), so
@@ -11,11 +12,15 @@ classifier-free guidance in one doubled batch. Reported: wall time of a whole ca
 ``seconds * 50 + 3`` decoder steps, codec decode), decoder steps per second, real-time factor, and the
 decoder-weight bandwidth it implies (weight bytes read per step / step time: the bound at batch 1).
 Ours is also split into its phases (tokens: text encoder and all steps; codec decode; the text
-conditioning alone) and its first call (CUDA graph capture) is shown. Ours runs first for every batch
-size, then transformers (after a short warm-up call), so a time limit cuts the slow rows last.
-``--profile`` times one captured step with its replays queued back to back and splits it into kernel
-time and the gaps between kernels (torch.profiler). ``--quick`` runs musicgen-small, batch 1, 1 s,
-once (a CPU smoke test).
+conditioning alone) and its first call (CUDA graph capture) is shown. For each architecture ours runs
+first (every dtype and batch size), then transformers in its first dtype (after a short warm-up call);
+transformers' other dtypes come after all architectures, so a time limit cuts the least needed rows.
+``--profile`` times the captured steps at 50 positions spread over the window (each the graph of its
+attention span), replays queued back to back, and splits the average step into kernel time and the
+gaps between kernels (torch.profiler); also the step at the first and at the last span.
+``--kernels`` instead times a step's pieces alone, each captured 20 times back to back in a CUDA graph,
+with their alternatives (attention over a span of the cache; the largest matrix products).
+``--quick`` runs musicgen-small, batch 1, 1 s, once (a CPU smoke test).
 """
 
 from __future__ import annotations
@@ -123,55 +128,55 @@ def text_seconds(ours: MusicGen, prompts: list[str], device: torch.device, repea
         return statistics.median(timed(lambda: ours.text(prompts, True, device, dtype), device, repeat))
 
 
-def profile_step(ours: MusicGen, device: torch.device, steps: int = 50) -> dict:
-    """What one captured decoding step costs on the GPU: wall time per step with the replays queued
-    back to back, the kernels in it and their summed run time (the rest are gaps between kernels)."""
+def profile_step(ours: MusicGen, device: torch.device, steps: int, samples: int = 50) -> dict:
+    """What one captured decoding step costs on the GPU, averaged over a window of ``steps`` steps:
+    ``samples`` positions spread evenly over it, each replayed (the graph of its attention span) with
+    the replays queued back to back; wall time per step, the kernels in it and their summed run time
+    (the rest are gaps between kernels). Also the wall per step at the window's first and last span."""
     from torch.profiler import ProfilerActivity, profile
 
-    decoding = next(iter(ours._decoders._kept.values()))  # the graph the last generate call used
+    decoding = next(iter(ours._decoders._kept.values()))  # the graphs the last generate call used
+    positions = [round(i * (steps - 1) / (samples - 1)) for i in range(samples)]
 
-    def replay() -> None:
-        decoding.position.fill_(64)  # mid-window: in range whatever the window length
-        for _ in range(steps):
+    def replay(at: list[int]) -> None:
+        for position in at:
+            decoding.position.fill_(position)  # one tiny kernel before each replay
+            decoding.at = position
             decoding.advance()
 
     with torch.inference_mode():
-        wall = statistics.median(timed(replay, device, 3)) / steps
+        wall = statistics.median(timed(lambda: replay(positions), device, 3)) / samples
+        first = statistics.median(timed(lambda: replay([0] * samples), device, 3)) / samples
+        last = statistics.median(timed(lambda: replay([steps - 1] * samples), device, 3)) / samples
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            replay()
+            replay(positions)
             sync(device)
     kernels = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
                and str(e.device_type).endswith("CUDA")]
     busy = {e.key: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0.0)) for e in kernels}
     counts = {e.key: e.count for e in kernels}
-    total_us = sum(busy.values()) / steps
+    total_us = sum(busy.values()) / samples
     top = sorted(busy, key=busy.get, reverse=True)[:6]
     return dict(step_us=wall * 1e6, kernel_us=total_us, gap_us=wall * 1e6 - total_us,
-                kernels_per_step=sum(counts.values()) / steps,
-                top=[(name[:60], busy[name] / steps, counts[name] / steps) for name in top])
+                first_span_step_us=first * 1e6, last_span_step_us=last * 1e6,
+                spans=sorted(decoding.graphs) if hasattr(decoding, "graphs") else None,
+                kernels_per_step=sum(counts.values()) / samples,
+                top=[(name[:60], busy[name] / samples, counts[name] / samples) for name in top])
 
 
-def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, out) -> list[dict]:
-    """Rows for one architecture: ours for every dtype and batch size first, then transformers (in
-    the first dtype); printed as they come."""
+def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, emit: Table):
+    """Rows for one architecture: ours for every dtype and batch size first, then transformers in
+    the first of ``--theirs-dtype``; printed as they come. Returns transformers' model for the
+    other dtypes (timed after every architecture's first pass)."""
     hf = build(arch, device)
-    rows = []
-
-    def emit(row: dict) -> None:
-        rows.append(row)
-        out(row)
-
     for name in args.dtype:
         ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, getattr(torch, name))
         ours.use_cuda_graphs = not args.no_graphs
         bench_ours(ours, arch, name, args, device, emit)
         del ours
     if not args.no_transformers:
-        if args.dtype[0] != "float32":
-            hf = hf.to(getattr(torch, args.dtype[0]))
-        bench_theirs(hf, arch, args, tok, device, emit, rows)
-    del hf
-    return rows
+        bench_theirs(hf, arch, args.theirs_dtype[0], args, tok, device, emit)
+    return hf
 
 
 def steps_of(seconds: float) -> int:
@@ -179,7 +184,9 @@ def steps_of(seconds: float) -> int:
     return round(seconds * 50) + 3
 
 
-def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, device: torch.device, emit) -> None:
+def bench_ours(
+    ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, device: torch.device, emit: Table
+) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.lm.parameters())
     steps = steps_of(args.seconds)
     for batch in args.batch:
@@ -196,13 +203,16 @@ def bench_ours(ours: MusicGen, arch: str, dtype: str, args: argparse.Namespace, 
                    text_s=text_seconds(ours, prompts, device))
         if args.profile and device.type == "cuda" and ours.use_cuda_graphs:
             try:
-                row["profile"] = profile_step(ours, device)
+                row["profile"] = profile_step(ours, device, steps)
             except Exception as exc:  # the profiler is a bonus: a failure must not lose the timings
                 row["profile_error"] = f"{type(exc).__name__}: {exc}"
         emit(row)
 
 
-def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.device, emit, rows: list[dict]) -> None:
+def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, device: torch.device, emit: Table) -> None:
+    """transformers' rows in ``dtype`` (the model is converted in place), with the speed-up of each
+    of our rows of the same architecture and batch size."""
+    hf.to(getattr(torch, dtype))
     weight_bytes = sum(p.numel() * p.element_size() for p in hf.decoder.parameters())
     steps = steps_of(args.seconds)
     for batch in args.batch:
@@ -214,24 +224,107 @@ def bench_theirs(hf, arch: str, args: argparse.Namespace, tok, device: torch.dev
         timed(functools.partial(run_theirs, hf, ids, mask, 8, args.guidance), device, 1)  # warm-up, short
         fn = functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)
         wall = statistics.median(timed(fn, device, 1 if args.quick else args.repeat))
-        ours = [r["wall_s"] for r in rows if r["batch"] == batch and r["impl"] == "fastencodec"]
-        ratio = wall / ours[0] if ours else float("nan")
-        emit(dict(arch=arch, batch=batch, impl="transformers", dtype=args.dtype[0], wall_s=wall,
+        ours = {r["dtype"]: r["wall_s"] for r in emit.rows
+                if r["arch"] == arch and r["batch"] == batch and r["impl"] == "fastencodec"}
+        emit(dict(arch=arch, batch=batch, impl="transformers", dtype=dtype, wall_s=wall,
                   steps_per_s=steps / wall, realtime=args.seconds / wall,
-                  weight_gb_s=weight_bytes * steps / wall / 1e9, fastencodec_speedup=ratio))
+                  weight_gb_s=weight_bytes * steps / wall / 1e9,
+                  fastencodec_speedup={dtype: wall / ours_wall for dtype, ours_wall in ours.items()}))
+
+
+def graph_us(fn, calls: int = 20, replays: int = 10) -> float:
+    """Microseconds per call of ``fn`` (CUDA) with ``calls`` calls captured back to back in a CUDA
+    graph (no launch overhead between them, as in our captured step); median of ``replays``."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3 / calls)
+    return statistics.median(times)
+
+
+def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> list[dict]:
+    """One decoding step's pieces timed alone (``--kernels``, CUDA), with the alternatives: the
+    self-attention of one frame over ``span`` cached frames (``scaled_dot_product_attention`` with
+    the additive mask, as the step runs it, vs. matmul / softmax / matmul), and the largest matrix
+    products (``F.linear`` on the ``[out, in]`` weight, as the step runs it, vs. a matmul on the
+    weight stored ``[in, out]``); ``rows``: LM rows (twice the batch with guidance)."""
+    import torch.nn.functional as F
+
+    hidden, heads, ffn = (ARCHS[arch][k] for k in ("hidden_size", "num_attention_heads", "ffn_dim"))
+    dt = getattr(torch, dtype)
+    size = torch.empty((), dtype=dt).element_size()
+    out = []
+    q = torch.randn(rows, heads, 1, hidden // heads, device=device, dtype=dt)
+    scale = (hidden // heads) ** -0.5
+    for span in (64, 256, 512, 768):
+        k = torch.randn(rows, heads, 768, hidden // heads, device=device, dtype=dt)
+        v = torch.randn_like(k)
+        mask = torch.zeros(1, 1, 1, span, device=device, dtype=dt)
+        ks, vs = k[:, :, :span], v[:, :, :span]
+
+        def sdpa(ks=ks, vs=vs, mask=mask):
+            return F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask)
+
+        def math_attention(ks=ks, vs=vs, mask=mask):
+            return torch.matmul(((q @ ks.transpose(-1, -2)) * scale + mask).softmax(-1), vs)
+
+        moved = 2 * ks.numel() * size
+        for name, fn in (("sdpa", sdpa), ("matmul-softmax-matmul", math_attention)):
+            us = graph_us(fn)
+            out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"self-attention span {span}", choice=name,
+                            us=us, gb_s=moved / us / 1e3))
+    for piece, (n_out, n_in) in (("qkv", (3 * hidden, hidden)), ("fc1", (ffn, hidden)), ("fc2", (hidden, ffn))):
+        w = torch.randn(n_out, n_in, device=device, dtype=dt)
+        wt = w.t().contiguous()
+        xi = torch.randn(rows, n_in, device=device, dtype=dt)
+        for name, fn in (("F.linear [out, in]", lambda xi=xi, w=w: F.linear(xi, w)),
+                         ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt),
+                         ("(w @ x.T).T [out, in]", lambda xi=xi, w=w: (w @ xi.t()).t())):
+            us = graph_us(fn)
+            out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"{piece} {n_in}->{n_out}", choice=name,
+                            us=us, gb_s=w.numel() * size / us / 1e3))
+    return out
+
+
+class Table:
+    """The rows so far: each printed as it comes and, with ``json``, the whole list rewritten there."""
+
+    def __init__(self, json_path: Path | None):
+        self.json_path, self.rows = json_path, []
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        show(row)
+        if self.json_path:
+            self.json_path.write_text(json.dumps(self.rows, indent=1))
 
 
 def show(row: dict) -> None:
     """Print one row of the table (and the profile of a step when there is one)."""
     extra = (f"text {row['text_s'] * 1e3:.1f} ms, codec decode {row['codec_decode_s'] * 1e3:.0f} ms, "
              f"first call {row['first_call_s']:.2f} s") if "text_s" in row else \
-        f"fastencodec is {row['fastencodec_speedup']:.2f}x faster"
+        "fastencodec is " + ", ".join(f"{ratio:.2f}x faster in {dtype}" for dtype, ratio in
+                                      row["fastencodec_speedup"].items())
     print(f"| {row['arch']} | {row['batch']} | {row['impl']} | {row['dtype']} | {row['wall_s']:.2f} | "
           f"{row['steps_per_s']:.1f} | {row['realtime']:.2f} | {row['weight_gb_s']:.0f} | {extra} |", flush=True)
     if "profile" in row:
         p = row["profile"]
-        print(f"|   | step profile: {p['step_us']:.0f} us/step = {p['kernel_us']:.0f} us in "
-              f"{p['kernels_per_step']:.0f} kernels + {p['gap_us']:.0f} us between them; top: "
+        print(f"|   | step profile (window average): {p['step_us']:.0f} us/step = {p['kernel_us']:.0f} us in "
+              f"{p['kernels_per_step']:.0f} kernels + {p['gap_us']:.0f} us between them; first / last span "
+              f"{p['first_span_step_us']:.0f} / {p['last_span_step_us']:.0f} us/step; top: "
               + "; ".join(f"{name} {us:.0f} us x{n:.0f}" for name, us, n in p["top"]), flush=True)
 
 
@@ -243,35 +336,52 @@ def main() -> None:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--guidance", type=float, default=3.0)
-    parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16", "float16"], default=["float32"],
-                        help="decoder LM dtypes of ours (transformers runs in the first)")
+    dtypes = ["float32", "bfloat16", "float16"]
+    parser.add_argument("--dtype", nargs="+", choices=dtypes, default=["float32"], help="decoder LM dtypes of ours")
+    parser.add_argument("--theirs-dtype", nargs="+", choices=dtypes,
+                        help="transformers' dtypes (default: the first of --dtype); the first runs right after "
+                             "ours for each architecture, the others after every architecture's first pass")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after a warm-up; the median is shown")
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
     parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
     parser.add_argument("--profile", action="store_true", help="also profile one captured step (GPU)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="only time a step's pieces alone with their alternatives (CUDA; per arch, dtype, batch)")
     parser.add_argument("--json", type=Path, help="also write the rows here (rewritten after each row)")
     args = parser.parse_args()
     if args.quick:
         args.arch, args.batch, args.seconds, args.repeat = ["small"], [1], 1.0, 1
+    args.theirs_dtype = args.theirs_dtype or args.dtype[:1]
     device = torch.device(args.device)
     tok = tokenizer()
-    rows = []
 
-    def out(row: dict) -> None:
-        rows.append(row)
-        show(row)
+    emit = Table(args.json)
+    if args.kernels:
+        print("| arch | dtype | rows | piece | choice | us per call | GB/s read |\n|---|---|---|---|---|---|---|")
+        for arch in args.arch:
+            for dtype in args.dtype:
+                for batch in args.batch:
+                    for row in kernel_choices(arch, dtype, batch * (2 if args.guidance > 1 else 1), device):
+                        emit.rows.append(row)
+                        print(f"| {arch} | {dtype} | {row['rows']} | {row['piece']} | {row['choice']} | "
+                              f"{row['us']:.1f} | {row['gb_s']:.0f} |", flush=True)
         if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
+            args.json.write_text(json.dumps(emit.rows, indent=1))
+        return
 
     print(f"# MusicGen, {args.seconds:g} s, guidance {args.guidance:g}, top-k 250, {'/'.join(args.dtype)}, {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
     print("| arch | batch | impl | dtype | wall s | steps/s | x real time | weight GB/s | notes |")
     print("|---|---|---|---|---|---|---|---|---|")
+    models = {}
     for arch in args.arch:
-        bench_arch(arch, args, tok, device, out)
+        models[arch] = bench_arch(arch, args, tok, device, emit)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    for dtype in [] if args.no_transformers else args.theirs_dtype[1:]:
+        for arch, hf in models.items():
+            bench_theirs(hf, arch, dtype, args, tok, device, emit)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from fastencodec.entropy import (
     MetaLM,
     MetaLMCoder,
     MissingLMWeights,
+    integer_cdfs,
     lm_checkpoint_path,
     lm_config,
     load_lm_state,
@@ -172,6 +173,38 @@ def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     np.testing.assert_array_equal(np.concatenate(blocks), np.stack(want))
 
 
+def test_integer_cdfs_are_the_exact_integer_rule():
+    """Widths floor(w * free / total) + 2, the remainder to the first heaviest symbol: checked with
+    Python integers on weights where a float quotient would round across an integer."""
+    rng = np.random.default_rng(3)
+    card = 1024
+    free = 2**24 - 2 * card
+    rows = [
+        rng.integers(0, 2**37, card),
+        np.full(card, 2**37 - 1),
+        np.zeros(card, np.int64),
+        np.r_[np.zeros(card - 1, np.int64), 5],
+        rng.integers(0, 3, card),
+        (rng.random(card) ** 40 * 2**30).astype(np.int64),
+    ]
+    for total in map(int, rng.integers(2**36, 2**37, 64) | 1):  # a quotient 1 / total below an integer
+        near = (pow(total, -1, free) * total - 1) // free if total % 8191 else total  # free = 2**11 * 8191
+        if near < total // 3:  # with a heavier weight beside it (the remainder would hide its error)
+            rest = rng.multinomial(total - near - total // 2, np.full(card - 2, 1 / (card - 2)))
+            rows.append(np.r_[near, total // 2, rest])
+    # Quotients that float64 puts just below their integer (found by search).
+    for total, low in ((115141888792, 28785472198), (132582307572, 33071228799), (3768285932, 832004042)):
+        rest = rng.multinomial(total - low - total // 2, np.full(card - 2, 1 / (card - 2)))
+        rows.append(np.r_[low, total // 2, rest])
+    weights = np.stack(rows).astype(np.int64)
+    got = integer_cdfs(weights)
+    for row, cdf in zip(weights.tolist(), got.tolist()):
+        s = sum(row)
+        widths = [(w * free) // s + 2 if s else free // card + 2 for w in row]
+        widths[row.index(max(row))] += 2**24 - sum(widths)
+        assert cdf == np.cumsum(widths).tolist()
+
+
 def test_cdfs_and_coder_match_meta():
     gen = torch.Generator().manual_seed(0)
     pdf = torch.softmax(torch.randn(200, 1024, generator=gen) * 4, dim=1)
@@ -309,12 +342,14 @@ def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt
     assert portable_segment(portable[name], codes) == data
 
 
-def test_portable_causal_pass_matches_the_decoding_kernel_past_the_window():
-    """The encoder's block pass (float64 products) gives the frame-by-frame kernel's integers."""
+def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
+    """The encoders' block passes (float64 products; torch on any device, and the CPU's) give the
+    frame-by-frame kernel's integers."""
     import dataclasses
 
     from fastencodec.entropy.fixed import CLAMP
     from fastencodec.entropy.portable import PortableLM
+    from fastencodec.entropy.portable_kernel import BlockPass
     from fastencodec.entropy.portable_pass import MAX_TERMS, CausalPass, PassWeights, product_bound
 
     assert product_bound(CLAMP) < 2**53 and MAX_TERMS >= 800  # every partial sum is an exact float64
@@ -324,9 +359,15 @@ def test_portable_causal_pass_matches_the_decoding_kernel_past_the_window():
     codes = lcg_codes(3, 40, 7)
     want = lm.weights_for(codes)
     index = np.concatenate([np.zeros((3, 1), np.int64), codes[:, :-1] + 1], axis=1)
+    blocks = ((0, 1), (1, 9), (9, 10), (10, 40))
     causal = CausalPass(PassWeights(lm), 3)
-    got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in ((0, 1), (1, 9), (9, 10), (10, 40))]
+    got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in blocks]
     np.testing.assert_array_equal(np.concatenate(got), want)
+    # The CPU encoder's block pass (kernel code around float64 products; passes of at most 6 frames
+    # here, its window compacted between them) gives the kernel's CDFs.
+    block = BlockPass(lm, PassWeights(lm), 3)
+    got = np.concatenate([block.cdfs_for(index[:, a:b]) for a, b in blocks])
+    np.testing.assert_array_equal(got, integer_cdfs(want.reshape(-1, want.shape[-1])))
 
 
 def test_portable_round_trip_and_stream_position(portable):

@@ -224,8 +224,57 @@ def test_static_step_matches_eager_step(mono):
         lm.prefill(tokens[..., :3], static)
         for t in range(3, 9):
             a = lm.step(tokens[..., t : t + 1], t, eager)
-            b = lm.step_static(tokens[..., t : t + 1], torch.tensor(t), static)
-            assert torch.allclose(a, b, atol=1e-5, rtol=0)
+            for span in (t + 1, 12, None):  # exactly the filled frames, a bucket past them, the whole cache
+                b = lm.step_static(tokens[..., t : t + 1], torch.tensor(t), static, span)
+                assert torch.allclose(a, b, atol=1e-5, rtol=0)
+        for span in (0, 17):
+            with pytest.raises(ValueError, match="span"):
+                lm.step_static(tokens[..., :1], torch.tensor(0), static, span)
+
+
+def _poisoned_caches(monkeypatch, lm_class, keep: int):
+    """Make every new KV cache hold NaN in its self-attention keys and values from frame ``keep`` on
+    and 1e4 before it: a step that reads an unfilled frame past its span turns the logits into NaN,
+    one that uses an unfilled frame inside its span (a broken mask) changes them."""
+    new_cache = lm_class.new_cache
+
+    def poisoned(self, batch, length):
+        cache = new_cache(self, batch, length)
+        for part in (cache.keys, cache.values):
+            part.fill_(float("nan"))
+            part[:, :, :, :keep].fill_(1e4)
+        return cache
+
+    monkeypatch.setattr(lm_class, "new_cache", poisoned)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_attention_reads_only_the_filled_cache(mono, monkeypatch, device):
+    """Greedy decoding over caches poisoned past the filled frames chooses what it chooses over clean
+    caches (the clean runs match transformers in the tests above): eager steps read exactly the filled
+    frames; graphed steps (CUDA) read up to their span bucket (73 steps: past the first bucket),
+    masking its unfilled frames. (Not against transformers here: 73 steps exceed its 64 positions.)"""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from fastencodec.musicgen import stepping
+    from fastencodec.musicgen.decoder import MusicGenLM
+
+    *_, path, mg = mono
+    if device == "cuda":
+        mg = MusicGen.from_pretrained(path, "cuda")
+    prompts = ["jazz piano", "loud fast rock drums with bass and guitar"]
+    frames = 70
+    keep = 0 if device == "cpu" else -(-(frames + 3) // stepping.SPAN_BUCKET) * stepping.SPAN_BUCKET
+    clean = _ours(mg, prompts, frames, 3.0)
+    with monkeypatch.context() as patch:
+        _poisoned_caches(patch, MusicGenLM, keep)
+        mg._decoders.clear()  # a new cache (and graphs) for this run
+        poisoned = _ours(mg, prompts, frames, 3.0)
+    mg._decoders.clear()
+    assert torch.equal(poisoned[0], clean[0])
+    assert len(poisoned[2]) == len(clean[2]) == frames + 3
+    for a, b in zip(poisoned[2], clean[2]):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
 
 
 def test_top_level_generate_is_lazy_and_uses_the_default_model(mono, monkeypatch):

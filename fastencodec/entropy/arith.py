@@ -33,6 +33,7 @@ MAX_BIT_LIMIT = 61  # Meta's coder asserts max_bit <= 61 (its range then exceeds
 ERR_RANGE = -1  # range invariant broken (a CDF exceeding 2 ** bits, or Meta's 61-bit limit)
 ERR_SEARCH = -2  # no symbol owns the decoded value: corrupt stream or mismatched model
 ERR_CDF = -3  # a CDF that is not strictly increasing or starts below 1
+ERR_STARVED = -4  # the stream ended before the symbols did (reported by callers of _decode)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -284,8 +285,7 @@ class ArithmeticDecoder:
     def __init__(self, src: BinaryIO, total_range_bits: int = TOTAL_RANGE_BITS, max_bytes: int | None = None) -> None:
         self._src = src
         self._bits = total_range_bits
-        self._state = np.zeros(7, dtype=np.int64)
-        self._state[_MAX_BIT] = -1
+        self._state = decoder_state()
         self._data = np.zeros(0, dtype=np.uint8)
         try:
             self._seekable = bool(src.seekable())
@@ -309,7 +309,7 @@ class ArithmeticDecoder:
         while True:
             done = _decode(cdfs, out, done, self._state, self._data, self._bits)
             if done < 0:
-                raise CoderError(_DECODE_ERRORS[done])
+                raise decode_error(done)
             if done == out.size:
                 return out
             self._refill()
@@ -330,7 +330,7 @@ class ArithmeticDecoder:
             size = min(size, self._max_bytes - self._read_total)
         chunk = self._src.read(size) if size > 0 else b""
         if not chunk:
-            raise CoderError("the entropy-coded stream ended sooner than expected (truncated or corrupt)")
+            raise decode_error(ERR_STARVED)
         self._read_total += len(chunk)
         self._data = np.concatenate([self._data[pos:], np.frombuffer(chunk, dtype=np.uint8)])
         self._state[_POS] = 0
@@ -339,4 +339,45 @@ class ArithmeticDecoder:
 _DECODE_ERRORS = {
     ERR_RANGE: "the coder range overflowed: the stream is corrupt or was coded with another model",
     ERR_SEARCH: "no symbol matches the coded value: the stream is corrupt or was coded with another model",
+    ERR_STARVED: "the entropy-coded stream ended sooner than expected (truncated or corrupt)",
 }
+
+
+def decoder_state() -> np.ndarray:
+    """A fresh decoder state for :func:`_decode` (compiled callers decoding a whole payload at once)."""
+    state = np.zeros(7, dtype=np.int64)
+    state[_MAX_BIT] = -1
+    return state
+
+
+def bytes_consumed(state: np.ndarray) -> int:
+    """Bytes of the payload a whole-payload :func:`_decode` has read (its state's position)."""
+    return int(state[_POS])
+
+
+def decode_error(code: int) -> CoderError:
+    """The :class:`CoderError` for a decoder status code."""
+    return CoderError(_DECODE_ERRORS[code])
+
+
+def decode_payload(cdfs: np.ndarray, state: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Decode one symbol per CDF row (int64 ``[n, card]``) from a whole in-memory payload.
+
+    Args:
+        cdfs: int64 ``[n, card]``.
+        state: the decoder's state (:func:`decoder_state`), advanced.
+        data: the whole payload (uint8).
+
+    Returns:
+        int64 ``[n]``.
+
+    Raises:
+        CoderError: the payload is truncated, corrupt, or was coded with other CDFs.
+    """
+    out = np.empty(cdfs.shape[0], dtype=np.int64)
+    done = _decode(_check_cdfs(cdfs, cdfs.shape[0]), out, 0, state, data, TOTAL_RANGE_BITS)
+    if done < 0:
+        raise decode_error(done)
+    if done < out.size:
+        raise decode_error(ERR_STARVED)
+    return out

@@ -4,8 +4,8 @@ Everything that feeds the CDFs is computed exactly, so every platform gets the s
 
 - Meta's LM weights are rounded once to fixed point (12 fractional bits; matrices as int16,
   biases with 24 fractional bits); activations are integers with 12 fractional bits,
-  clamped to +-256. Dot products are sums of integer products below 2**53, carried in
-  float64 lanes: exact in any reduction order, with or without FMA.
+  clamped to +-256. Dot products are sums of integer products below 2**53 (int64 sums, or
+  float64 lanes: exact in any reduction order, with or without FMA).
 - Layer norms use an integer square root; GELU (tanh form), the position embedding
   (a 65,536-step cosine table indexed by the 64-bit fixed-point turn count) and the
   softmaxes (exp of the distance to the maximum) use tables built with Python integers and
@@ -31,14 +31,15 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from numba import njit
 
 from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
 
-from .arith import ArithmeticDecoder, ArithmeticEncoder
+from .arith import ArithmeticEncoder, bytes_consumed, decode_payload, decoder_state
 from .cdf import _integer_cdfs
-from .fixed import CLAMP, FRAC, ONE, fixed, tables
+from .fixed import CLAMP, FRAC, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
+from .portable_kernel import BlockPass, KernelState, decode_frames, kernel_weights
+from .portable_kernel import step as kernel_step
 from .portable_pass import CausalPass, PassWeights
 
 TAG = "lmp1"
@@ -84,10 +85,8 @@ class PortableLM:
                                  for k in range(config.num_codebooks)])
         self.b_heads = np.stack([fixed(t[f"linears.{k}.bias"], 2 * FRAC, big, np.int64)
                                  for k in range(config.num_codebooks)])
-        # The decoding kernel reads the int16 matrices as float32 (exact), which it widens faster.
-        self.kernel_matrices = tuple(a.astype(np.float32) for a in (self.w_in, self.w_out, self.w1, self.w2,
-                                                                    self.w_heads))
         self.tables = tables()
+        self.kernel = kernel_weights(self)
         digest = hashlib.sha256(TAG.encode())
         for array in (self.emb, self.norm_in, self.w_in, self.b_in, self.w_out, self.b_out, self.w1, self.b1,
                       self.w2, self.b2, self.norms, self.w_heads, self.b_heads):
@@ -113,7 +112,7 @@ class PortableLM:
 
 
 class _Stream:
-    """The per-segment state of a :class:`PortableLM` (window of keys and values)."""
+    """The per-segment state of a :class:`PortableLM` stepped by the CPU kernel (:mod:`.portable_kernel`)."""
 
     def __init__(self, lm: PortableLM, num_codebooks: int) -> None:
         cfg = lm.config
@@ -121,183 +120,15 @@ class _Stream:
             raise ValueError(f"the LM codes 1 to {cfg.num_codebooks} codebooks, got {num_codebooks}")
         self.lm = lm
         self.k = num_codebooks
-        cap = 2 * (cfg.past_context + 1)
-        # Keys and values (integers below 2**20) per layer, dimension-major, as float32: exact, and
-        # half the memory traffic of int64 (see _attention).
-        self.keys = np.zeros((cfg.num_layers, cfg.dim, cap), dtype=np.float32)
-        self.values = np.zeros((cfg.num_layers, cfg.dim, cap), dtype=np.float32)
-        self.window = np.array([0, 1, 0], dtype=np.int64)  # start, end, position
-        self.started = False
+        self.state = KernelState(cfg, num_codebooks)
 
     def step(self, previous: np.ndarray | None) -> np.ndarray:
-        lm, cfg = self.lm, self.lm.config
         index = np.zeros(self.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
-        out = np.empty((self.k, cfg.card), dtype=np.int64)
-        tb = lm.tables
-        w_in, w_out, w1, w2, w_heads = lm.kernel_matrices
-        _step(index, lm.emb, lm.norm_in, w_in, lm.b_in, w_out, lm.b_out, w1, lm.b1, w2, lm.b2,
-              lm.norms, w_heads, lm.b_heads, tb["cos"], tb["exp_hi"], tb["exp_lo"], tb["gelu"], tb["turns"],
-              self.keys, self.values, self.window, self.started, cfg.num_heads, cfg.past_context, out)
-        self.started = True
-        return out
+        return kernel_step(self.lm.kernel, self.state, index)
 
-
-@njit(cache=True, nogil=True)
-def _clamp(v):
-    return min(max(v, -CLAMP), CLAMP)
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _linear(x, w, b, out):
-    """out = clamp(floor((W x + b) / 2**12)); exact: every partial sum is an integer below 2**53."""
-    n_out, n_in = w.shape
-    xf = x.astype(np.float64)
-    for o in range(n_out):
-        acc = 0.0
-        for i in range(n_in):
-            acc += np.float64(w[o, i]) * xf[i]
-        out[o] = _clamp((np.int64(acc) + b[o]) >> FRAC)
-
-
-@njit(cache=True, nogil=True)
-def _isqrt(n):
-    r = np.int64(np.sqrt(np.float64(n)))
-    while r * r > n:
-        r -= 1
-    while (r + 1) * (r + 1) <= n:
-        r += 1
-    return r
-
-
-@njit(cache=True, nogil=True)
-def _layer_norm(x, gamma, beta):
-    n = x.shape[0]
-    total = np.int64(0)
-    for i in range(n):
-        total += x[i]
-    mean = total // n
-    var = np.int64(0)
-    for i in range(n):
-        d = x[i] - mean
-        var += d * d
-    std = _isqrt(var // n + 168)  # eps 1e-5 with 24 fractional bits
-    if std == 0:
-        std = 1
-    for i in range(n):
-        y = ((x[i] - mean) << FRAC) // std
-        x[i] = _clamp(((_clamp(y) * gamma[i]) >> FRAC) + beta[i])
-
-
-@njit(cache=True, nogil=True)
-def _exp_neg(d, exp_hi, exp_lo):
-    """exp(-d / 2**12) with 30 fractional bits, for d >= 0."""
-    hi = d >> 8
-    if hi >= 256:
-        return np.int64(0)
-    return (exp_hi[hi] * exp_lo[d & 255]) >> 30
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _attention(q, keys, values, start, end, heads, exp_hi, exp_lo, scores, attn):
-    """Integer softmax attention of ``q`` over rows ``start..end`` of ``keys``/``values`` ``[dim, cap]``.
-
-    The products run in float64 and are exact in any order: query and key entries are below
-    2**20 (25 per head: sums below 2**45), exp weights at most 2**16 against values below
-    2**20 (at most 2**10 rows: below 2**46)."""
-    dim = q.shape[0]
-    head_dim = dim // heads
-    scores[:, start : end + 1] = 0.0
-    for d in range(dim):
-        h = d // head_dim
-        qd = np.float64(q[d])
-        for j in range(start, end + 1):
-            scores[h, j] += qd * np.float64(keys[d, j])
-    for h in range(heads):
-        best = np.int64(-(1 << 62))
-        for j in range(start, end + 1):
-            s = np.int64(scores[h, j]) // (5 * ONE)  # 1 / sqrt(25), back to 12 fractional bits
-            scores[h, j] = s
-            best = max(best, s)
-        total = np.int64(0)
-        for j in range(start, end + 1):
-            e = _exp_neg(min(best - np.int64(scores[h, j]), 1 << 20), exp_hi, exp_lo) >> 14
-            scores[h, j] = e
-            total += e
-        for d in range(h * head_dim, (h + 1) * head_dim):
-            acc = 0.0
-            for j in range(start, end + 1):
-                acc += scores[h, j] * np.float64(values[d, j])
-            attn[d] = np.int64(acc) // total
-
-
-@njit(cache=True, nogil=True)
-def _step(index, emb, norm_in, w_in, b_in, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
-          cos, exp_hi, exp_lo, gelu, turns, keys, values, window, started, heads, past, out):
-    n_layers, dim, cap = keys.shape
-    k_count, card = out.shape
-    start, end, position = window[0], window[1], window[2]
-    x = np.zeros(dim, dtype=np.int64)
-    for k in range(k_count):
-        for i in range(dim):
-            x[i] += emb[k, index[k], i]
-    for i in range(dim):
-        x[i] = _clamp(x[i])
-    _layer_norm(x, norm_in[0], norm_in[1])
-    half = dim // 2
-    for i in range(half):
-        turn = np.uint64(position) * turns[i]
-        j = np.int64(turn >> np.uint64(64 - 16))
-        x[i] = _clamp(x[i] + cos[j])
-        x[half + i] = _clamp(x[half + i] + cos[(j - 16384) & 65535])
-    q = np.empty(dim, dtype=np.int64)
-    kv = np.empty(2 * dim, dtype=np.int64)
-    attn = np.empty(dim, dtype=np.int64)
-    proj = np.empty(dim, dtype=np.int64)
-    hidden = np.empty(w1.shape[1], dtype=np.int64)
-    scores = np.empty((heads, cap), dtype=np.float64)
-    for layer in range(n_layers):
-        if not started:  # Meta's initial all-zero frame: its keys and values are the biases
-            for i in range(dim):
-                keys[layer, i, start] = _clamp(b_in[layer, dim + i] >> FRAC)
-                values[layer, i, start] = _clamp(b_in[layer, 2 * dim + i] >> FRAC)
-        _linear(x, w_in[layer, :dim], b_in[layer, :dim], q)
-        _linear(x, w_in[layer, dim:], b_in[layer, dim:], kv)
-        keys[layer, :, end] = kv[:dim]
-        values[layer, :, end] = kv[dim:]
-        _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, scores, attn)
-        _linear(attn, w_out[layer], b_out[layer], proj)
-        for i in range(dim):
-            x[i] = _clamp(x[i] + proj[i])
-        _layer_norm(x, norms[layer, 0, 0], norms[layer, 0, 1])
-        _linear(x, w1[layer], b1[layer], hidden)
-        for i in range(hidden.shape[0]):
-            v = hidden[i]
-            if v >= 8 * ONE:
-                continue
-            if v < -8 * ONE:
-                hidden[i] = 0
-            else:
-                hidden[i] = gelu[(v + 8 * ONE) >> 4]
-        _linear(hidden, w2[layer], b2[layer], proj)
-        for i in range(dim):
-            x[i] = _clamp(x[i] + proj[i])
-        _layer_norm(x, norms[layer, 1, 0], norms[layer, 1, 1])
-    logits = np.empty(card, dtype=np.int64)
-    for k in range(k_count):
-        _linear(x, w_heads[k], b_heads[k], logits)
-        best = logits.max()
-        for s in range(card):
-            out[k, s] = _exp_neg(best - logits[s], exp_hi, exp_lo)
-    end += 1
-    if end - start > past:
-        start += 1
-    if end + 1 >= cap:
-        count = end - start
-        for layer in range(n_layers):
-            keys[layer, :, :count] = keys[layer, :, start:end].copy()
-            values[layer, :, :count] = values[layer, :, start:end].copy()
-        start, end = 0, count
-    window[0], window[1], window[2] = start, end, position + 1
+    def decode(self, last: np.ndarray, ac_state: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
+        """Decode ``out.shape[1]`` frames from ``data`` (a whole payload) after frame ``last`` (-1: none)."""
+        decode_frames(self.lm.kernel, self.state, last, ac_state, data, out)
 
 
 class PortableCoder:
@@ -354,12 +185,18 @@ def _cdfs(weights: np.ndarray) -> np.ndarray:
 
 
 class _Encoder:
-    """Codes a segment as its frames arrive: the LM runs over each pushed block in one causal pass."""
+    """Codes a segment as its frames arrive: the LM runs over each pushed block in one pass
+    (:class:`.portable_kernel.BlockPass` on the CPU, :class:`.portable_pass.CausalPass` elsewhere)."""
 
-    _BLOCK = 128  # frames per pass (bounds the attention scores to heads x 128 x 390 int64)
+    _BLOCK = 128  # frames per CausalPass (bounds its attention scores to heads x 128 x 390 int64)
 
     def __init__(self, coder: PortableCoder, out: BinaryIO, num_codebooks: int) -> None:
-        self._pass = CausalPass(coder.pass_weights(), num_codebooks)
+        if coder.device.type == "cpu":
+            self._pass = BlockPass(coder.lm, coder.pass_weights(), num_codebooks)
+            self._block = self._pass.max_frames
+        else:
+            self._pass = CausalPass(coder.pass_weights(), num_codebooks)
+            self._block = self._BLOCK
         self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
@@ -375,11 +212,14 @@ class _Encoder:
         if codes.size and (codes.min() < 0 or codes.max() >= card):
             raise ValueError(f"codes must lie in [0, {card})")
         codes = codes.astype(np.int64)
-        for start in range(0, codes.shape[1], self._BLOCK):
-            block = codes[:, start : start + self._BLOCK]
+        for start in range(0, codes.shape[1], self._block):
+            block = codes[:, start : start + self._block]
             index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
-            weights = self._pass.weights_for(torch.from_numpy(index)).cpu().numpy()
-            self._ac.push(block.T.ravel(), _cdfs(weights.reshape(-1, card)))
+            if isinstance(self._pass, BlockPass):
+                cdfs = self._pass.cdfs_for(index)
+            else:
+                cdfs = _cdfs(self._pass.weights_for(torch.from_numpy(index)).cpu().numpy().reshape(-1, card))
+            self._ac.push(block.T.ravel(), cdfs)
             self._previous = block[:, -1].copy()
 
     def finish(self) -> None:
@@ -395,9 +235,11 @@ class _PassStep:
     def __init__(self, causal: CausalPass) -> None:
         self._pass = causal
 
-    def step(self, previous: np.ndarray | None) -> np.ndarray:
-        index = np.zeros(self._pass.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
-        return self._pass.weights_for(torch.from_numpy(index[:, None]))[0].cpu().numpy()
+    def decode(self, last: np.ndarray, ac_state: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
+        """Decode ``out.shape[1]`` frames from ``data`` (a whole payload) after frame ``last`` (-1: none)."""
+        for t in range(out.shape[1]):
+            weights = self._pass.weights_for(torch.from_numpy(last[:, None] + 1))[0].cpu().numpy()
+            last[:] = out[:, t] = decode_payload(_cdfs(weights), ac_state, data)
 
 
 class _Decoder:
@@ -419,23 +261,18 @@ class _Decoder:
         if zlib.crc32(payload) != crc:
             raise DamagedSegmentError("portable LM segment fails its CRC (the stream continues at the next segment)")
         self._stream = coder._stepper(num_codebooks)
-        self._payload = io.BytesIO(payload)
-        self._ac = ArithmeticDecoder(self._payload, max_bytes=size)
+        self._data = np.frombuffer(payload, dtype=np.uint8)
+        self._ac_state = decoder_state()
+        self._last = np.full(num_codebooks, -1, dtype=np.int64)  # no frame decoded yet: LM input 0
         self._left = frames
         self._k = num_codebooks
-        self._previous: np.ndarray | None = None
 
     def read(self, frames: int) -> np.ndarray:
         if not 0 <= frames <= self._left:
             raise ValueError(f"asked for {frames} frames, {self._left} remain in the segment")
         out = np.empty((self._k, frames), dtype=np.int64)
-        for t in range(frames):
-            symbols = self._ac.pull(_cdfs(self._stream.step(self._previous)))
-            out[:, t] = symbols
-            self._previous = symbols
+        self._stream.decode(self._last, self._ac_state, self._data, out)
         self._left -= frames
-        if self._left == 0:
-            self._ac.close()
-            if self._payload.read(1):
-                raise EcdcError("portable LM segment has trailing bytes: corrupt")
+        if self._left == 0 and bytes_consumed(self._ac_state) != self._data.size:
+            raise EcdcError("portable LM segment has trailing bytes: corrupt")
         return out

@@ -3,7 +3,8 @@
 One embedding table per codebook (their sum is the input), sinusoidal positions, pre-norm blocks of
 causal self-attention, cross-attention to the text states, and a GELU feed-forward; one linear head
 per codebook. Keys and values live in a preallocated :class:`KVCache`, so a decoding step has fixed
-shapes: :meth:`MusicGenLM.step_static` (position as a device tensor) can be captured in a CUDA graph.
+shapes: :meth:`MusicGenLM.step_static` (position as a device tensor, attending over a fixed ``span``
+of leading cache frames) can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -50,17 +51,33 @@ class KVCache:
         self.cross_mask: torch.Tensor | None = None
         self.length = length
 
-    def visible(self, position: torch.Tensor) -> torch.Tensor:
-        """Additive self-attention mask ``[1, 1, 1, length]`` of a frame at ``position`` (a 0-d long
-        device tensor): 0 for the cached frames up to it, -inf after. Made once per step, shared by
-        every layer."""
+    def visible(self, position: torch.Tensor, span: int) -> torch.Tensor:
+        """Additive self-attention mask ``[1, 1, 1, span]`` over the first ``span`` cache frames of a
+        frame at ``position`` (a 0-d long device tensor, ``position < span``): 0 for the cached frames
+        up to it, -inf after. Made once per step, shared by every layer."""
         zero = torch.zeros((), dtype=self.keys.dtype, device=self.keys.device)
-        return torch.where(self.steps <= position, zero, -math.inf).view(1, 1, 1, -1)
+        return torch.where(self.steps[:span] <= position, zero, -math.inf).view(1, 1, 1, -1)
 
     @staticmethod
     def bytes_needed(cfg: DecoderConfig, batch: int, length: int, dtype: torch.dtype) -> int:
         """Bytes the self-attention keys and values take."""
         return 2 * cfg.layers * batch * length * cfg.hidden * torch.empty((), dtype=dtype).element_size()
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention of ``q`` ``[batch, heads, frames, head_dim]`` over ``keys``/``values`` ``[batch, heads,
+    n, head_dim]`` with the additive ``mask`` (broadcast to ``[batch, heads, frames, n]``, or None).
+
+    One float32 query frame (a decoding step) runs as matmul, masked softmax, matmul: on CUDA,
+    PyTorch's float32 ``scaled_dot_product_attention`` picks a memory-efficient kernel that walks
+    the keys with one block per head, several times slower for one query over hundreds of frames
+    (``benchmarks/musicgen.py --kernels``); half precision and several frames keep it."""
+    if q.dtype != torch.float32 or q.shape[-2] != 1:
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    scores = torch.matmul(q, keys.transpose(-1, -2))
+    scale = q.shape[-1] ** -0.5
+    scores = scores.mul_(scale) if mask is None else torch.add(mask, scores, alpha=scale)
+    return torch.matmul(scores.softmax(dim=-1), values)
 
 
 def add_linear(x: torch.Tensor, h: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
@@ -108,8 +125,8 @@ class DecoderLayer(nn.Module):
         self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor, visible: torch.Tensor | None
     ) -> torch.Tensor:
         """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
-        frame, attended over the whole cache with the additive mask ``visible`` [1, 1, 1, length]
-        (fixed shapes for CUDA graphs)."""
+        frame, attended over the first ``span`` cache frames with the additive mask ``visible``
+        [1, 1, 1, span] (fixed shapes for CUDA graphs; frames past ``span`` are never read)."""
         attn = self.self_attn
         h = self.self_attn_layer_norm(x)
         q, k, v = (attn.split(part) for part in attn.qkv_proj(h).chunk(3, dim=-1))
@@ -117,22 +134,23 @@ class DecoderLayer(nn.Module):
         if isinstance(start, torch.Tensor):
             keys.index_copy_(2, start.view(1), k)
             values.index_copy_(2, start.view(1), v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=visible)
+            span = visible.shape[-1]
+            out = attend(q, keys[:, :, :span], values[:, :, :span], visible)
         else:
             end = start + x.shape[1]
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
-            causal = x.shape[1] > 1
-            if causal and start != 0:
+            if x.shape[1] == 1:
+                out = attend(q, keys[:, :, :end], values[:, :, :end], None)
+            elif start == 0:
+                out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=True)
+            else:
                 raise ValueError("several frames at once are only supported from position 0")
-            out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=causal)
         x = attn.add_merged(x, out)
         cross = self.encoder_attn
         h = self.encoder_attn_layer_norm(x)
         q = cross.split(cross.q_proj(h))
-        out = F.scaled_dot_product_attention(
-            q, cache.cross_keys[index], cache.cross_values[index], attn_mask=cache.cross_mask
-        )
+        out = attend(q, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
         x = cross.add_merged(x, out)
         return add_linear(x, activation(self.act, self.fc1(self.final_layer_norm(x))), self.fc2)
 
@@ -170,12 +188,14 @@ class MusicGenLM(nn.Module):
         else:
             cache.cross_keys, cache.cross_values, cache.cross_mask = keys, values, cross_mask
 
-    def _run(self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor) -> torch.Tensor:
+    def _run(
+        self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor, span: int | None = None
+    ) -> torch.Tensor:
         x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
         visible = None
         if isinstance(start, torch.Tensor):
             x = x + cache.positions.index_select(0, start.view(1))
-            visible = cache.visible(start)
+            visible = cache.visible(start, cache.length if span is None else span)
         else:
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
@@ -191,9 +211,21 @@ class MusicGenLM(nn.Module):
         """One frame ``tokens`` [batch, codebooks, 1] at ``position`` -> logits for the next frame."""
         return self._run(tokens, cache, position)
 
-    def step_static(self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it."""
-        return self._run(tokens, cache, position)
+    def step_static(
+        self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache, span: int | None = None
+    ) -> torch.Tensor:
+        """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it.
+
+        Args:
+            tokens: the frame ``[batch, codebooks, 1]``.
+            position: its step (0-d long tensor on the cache's device), below ``span``.
+            cache: the cache it is written into and attends over.
+            span: attend over the first ``span`` cache frames only (frames ``position + 1 ..
+                span - 1`` masked; later ones never read); None: the whole cache.
+        """
+        if span is not None and not 1 <= span <= cache.length:
+            raise ValueError(f"span must be in [1, {cache.length}] cache frames, got {span}")
+        return self._run(tokens, cache, position, span)
 
 
 DECODER_RENAMES = (

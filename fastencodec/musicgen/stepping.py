@@ -7,8 +7,9 @@ Every input of a step lives in device buffers (the sequence, the per-item unifor
 per window, the position), so nothing is copied from the host and nothing is read back per step.
 
 :class:`Decoding` runs the steps eagerly (CPU, or ``use_cuda_graphs=False``); :class:`GraphedDecoding`
-captures the same step once as a CUDA graph and replays it, so the host only queues replays and the
-GPU runs the steps back to back.
+captures the same step as CUDA graphs (one per attention span bucket) and replays them, so the host
+only queues replays and the GPU runs the steps back to back. Either way a step's self-attention reads
+only the cache frames filled so far (rounded up to a bucket when graphed), not the whole cache.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ from fastencodec.musicgen.sampling import Sampling
 class Decoding:
     """The buffers of one window's decode over ``cache`` and the step that advances them.
 
+    A step attends over the filled part of the cache only: :meth:`span` says how many leading cache
+    frames a step at a given position reads (here exactly the filled ones; :class:`GraphedDecoding`
+    rounds up to a bucket so that a few captured graphs cover every position).
+
     Attributes:
         sequence: tokens ``[batch, codebooks, length]`` (long): the delay pattern being filled.
         uniforms: one draw in [0, 1) per token ``[batch, length, codebooks]`` (None when greedy).
         position: the step about to be fed (0-d long tensor on the device).
+        at: the same step, known on the host (which span the next step reads).
         mixed: the guided logits ``[batch, codebooks, vocab]`` (float32) of the last step.
     """
 
@@ -42,7 +48,12 @@ class Decoding:
         if sampling.do_sample:
             self.uniforms = torch.zeros(batch, cache.length, cfg.codebooks, device=device)
         self.position = torch.zeros((), dtype=torch.long, device=device)
+        self.at = 0
         self.mixed = torch.zeros(batch, cfg.codebooks, cfg.vocab_size, device=device)
+
+    def span(self, position: int) -> int:
+        """Leading cache frames a step at ``position`` attends over: the filled ones, ``position + 1``."""
+        return position + 1
 
     def start(self, sequence: torch.Tensor, uniforms: torch.Tensor | None, first: int) -> None:
         """Load a window: its pattern ``sequence`` ``[batch, codebooks, steps]`` (``steps <= length``)
@@ -57,12 +68,14 @@ class Decoding:
             known = sequence[..., : first - 1]
             self.lm.prefill(torch.cat([known, known]) if self.sampling.guided else known, self.cache)
         self.position.fill_(first - 1)
+        self.at = first - 1
 
-    def step(self) -> None:
-        """Feed the frame at ``position``, choose the next one, advance ``position`` by one (device only)."""
+    def step(self, span: int) -> None:
+        """Feed the frame at ``position`` (attending over the first ``span`` cache frames), choose the
+        next one, advance ``position`` by one (device only)."""
         sampling, t = self.sampling, self.position
         frame = self.sequence.index_select(2, t.view(1))
-        logits = self.lm.step_static(torch.cat([frame, frame]) if sampling.guided else frame, t, self.cache)
+        logits = self.lm.step_static(torch.cat([frame, frame]) if sampling.guided else frame, t, self.cache, span)
         mixed = sampling.mix(logits.float())
         following = (t + 1).view(1)
         draws = None if self.uniforms is None else self.uniforms.index_select(1, following).squeeze(1)
@@ -74,29 +87,49 @@ class Decoding:
 
     def advance(self) -> None:
         """One decoding step (see :meth:`step`)."""
-        self.step()
+        self.step(self.span(self.at))
+        self.at += 1
+
+
+SPAN_BUCKET = 64
+"""A captured step attends over a multiple of this many cache frames (one graph per multiple)."""
 
 
 class GraphedDecoding(Decoding):
-    """:class:`Decoding` whose step is captured once as a CUDA graph and replayed."""
+    """:class:`Decoding` whose step is captured as CUDA graphs and replayed: one graph per attention
+    span (``SPAN_BUCKET``, twice that, ... up to the cache length), all sharing one memory pool; the
+    host picks the graph of the current position, so a step reads at most ``SPAN_BUCKET - 1``
+    unfilled (masked) cache frames and never the frames past its bucket."""
 
     def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int):
         super().__init__(lm, cache, sampling, batch)
         device = cache.keys.device
+        spans = sorted({min(n, cache.length) for n in range(SPAN_BUCKET, cache.length + SPAN_BUCKET, SPAN_BUCKET)})
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: lazy initialisation must not happen during capture
-                self.step()
+            for span in spans:  # warm-up: lazy initialisation must not happen during capture
+                self.position.zero_()
+                self.step(span)
         torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.step()
-        # the warm-up and capture wrote scratch tokens and cache slots: start() overwrites them
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        pool = torch.cuda.graph_pool_handle()  # replays never overlap: the graphs share their scratch memory
+        for span in spans:
+            self.position.zero_()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.step(span)
+            self.graphs[span] = graph
+        # the warm-up wrote scratch tokens and cache slots: start() overwrites them
+
+    def span(self, position: int) -> int:
+        """``position + 1`` rounded up to a multiple of ``SPAN_BUCKET`` (at most the cache length)."""
+        return min(-(-(position + 1) // SPAN_BUCKET) * SPAN_BUCKET, self.cache.length)
 
     def advance(self) -> None:
         """One decoding step: a replay of the captured graph (nothing synchronises with the host)."""
-        self.graph.replay()
+        self.graphs[self.span(self.at)].replay()
+        self.at += 1
 
 
 FRAME_BUCKET = 256

@@ -1,0 +1,505 @@
+"""The portable integer LM stepped frame by frame on the CPU (numba), and the decoding loop around it.
+
+:func:`decode_frames` decodes whole frames in one compiled call: per frame the integer LM step
+(embeddings, 5 layers with a key/value window, heads), the exp weights, the integer CDFs
+(:func:`.cdf._integer_cdfs`) and the arithmetic decoder (:func:`.arith._decode`), with no Python
+between symbols. :func:`step` is one LM step alone (teacher forcing, tests).
+
+Arithmetic (the same integers as :mod:`.portable_pass`, bit for bit): matrices are int16 and
+activations int64 below ``2**20``, so every matrix-vector product is an exact int64 sum (below
+``800 * 2**35``). The attention's products run in float64 lanes over float32 copies of the keys and
+values (integers below ``2**20``, exact in float32): every partial sum is an integer below
+``2**53``, exact in any order. Floor divisions of integers (layer norm, attention) are float64
+divisions (:func:`_floor_div`), which vectorize where integer divisions do not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+from .arith import ERR_STARVED, _decode, decode_error
+from .cdf import _integer_cdfs
+from .fixed import CLAMP, FRAC, ONE
+
+_FM = {"reassoc", "contract"}  # exact sums of integers: any order gives the same bits
+SCORE_DIVISOR = 5 * ONE  # attention scores: q . k / sqrt(25), back to 12 fractional bits
+
+# Window slots: first visible row, next row to write, position, started (0/1).
+_START, _END, _POSITION, _STARTED = range(4)
+
+
+def kernel_weights(lm) -> tuple:
+    """A :class:`~fastencodec.entropy.portable.PortableLM`'s arrays in the kernel's layout (one tuple)."""
+    dim = lm.config.dim
+    if dim != 25 * lm.config.num_heads:
+        raise ValueError(f"the portable LM has Meta's heads of 25 dimensions, not {dim / lm.config.num_heads:g}")
+    tables = lm.tables
+    exp_hi = np.append(tables["exp_hi"], 0)  # index 256: exp(-d) for d >= 2**16 is 0
+    return (
+        lm.emb, lm.norm_in,
+        np.ascontiguousarray(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
+        np.ascontiguousarray(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
+        lm.w_out, lm.b_out, lm.w1, lm.b1, lm.w2, lm.b2, lm.norms, lm.w_heads, lm.b_heads,
+        tables["cos"], exp_hi, tables["exp_lo"], tables["gelu"], tables["turns"],
+    )
+
+
+class KernelState:
+    """One segment's state: the key/value window per layer, its position and scratch buffers.
+
+    Args:
+        config: the LM's shape.
+        num_codebooks: codebooks of the segment.
+    """
+
+    def __init__(self, config, num_codebooks: int) -> None:
+        cap = 2 * (config.past_context + 1)
+        dim = config.dim
+        # Keys and values (integers below 2**20) per layer, dimension-major, as float32 (exact).
+        self.keys = np.zeros((config.num_layers, dim, cap), dtype=np.float32)
+        self.values = np.zeros((config.num_layers, dim, cap), dtype=np.float32)
+        self.window = np.array([0, 1, 0, 0], dtype=np.int64)
+        self.heads = config.num_heads
+        self.past = config.past_context
+        self.scratch = (
+            np.empty(dim, np.int64), np.empty(dim, np.int64), np.empty(2 * dim, np.int64),
+            np.empty(dim, np.int64), np.empty(dim, np.int64), np.empty(4 * dim, np.int64),
+            np.empty(cap, np.float64), np.empty(config.card, np.int64),
+            np.empty((num_codebooks, config.card), np.int64), np.empty((num_codebooks, config.card), np.int64),
+        )
+
+
+def step(weights: tuple, state: KernelState, index: np.ndarray) -> np.ndarray:
+    """One LM step: int64 CDF weights ``[K, card]`` of the next frame from its LM input ``index`` ``[K]``."""
+    out = state.scratch[8]
+    _step(weights, state.keys, state.values, state.window, state.scratch, np.ascontiguousarray(index, np.int64),
+          state.heads, state.past)
+    return out.copy()
+
+
+def decode_frames(weights: tuple, state: KernelState, previous: np.ndarray, ac_state: np.ndarray,
+                  data: np.ndarray, codes: np.ndarray) -> None:
+    """Decode ``codes.shape[1]`` frames into ``codes`` (int64 ``[K, n]``), stepping the LM on each.
+
+    Args:
+        weights: :func:`kernel_weights`.
+        state: the segment's LM state (advanced).
+        previous: int64 ``[K]``: the last decoded frame's codes, -1 before the first (updated).
+        ac_state: the arithmetic decoder's state (:class:`.arith.ArithmeticDecoder` layout).
+        data: the whole coded payload (uint8).
+        codes: int64 ``[K, n]``, written.
+
+    Raises:
+        CoderError: the payload is truncated, corrupt, or was coded with another model.
+    """
+    status = _decode_frames(weights, state.keys, state.values, state.window, state.scratch, state.heads,
+                            state.past, previous, ac_state, data, codes)
+    if status < 0:
+        raise decode_error(status)
+
+
+@njit(cache=True, nogil=True)
+def _decode_frames(weights, keys, values, window, scratch, heads, past, previous, ac_state, data, codes):
+    k_count, n = codes.shape
+    index = np.empty(k_count, np.int64)
+    symbols = np.empty(k_count, np.int64)
+    out, cdfs = scratch[8], scratch[9]
+    for t in range(n):
+        for k in range(k_count):
+            index[k] = previous[k] + 1
+        _step(weights, keys, values, window, scratch, index, heads, past)
+        _integer_cdfs(out, 24, cdfs)
+        done = _decode(cdfs, symbols, 0, ac_state, data, 24)
+        if done < 0:
+            return done
+        if done < k_count:
+            return ERR_STARVED
+        for k in range(k_count):
+            codes[k, t] = symbols[k]
+            previous[k] = symbols[k]
+    return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clamp(v):
+    return min(max(v, -CLAMP), CLAMP)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _linear(x, w, b, out):
+    """out = clamp(floor((W x + b) / 2**12)): int16 ``W``, int64 ``x``; exact int64 sums."""
+    n_out, n_in = w.shape
+    for o in range(n_out):
+        acc = np.int64(0)
+        for i in range(n_in):
+            acc += np.int64(w[o, i]) * x[i]
+        out[o] = _clamp((acc + b[o]) >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _isqrt(n):
+    r = np.int64(np.sqrt(np.float64(n)))
+    while r * r > n:
+        r -= 1
+    while (r + 1) * (r + 1) <= n:
+        r += 1
+    return r
+
+
+@njit(cache=True, nogil=True)
+def _floor_div(a, b):
+    """``a // b`` for integers ``|a| < 2**53`` and ``b > 0`` (as float64 or int64), exactly, by one
+    correctly rounded float64 division: its error, below ``|a / b| * 2**-53 < 1 / b``, is smaller
+    than the distance ``>= 1 / b`` from a non-integer quotient to any integer, and an integer
+    quotient is exact. Compiled without fast-math (a reciprocal would break this)."""
+    return np.int64(np.floor(np.float64(a) / np.float64(b)))
+
+
+@njit(cache=True, nogil=True)
+def _layer_norm(x, gamma, beta):
+    n = x.shape[0]
+    total = np.int64(0)
+    for i in range(n):
+        total += x[i]
+    mean = total // n
+    var = np.int64(0)
+    for i in range(n):
+        d = x[i] - mean
+        var += d * d
+    std = _isqrt(var // n + 168)  # eps 1e-5 with 24 fractional bits
+    if std == 0:
+        std = 1
+    for i in range(n):
+        y = _floor_div((x[i] - mean) << FRAC, std)  # |numerator| < 2**34
+        x[i] = _clamp(((_clamp(y) * gamma[i]) >> FRAC) + beta[i])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exp_neg(d, exp_hi, exp_lo):
+    """exp(-d / 2**12) with 30 fractional bits, for d >= 0 (``exp_hi[256]`` is 0: 0 from 2**16 on)."""
+    return (exp_hi[min(d >> 8, 256)] * exp_lo[d & 255]) >> 30
+
+
+@njit(cache=True, nogil=True)
+def _scaled_scores(row, n):
+    """``row[j] = floor(row[j] / (5 * 2**12))`` for ``j < n`` (see :func:`_floor_div`), and the largest."""
+    best = -np.inf
+    for j in range(n):
+        s = np.floor(row[j] / SCORE_DIVISOR)
+        row[j] = s
+        best = max(best, s)
+    return best
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _attention(q, keys, values, start, end, heads, exp_hi, exp_lo, row, attn):
+    """Integer softmax attention of ``q`` over rows ``start..end`` of ``keys``/``values`` ``[dim, cap]``.
+
+    The row loops run from 0 over views of the window (the compiler then knows no index is
+    negative, so no wraparound, and vectorizes them), five of a head's 25 dimensions per pass."""
+    dim = q.shape[0]
+    head_dim = dim // heads
+    n = end + 1 - start
+    for h in range(heads):
+        first, stop = h * head_dim, (h + 1) * head_dim
+        for j in range(n):
+            row[j] = 0.0
+        for d in range(first, stop, 5):
+            q0, q1, q2, q3, q4 = (np.float64(q[d]), np.float64(q[d + 1]), np.float64(q[d + 2]), np.float64(q[d + 3]),
+                                  np.float64(q[d + 4]))
+            k0, k1, k2 = keys[d, start : end + 1], keys[d + 1, start : end + 1], keys[d + 2, start : end + 1]
+            k3, k4 = keys[d + 3, start : end + 1], keys[d + 4, start : end + 1]
+            for j in range(n):
+                row[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j] + q4 * k4[j]
+        best = _scaled_scores(row, n)
+        total = np.int64(0)
+        for j in range(n):
+            e = _exp_neg(np.int64(min(best - row[j], 1 << 20)), exp_hi, exp_lo) >> 14
+            row[j] = e
+            total += e
+        for d in range(first, stop, 5):
+            v0, v1, v2 = values[d, start : end + 1], values[d + 1, start : end + 1], values[d + 2, start : end + 1]
+            v3, v4 = values[d + 3, start : end + 1], values[d + 4, start : end + 1]
+            a0 = a1 = a2 = a3 = a4 = 0.0
+            for j in range(n):
+                r = row[j]
+                a0 += r * v0[j]
+                a1 += r * v1[j]
+                a2 += r * v2[j]
+                a3 += r * v3[j]
+                a4 += r * v4[j]
+            attn[d], attn[d + 1], attn[d + 2] = _floor_div(a0, total), _floor_div(a1, total), _floor_div(a2, total)
+            attn[d + 3], attn[d + 4] = _floor_div(a3, total), _floor_div(a4, total)
+
+
+@njit(cache=True, nogil=True)
+def _embed(weights, index, position, x):
+    """``x`` = the LM input of one frame: summed embeddings of ``index``, norm, position embedding."""
+    emb, norm_in, cos, turns = weights[0], weights[1], weights[15], weights[19]
+    dim = x.shape[0]
+    x[:] = 0
+    for k in range(index.shape[0]):
+        for i in range(dim):
+            x[i] += emb[k, index[k], i]
+    for i in range(dim):
+        x[i] = _clamp(x[i])
+    _layer_norm(x, norm_in[0], norm_in[1])
+    half = dim // 2
+    for i in range(half):
+        turn = np.uint64(position) * turns[i]
+        j = np.int64(turn >> np.uint64(64 - 16))
+        x[i] = _clamp(x[i] + cos[j])
+        x[half + i] = _clamp(x[half + i] + cos[(j - 16384) & 65535])
+
+
+@njit(cache=True, nogil=True)
+def _first_keys(b_kv, keys, values, layer, row):
+    """Meta's initial all-zero frame: its keys and values are the biases."""
+    dim = keys.shape[1]
+    for i in range(dim):
+        keys[layer, i, row] = _clamp(b_kv[layer, i] >> FRAC)
+        values[layer, i, row] = _clamp(b_kv[layer, dim + i] >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _gelu(hidden, table):
+    for i in range(hidden.shape[0]):
+        v = hidden[i]
+        if v >= 8 * ONE:
+            continue
+        if v < -8 * ONE:
+            hidden[i] = 0
+        else:
+            hidden[i] = table[(v + 8 * ONE) >> 4]
+
+
+@njit(cache=True, nogil=True)
+def _residual_norm(x, proj, gamma, beta):
+    for i in range(x.shape[0]):
+        x[i] = _clamp(x[i] + proj[i])
+    _layer_norm(x, gamma, beta)
+
+
+@njit(cache=True, nogil=True)
+def _head_weights(logits, exp_hi, exp_lo, out):
+    """CDF weights of one codebook: exp of each logit's distance to the largest."""
+    best = logits.max()
+    for s in range(logits.shape[0]):
+        out[s] = _exp_neg(best - logits[s], exp_hi, exp_lo)
+
+
+@njit(cache=True, nogil=True)
+def _advance(window, keys, values, past):
+    """Move the window one frame on (the oldest row drops out past ``past`` rows); compact the buffers
+    to their start when full (rows keep their values: only which rows are visible matters)."""
+    start, end = window[_START], window[_END] + 1
+    if end - start > past:
+        start += 1
+    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, window[_POSITION] + 1, 1
+    if end + 1 >= keys.shape[2]:
+        _compact(window, keys, values)
+
+
+@njit(cache=True, nogil=True)
+def _compact(window, keys, values):
+    """Move the window's rows (``start`` up to the next row to write) to the start of the buffers."""
+    start, end = window[_START], window[_END]
+    count = end - start
+    for layer in range(keys.shape[0]):
+        keys[layer, :, :count] = keys[layer, :, start:end].copy()
+        values[layer, :, :count] = values[layer, :, start:end].copy()
+    window[_START], window[_END] = 0, count
+
+
+@njit(cache=True, nogil=True)
+def _step(weights, keys, values, window, scratch, index, heads, past):
+    (emb, norm_in, w_q, b_q, w_kv, b_kv, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
+     cos, exp_hi, exp_lo, gelu, turns) = weights
+    x, q, kv, attn, proj, hidden, row, logits, out = scratch[:9]
+    n_layers, dim, cap = keys.shape
+    start, end = window[_START], window[_END]
+    _embed(weights, index, window[_POSITION], x)
+    for layer in range(n_layers):
+        if not window[_STARTED]:
+            _first_keys(b_kv, keys, values, layer, start)
+        _linear(x, w_q[layer], b_q[layer], q)
+        _linear(x, w_kv[layer], b_kv[layer], kv)
+        for i in range(dim):
+            keys[layer, i, end] = kv[i]
+            values[layer, i, end] = kv[dim + i]
+        _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn)
+        _linear(attn, w_out[layer], b_out[layer], proj)
+        _residual_norm(x, proj, norms[layer, 0, 0], norms[layer, 0, 1])
+        _linear(x, w1[layer], b1[layer], hidden)
+        _gelu(hidden, gelu)
+        _linear(hidden, w2[layer], b2[layer], proj)
+        _residual_norm(x, proj, norms[layer, 1, 0], norms[layer, 1, 1])
+    for k in range(out.shape[0]):
+        _linear(x, w_heads[k], b_heads[k], logits)
+        _head_weights(logits, exp_hi, exp_lo, out[k])
+    _advance(window, keys, values, past)
+
+
+# The LM over blocks of frames on the CPU (encoding): torch float64 matrix products (exact, see
+# portable_pass) and the kernel's integer steps, frame by frame where frames depend on each other.
+
+
+class BlockPass:
+    """One segment's integer LM run over blocks of known frames (encoding on the CPU).
+
+    The matrix products of a block are float64 matrix products (torch; exact, as in
+    :mod:`.portable_pass`); the rest is the decoding kernel's code, so both give the same bits.
+
+    Args:
+        lm: the :class:`~fastencodec.entropy.portable.PortableLM`.
+        matrices: its :class:`~fastencodec.entropy.portable_pass.PassWeights` on the CPU.
+        num_codebooks: codebooks of the segment.
+    """
+
+    def __init__(self, lm, matrices, num_codebooks: int) -> None:
+        cfg = lm.config
+        self.lm = lm
+        self.k = num_codebooks
+        self.state = KernelState(cfg, num_codebooks)
+        # Frames per pass: at most the window (its buffers then hold a pass uncompacted), and a
+        # bound on the products' buffers (kept between passes: fresh ones cost page faults).
+        self.max_frames = min(cfg.past_context, 256)
+        dim = cfg.dim
+        m = matrices
+        self._w_q = [m.w_in[i, :dim].T for i in range(cfg.num_layers)]
+        self._w_kv = [m.w_in[i, dim:].T for i in range(cfg.num_layers)]
+        self._w_out = [m.w_out[i].T for i in range(cfg.num_layers)]
+        self._w1 = [m.w1[i].T for i in range(cfg.num_layers)]
+        self._w2 = [m.w2[i].T for i in range(cfg.num_layers)]
+        self._w_heads = m.w_heads[:num_codebooks].reshape(-1, dim).T
+        self._buffers: dict[tuple, np.ndarray] = {}
+
+    def cdfs_for(self, index: np.ndarray) -> np.ndarray:
+        """Integer CDFs of the next frames of the segment.
+
+        Args:
+            index: int64 ``[K, n]`` LM inputs of those frames (the previous frame's codes + 1; zeros
+                for the segment's first frame).
+
+        Returns:
+            int64 ``[n * K, card]`` CDFs, frame-major.
+        """
+        most = self.max_frames
+        parts = [self._pass(index[:, a : a + most]) for a in range(0, index.shape[1], most)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _pass(self, index: np.ndarray) -> np.ndarray:
+        cfg, st = self.lm.config, self.state
+        weights = self.lm.kernel
+        b_q, b_kv, b_out, b1, b2, norms = (weights[i] for i in (3, 5, 7, 9, 11, 12))
+        n = index.shape[1]
+        if st.window[_END] + n + 1 >= st.keys.shape[2]:
+            _compact(st.window, st.keys, st.values)
+        x = self._buffer("x", n, cfg.dim, np.int64)
+        _embed_block(weights, np.ascontiguousarray(index.T), st.window[_POSITION], x)
+        attn = self._buffer("attn", n, cfg.dim, np.int64)
+        for i in range(cfg.num_layers):
+            q = self._product("q", x, self._w_q[i], b_q[i])
+            kv = self._product("kv", x, self._w_kv[i], b_kv[i])
+            _attend_block(q, kv, b_kv, st.keys, st.values, st.window, i, st.heads, st.past, weights[16],
+                          weights[17], st.scratch[6], attn)
+            _residual_norm_block(x, self._product("proj", attn, self._w_out[i], b_out[i]), norms[i, 0])
+            hidden = self._product("hidden", x, self._w1[i], b1[i])
+            _gelu_block(hidden, weights[18])
+            _residual_norm_block(x, self._product("proj", hidden, self._w2[i], b2[i]), norms[i, 1])
+        cdfs = np.empty((n * self.k, cfg.card), dtype=np.int64)
+        _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17], cdfs)
+        _end_block(st.window, st.past, n)
+        return cdfs
+
+    def _buffer(self, name: str, rows: int, cols: int, dtype) -> np.ndarray:
+        """The first ``rows`` rows of a kept ``[max_frames, cols]`` array."""
+        key = (name, cols)
+        if key not in self._buffers:
+            self._buffers[key] = np.empty((self.max_frames, cols), dtype=dtype)
+        return self._buffers[key][:rows]
+
+    def _float_product(self, x: np.ndarray, weight_t: torch.Tensor) -> np.ndarray:
+        """``x W^T`` of int64 rows ``x``, a float64 matrix product (exact)."""
+        xf = self._buffer("x64", x.shape[0], x.shape[1], np.float64)
+        xf[:] = x
+        acc = self._buffer("acc", x.shape[0], weight_t.shape[1], np.float64)
+        torch.mm(torch.from_numpy(xf), weight_t, out=torch.from_numpy(acc))
+        return acc
+
+    def _product(self, name: str, x: np.ndarray, weight_t: torch.Tensor, bias: np.ndarray) -> np.ndarray:
+        """clamp(floor((x W^T + b) / 2**12)) of int64 rows ``x``."""
+        acc = self._float_product(x, weight_t)
+        out = self._buffer(name, acc.shape[0], acc.shape[1], np.int64)
+        _bias_shift(acc, bias, out)
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _bias_shift(acc, bias, out):
+    n, m = acc.shape
+    for t in range(n):
+        for o in range(m):
+            out[t, o] = _clamp((np.int64(acc[t, o]) + bias[o]) >> FRAC)
+
+
+@njit(cache=True, nogil=True)
+def _embed_block(weights, index, position, x):
+    for t in range(x.shape[0]):
+        _embed(weights, index[t], position + t, x[t])
+
+
+@njit(cache=True, nogil=True)
+def _attend_block(q, kv, b_kv, keys, values, window, layer, heads, past, exp_hi, exp_lo, row, attn):
+    """Attention of a block's frames of one layer, frame by frame through the window (not moved)."""
+    dim = q.shape[1]
+    start, end = window[_START], window[_END]
+    for t in range(q.shape[0]):
+        if t == 0 and not window[_STARTED]:
+            _first_keys(b_kv, keys, values, layer, start)
+        for i in range(dim):
+            keys[layer, i, end] = kv[t, i]
+            values[layer, i, end] = kv[t, dim + i]
+        _attention(q[t], keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn[t])
+        end += 1
+        if end - start > past:
+            start += 1
+
+
+@njit(cache=True, nogil=True)
+def _end_block(window, past, n):
+    """The window after ``n`` frames (the buffers have room: no compaction)."""
+    start, end = window[_START], window[_END]
+    for _ in range(n):
+        end += 1
+        if end - start > past:
+            start += 1
+    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, window[_POSITION] + n, 1
+
+
+@njit(cache=True, nogil=True)
+def _residual_norm_block(x, proj, norm):
+    for t in range(x.shape[0]):
+        _residual_norm(x[t], proj[t], norm[0], norm[1])
+
+
+@njit(cache=True, nogil=True)
+def _gelu_block(hidden, table):
+    for t in range(hidden.shape[0]):
+        _gelu(hidden[t], table)
+
+
+@njit(cache=True, nogil=True)
+def _head_cdfs(acc, b_heads, exp_hi, exp_lo, cdfs):
+    """CDFs ``[n * K, card]`` from the heads' products ``acc`` ``[n, K * card]``."""
+    k_count, card = b_heads.shape
+    logits = np.empty(card, dtype=np.int64)
+    weights = np.empty(cdfs.shape, dtype=np.int64)
+    for t in range(acc.shape[0]):
+        for k in range(k_count):
+            for s in range(card):
+                logits[s] = _clamp((np.int64(acc[t, k * card + s]) + b_heads[k, s]) >> FRAC)
+            _head_weights(logits, exp_hi, exp_lo, weights[t * k_count + k])
+    _integer_cdfs(weights, 24, cdfs)
