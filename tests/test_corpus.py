@@ -326,9 +326,9 @@ def test_long_items_travel_in_bounded_pieces(corpus, codec24):
 # -- decoding workers that die ----------------------------------------------------------------------
 
 
-def kill_decoders_of(path: Path, times: int, stop: threading.Event) -> list[int]:
-    """SIGKILL, ``times`` times, the decoding worker that has ``path`` open (each a fresh one);
-    returns the pids killed (until ``stop``)."""
+def kill_decoders_of(path: Path, times: int, stop: threading.Event, signum: int = signal.SIGKILL) -> list[int]:
+    """Send ``signum`` (SIGKILL), ``times`` times, to the decoding worker that has ``path`` open
+    (each a fresh one); returns the pids signalled (until ``stop``)."""
     target, killed = os.path.realpath(path), []
     while len(killed) < times and not stop.wait(0.01):
         for child in multiprocessing.active_children():
@@ -339,7 +339,7 @@ def kill_decoders_of(path: Path, times: int, stop: threading.Event) -> list[int]
             except OSError:  # it ended, or an fd closed while listed
                 continue
             if target in links:
-                os.kill(child.pid, signal.SIGKILL)
+                os.kill(child.pid, signum)
                 killed.append(child.pid)
     return killed
 
@@ -354,17 +354,20 @@ def with_long(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("kills", [1, 2])
+@pytest.mark.parametrize(
+    ("kills", "signum"), [(1, signal.SIGKILL), (2, signal.SIGKILL), (1, signal.SIGSTOP), (2, signal.SIGSTOP)]
+)
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the worker through /proc")
-def test_a_killed_worker_is_replaced_and_its_item_retried_once(with_long, codec24, tmp_path, kills):
+def test_a_killed_or_hung_worker_is_replaced_and_its_item_retried_once(with_long, codec24, tmp_path, kills, signum):
+    """SIGKILL: a decoder that crashes; SIGSTOP: one that hangs (stopped after ``decode_timeout``)."""
     reference = tmp_path / "reference"
     tokenize_corpus(with_long, reference, codec24, workers=0, shard_size=2, piece_samples=CHUNK)
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as watcher:
-        killed = watcher.submit(kill_decoders_of, with_long / "03_long.flac", kills, stop)
+        killed = watcher.submit(kill_decoders_of, with_long / "03_long.flac", kills, stop, signum)
         try:
             summary = tokenize_corpus(with_long, tmp_path / "out", codec24, workers=2, shard_size=2,
-                                      piece_samples=CHUNK)
+                                      piece_samples=CHUNK, decode_timeout=1.0)
         finally:
             stop.set()
         assert len(killed.result()) == kills  # each time, a fresh worker had the file open
@@ -375,7 +378,8 @@ def test_a_killed_worker_is_replaced_and_its_item_retried_once(with_long, codec2
         return
     assert (summary.coded, summary.failed) == (6, 1)
     (error,) = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
-    assert error["path"] == "03_long.flac" and "died twice" in error["reason"] and "SIGKILL" in error["reason"]
+    why = "SIGKILL" if signum == signal.SIGKILL else "sent no audio for 1 s, stopped as hung"
+    assert error["path"] == "03_long.flac" and "died twice" in error["reason"] and why in error["reason"]
     assert [r.path for r in rows] == [r.path for r in expected if r.path != "03_long.flac"]
     for row, same in zip(rows, [r for r in expected if r.path != "03_long.flac"]):
         np.testing.assert_array_equal(row.codes, same.codes)

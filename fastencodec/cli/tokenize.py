@@ -7,10 +7,19 @@ import sys
 
 import torch
 
-from fastencodec.cli.common import CliError, UsageError, corpus_api, device_value, load_codec, positive_int
+from fastencodec.cli.common import (
+    CliError,
+    UsageError,
+    corpus_api,
+    device_value,
+    load_codec,
+    positive_float,
+    positive_int,
+)
 from fastencodec.corpus import ranks
 from fastencodec.corpus.manifest import ERRORS, CorpusMismatchError
 from fastencodec.corpus.sources import CorpusInputError
+from fastencodec.corpus.workers import DECODE_TIMEOUT
 from fastencodec.engine.policy import PRECISIONS
 
 
@@ -57,6 +66,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="exact",
         help="the networks' numerical mode (exact: codes equal to Meta's reference); recorded in the manifest",
     )
+    parser.add_argument(
+        "--decode-timeout",
+        type=positive_float,
+        default=DECODE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop a decoding process that holds an item this long without audio ({DECODE_TIMEOUT:g}); the item "
+        "is tried once more, then listed in errors.jsonl",
+    )
     parser.add_argument("--rank", type=int, help="this process's rank (default: from the launcher's variables)")
     parser.add_argument("--world-size", type=positive_int, help="number of processes (default: from the launcher)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
@@ -89,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
             shard_size=args.shard_size,
             rank=rank,
             progress=not args.quiet and rank.rank == 0,
+            decode_timeout=args.decode_timeout,
         )
     except (CorpusInputError, CorpusMismatchError) as exc:
         raise CliError(str(exc)) from None

@@ -28,7 +28,7 @@ from fastencodec.corpus.feeder import Feeder, Group
 from fastencodec.corpus.manifest import read_manifest
 from fastencodec.corpus.run import CorpusRun, Summary
 from fastencodec.corpus.shards import iter_shard_rows
-from fastencodec.corpus.workers import Failed, Piece, decoded
+from fastencodec.corpus.workers import DECODE_TIMEOUT, Failed, Piece, decoded
 from fastencodec.io.atomic import signal_cleanup
 from fastencodec.io.audio import write_audio
 from fastencodec.tokens import PAD, Tokens
@@ -85,6 +85,7 @@ def tokenize_corpus(
     progress: bool = False,
     piece_samples: int | None = None,
     window_samples: int | None = None,
+    decode_timeout: float | None = DECODE_TIMEOUT,
 ) -> Summary:
     """Tokenize audio into Parquet shards ``out/shard-NNNNN.parquet`` plus ``out/manifest.json``.
 
@@ -113,6 +114,9 @@ def tokenize_corpus(
             look-ahead from which whole items are handed to the model sorted by length
             (default: four of the codec's batches, ``codec.policy.batch_samples``). The
             process holds about two windows.
+        decode_timeout: seconds a decoding process may hold an item without sending audio
+            before it is stopped as hung (None: no limit; only with ``workers`` > 0): the item
+            is tried once more in a fresh process, then listed in ``errors.jsonl``.
 
     Returns:
         What this process did.
@@ -134,7 +138,9 @@ def tokenize_corpus(
     workers = default_workers() if workers is None else workers
     num_codebooks = codec.codebooks_for(run.bandwidth)
     streams: dict[int, LongItem] = {}
-    messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)))
+    if decode_timeout is not None and not decode_timeout > 0:
+        raise ValueError(f"decode_timeout must be positive seconds or None, got {decode_timeout!r}")
+    messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)), decode_timeout)
     feeder = Feeder(messages, window_samples or window_samples_for(codec))
     # shards are written on a thread: the main thread holds the SIGTERM/SIGHUP cleanup for them
     cleanup = signal_cleanup() if threading.current_thread() is threading.main_thread() else contextlib.nullcontext()

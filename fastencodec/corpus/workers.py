@@ -29,6 +29,10 @@ from fastencodec.io.conform import conformed_blocks
 
 _POLL_SECONDS = 1.0
 
+DECODE_TIMEOUT = 120.0
+"""Default seconds a decoding process may spend on an item without sending any audio before it
+is stopped as hung (a decoder looping on a corrupt file, a stalled network mount)."""
+
 
 class Whole(NamedTuple):
     index: int
@@ -88,6 +92,7 @@ def decoded(
     channels: int,
     piece_samples: int,
     workers: int,
+    timeout: float | None = DECODE_TIMEOUT,
 ) -> Generator[Message | Retry, None, None]:
     """Messages of all ``(index, item)`` pairs: in order with ``workers=0`` (this process), else
     from ``workers`` processes (forkserver context where available, else spawn) as they come;
@@ -96,7 +101,10 @@ def decoded(
     A worker that dies (killed, crashed in a decoder) is replaced by a fresh one; the item it
     was decoding is tried once more there (after a ``Retry`` if some of its pieces came
     already), and becomes ``Failed`` if that worker dies too. Its other items go to the next
-    free workers.
+    free workers. A worker that sends nothing for ``timeout`` seconds while it holds an item
+    (None: never) is killed as hung and handled the same way. Only time spent waiting for the
+    workers counts, not time this generator is kept suspended by its consumer (while a
+    worker is blocked sending to it). ``timeout`` does not apply with ``workers=0``.
 
     Raises:
         RuntimeError: workers keep dying without decoding anything.
@@ -106,7 +114,7 @@ def decoded(
             yield from item_messages(index, item, sample_rate, channels, piece_samples)
         return
     with _Workers(sample_rate, channels, piece_samples) as pool:
-        yield from pool.run(list(items), workers)
+        yield from pool.run(list(items), workers, timeout)
 
 
 class _Worker(NamedTuple):
@@ -161,13 +169,15 @@ class _Workers:
         self.live[self._count] = _Worker(process, task_writer, result_reader, collections.deque())
         return self._count
 
-    def run(self, items: list[tuple[int, Item]], workers: int) -> Iterator[Message | Retry]:
+    def run(self, items: list[tuple[int, Item]], workers: int, timeout: float | None) -> Iterator[Message | Retry]:
         """The messages of ``items`` from ``workers`` processes (see :func:`decoded`)."""
         todo = collections.deque(items)
         by_index = dict(items)
         deaths: dict[int, int] = {}
         streamed: set[int] = set()  # items some of whose pieces came
         state = {"remaining": len(items), "failures": 0}  # failures: deaths since an item last finished
+        silent: dict[int, float] = collections.defaultdict(float)  # seconds waited on a busy worker since it sent
+        hung: set[int] = set()  # workers killed for silence
 
         def feed(key: int) -> None:
             worker = self.live[key]
@@ -196,11 +206,21 @@ class _Workers:
             readers = {worker.results: key for key, worker in self.live.items()}
             ends = {worker.process.sentinel: key for key, worker in self.live.items()}
             dead: set[int] = set()
-            for handle in wait([*readers, *ends], timeout=_POLL_SECONDS):
+            started = time.monotonic()
+            ready = wait([*readers, *ends], timeout=_POLL_SECONDS)
+            waited = time.monotonic() - started
+            for key in set(self.live) - {readers.get(h) for h in ready}:  # type: ignore[call-overload]
+                if timeout is not None and self.live[key].assigned and key not in hung:
+                    silent[key] += waited
+                    if silent[key] > timeout:
+                        hung.add(key)
+                        self.live[key].process.kill()  # its end is seen as a death below
+            for handle in ready:
                 if handle in ends:
                     dead.add(ends[handle])  # type: ignore[index]
                     continue
                 key = readers[handle]  # type: ignore[index]
+                silent.pop(key, None)
                 try:
                     message = self.live[key].results.recv()
                 except (EOFError, OSError):
@@ -223,7 +243,12 @@ class _Workers:
                 worker.process.join()
                 worker.tasks.close()
                 worker.results.close()
-                how = _death(worker.process.exitcode)
+                silent.pop(key, None)
+                if key in hung:
+                    hung.discard(key)
+                    how = f"sent no audio for {timeout:g} s, stopped as hung"
+                else:
+                    how = _death(worker.process.exitcode)
                 state["failures"] += 1
                 if state["failures"] > 2 * workers + 2:
                     raise RuntimeError(f"audio decoding workers keep dying ({how}) without finishing an item")
