@@ -344,7 +344,7 @@ def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt
     assert portable_segment(portable[name], codes) == data
     # The decoder other devices use (the block pass stepped frame by frame), here on the CPU.
     coder = portable[name]
-    monkeypatch.setattr(coder, "_stepper", lambda n: portable_module._PassStep(
+    monkeypatch.setattr(coder, "_stepper", lambda n, frames: portable_module._PassStep(
         portable_module.CausalPass(coder.pass_weights(), n)))
     decoded = coder.decoder(io.BytesIO(data), k, frames)
     np.testing.assert_array_equal(np.concatenate([decoded.read(13), decoded.read(frames - 13)], axis=1), codes)

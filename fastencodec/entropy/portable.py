@@ -114,13 +114,13 @@ class PortableLM:
 class _Stream:
     """The per-segment state of a :class:`PortableLM` stepped by the CPU kernel (:mod:`.portable_kernel`)."""
 
-    def __init__(self, lm: PortableLM, num_codebooks: int) -> None:
+    def __init__(self, lm: PortableLM, num_codebooks: int, frames: int | None = None) -> None:
         cfg = lm.config
         if not 0 < num_codebooks <= cfg.num_codebooks:
             raise ValueError(f"the LM codes 1 to {cfg.num_codebooks} codebooks, got {num_codebooks}")
         self.lm = lm
         self.k = num_codebooks
-        self.state = KernelState(cfg, num_codebooks)
+        self.state = KernelState(cfg, num_codebooks, frames)
 
     def step(self, previous: np.ndarray | None) -> np.ndarray:
         index = np.zeros(self.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
@@ -172,9 +172,9 @@ class PortableCoder:
         """A decoder for one segment of ``frames`` frames."""
         return _Decoder(self, src, num_codebooks, frames)
 
-    def _stepper(self, num_codebooks: int) -> _Stream | _PassStep:
+    def _stepper(self, num_codebooks: int, frames: int) -> _Stream | _PassStep:
         if self.device.type == "cpu":
-            return _Stream(self.lm, num_codebooks)
+            return _Stream(self.lm, num_codebooks, frames)
         return _PassStep(CausalPass(self.pass_weights(), num_codebooks))
 
 
@@ -260,7 +260,7 @@ class _Decoder:
             )
         if zlib.crc32(payload) != crc:
             raise DamagedSegmentError("portable LM segment fails its CRC (the stream continues at the next segment)")
-        self._stream = coder._stepper(num_codebooks)
+        self._stream = coder._stepper(num_codebooks, frames)
         self._data = np.frombuffer(payload, dtype=np.uint8)
         self._ac_state = decoder_state()
         self._last = np.full(num_codebooks, -1, dtype=np.int64)  # no frame decoded yet: LM input 0

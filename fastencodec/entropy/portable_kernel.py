@@ -52,10 +52,14 @@ class KernelState:
     Args:
         config: the LM's shape.
         num_codebooks: codebooks of the segment.
+        frames: the segment's frame count when known (decoding): the buffers then hold no more
+            rows than it needs, so the window is never compacted and fewer pages are touched.
     """
 
-    def __init__(self, config, num_codebooks: int) -> None:
+    def __init__(self, config, num_codebooks: int, frames: int | None = None) -> None:
         cap = 2 * (config.past_context + 1)
+        if frames is not None:
+            cap = min(cap, frames + 3)  # the initial row, one per frame, and the next row to write
         dim = config.dim
         # Keys and values (integers below 2**20) per layer, dimension-major, as float32 (exact).
         self.keys = np.zeros((config.num_layers, dim, cap), dtype=np.float32)
