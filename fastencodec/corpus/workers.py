@@ -16,8 +16,9 @@ import multiprocessing
 import multiprocessing.process
 import signal
 import sys
+import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
@@ -30,8 +31,15 @@ from fastencodec.io.conform import conformed_blocks
 _POLL_SECONDS = 1.0
 
 DECODE_TIMEOUT = 120.0
-"""Default seconds a decoding process may spend on an item without sending any audio before it
-is stopped as hung (a decoder looping on a corrupt file, a stalled network mount)."""
+"""Default seconds a decoding process may spend on an item without sending any audio or sign of
+progress before it is stopped as hung (a decoder looping on a corrupt file, a stalled network mount)."""
+
+_HEARTBEAT_SECONDS = 5.0
+"""Most seconds between a worker's messages while it reads input (``Alive`` when it has no audio to
+send yet, e.g. while decoding its way to a segment's offset); a quarter of a shorter timeout."""
+
+_KILL_GRACE_SECONDS = 5.0
+"""Seconds a killed worker gets to end before it is given up (a process stuck in the kernel)."""
 
 
 class Whole(NamedTuple):
@@ -50,20 +58,35 @@ class Failed(NamedTuple):
     reason: str
 
 
+class Alive(NamedTuple):
+    """A worker's sign of progress on an item that has no audio to send yet (not handed on)."""
+
+
 Message = Whole | Piece | Failed
 
 
-def item_messages(index: int, item: Item, sample_rate: int, channels: int, piece_samples: int) -> Iterator[Message]:
+def item_messages(
+    index: int,
+    item: Item,
+    sample_rate: int,
+    channels: int,
+    piece_samples: int,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[Message]:
     """The messages of one item (see the module docstring); read errors become ``Failed``.
 
     The audio is that of ``fastencodec compress`` (``conformed_blocks``: decoded, cut to the
-    item's segment, mixed and resampled to ``sample_rate`` Hz and ``channels``).
+    item's segment, mixed and resampled to ``sample_rate`` Hz and ``channels``); ``progress``
+    is called with the input samples of each block read.
     """
     pending: list[np.ndarray] = []
     held, pieces = 0, 0
     try:
         with AudioReader(item.source) as reader:
-            for block in conformed_blocks(reader, sample_rate, channels, offset=item.offset, duration=item.duration):
+            blocks = conformed_blocks(
+                reader, sample_rate, channels, offset=item.offset, duration=item.duration, progress=progress
+            )
+            for block in blocks:
                 pending.append(block)
                 held += block.shape[1]
                 if held > piece_samples:  # an item of exactly piece_samples stays whole
@@ -102,9 +125,11 @@ def decoded(
     was decoding is tried once more there (after a ``Retry`` if some of its pieces came
     already), and becomes ``Failed`` if that worker dies too. Its other items go to the next
     free workers. A worker that sends nothing for ``timeout`` seconds while it holds an item
-    (None: never) is killed as hung and handled the same way. Only time spent waiting for the
-    workers counts, not time this generator is kept suspended by its consumer (while a
-    worker is blocked sending to it). ``timeout`` does not apply with ``workers=0``.
+    (None: never) is killed as hung and handled the same way; a worker that reads input without
+    audio to send yet (decoding its way to a segment's offset) says so every few seconds. Only
+    time spent waiting for the workers counts (including within a message), not time this
+    generator is kept suspended by its consumer (while a worker is blocked sending to it).
+    ``timeout`` does not apply with ``workers=0``.
 
     Raises:
         RuntimeError: workers keep dying without decoding anything.
@@ -113,7 +138,7 @@ def decoded(
         for index, item in items:
             yield from item_messages(index, item, sample_rate, channels, piece_samples)
         return
-    with _Workers(sample_rate, channels, piece_samples) as pool:
+    with _Workers(sample_rate, channels, piece_samples, timeout) as pool:
         yield from pool.run(list(items), workers, timeout)
 
 
@@ -131,8 +156,9 @@ class _Workers:
 
     PREFETCH = 2
 
-    def __init__(self, sample_rate: int, channels: int, piece_samples: int) -> None:
-        self.args = (sample_rate, channels, piece_samples)
+    def __init__(self, sample_rate: int, channels: int, piece_samples: int, timeout: float | None = None) -> None:
+        heartbeat = None if timeout is None else min(_HEARTBEAT_SECONDS, timeout / 4)
+        self.args = (sample_rate, channels, piece_samples, heartbeat)
         methods = multiprocessing.get_all_start_methods()
         self.context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
@@ -152,8 +178,8 @@ class _Workers:
         for worker in self.live.values():
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
             if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join()
+                worker.process.kill()  # SIGTERM would wait for a stopped process
+                worker.process.join(timeout=_KILL_GRACE_SECONDS)  # one stuck in the kernel is left behind
             worker.tasks.close()
         self.live.clear()
 
@@ -177,7 +203,26 @@ class _Workers:
         streamed: set[int] = set()  # items some of whose pieces came
         state = {"remaining": len(items), "failures": 0}  # failures: deaths since an item last finished
         silent: dict[int, float] = collections.defaultdict(float)  # seconds waited on a busy worker since it sent
-        hung: set[int] = set()  # workers killed for silence
+        hung: dict[int, float] = {}  # workers killed for silence: when
+        poll = _POLL_SECONDS if timeout is None else min(_POLL_SECONDS, timeout / 4)  # silence is counted per poll
+
+        def stop_hung(key: int) -> None:
+            worker = self.live.get(key)
+            if worker is not None:
+                hung.setdefault(key, time.monotonic())
+                worker.process.kill()  # its end is then seen as a death
+
+        def receive(key: int) -> Message | Alive:
+            """The worker's next message; a worker that stops within a message is killed after ``timeout``."""
+            if timeout is None:
+                return self.live[key].results.recv()
+            timer = threading.Timer(timeout, stop_hung, (key,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return self.live[key].results.recv()
+            finally:
+                timer.cancel()
 
         def feed(key: int) -> None:
             worker = self.live[key]
@@ -205,47 +250,50 @@ class _Workers:
         while state["remaining"]:
             readers = {worker.results: key for key, worker in self.live.items()}
             ends = {worker.process.sentinel: key for key, worker in self.live.items()}
-            dead: set[int] = set()
+            dead = {key for key, when in list(hung.items()) if time.monotonic() - when > _KILL_GRACE_SECONDS}
             started = time.monotonic()
-            ready = wait([*readers, *ends], timeout=_POLL_SECONDS)
+            ready = wait([*readers, *ends], timeout=poll)
             waited = time.monotonic() - started
             for key in set(self.live) - {readers.get(h) for h in ready}:  # type: ignore[call-overload]
                 if timeout is not None and self.live[key].assigned and key not in hung:
                     silent[key] += waited
                     if silent[key] > timeout:
-                        hung.add(key)
-                        self.live[key].process.kill()  # its end is seen as a death below
+                        stop_hung(key)
             for handle in ready:
                 if handle in ends:
                     dead.add(ends[handle])  # type: ignore[index]
                     continue
                 key = readers[handle]  # type: ignore[index]
+                if key in hung or key in dead:
+                    continue  # killed: what it sent is void
                 silent.pop(key, None)
                 try:
-                    message = self.live[key].results.recv()
+                    message = receive(key)
                 except (EOFError, OSError):
                     dead.add(key)
+                    continue
+                if isinstance(message, Alive):
                     continue
                 received(self.live[key], message)
                 feed(key)
                 yield message
             for key in dead:
                 worker = self.live.pop(key)
-                while True:  # the whole messages it sent before it died
+                while key not in hung:  # the whole messages it sent before it died (a killed one's are void)
                     try:
                         message = worker.results.recv() if worker.results.poll() else None
                     except (EOFError, OSError):
                         message = None
                     if message is None:
                         break
-                    received(worker, message)
-                    yield message
-                worker.process.join()
+                    if not isinstance(message, Alive):
+                        received(worker, message)
+                        yield message
+                worker.process.join(timeout=_KILL_GRACE_SECONDS)
                 worker.tasks.close()
                 worker.results.close()
                 silent.pop(key, None)
-                if key in hung:
-                    hung.discard(key)
+                if hung.pop(key, None) is not None:
                     how = f"sent no audio for {timeout:g} s, stopped as hung"
                 else:
                     how = _death(worker.process.exitcode)
@@ -280,16 +328,32 @@ def _death(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def _work(tasks: Connection, results: Connection, sample_rate: int, channels: int, piece_samples: int) -> None:
-    """Worker process: decode tasks until the ``None`` sentinel; exits when the tokenizing
-    process is gone (its ends of the pipes close)."""
+def _work(
+    tasks: Connection,
+    results: Connection,
+    sample_rate: int,
+    channels: int,
+    piece_samples: int,
+    heartbeat: float | None,
+) -> None:
+    """Worker process: decode tasks until the ``None`` sentinel, sending ``Alive`` at least every
+    ``heartbeat`` seconds while reading input (None: never); exits when the tokenizing process
+    is gone (its ends of the pipes close)."""
+    last = [time.monotonic()]
+
+    def progress(_samples: int) -> None:
+        if heartbeat is not None and time.monotonic() - last[0] >= heartbeat:
+            results.send(Alive())
+            last[0] = time.monotonic()
+
     try:
         import torch
 
         torch.set_num_threads(1)  # channel conversion only; the cores decode in parallel processes
         while (task := tasks.recv()) is not None:
-            for message in item_messages(*task, sample_rate, channels, piece_samples):
+            for message in item_messages(*task, sample_rate, channels, piece_samples, progress):
                 results.send(message)
+                last[0] = time.monotonic()
     except (EOFError, BrokenPipeError):
         sys.exit(1)
     except KeyboardInterrupt:
