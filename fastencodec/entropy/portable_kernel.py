@@ -20,7 +20,7 @@ import torch
 from numba import njit
 
 from .arith import ERR_STARVED, _decode, decode_error
-from .cdf import _integer_cdfs
+from .cdf import TOTAL_RANGE_BITS, _integer_cdfs
 from .fixed import CLAMP, FRAC, ONE
 
 _FM = {"reassoc", "contract"}  # exact sums of integers: any order gives the same bits
@@ -91,7 +91,7 @@ def decode_frames(weights: tuple, state: KernelState, previous: np.ndarray, ac_s
         weights: :func:`kernel_weights`.
         state: the segment's LM state (advanced).
         previous: int64 ``[K]``: the last decoded frame's codes, -1 before the first (updated).
-        ac_state: the arithmetic decoder's state (:class:`.arith.ArithmeticDecoder` layout).
+        ac_state: the arithmetic decoder's state (:func:`.arith.decoder_state`), advanced.
         data: the whole coded payload (uint8).
         codes: int64 ``[K, n]``, written.
 
@@ -114,8 +114,8 @@ def _decode_frames(weights, keys, values, window, scratch, heads, past, previous
         for k in range(k_count):
             index[k] = previous[k] + 1
         _step(weights, keys, values, window, scratch, index, heads, past)
-        _integer_cdfs(out, 24, cdfs)
-        done = _decode(cdfs, symbols, 0, ac_state, data, 24)
+        _integer_cdfs(out, TOTAL_RANGE_BITS, cdfs)
+        done = _decode(cdfs, symbols, 0, ac_state, data, TOTAL_RANGE_BITS)
         if done < 0:
             return done
         if done < k_count:
@@ -414,7 +414,9 @@ class BlockPass:
             _gelu_block(hidden, weights[18])
             _residual_norm_block(x, self._product("proj", hidden, self._w2[i], b2[i]), norms[i, 1])
         cdfs = np.empty((n * self.k, cfg.card), dtype=np.int64)
-        _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17], cdfs)
+        head_weights = self._buffer("head weights", n, self.k * cfg.card, np.int64).reshape(cdfs.shape)
+        _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17],
+                   head_weights, cdfs)
         _end_block(st.window, st.past, n)
         return cdfs
 
@@ -496,14 +498,13 @@ def _gelu_block(hidden, table):
 
 
 @njit(cache=True, nogil=True)
-def _head_cdfs(acc, b_heads, exp_hi, exp_lo, cdfs):
-    """CDFs ``[n * K, card]`` from the heads' products ``acc`` ``[n, K * card]``."""
+def _head_cdfs(acc, b_heads, exp_hi, exp_lo, weights, cdfs):
+    """CDFs ``[n * K, card]`` (and their ``weights``) from the heads' products ``acc`` ``[n, K * card]``."""
     k_count, card = b_heads.shape
     logits = np.empty(card, dtype=np.int64)
-    weights = np.empty(cdfs.shape, dtype=np.int64)
     for t in range(acc.shape[0]):
         for k in range(k_count):
             for s in range(card):
                 logits[s] = _clamp((np.int64(acc[t, k * card + s]) + b_heads[k, s]) >> FRAC)
             _head_weights(logits, exp_hi, exp_lo, weights[t * k_count + k])
-    _integer_cdfs(weights, 24, cdfs)
+    _integer_cdfs(weights, TOTAL_RANGE_BITS, cdfs)
