@@ -481,3 +481,28 @@ def test_a_worker_decoding_its_way_to_a_far_offset_is_not_taken_for_hung(codec24
     (tmp_path / "cut.jsonl").write_text(json.dumps({"path": "long.mp3", "offset": 898.0, "duration": 1.0}) + "\n")
     summary = tokenize_corpus(tmp_path / "cut.jsonl", tmp_path / "out", codec24, workers=1, decode_timeout=0.05)
     assert (summary.coded, summary.failed) == (1, 0)
+
+
+def test_an_item_that_overflows_fp16_fails_alone(tmp_path, monkeypatch):
+    """fp16 tops out at 65504: a float WAV that loud fails in errors.jsonl and its group-mates are
+    coded as alone (CPU fp16 through torch's portable kernels, as in test_precision.py)."""
+    from fastencodec import RuntimePolicy
+    from fastencodec.kernels import precision
+    from fastencodec.nn.config import EncodecConfig
+    from fastencodec.nn.model import EncodecModel
+
+    monkeypatch.setattr(precision, "cpu_has_fp16", lambda: True)
+    torch.manual_seed(5)
+    model = EncodecModel(EncodecConfig(n_filters=2, dimension=8, name="encodec_24khz")).eval().requires_grad_(False)
+    codec = EnCodec(model, policy=RuntimePolicy(precision="fp16"))
+    (tmp_path / "in").mkdir()
+    for i, gain in enumerate([1.0, 1e6, 1.0]):
+        sf.write(tmp_path / "in" / f"{i}.wav", (tone(24000, 1, 0.5, 3 + i) * gain).astype(np.float32), 24000,
+                 subtype="FLOAT")
+    summary = tokenize_corpus(tmp_path / "in", tmp_path / "out", codec, workers=0)
+    assert (summary.coded, summary.failed) == (2, 1)
+    (error,) = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert error["path"] == "1.wav" and "overflowed float16" in error["reason"] and "'exact'" in error["reason"]
+    for row in read_shards(tmp_path / "out"):
+        audio = read_audio(tmp_path / "in" / row.path)[0]
+        np.testing.assert_array_equal(row.codes, np.asarray(codec.encode(torch.from_numpy(audio)[None]).codes)[0])

@@ -31,6 +31,7 @@ from fastencodec.corpus.shards import iter_shard_rows
 from fastencodec.corpus.workers import DECODE_TIMEOUT, Failed, Piece, decoded
 from fastencodec.io.atomic import signal_cleanup
 from fastencodec.io.audio import write_audio
+from fastencodec.kernels import PrecisionOverflowError
 from fastencodec.tokens import PAD, Tokens
 
 PathLike = str | os.PathLike[str]
@@ -138,6 +139,7 @@ def tokenize_corpus(
     workers = default_workers() if workers is None else workers
     num_codebooks = codec.codebooks_for(run.bandwidth)
     streams: dict[int, LongItem] = {}
+    void: set[int] = set()  # long items that failed while coding: their remaining pieces are dropped
     if decode_timeout is not None and not decode_timeout > 0:
         raise ValueError(f"decode_timeout must be positive seconds or None, got {decode_timeout!r}")
     messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)), decode_timeout)
@@ -158,14 +160,24 @@ def tokenize_corpus(
             done: list[Coded | Failed] = []
             if isinstance(job, Group):
                 done += encode_group(codec, num_codebooks, job.items)
-            elif isinstance(job, Piece):
+            elif isinstance(job, Piece) and job.index not in void:
                 stream = streams.setdefault(job.index, LongItem(codec, run.bandwidth, job.index))
-                stream.push(job.audio)
+                try:
+                    stream.push(job.audio)
+                    if job.last:
+                        done.append(streams.pop(job.index).finish())
+                except PrecisionOverflowError as exc:  # the item fails; its later pieces are dropped
+                    streams.pop(job.index, None)
+                    void.add(job.index)
+                    done.append(Failed(job.index, str(exc)))
+            elif isinstance(job, Piece):  # of a void item
                 if job.last:
-                    done.append(streams.pop(job.index).finish())
+                    void.discard(job.index)
             else:  # Failed, Retry: the pieces so far are void
                 streams.pop(job.index, None)
-                done += [job] if isinstance(job, Failed) else []
+                if isinstance(job, Failed):
+                    done += [] if job.index in void else [job]  # a void item has failed already
+                    void.discard(job.index)
             run.summary.coding_seconds += time.perf_counter() - start
             record(done)
     return run.finish()

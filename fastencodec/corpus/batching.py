@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from fastencodec.codec import EnCodec
+from fastencodec.corpus.workers import Failed
 from fastencodec.engine.blocks import BlockEncoder, encode_items
+from fastencodec.kernels import PrecisionOverflowError
 
 
 class Coded(NamedTuple):
@@ -76,11 +78,15 @@ class LengthPool:
         return items
 
 
-def encode_group(codec: EnCodec, num_codebooks: int, items: list[tuple[int, np.ndarray]]) -> list[Coded]:
+def encode_group(
+    codec: EnCodec, num_codebooks: int, items: list[tuple[int, np.ndarray]]
+) -> list[Coded | Failed]:
     """Code ``(index, audio [channels, samples])`` items in one ``encode_items`` call.
 
     On a CUDA device the group's audio is copied into one pinned host buffer and sent to the
-    GPU in one asynchronous transfer; elsewhere the arrays go as they are.
+    GPU in one asynchronous transfer; elsewhere the arrays go as they are. If the precision's
+    range overflows (``fp16``), the items are coded one by one and those that overflow alone
+    become ``Failed`` (codes do not depend on the grouping).
     """
     if not items:
         return []
@@ -93,7 +99,12 @@ def encode_group(codec: EnCodec, num_codebooks: int, items: list[tuple[int, np.n
             staging[start : start + tensor.numel()].copy_(tensor.reshape(-1))
         on_device = staging.to(device, non_blocking=True)
         tensors = [on_device[start : start + t.numel()].view(t.shape) for t, start in zip(tensors, starts)]
-    results = encode_items(codec.engine, tensors, num_codebooks)
+    try:
+        results = encode_items(codec.engine, tensors, num_codebooks)
+    except PrecisionOverflowError as exc:
+        if len(items) == 1:
+            return [Failed(items[0][0], str(exc))]
+        return [done for item in items for done in encode_group(codec, num_codebooks, [item])]
     return [
         Coded(index, codes.numpy().astype(np.int16), audio.shape[1], _scales(scales))
         for (index, audio), (codes, scales) in zip(items, results)

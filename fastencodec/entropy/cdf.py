@@ -83,9 +83,9 @@ def _integer_cdfs(weights: np.ndarray, total_range_bits: int, out: np.ndarray) -
 def _widths(row, free, total, widths):
     """``widths[i] = floor(row[i] * free / total) + MIN_RANGE``; returns the sum of the floors.
 
-    The quotient is estimated in float64 (within 1 of the exact one: ``row[i] * free < 2**54``,
-    quotient below ``2**24``, relative error below ``2**-51``) and corrected with exact int64
-    remainders; vectorizes, unlike an integer division per symbol."""
+    The quotient is estimated in float64 (within 1 of the exact one: quotient below ``2**24``,
+    relative error below ``2**-51``) and corrected with exact int64 remainders (``row[i] * free``
+    stays below ``2**61`` for weights below ``2**37``); vectorizes, unlike an integer division per symbol."""
     ratio = np.float64(free) / np.float64(total)
     given = np.int64(0)
     for i in range(row.shape[0]):

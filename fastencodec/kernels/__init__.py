@@ -26,10 +26,10 @@ import torch
 from fastencodec.engine.policy import cudnn_precision
 from fastencodec.kernels.cpu import WeightCache, run_steps_reduced
 from fastencodec.kernels.plan import flatten, ragged_steps, step_lengths
-from fastencodec.kernels.precision import activation_dtype, check_precision
+from fastencodec.kernels.precision import PrecisionOverflowError, activation_dtype, check_precision
 from fastencodec.nn.model import EncodecModel
 
-__all__ = ["Networks", "check_precision", "triton_available"]
+__all__ = ["Networks", "PrecisionOverflowError", "check_precision", "triton_available"]
 
 
 @functools.cache
@@ -121,18 +121,17 @@ class Networks:
         item's first ``valid[i]`` steps of a ragged batch; the rest is unspecified).
 
         Raises:
-            ValueError: an overflow (tokens would be wrong).
+            PrecisionOverflowError: an overflow (tokens or audio would be wrong).
         """
         if self.precision != "fp16":
             return out
-        bad = ~torch.isfinite(out)
-        if valid is not None:
-            bad &= (torch.arange(out.shape[-1], device=out.device) < valid[:, None])[:, None, :]
-        if bool(bad.any()):
-            raise ValueError(
-                f"the {part}'s activations overflowed float16 (largest value 65504) on this input; "
-                "use precision 'tf32', 'bf16' or 'exact'"
-            )
+        if valid is None:
+            finite = bool(torch.isfinite(out).all())
+        else:
+            inside = torch.arange(out.shape[-1], device=out.device) < valid[:, None]
+            finite = bool((torch.isfinite(out) | ~inside[:, None, :]).all())
+        if not finite:
+            raise PrecisionOverflowError(part, self.precision, self.device)
         return out
 
     def _forward(self, part: str, x: torch.Tensor) -> torch.Tensor:

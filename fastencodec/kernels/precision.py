@@ -59,6 +59,23 @@ def check_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
+class PrecisionOverflowError(ValueError):
+    """An input whose activations overflowed the range of ``precision``'s activation dtype."""
+
+    def __init__(self, part: str, precision: str, device: torch.device | str):
+        dtype = activation_dtype(precision)
+        others = ["tf32", "bf16", "exact"] if torch.device(device).type == "cuda" else ["exact"]
+        if torch.device(device).type == "cpu" and cpu_has_bf16():
+            others.insert(0, "bf16")
+        quoted = [f"'{name}'" for name in others]
+        choices = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
+        super().__init__(
+            f"the {part}'s activations overflowed {str(dtype).removeprefix('torch.')} (largest value "
+            f"{torch.finfo(dtype).max:g}) on this "
+            f"input in precision {precision!r}; use precision {choices}"
+        )
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU runs bfloat16 matrix products natively (oneDNN's check)."""
     try:
