@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import gc
 import json
 import statistics
 import sys
@@ -219,6 +221,13 @@ def main() -> None:
     # -- where the time goes (eager, per step, CUDA events) ---------------------------------
     if "profile" not in skip:
         log("profile_64x10s_ms", {p: profile(model24, p, x64) for p in PRECISIONS})
+    # our 24 kHz networks' CUDA graphs keep their activations' memory (private pools): freed here,
+    # before other models' graphs (the sweep builds fresh networks)
+    for name in [n for n in impls if n.startswith("fastencodec")]:
+        del impls[name]
+    del exact
+    gc.collect()
+    torch.cuda.empty_cache()
     # -- 48 kHz stereo and 32 kHz --------------------------------------------------------
     if "other" not in skip:
         from encodec.model import EncodecModel as MetaModel
@@ -230,16 +239,20 @@ def main() -> None:
         torch.save(meta48.state_dict(), path48)
         model48 = EnCodec.from_pretrained(path48, device="cuda").model
         x48 = speech(48_000, 2, 16, 10.0).cuda()
-        for name, (enc, dec) in {
-            **{f"fastencodec {p}": ours(model48, p, 4) for p in PRECISIONS},
-            "Meta default": meta_impl(meta48, False),
+        for name, make in {  # built one at a time: each mode's graphs are freed before the next
+            **{f"fastencodec {p}": functools.partial(ours, model48, p, 4) for p in PRECISIONS},
+            "Meta default": functools.partial(meta_impl, meta48, False),
         }.items():
+            enc, dec = make()
             if name.startswith("fastencodec"):  # the model's 1 s segments as a batch, normalised as Meta does
                 segs = x48.reshape(16, 2, 10, 48_000).permute(0, 2, 1, 3).reshape(160, 2, 48_000)
                 e, d = time_pair(enc, dec, segs, repeat)
             else:
                 e, d = time_pair(enc, dec, x48, repeat)
             rows[name] = {"encode_ms": e, "decode_ms": d, "rtf": 160.0 / ((e + d) / 1000)}
+            del enc, dec
+            gc.collect()
+            torch.cuda.empty_cache()
         log("batch16x10s_48khz_stereo", rows)
         from transformers import EncodecConfig, EncodecModel
 
@@ -250,15 +263,19 @@ def main() -> None:
         model32 = EnCodec.from_pretrained(d32, device="cuda").model
         x32 = speech(32_000, 1, 64, 10.0).cuda()
         rows = {}
-        for name, (enc, dec) in {
-            **{f"fastencodec {p}": ours(model32, p, 4) for p in PRECISIONS},
-            "transformers": (
+        for name, make in {
+            **{f"fastencodec {p}": functools.partial(ours, model32, p, 4) for p in PRECISIONS},
+            "transformers": lambda: (
                 lambda x: hf32.encode(x, bandwidth=2.2),
                 lambda o: hf32.decode(o.audio_codes, o.audio_scales),
             ),
         }.items():
+            enc, dec = make()
             e, d = time_pair(enc, dec, x32, repeat)
             rows[name] = {"encode_ms": e, "decode_ms": d, "rtf": 640.0 / ((e + d) / 1000)}
+            del enc, dec
+            gc.collect()
+            torch.cuda.empty_cache()
         log("batch64x10s_32khz", rows)
     # -- real-time factor against batch size ---------------------------------------------
     if "sweep" not in skip:
@@ -268,13 +285,14 @@ def main() -> None:
         if not args.quick:
             names += ["fastencodec exact", "fastencodec bf16"]
         for name in names:
-            (enc, dec), flags = impls[name]
             sweep[name] = {}
             for b in sizes:
                 if b > 256 and name.startswith("Meta"):
                     break
                 if name.startswith("fastencodec"):  # fresh networks: graphs of earlier sizes freed
-                    enc, dec = ours(model24, name.split()[-1], 8)
+                    (enc, dec), flags = ours(model24, name.split()[-1], 8), None
+                else:
+                    (enc, dec), flags = impls[name]
                 try:
                     x = speech(24_000, 1, 1, 10.0).expand(b, 1, -1).contiguous().cuda()
                     e, d = time_pair(enc, dec, x, 2 if b >= 256 else repeat, flags)
