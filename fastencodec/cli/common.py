@@ -18,6 +18,7 @@ from tqdm import tqdm
 from fastencodec.codec import EnCodec
 from fastencodec.engine.policy import PRECISIONS, RuntimePolicy, default_threads
 from fastencodec.io.atomic import STDIO
+from fastencodec.kernels.precision import check_precision
 
 PROG = "fastencodec"
 PROGRESS_MIN_SECONDS = 5.0
@@ -70,9 +71,13 @@ def load_codec(
 
     Raises:
         CliError: ``device`` is CUDA and CUDA is not available.
-        ModelLoadError: the model cannot be found or loaded.
+        ModelLoadError: the device cannot run ``precision``, or the model cannot be found or loaded.
     """
     check_device(device)
+    try:
+        check_precision(precision, device)  # a mode this device cannot run: said as is, not as a load failure
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     if threads is None and torch.device(device).type == "cpu":
         threads = default_threads()
     try:

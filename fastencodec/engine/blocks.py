@@ -128,8 +128,9 @@ class BlockEncoder:
     ``push(block)`` takes float32 audio ``[channels, n]`` at the model's rate and returns the
     codes now final as ``(codes [K, frames], scale, ends_segment)`` triples; ``finish()``
     returns the rest. A segment starts with the first triple after one that ended a segment.
-    The codes equal ``encode_items`` of the whole signal: the same segments, batches and stream
-    chunks.
+    The codes equal ``encode_items`` of the whole signal (the same segments, batches and stream
+    chunks), except that a streamable model's signal longer than ``chunk_samples`` goes through
+    the exact stream here in every precision, where ``encode_items`` codes it whole outside ``exact``.
 
     Args:
         engine: the model.

@@ -1,6 +1,6 @@
 """The portable integer LM over blocks of frames in one causal pass (torch; CPU or CUDA).
 
-The same arithmetic as the frame-by-frame kernel of :mod:`.portable`, bit for bit, but every
+The same arithmetic as the frame-by-frame kernel of :mod:`.portable_kernel`, bit for bit, but every
 matrix product of a block of frames is one float64 matrix product. That is exact, whatever
 the BLAS, its blocking or summation order, and with or without FMA: each product multiplies
 an integer activation ``|x| <= CLAMP < 2**20`` by an int16 weight ``|w| < 2**15`` (or, in the

@@ -46,7 +46,10 @@ def check_precision(precision: str, device: torch.device | str) -> str:
     kind = torch.device(device).type
     if kind == "cpu":
         if not PRECISIONS[precision].cpu:
-            raise ValueError("precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact' or 'bf16'")
+            raise ValueError(
+                "precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact'"
+                + (" or 'bf16'" if cpu_has_bf16() else "")
+            )
         if precision == "bf16" and not cpu_has_bf16():
             raise ValueError("precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks")
         if precision == "fp16" and not cpu_has_fp16():
