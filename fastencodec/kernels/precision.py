@@ -45,21 +45,30 @@ def check_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     kind = torch.device(device).type
     if kind == "cpu":
-        if not PRECISIONS[precision].cpu:
-            raise ValueError(
-                "precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic); use 'exact'"
-                + (" or 'bf16'" if cpu_has_bf16() else "")
-            )
-        if precision == "bf16" and not cpu_has_bf16():
-            raise ValueError("precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks")
-        if precision == "fp16" and not cpu_has_fp16():
-            raise ValueError(
-                "precision 'fp16' on CPU needs AVX512-FP16 or AMX-FP16 instructions, which this CPU lacks; "
-                "use 'exact'" + (" or 'bf16'" if cpu_has_bf16() else "")
-            )
+        refusal = _cpu_refusal(precision)
+        if refusal is not None:
+            raise ValueError(f"{refusal}; use {_others(precision, device)}")
     elif kind != "cuda":
         raise ValueError(f"precision modes are defined for CPU and CUDA devices, not {kind!r}")
     return precision
+
+
+def _cpu_refusal(precision: str) -> str | None:
+    """Why this CPU cannot run ``precision`` (a known name), or None if it can."""
+    if not PRECISIONS[precision].cpu:
+        return "precision 'tf32' needs a CUDA GPU (CPUs have no TF32 arithmetic)"
+    if precision == "bf16" and not cpu_has_bf16():
+        return "precision 'bf16' on CPU needs AVX512-BF16 or AMX instructions, which this CPU lacks"
+    if precision == "fp16" and not cpu_has_fp16():
+        return "precision 'fp16' on CPU needs AVX512-FP16 or AMX-FP16 instructions, which this CPU lacks"
+    return None
+
+
+def _others(precision: str, device: torch.device | str) -> str:
+    """The modes other than ``precision`` that ``device`` runs, for messages: ``'exact' or 'bf16'``."""
+    cpu = torch.device(device).type == "cpu"
+    names = [f"'{name}'" for name in PRECISIONS if name != precision and not (cpu and _cpu_refusal(name))]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 class PrecisionOverflowError(ValueError):
@@ -67,15 +76,10 @@ class PrecisionOverflowError(ValueError):
 
     def __init__(self, part: str, precision: str, device: torch.device | str):
         dtype = activation_dtype(precision)
-        others = ["tf32", "bf16", "exact"] if torch.device(device).type == "cuda" else ["exact"]
-        if torch.device(device).type == "cpu" and cpu_has_bf16():
-            others.insert(0, "bf16")
-        quoted = [f"'{name}'" for name in others]
-        choices = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
         super().__init__(
             f"the {part}'s activations overflowed {str(dtype).removeprefix('torch.')} (largest value "
-            f"{torch.finfo(dtype).max:g}) on this "
-            f"input in precision {precision!r}; use precision {choices}"
+            f"{torch.finfo(dtype).max:g}) on this input in precision {precision!r}; use precision "
+            f"{_others(precision, device)}"
         )
 
 
