@@ -470,6 +470,15 @@ def test_the_feeder_holds_at_most_a_window_and_hands_out_length_sorted_groups():
     assert sorted(i for job in jobs for i, _ in job.items) == list(range(40))
 
 
+def test_a_decode_timeout_that_is_not_positive_is_refused(with_long, codec24, tmp_path):
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="decode_timeout must be positive seconds or None"):
+            tokenize_corpus(with_long, tmp_path / "out", codec24, decode_timeout=bad)
+    assert not (tmp_path / "out").exists()
+    assert main(["tokenize", str(with_long), "--out", str(tmp_path / "out"), "--decode-timeout", "0", "-q"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_worker_decoding_its_way_to_a_far_offset_is_not_taken_for_hung(codec24, tmp_path):
     """An MP3 segment near the end of a long file is decoded from the start (no audio sent for a
     while): the worker's heartbeats keep a short ``decode_timeout`` from stopping it."""

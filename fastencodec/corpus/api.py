@@ -129,6 +129,8 @@ def tokenize_corpus(
             item (a worker that dies is replaced; the item it was decoding is tried once more,
             then listed in ``errors.jsonl``).
     """
+    if decode_timeout is not None and not decode_timeout > 0:
+        raise ValueError(f"decode_timeout must be positive seconds or None, got {decode_timeout!r}")
     rank = rank or ranks.from_environment()
     codec = load_model(model, device, rank, precision)
     run = CorpusRun([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs, out, codec, bandwidth,
@@ -140,8 +142,6 @@ def tokenize_corpus(
     num_codebooks = codec.codebooks_for(run.bandwidth)
     streams: dict[int, LongItem] = {}
     void: set[int] = set()  # long items that failed while coding: their remaining pieces are dropped
-    if decode_timeout is not None and not decode_timeout > 0:
-        raise ValueError(f"decode_timeout must be positive seconds or None, got {decode_timeout!r}")
     messages = decoded(todo, codec.sample_rate, codec.channels, pieces, min(workers, len(todo)), decode_timeout)
     feeder = Feeder(messages, window_samples or window_samples_for(codec))
     # shards are written on a thread: the main thread holds the SIGTERM/SIGHUP cleanup for them

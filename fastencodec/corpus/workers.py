@@ -139,7 +139,7 @@ def decoded(
             yield from item_messages(index, item, sample_rate, channels, piece_samples)
         return
     with _Workers(sample_rate, channels, piece_samples, timeout) as pool:
-        yield from pool.run(list(items), workers, timeout)
+        yield from pool.run(list(items), workers)
 
 
 class _Worker(NamedTuple):
@@ -157,6 +157,7 @@ class _Workers:
     PREFETCH = 2
 
     def __init__(self, sample_rate: int, channels: int, piece_samples: int, timeout: float | None = None) -> None:
+        self.timeout = timeout
         heartbeat = None if timeout is None else min(_HEARTBEAT_SECONDS, timeout / 4)
         self.args = (sample_rate, channels, piece_samples, heartbeat)
         methods = multiprocessing.get_all_start_methods()
@@ -195,8 +196,9 @@ class _Workers:
         self.live[self._count] = _Worker(process, task_writer, result_reader, collections.deque())
         return self._count
 
-    def run(self, items: list[tuple[int, Item]], workers: int, timeout: float | None) -> Iterator[Message | Retry]:
+    def run(self, items: list[tuple[int, Item]], workers: int) -> Iterator[Message | Retry]:
         """The messages of ``items`` from ``workers`` processes (see :func:`decoded`)."""
+        timeout = self.timeout
         todo = collections.deque(items)
         by_index = dict(items)
         deaths: dict[int, int] = {}
