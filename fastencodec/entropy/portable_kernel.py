@@ -417,7 +417,7 @@ class BlockPass:
         head_weights = self._buffer("head weights", n, self.k * cfg.card, np.int64).reshape(cdfs.shape)
         _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17],
                    head_weights, cdfs)
-        _end_block(st.window, st.past, n)
+        _end_block(st.window, st.keys, st.values, st.past, n)
         return cdfs
 
     def _buffer(self, name: str, rows: int, cols: int, dtype) -> np.ndarray:
@@ -475,14 +475,10 @@ def _attend_block(q, kv, b_kv, keys, values, window, layer, heads, past, exp_hi,
 
 
 @njit(cache=True, nogil=True)
-def _end_block(window, past, n):
-    """The window after ``n`` frames (the buffers have room: no compaction)."""
-    start, end = window[_START], window[_END]
+def _end_block(window, keys, values, past, n):
+    """The window after ``n`` frames (:func:`_advance` each; the pass made room, so none compacts)."""
     for _ in range(n):
-        end += 1
-        if end - start > past:
-            start += 1
-    window[_START], window[_END], window[_POSITION], window[_STARTED] = start, end, window[_POSITION] + n, 1
+        _advance(window, keys, values, past)
 
 
 @njit(cache=True, nogil=True)
