@@ -4,11 +4,14 @@ One embedding table per codebook (their sum is the input), sinusoidal positions,
 causal self-attention, cross-attention to the text states, and a GELU feed-forward; one linear head
 per codebook. Keys and values live in a preallocated :class:`KVCache`, so a decoding step has fixed
 shapes: :meth:`MusicGenLM.step_static` (position as a device tensor, attending over a fixed ``span``
-of leading cache frames) can be captured in a CUDA graph.
+of leading cache frames) can be captured in a CUDA graph. With ``kernels`` a step's linear layers (and
+the LayerNorm before them, and the residual added after them) run as the few-row Triton kernel of
+:mod:`fastencodec.kernels.few_rows` (CUDA), which reads each weight once at near the memory's speed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -85,6 +88,34 @@ def add_linear(x: torch.Tensor, h: torch.Tensor, layer: nn.Linear) -> torch.Tens
     return torch.addmm(x.reshape(-1, x.shape[-1]), h.reshape(-1, h.shape[-1]), layer.weight.t()).view(x.shape)
 
 
+@functools.cache
+def few_rows():
+    """:mod:`fastencodec.kernels.few_rows`, imported on first use (None without Triton)."""
+    try:
+        from fastencodec.kernels import few_rows as module
+    except ImportError:
+        return None
+    return module
+
+
+def project(
+    h: torch.Tensor,
+    layer: nn.Linear,
+    norm: nn.LayerNorm | None = None,
+    residual: torch.Tensor | None = None,
+    kernels: bool = False,
+) -> torch.Tensor:
+    """``residual + layer(norm(h))`` (``norm`` and ``residual`` optional; ``layer`` without a bias
+    when ``residual`` is given). With ``kernels``, ``h`` on CUDA (or under Triton's interpreter) and
+    at most ``few_rows.MAX_ROWS`` rows, one Triton kernel computes it all; otherwise torch ops."""
+    kernel = few_rows() if kernels else None
+    if kernel is not None and kernel.supports(h, layer.weight):
+        return kernel.few_rows_linear(h, layer.weight, layer.bias, residual, norm)
+    if norm is not None:
+        h = norm(h)
+    return layer(h) if residual is None else add_linear(residual, h, layer)
+
+
 class Attention(nn.Module):
     """Multi-head attention projections; ``fused`` keeps query, key and value in one ``qkv_proj``
     (self-attention: one matrix product per step instead of three)."""
@@ -104,9 +135,10 @@ class Attention(nn.Module):
         """``[batch, frames, dim]`` -> ``[batch, heads, frames, head_dim]``."""
         return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
 
-    def add_merged(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def add_merged(self, x: torch.Tensor, out: torch.Tensor, kernels: bool = False) -> torch.Tensor:
         """``x`` plus the output projection of the heads ``out`` ``[batch, heads, frames, head_dim]``."""
-        return add_linear(x, out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1), self.out_proj)
+        merged = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+        return project(merged, self.out_proj, residual=x, kernels=kernels)
 
 
 class DecoderLayer(nn.Module):
@@ -122,14 +154,21 @@ class DecoderLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(cfg.hidden)
 
     def forward(
-        self, x: torch.Tensor, index: int, cache: KVCache, start: int | torch.Tensor, visible: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        index: int,
+        cache: KVCache,
+        start: int | torch.Tensor,
+        visible: torch.Tensor | None,
+        kernels: bool = False,
     ) -> torch.Tensor:
         """``x`` [batch, frames, hidden] at positions ``start ..``; ``start`` a device tensor means one
         frame, attended over the first ``span`` cache frames with the additive mask ``visible``
-        [1, 1, 1, span] (fixed shapes for CUDA graphs; frames past ``span`` are never read)."""
+        [1, 1, 1, span] (fixed shapes for CUDA graphs; frames past ``span`` are never read);
+        ``kernels``: see :func:`project`."""
         attn = self.self_attn
-        h = self.self_attn_layer_norm(x)
-        q, k, v = (attn.split(part) for part in attn.qkv_proj(h).chunk(3, dim=-1))
+        qkv = project(x, attn.qkv_proj, self.self_attn_layer_norm, kernels=kernels)
+        q, k, v = (attn.split(part) for part in qkv.chunk(3, dim=-1))
         keys, values = cache.keys[index], cache.values[index]
         if isinstance(start, torch.Tensor):
             keys.index_copy_(2, start.view(1), k)
@@ -146,13 +185,13 @@ class DecoderLayer(nn.Module):
                 out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], is_causal=True)
             else:
                 raise ValueError("several frames at once are only supported from position 0")
-        x = attn.add_merged(x, out)
+        x = attn.add_merged(x, out, kernels)
         cross = self.encoder_attn
-        h = self.encoder_attn_layer_norm(x)
-        q = cross.split(cross.q_proj(h))
+        q = cross.split(project(x, cross.q_proj, self.encoder_attn_layer_norm, kernels=kernels))
         out = attend(q, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
-        x = cross.add_merged(x, out)
-        return add_linear(x, activation(self.act, self.fc1(self.final_layer_norm(x))), self.fc2)
+        x = cross.add_merged(x, out, kernels)
+        h = activation(self.act, project(x, self.fc1, self.final_layer_norm, kernels=kernels))
+        return project(h, self.fc2, residual=x, kernels=kernels)
 
 
 class MusicGenLM(nn.Module):
@@ -189,7 +228,12 @@ class MusicGenLM(nn.Module):
             cache.cross_keys, cache.cross_values, cache.cross_mask = keys, values, cross_mask
 
     def _run(
-        self, tokens: torch.Tensor, cache: KVCache, start: int | torch.Tensor, span: int | None = None
+        self,
+        tokens: torch.Tensor,
+        cache: KVCache,
+        start: int | torch.Tensor,
+        span: int | None = None,
+        kernels: bool = False,
     ) -> torch.Tensor:
         x = sum(table(tokens[:, k]) for k, table in enumerate(self.embed_tokens)) * self.embed_scale
         visible = None
@@ -199,7 +243,9 @@ class MusicGenLM(nn.Module):
         else:
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
-            x = layer(x, index, cache, start, visible)
+            x = layer(x, index, cache, start, visible, kernels)
+        if kernels:  # the final LayerNorm inside each head's kernel
+            return torch.stack([project(x[:, -1], head, self.layer_norm, kernels=True) for head in self.lm_heads], 1)
         h = self.layer_norm(x[:, -1])
         return torch.stack([head(h) for head in self.lm_heads], dim=1)
 
@@ -212,7 +258,12 @@ class MusicGenLM(nn.Module):
         return self._run(tokens, cache, position)
 
     def step_static(
-        self, tokens: torch.Tensor, position: torch.Tensor, cache: KVCache, span: int | None = None
+        self,
+        tokens: torch.Tensor,
+        position: torch.Tensor,
+        cache: KVCache,
+        span: int | None = None,
+        kernels: bool = False,
     ) -> torch.Tensor:
         """As :meth:`step` with ``position`` a 0-d long device tensor: no shape depends on it.
 
@@ -222,10 +273,12 @@ class MusicGenLM(nn.Module):
             cache: the cache it is written into and attends over.
             span: attend over the first ``span`` cache frames only (frames ``position + 1 ..
                 span - 1`` masked; later ones never read); None: the whole cache.
+            kernels: run the linear layers (with their LayerNorms and residuals) as the few-row
+                Triton kernel when the rows allow it (the tensors on CUDA, or Triton's interpreter).
         """
         if span is not None and not 1 <= span <= cache.length:
             raise ValueError(f"span must be in [1, {cache.length}] cache frames, got {span}")
-        return self._run(tokens, cache, position, span)
+        return self._run(tokens, cache, position, span, kernels)
 
 
 DECODER_RENAMES = (

@@ -40,6 +40,10 @@ class MusicGen:
         max_duration: seconds of audio the LM sees at once (30 for the published models); longer
             requests slide a window over the audio (see ``extend_stride`` of :meth:`generate`).
         use_cuda_graphs: replay each decoding step as a CUDA graph on GPU (default True).
+        use_triton: in those captured steps, run the decoder's linear layers (with the LayerNorm
+            before and the residual after each) as the few-row Triton kernel of
+            :mod:`fastencodec.kernels.few_rows` when Triton is installed and a step has at most
+            16 rows (8 items with guidance); default True.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class MusicGen:
         self.tokenizer = tokenizer
         self.max_duration = 30.0
         self.use_cuda_graphs = True
+        self.use_triton = True
         self.text = TextConditioner(
             tokenizer, self.text_encoder, self.text_proj, config.text.pad_token_id, config.decoder.hidden
         )
@@ -271,7 +276,7 @@ class MusicGen:
                 memory, mask = self.text(texts, sampling.guided, self.device, self.lm.lm_heads[0].weight.dtype)
 
                 def decoding_for(steps: int) -> Decoding:
-                    return self._decoders.get(self.lm, memory, mask, sampling, steps, self._graphed)
+                    return self._decoders.get(self.lm, memory, mask, sampling, steps, self._graphed, self._kernels)
 
                 def one_window(prompt: torch.Tensor | None, length: int, report: Callable[[int], None]) -> torch.Tensor:
                     return decode_window(
@@ -327,3 +332,7 @@ class MusicGen:
     @property
     def _graphed(self) -> bool:
         return self.device.type == "cuda" and self.use_cuda_graphs
+
+    @property
+    def _kernels(self) -> bool:
+        return self._graphed and self.use_triton

@@ -30,6 +30,10 @@ class Decoding:
     frames a step at a given position reads (here exactly the filled ones; :class:`GraphedDecoding`
     rounds up to a bucket so that a few captured graphs cover every position).
 
+    Args:
+        kernels: run the LM's linear layers as the few-row Triton kernel (see
+            :meth:`~fastencodec.musicgen.decoder.MusicGenLM.step_static`).
+
     Attributes:
         sequence: tokens ``[batch, codebooks, length]`` (long): the delay pattern being filled.
         uniforms: one draw in [0, 1) per token ``[batch, length, codebooks]`` (None when greedy).
@@ -38,10 +42,10 @@ class Decoding:
         mixed: the guided logits ``[batch, codebooks, vocab]`` (float32) of the last step.
     """
 
-    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int):
+    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int, kernels: bool = False):
         cfg = lm.cfg
         device = cache.keys.device
-        self.lm, self.cache, self.sampling = lm, cache, sampling
+        self.lm, self.cache, self.sampling, self.kernels = lm, cache, sampling, kernels
         self.sequence = torch.full((batch, cfg.codebooks, cache.length), cfg.start_token_id, dtype=torch.long,
                                    device=device)
         self.uniforms = None
@@ -75,7 +79,8 @@ class Decoding:
         next one, advance ``position`` by one (device only)."""
         sampling, t = self.sampling, self.position
         frame = self.sequence.index_select(2, t.view(1))
-        logits = self.lm.step_static(torch.cat([frame, frame]) if sampling.guided else frame, t, self.cache, span)
+        rows = torch.cat([frame, frame]) if sampling.guided else frame
+        logits = self.lm.step_static(rows, t, self.cache, span, self.kernels)
         mixed = sampling.mix(logits.float())
         following = (t + 1).view(1)
         draws = None if self.uniforms is None else self.uniforms.index_select(1, following).squeeze(1)
@@ -101,8 +106,8 @@ class GraphedDecoding(Decoding):
     host picks the graph of the current position, so a step reads at most ``SPAN_BUCKET - 1``
     unfilled (masked) cache frames and never the frames past its bucket."""
 
-    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int):
-        super().__init__(lm, cache, sampling, batch)
+    def __init__(self, lm: MusicGenLM, cache: KVCache, sampling: Sampling, batch: int, kernels: bool = False):
+        super().__init__(lm, cache, sampling, batch, kernels)
         device = cache.keys.device
         spans = sorted({min(n, cache.length) for n in range(SPAN_BUCKET, cache.length + SPAN_BUCKET, SPAN_BUCKET)})
         side = torch.cuda.Stream(device)
@@ -139,7 +144,8 @@ FRAME_BUCKET = 256
 class Decoders:
     """Where a window's :class:`Decoding` comes from: eager on a CPU (or with ``graphs=False``); on a
     GPU a captured :class:`GraphedDecoding`, kept for the next window or call with the same shapes
-    and sampling settings (one at a time, which bounds the memory held)."""
+    and sampling settings (one at a time, which bounds the memory held). Only captured steps use the
+    Triton kernels (eager, each launch would cost more host time than the kernel saves)."""
 
     def __init__(self) -> None:
         self._kept: dict[tuple, GraphedDecoding] = {}
@@ -156,22 +162,24 @@ class Decoders:
         sampling: Sampling,
         steps: int,
         graphs: bool,
+        kernels: bool = False,
     ) -> Decoding:
         """The decode of a window of ``steps`` sequence steps over text ``memory`` ``[rows, tokens,
-        hidden]`` with ``mask`` ``[rows, tokens]`` (rows: twice the batch when guided)."""
+        hidden]`` with ``mask`` ``[rows, tokens]`` (rows: twice the batch when guided); ``kernels``:
+        the captured steps run the few-row Triton kernels."""
         rows = memory.shape[0]
         batch = rows // 2 if sampling.guided else rows
         if not graphs:
             cache = lm.new_cache(rows, steps)
             lm.set_memory(cache, memory, mask)
-            return Decoding(lm, cache, sampling, batch)
+            return Decoding(lm, cache, sampling, batch, kernels)
         length = -(-steps // FRAME_BUCKET) * FRAME_BUCKET
-        key = (rows, length, memory.shape[1], sampling)
+        key = (rows, length, memory.shape[1], sampling, kernels)
         if key not in self._kept:
             self._kept.clear()
             cache = lm.new_cache(rows, length)
             lm.set_memory(cache, memory, mask)
-            self._kept[key] = GraphedDecoding(lm, cache, sampling, batch)
+            self._kept[key] = GraphedDecoding(lm, cache, sampling, batch, kernels)
         decoding = self._kept[key]
         lm.set_memory(decoding.cache, memory, mask)
         return decoding
