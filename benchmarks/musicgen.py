@@ -3,7 +3,8 @@
     python benchmarks/musicgen.py [--quick] [--device cuda] [--arch small medium] [--batch 1 8]
                                   [--seconds 10] [--guidance 3] [--dtype float32|bfloat16]
                                   [--theirs-dtype float32|bfloat16] [--repeat 2] [--profile]
-                                  [--no-transformers] [--no-graphs] [--kernels] [--json FILE]
+                                  [--linear triton torch] [--no-transformers] [--no-graphs] [--kernels]
+                                  [--json FILE]
 
 Random weights in the published architectures (shapes of facebook/musicgen-small and -medium:
 t5-base text encoder, 24 x 1024 or 48 x 1536 decoder, 4 codebooks of 2048, the 32 kHz EnCodec), so
@@ -19,7 +20,10 @@ transformers' other dtypes come after all architectures, so a time limit cuts th
 attention span), replays queued back to back, and splits the average step into kernel time and the
 gaps between kernels (torch.profiler); also the step at the first and at the last span.
 ``--kernels`` instead times a step's pieces alone, each captured 20 times back to back in a CUDA graph,
-with their alternatives (attention over a span of the cache; the largest matrix products).
+with their alternatives (attention over a span of the cache; the matrix products in torch and as the
+few-row Triton kernel, alone and with the LayerNorm before or the residual after them). ``--linear``
+picks how ours runs a captured step's linear layers: ``triton`` (the few-row kernel, the default),
+``torch`` (cuBLAS), or both (each a row of the table).
 ``--quick`` runs musicgen-small, batch 1, 1 s, once (a CPU smoke test).
 """
 
@@ -172,7 +176,9 @@ def bench_arch(arch: str, args: argparse.Namespace, tok, device: torch.device, e
     for name in args.dtype:
         ours = MusicGen.from_tensors(hf.config.to_dict(), hf.state_dict(), tok, device, getattr(torch, name))
         ours.use_cuda_graphs = not args.no_graphs
-        bench_ours(ours, arch, name, args, device, emit)
+        for linear in args.linear:
+            ours.use_triton = linear == "triton"
+            bench_ours(ours, arch, name, args, device, emit)
         del ours
     if not args.no_transformers:
         bench_theirs(hf, arch, args.theirs_dtype[0], args, tok, device, emit)
@@ -195,7 +201,8 @@ def bench_ours(
         first = timed(fn, device, 1)[0]  # warm-up: CUDA graph capture, allocator, kernels
         parts = [fn() for _ in range(1 if args.quick else args.repeat)]
         wall = statistics.median(p["tokens_s"] + p["codec_decode_s"] for p in parts)
-        row = dict(arch=arch, batch=batch, impl="fastencodec", dtype=dtype, wall_s=wall, first_call_s=first,
+        row = dict(arch=arch, batch=batch, impl="fastencodec", dtype=dtype, linear=linear_of(ours),
+                   wall_s=wall, first_call_s=first,
                    steps_per_s=steps / wall, realtime=args.seconds / wall,
                    weight_gb_s=weight_bytes * steps / wall / 1e9,
                    tokens_s=statistics.median(p["tokens_s"] for p in parts),
@@ -207,6 +214,14 @@ def bench_ours(
             except Exception as exc:  # the profiler is a bonus: a failure must not lose the timings
                 row["profile_error"] = f"{type(exc).__name__}: {exc}"
         emit(row)
+
+
+def linear_of(ours: MusicGen) -> str:
+    """How ``ours`` runs its captured steps' linear layers: ``triton`` or ``torch``."""
+    from fastencodec.musicgen.decoder import few_rows
+
+    graphed = ours.device.type == "cuda" and ours.use_cuda_graphs
+    return "triton" if graphed and ours.use_triton and few_rows() is not None else "torch"
 
 
 def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, device: torch.device, emit: Table) -> None:
@@ -224,7 +239,7 @@ def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, devic
         timed(functools.partial(run_theirs, hf, ids, mask, 8, args.guidance), device, 1)  # warm-up, short
         fn = functools.partial(run_theirs, hf, ids, mask, steps, args.guidance)
         wall = statistics.median(timed(fn, device, 1 if args.quick else args.repeat))
-        ours = {r["dtype"]: r["wall_s"] for r in emit.rows
+        ours = {f"{r['dtype']} ({r['linear']} linear)": r["wall_s"] for r in emit.rows
                 if r["arch"] == arch and r["batch"] == batch and r["impl"] == "fastencodec"}
         emit(dict(arch=arch, batch=batch, impl="transformers", dtype=dtype, wall_s=wall,
                   steps_per_s=steps / wall, realtime=args.seconds / wall,
@@ -255,12 +270,20 @@ def graph_us(fn, calls: int = 20, replays: int = 10) -> float:
     return statistics.median(times)
 
 
+def few_rows_module():
+    """The few-row Triton kernel module (None without Triton)."""
+    from fastencodec.musicgen.decoder import few_rows
+
+    return few_rows()
+
+
 def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> list[dict]:
     """One decoding step's pieces timed alone (``--kernels``, CUDA), with the alternatives: the
     self-attention of one frame over ``span`` cached frames (``scaled_dot_product_attention`` with
-    the additive mask, as the step runs it, vs. matmul / softmax / matmul), and the largest matrix
-    products (``F.linear`` on the ``[out, in]`` weight, as the step runs it, vs. a matmul on the
-    weight stored ``[in, out]``); ``rows``: LM rows (twice the batch with guidance)."""
+    the additive mask, as the step runs it, vs. matmul / softmax / matmul), and the linear layers of a
+    step (``F.linear`` on the ``[out, in]`` weight, a matmul on the weight stored ``[in, out]``, and
+    the few-row Triton kernel, also with the LayerNorm before the layer or the residual after it, as
+    the captured step runs them); ``rows``: LM rows (twice the batch with guidance)."""
     import torch.nn.functional as F
 
     hidden, heads, ffn = (ARCHS[arch][k] for k in ("hidden_size", "num_attention_heads", "ffn_dim"))
@@ -286,16 +309,35 @@ def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> li
             us = graph_us(fn)
             out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"self-attention span {span}", choice=name,
                             us=us, gb_s=moved / us / 1e3))
-    for piece, (n_out, n_in) in (("qkv", (3 * hidden, hidden)), ("fc1", (ffn, hidden)), ("fc2", (hidden, ffn))):
+    few = few_rows_module() if rows <= 16 else None
+    pieces = (("qkv", (3 * hidden, hidden)), ("out", (hidden, hidden)), ("fc1", (ffn, hidden)),
+              ("fc2", (hidden, ffn)), ("head", (2048, hidden)))
+    for piece, (n_out, n_in) in pieces:
         w = torch.randn(n_out, n_in, device=device, dtype=dt)
         wt = w.t().contiguous()
         xi = torch.randn(rows, n_in, device=device, dtype=dt)
-        for name, fn in (("F.linear [out, in]", lambda xi=xi, w=w: F.linear(xi, w)),
-                         ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt),
-                         ("(w @ x.T).T [out, in]", lambda xi=xi, w=w: (w @ xi.t()).t())):
-            us = graph_us(fn)
-            out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"{piece} {n_in}->{n_out}", choice=name,
-                            us=us, gb_s=w.numel() * size / us / 1e3))
+        res = torch.randn(rows, n_out, device=device, dtype=dt)
+        norm = torch.nn.LayerNorm(n_in, device=device, dtype=dt)
+        choices = [("F.linear [out, in]", lambda xi=xi, w=w: F.linear(xi, w)),
+                   ("matmul [in, out]", lambda xi=xi, wt=wt: xi @ wt),
+                   ("(w @ x.T).T [out, in]", lambda xi=xi, w=w: (w @ xi.t()).t())]
+        if few is not None:
+            choices.append(("few-rows Triton", lambda xi=xi, w=w: few.few_rows_linear(xi, w)))
+        if piece in ("qkv", "fc1", "head"):  # a LayerNorm comes before these in the step
+            choices.append(("torch LayerNorm + F.linear", lambda xi=xi, w=w, norm=norm: F.linear(norm(xi), w)))
+            if few is not None:
+                choices.append(("few-rows Triton, LayerNorm inside",
+                                lambda xi=xi, w=w, norm=norm: few.few_rows_linear(xi, w, norm=norm)))
+        else:  # the residual is added after these
+            choices.append(("torch addmm (+ residual)", lambda xi=xi, w=w, res=res: torch.addmm(res, xi, w.t())))
+            if few is not None:
+                choices.append(("few-rows Triton (+ residual)",
+                                lambda xi=xi, w=w, res=res: few.few_rows_linear(xi, w, residual=res)))
+        with torch.inference_mode():
+            for name, fn in choices:
+                us = graph_us(fn)
+                out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"{piece} {n_in}->{n_out}", choice=name,
+                                us=us, gb_s=w.numel() * size / us / 1e3))
     return out
 
 
@@ -318,7 +360,8 @@ def show(row: dict) -> None:
              f"first call {row['first_call_s']:.2f} s") if "text_s" in row else \
         "fastencodec is " + ", ".join(f"{ratio:.2f}x faster in {dtype}" for dtype, ratio in
                                       row["fastencodec_speedup"].items())
-    print(f"| {row['arch']} | {row['batch']} | {row['impl']} | {row['dtype']} | {row['wall_s']:.2f} | "
+    dtype = f"{row['dtype']} ({row['linear']} linear)" if "linear" in row else row["dtype"]
+    print(f"| {row['arch']} | {row['batch']} | {row['impl']} | {dtype} | {row['wall_s']:.2f} | "
           f"{row['steps_per_s']:.1f} | {row['realtime']:.2f} | {row['weight_gb_s']:.0f} | {extra} |", flush=True)
     if "profile" in row:
         p = row["profile"]
@@ -342,6 +385,8 @@ def main() -> None:
                         help="transformers' dtypes (default: the first of --dtype); the first runs right after "
                              "ours for each architecture, the others after every architecture's first pass")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs after a warm-up; the median is shown")
+    parser.add_argument("--linear", nargs="+", choices=["triton", "torch"], default=["triton"],
+                        help="how ours runs a captured step's linear layers (few-row Triton kernel or cuBLAS)")
     parser.add_argument("--no-transformers", action="store_true", help="time ours only")
     parser.add_argument("--no-graphs", action="store_true", help="ours without CUDA graphs (eager steps)")
     parser.add_argument("--profile", action="store_true", help="also profile one captured step (GPU)")
