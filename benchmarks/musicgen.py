@@ -323,11 +323,15 @@ def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> li
                    ("(w @ x.T).T [out, in]", lambda xi=xi, w=w: (w @ xi.t()).t())]
         if few is not None:
             choices.append(("few-rows Triton", lambda xi=xi, w=w: few.few_rows_linear(xi, w)))
-        if piece in ("qkv", "fc1", "head"):  # a LayerNorm comes before these in the step
-            choices.append(("torch LayerNorm + F.linear", lambda xi=xi, w=w, norm=norm: F.linear(norm(xi), w)))
+        if piece in ("qkv", "fc1", "head"):  # a LayerNorm comes before these in the step (and GELU after fc1)
+            act = "gelu" if piece == "fc1" else None
+            choices.append((f"torch LayerNorm + F.linear{' + GELU' if act else ''}",
+                            lambda xi=xi, w=w, norm=norm, act=act: F.gelu(F.linear(norm(xi), w)) if act
+                            else F.linear(norm(xi), w)))
             if few is not None:
-                choices.append(("few-rows Triton, LayerNorm inside",
-                                lambda xi=xi, w=w, norm=norm: few.few_rows_linear(xi, w, norm=norm)))
+                choices.append((f"few-rows Triton, LayerNorm{' and GELU' if act else ''} inside",
+                                lambda xi=xi, w=w, norm=norm, act=act: few.few_rows_linear(xi, w, norm=norm,
+                                                                                           activation=act)))
         else:  # the residual is added after these
             choices.append(("torch addmm (+ residual)", lambda xi=xi, w=w, res=res: torch.addmm(res, xi, w.t())))
             if few is not None:

@@ -19,20 +19,22 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def reference(x, weight, bias=None, residual=None, norm=None):
-    """``residual + norm(x) @ weight.T + bias`` in float64."""
+def reference(x, weight, bias=None, residual=None, norm=None, activation=None):
+    """``residual + activation(norm(x) @ weight.T + bias)`` in float64."""
     x = x.double()
     if norm is not None:
         x = F.layer_norm(x, norm.normalized_shape, norm.weight.double(), norm.bias.double(), norm.eps)
     y = x @ weight.double().t()
     if bias is not None:
         y = y + bias.double()
+    if activation is not None:
+        y = F.gelu(y) if activation == "gelu" else F.relu(y)
     return y if residual is None else y + residual.double()
 
 
 def check_kernel(shapes, device: str, rows_list=(1, 2, 5, 8, 16)) -> None:
-    """For each ``(out_features, in_features)``, float32 and bfloat16, with and without bias, norm
-    and residual: the kernel is within its dtype's rounding of float64 torch, and row ``r`` of an
+    """For each ``(out_features, in_features)``, float32 and bfloat16, with and without bias, norm,
+    activation and residual: the kernel is within its dtype's rounding of float64 torch, and row ``r`` of an
     ``n``-row call equals row ``r`` of a 1-row call and of a 16-row call, bitwise."""
     from fastencodec.kernels.few_rows import few_rows_linear
 
@@ -48,7 +50,8 @@ def check_kernel(shapes, device: str, rows_list=(1, 2, 5, 8, 16)) -> None:
                 norm.weight.copy_(rand(k_in))
                 norm.bias.copy_(rand(k_in))
             x, residual = rand(16, k_in), rand(16, n_out)
-            for options in ({}, {"bias": bias}, {"residual": residual}, {"norm": norm, "residual": residual}):
+            for options in ({}, {"bias": bias}, {"residual": residual}, {"norm": norm, "residual": residual},
+                            {"norm": norm, "activation": "gelu"}, {"bias": bias, "activation": "relu"}):
                 with torch.no_grad():
                     full = few_rows_linear(x, weight, **options)
                     ref = reference(x, weight, **options)
@@ -94,6 +97,8 @@ def interpreted_check() -> None:
 
     with pytest.raises(ValueError, match="rows"):
         few_rows_linear(torch.zeros(MAX_ROWS + 1, 8), torch.zeros(4, 8))
+    with pytest.raises(ValueError, match="activation"):
+        few_rows_linear(torch.zeros(2, 8), torch.zeros(4, 8), activation="swish")
     with pytest.raises(ValueError, match="dtype"):
         few_rows_linear(torch.zeros(2, 8, dtype=torch.float64), torch.zeros(4, 8, dtype=torch.float64))
     check_musicgen()
@@ -120,7 +125,8 @@ def test_few_rows_kernel_compiles_for_hopper_without_a_gpu():
     for (n_out, k_in), ty, norm in (((3072, 1024), "*fp32", True), ((1536, 6144), "*fp32", False),
                                     ((2048, 1536), "*bf16", True)):
         block_n, kp, warps = few_rows.tile_config(n_out, k_in, 4 if ty == "*fp32" else 2)
-        constants = {"K": k_in, "KP": kp, "BN": block_n, "BIAS": False, "ADD": not norm, "NORM": norm}
+        constants = {"K": k_in, "KP": kp, "BN": block_n, "BIAS": False, "ADD": not norm, "NORM": norm,
+                     "ACT": 1 if norm else 0}
         signature = dict.fromkeys(names[:7], ty) | dict.fromkeys(names[7:11], "i32") | {"eps": "fp32"}
         signature |= dict.fromkeys(constants, "constexpr")
         aligned = {(names.index(name),): [["tt.divisibility", 16]] for name in names[:7]}

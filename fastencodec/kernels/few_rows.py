@@ -1,4 +1,4 @@
-"""A Triton linear layer for a few rows: ``y = residual + norm(x) @ weight.T + bias`` on CUDA.
+"""A Triton linear layer for a few rows: ``y = residual + act(norm(x) @ weight.T + bias)`` on CUDA.
 
 A decoding step of a language model multiplies one frame per row (two rows for one guided item) by
 every weight matrix: the product is bound by reading the weight once. cuBLAS reads a float32
@@ -11,7 +11,8 @@ Batch invariance: the tile sizes and the reduction order depend on the weight's 
 only, and each row is computed by the same instructions whatever the others, so row ``r`` of a
 call is bitwise the same in a call of any number of rows. Products and sums are float32 for
 float32, bfloat16 and float16 operands; the output has ``x``'s dtype. The optional LayerNorm of
-each row (``norm``) is computed in the kernel as well (mean and variance in float32).
+each row (``norm``, mean and variance in float32), activation and residual are computed in the
+kernel as well.
 Triton is imported only when this module is.
 """
 
@@ -24,6 +25,9 @@ import triton.language as tl
 MAX_ROWS = 16
 """Most rows a call takes (more rows: a matrix product library does better)."""
 
+ACTIVATIONS = {None: 0, "gelu": 1, "relu": 2}
+"""Activations the kernel applies (transformers' names: ``gelu`` is the exact, erf form)."""
+
 MAX_IN = 16384
 """Widest input a call takes (a program holds a whole weight row slice in registers)."""
 
@@ -35,9 +39,9 @@ TILE_BYTES = 16384
 def few_rows_kernel(
     x, w, bias, res, g, beta, y, rows, n_out, x_stride, r_stride, eps,
     K: tl.constexpr, KP: tl.constexpr, BN: tl.constexpr,
-    BIAS: tl.constexpr, ADD: tl.constexpr, NORM: tl.constexpr,
+    BIAS: tl.constexpr, ADD: tl.constexpr, NORM: tl.constexpr, ACT: tl.constexpr,
 ):  # fmt: skip
-    """``y[m, n] = res[m, n] + sum_k norm(x[m])[k] * w[n, k] + bias[n]`` for the ``BN`` outputs
+    """``y[m, n] = res[m, n] + act(sum_k norm(x[m])[k] * w[n, k] + bias[n])`` for the ``BN`` outputs
     ``n`` of this program and every row ``m < rows``; ``w`` is ``[n_out, K]`` contiguous, ``KP``
     the power of two at or above ``K``; ``norm`` is LayerNorm with weight ``g``, bias ``beta``."""
     n = tl.program_id(0).to(tl.int64) * BN + tl.arange(0, BN)
@@ -61,6 +65,10 @@ def few_rows_kernel(
         acc = tl.sum(tile * row, axis=1)
         if BIAS:
             acc = acc + b
+        if ACT == 1:
+            acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+        elif ACT == 2:
+            acc = tl.maximum(acc, 0.0)
         if ADD:
             acc = acc + tl.load(res + m * r_stride + n, mask=n_ok, other=0.0).to(tl.float32)
         tl.store(y + m * n_out + n, acc.to(y.dtype.element_ty), mask=n_ok)
@@ -93,8 +101,9 @@ def few_rows_linear(
     bias: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     norm: torch.nn.LayerNorm | None = None,
+    activation: str | None = None,
 ) -> torch.Tensor:
-    """``residual + norm(x) @ weight.T + bias`` for a few rows (see :func:`supports`).
+    """``residual + activation(norm(x) @ weight.T + bias)`` for a few rows (see :func:`supports`).
 
     Args:
         x: ``[..., in_features]``, at most :data:`MAX_ROWS` rows, the weight's dtype and device.
@@ -102,6 +111,7 @@ def few_rows_linear(
         bias: ``[out_features]`` or None.
         residual: added to the product, ``[..., out_features]`` (``x``'s leading shape), or None.
         norm: a LayerNorm over ``in_features`` applied to each row of ``x`` first, or None.
+        activation: a name in :data:`ACTIVATIONS` (None: none).
 
     Returns:
         ``[..., out_features]`` in ``x``'s dtype.
@@ -109,6 +119,8 @@ def few_rows_linear(
     Raises:
         ValueError: the shapes or dtypes are not ones this kernel takes.
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(map(str, ACTIVATIONS))}, got {activation!r}")
     if not supports(x, weight):
         raise ValueError(f"few_rows_linear takes up to {MAX_ROWS} rows of the weight's float dtype and "
                          f"width <= {MAX_IN}; got x {tuple(x.shape)} {x.dtype}, weight {tuple(weight.shape)} "
@@ -135,6 +147,6 @@ def few_rows_linear(
     few_rows_kernel[(triton.cdiv(n_out, block_n),)](
         x2, weight, y if bias is None else bias, r2, g, beta, y, rows, n_out, x2.stride(0), r2.stride(0), eps,
         K=k_in, KP=kp, BN=block_n, BIAS=bias is not None, ADD=residual is not None, NORM=norm is not None,
-        num_warps=warps,
+        ACT=ACTIVATIONS[activation], num_warps=warps,
     )  # fmt: skip
     return y.view(*lead, n_out)

@@ -104,16 +104,23 @@ def project(
     norm: nn.LayerNorm | None = None,
     residual: torch.Tensor | None = None,
     kernels: bool = False,
+    act: str | None = None,
 ) -> torch.Tensor:
-    """``residual + layer(norm(h))`` (``norm`` and ``residual`` optional; ``layer`` without a bias
-    when ``residual`` is given). With ``kernels``, ``h`` on CUDA (or under Triton's interpreter) and
-    at most ``few_rows.MAX_ROWS`` rows, one Triton kernel computes it all; otherwise torch ops."""
+    """``residual + layer(norm(h))`` or ``act(layer(norm(h)))`` (``norm``, ``residual`` and ``act``,
+    an activation name of transformers, optional; not both ``residual`` and ``act``; ``layer``
+    without a bias when ``residual`` is given). With ``kernels``, ``h`` on CUDA (or under Triton's
+    interpreter) and at most ``few_rows.MAX_ROWS`` rows, one Triton kernel computes it all (an
+    activation it lacks runs after it); otherwise torch ops."""
     kernel = few_rows() if kernels else None
     if kernel is not None and kernel.supports(h, layer.weight):
-        return kernel.few_rows_linear(h, layer.weight, layer.bias, residual, norm)
+        inside = act if act in kernel.ACTIVATIONS else None
+        y = kernel.few_rows_linear(h, layer.weight, layer.bias, residual, norm, inside)
+        return y if inside == act else activation(act, y)
     if norm is not None:
         h = norm(h)
-    return layer(h) if residual is None else add_linear(residual, h, layer)
+    if residual is not None:
+        return add_linear(residual, h, layer)
+    return layer(h) if act is None else activation(act, layer(h))
 
 
 class Attention(nn.Module):
@@ -190,7 +197,7 @@ class DecoderLayer(nn.Module):
         q = cross.split(project(x, cross.q_proj, self.encoder_attn_layer_norm, kernels=kernels))
         out = attend(q, cache.cross_keys[index], cache.cross_values[index], cache.cross_mask)
         x = cross.add_merged(x, out, kernels)
-        h = activation(self.act, project(x, self.fc1, self.final_layer_norm, kernels=kernels))
+        h = project(x, self.fc1, self.final_layer_norm, kernels=kernels, act=self.act)
         return project(h, self.fc2, residual=x, kernels=kernels)
 
 
