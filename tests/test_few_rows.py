@@ -129,7 +129,8 @@ def test_few_rows_kernel_compiles_for_hopper_without_a_gpu():
                      "ACT": 1 if norm else 0}
         signature = dict.fromkeys(names[:7], ty) | dict.fromkeys(names[7:11], "i32") | {"eps": "fp32"}
         signature |= dict.fromkeys(constants, "constexpr")
-        aligned = {(names.index(name),): [["tt.divisibility", 16]] for name in names[:7]}
+        aligned = {(names.index(name),): [["tt.divisibility", 16]]  # as a launch specialises them
+                   for name in [*names[:7], "n_out", "x_stride", "r_stride"]}
         source = ASTSource(few_rows.few_rows_kernel, signature, constants, aligned)
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
         assert "ld.global.v4" in compiled.asm["ptx"]  # the weight is read in 16-byte loads

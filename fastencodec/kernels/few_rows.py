@@ -35,7 +35,7 @@ TILE_BYTES = 16384
 """Weight bytes a program loads (at least one whole row: ``block_n = TILE_BYTES // row bytes``)."""
 
 
-@triton.jit(do_not_specialize=["rows", "x_stride", "r_stride"])
+@triton.jit(do_not_specialize=["rows"])
 def few_rows_kernel(
     x, w, bias, res, g, beta, y, rows, n_out, x_stride, r_stride, eps,
     K: tl.constexpr, KP: tl.constexpr, BN: tl.constexpr,
@@ -53,8 +53,8 @@ def few_rows_kernel(
     if BIAS:
         b = tl.load(bias + n, mask=n_ok, other=0.0).to(tl.float32)
     if NORM:
-        scale = tl.load(g + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        shift = tl.load(beta + k, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        scale = tl.load(g + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
+        shift = tl.load(beta + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
     for m in range(rows):
         row = tl.load(x + m * x_stride + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
         if NORM:
