@@ -48,6 +48,7 @@ def few_rows_kernel(
     k = tl.arange(0, KP)
     n_ok = n < n_out
     k_ok = k < K
+    following = tl.load(x + k[None, :], mask=k_ok[None, :], other=0.0)  # row 0, in flight with the tile
     tile = tl.load(w + n[:, None] * K + k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
     tile = tile.to(tl.float32)
     if BIAS:
@@ -56,7 +57,8 @@ def few_rows_kernel(
         scale = tl.load(g + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
         shift = tl.load(beta + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
     for m in range(rows):
-        row = tl.load(x + m * x_stride + k[None, :], mask=k_ok[None, :], other=0.0).to(tl.float32)
+        row = following.to(tl.float32)
+        following = tl.load(x + ((m + 1) % rows) * x_stride + k[None, :], mask=k_ok[None, :], other=0.0)
         if NORM:
             mean = tl.sum(row, axis=1)[:, None] / K
             centred = tl.where(k_ok[None, :], row - mean, 0.0)
