@@ -131,7 +131,8 @@ def _pair_products(builder, isa: str):
         def widened(v, m):
             return builder.sext(builder.shuffle_vector(v, v, m), v16i32)
 
-        return builder.add(builder.mul(widened(a, even), widened(b, even)), builder.mul(widened(a, odd), widened(b, odd)))
+        evens = builder.mul(widened(a, even), widened(b, even))
+        return builder.add(evens, builder.mul(widened(a, odd), widened(b, odd)))
 
     return generic
 
