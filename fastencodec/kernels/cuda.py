@@ -214,7 +214,9 @@ class GraphCache:
     inputs, so results are bitwise those of eager runs. Calls are serialised by a lock (one
     graph's static buffers serve one call at a time), and graphs are dropped when ``version()``
     (e.g. the weights' storage and version counters) changes, since a graph holds the weights
-    it was captured with.
+    it was captured with. A cache's graphs share one memory pool: their activations reuse the
+    same memory (safe because replays are serialised and each graph's inputs and outputs stay
+    allocated), so cached shapes cost about the largest graph's memory, not the sum.
     """
 
     MAX_INPUT_BYTES = 512 << 20
@@ -228,6 +230,7 @@ class GraphCache:
         self._lock = threading.Lock()
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
+        self._pool: tuple | None = None
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
@@ -269,14 +272,17 @@ class GraphCache:
             self.fn(*static_in)
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             static_out = self.fn(*static_in)
+        if self._pool is None:
+            self._pool = graph.pool()
         return graph, static_in, static_out
 
     def clear(self) -> None:
         """Drop every graph (their memory returns to PyTorch's allocator)."""
         self._graphs.clear()
         self._seen.clear()
+        self._pool = None
 
 
 def nearest_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
