@@ -285,11 +285,21 @@ class GraphCache:
         self._pool = None
 
 
-def nearest_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
-    """int64 indices ``[rows]`` of the nearest ``embed`` rows to each ``residual`` row (IEEE float32)."""
+CODE_BLOCKS = (32, 64, 4)
+"""Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the batch)."""
+
+
+def residual_codes(
+    residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor, blocks: tuple[int, int, int] = CODE_BLOCKS
+) -> torch.Tensor:
+    """Residual vector quantization in one launch (IEEE float32): int64 codes ``[rows, n_q]`` of
+    ``residual`` ``[rows, D]`` against the codebooks ``embed`` ``[n_q, bins, D]`` with squared
+    norms ``embed_sq`` ``[n_q, bins]``; ``blocks`` as :data:`CODE_BLOCKS` (benchmarks compare)."""
     rows, dim = residual.shape
-    codes = torch.empty(rows, dtype=torch.long, device=residual.device)
-    ops.nearest_code_kernel[(triton.cdiv(rows, 32),)](
-        residual, embed, embed_sq, codes, rows, embed.shape[0], D=dim, BM=32, BN=64, num_warps=4
+    n_q, bins, _ = embed.shape
+    bm, bn, warps = blocks
+    codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
+    ops.residual_codes_kernel[(triton.cdiv(rows, bm),)](
+        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, BM=bm, BN=bn, num_warps=warps
     )
     return codes
