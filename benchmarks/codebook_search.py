@@ -3,8 +3,9 @@ against Meta's ``encodec`` quantizer on the same embeddings.
 
 ``python benchmarks/codebook_search.py`` on one CUDA GPU. Embeddings of 64 x 10 s at 24 kHz
 (48,000 frames of 128 values), 8 and 32 codebooks of 1024 (6 and 24 kbps); prints milliseconds
-(median of CUDA-event-timed calls), the speed-up over Meta's, and whether each block choice gives
-the default's codes bitwise.
+(median of CUDA-event-timed calls), the speed-up over Meta's, and per codebook the fraction of
+codes equal to the default's (IEEE float32, :data:`~fastencodec.kernels.cuda.CODE_BLOCKS`) for each
+product precision and block choice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fastencodec.kernels.cuda import CODE_BLOCKS, residual_codes  # noqa: E402
 from tests import support as reference  # noqa: E402
 
-BLOCKS = [CODE_BLOCKS, (64, 64, 4), (64, 64, 8), (128, 64, 8), (32, 128, 4), (64, 32, 4)]
+BLOCKS = [CODE_BLOCKS, (32, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (64, 64, 2), (64, 32, 2)]
+PRECISIONS = ("ieee", "tf32x3", "tf32")
 
 
 def cuda_ms(fn, repeat: int = 10) -> float:
@@ -61,10 +63,15 @@ def compare(n_q: int, frames: int) -> None:
     default = residual_codes(rows, embed, embed_sq)
     agree = (default.t()[None] == meta.encode(x, n_q=n_q).transpose(0, 1)).double().mean()
     print(f"  codes equal to Meta's (float32 torch on the GPU): {agree:.4f}")
-    for blocks in BLOCKS:
-        ms = cuda_ms(lambda blocks=blocks: residual_codes(rows, embed, embed_sq, blocks))
-        same = torch.equal(residual_codes(rows, embed, embed_sq, blocks), default)
-        print(f"  blocks {blocks}: {ms:.2f} ms ({theirs / ms:.1f}x Meta's), codes as default: {same}")
+    for prec in PRECISIONS:
+        for blocks in BLOCKS if prec == "ieee" else BLOCKS[:3]:
+            ms = cuda_ms(lambda prec=prec, blocks=blocks: residual_codes(rows, embed, embed_sq, prec, blocks))
+            codes = residual_codes(rows, embed, embed_sq, prec, blocks)
+            same = (codes == default).double().mean(0).tolist()
+            print(
+                f"  {prec} blocks {blocks}: {ms:.2f} ms ({theirs / ms:.1f}x Meta's), codes equal to the default's "
+                f"per codebook: {' '.join(f'{v:.4f}' for v in same)}"
+            )
 
 
 if __name__ == "__main__":

@@ -285,21 +285,27 @@ class GraphCache:
         self._pool = None
 
 
-CODE_BLOCKS = (32, 64, 4)
-"""Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the batch)."""
+CODE_BLOCKS = (64, 64, 4)
+"""Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the
+batch; a choice changes the speed only, not the codes: ``benchmarks/codebook_search.py``)."""
 
 
 def residual_codes(
-    residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor, blocks: tuple[int, int, int] = CODE_BLOCKS
+    residual: torch.Tensor,
+    embed: torch.Tensor,
+    embed_sq: torch.Tensor,
+    prec: str = "ieee",
+    blocks: tuple[int, int, int] = CODE_BLOCKS,
 ) -> torch.Tensor:
-    """Residual vector quantization in one launch (IEEE float32): int64 codes ``[rows, n_q]`` of
-    ``residual`` ``[rows, D]`` against the codebooks ``embed`` ``[n_q, bins, D]`` with squared
-    norms ``embed_sq`` ``[n_q, bins]``; ``blocks`` as :data:`CODE_BLOCKS` (benchmarks compare)."""
+    """Residual vector quantization in one launch: int64 codes ``[rows, n_q]`` of ``residual``
+    ``[rows, D]`` float32 against the codebooks ``embed`` ``[n_q, bins, D]`` with squared norms
+    ``embed_sq`` ``[n_q, bins]``; distances' products in ``prec`` (Triton ``input_precision``:
+    ``"ieee"`` is IEEE float32), ``blocks`` as :data:`CODE_BLOCKS` (benchmarks compare)."""
     rows, dim = residual.shape
     n_q, bins, _ = embed.shape
     bm, bn, warps = blocks
     codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
     ops.residual_codes_kernel[(triton.cdiv(rows, bm),)](
-        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, BM=bm, BN=bn, num_warps=warps
+        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, PREC=prec, BM=bm, BN=bn, num_warps=warps
     )
     return codes

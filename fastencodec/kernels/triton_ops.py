@@ -157,12 +157,14 @@ def lstm_step_kernel(
 
 @triton.jit(do_not_specialize=["rows"])
 def residual_codes_kernel(
-    x, embed, embed_sq, codes, rows, bins, NQ: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
+    x, embed, embed_sq, codes, rows, bins,
+    NQ: tl.constexpr, D: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
     """Residual vector quantization of ``BM`` rows a program, every codebook in one launch.
 
     For codebook ``k`` in order: ``codes[r, k] = argmax_n -(|x_r|^2 - 2 x_r . e_kn + |e_kn|^2)``
-    in IEEE float32 (lowest index on ties), then ``x_r -= e_k[codes[r, k]]``; the residual stays
+    (products in ``PREC``, Triton's ``input_precision``; sums in float32; lowest index on
+    ties), then ``x_r -= e_k[codes[r, k]]`` in float32; the residual stays
     in registers. ``x`` ``[rows, D]`` float32, ``embed`` ``[NQ, bins, D]``, ``embed_sq``
     ``[NQ, bins]``, ``codes`` ``[rows, NQ]`` int64. Each row's sums run in the same order in any
     program, so a row's codes do not depend on the other rows."""
@@ -179,7 +181,7 @@ def residual_codes_kernel(
             n = n0 + tl.arange(0, BN)
             n_ok = n < bins
             e = tl.load(book + n[:, None] * D + d[None, :], mask=n_ok[:, None], other=0.0)
-            dots = tl.dot(xs, tl.trans(e), input_precision="ieee")
+            dots = tl.dot(xs, tl.trans(e), input_precision=PREC)
             dist = -(x_sq[:, None] - 2 * dots + tl.load(embed_sq + k * bins + n, mask=n_ok, other=0.0)[None, :])
             dist = tl.where(n_ok[None, :], dist, float("-inf"))
             tile_best = tl.max(dist, 1)
