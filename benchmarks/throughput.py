@@ -104,6 +104,32 @@ def speech(sample_rate: int, channels: int, batch: int, seconds: float) -> torch
     return torch.stack([reference.speech_like(sample_rate, channels, seconds, 1000 + i) for i in range(batch)])
 
 
+def mode_quality(exact: Networks, model, audio: torch.Tensor, n_q: int) -> dict:
+    """Every mode but ``exact`` against ``exact`` on ``audio`` (:func:`fastencodec.quality.compare`)."""
+    return {p: compare(exact, Networks(model, p), audio, n_q).as_dict() for p in list(PRECISIONS)[1:]}
+
+
+def stereo_48khz(mono: torch.Tensor) -> torch.Tensor:
+    """A 24 kHz mono recording ``[samples]`` as 48 kHz stereo ``[1, 2, samples']`` (whole seconds):
+    left the upsampled recording, right the same 3 ms later at 0.7 times the level."""
+    from fastencodec.io.resample import resample
+
+    up = torch.from_numpy(resample(mono.numpy(), 24_000, 48_000)).float()
+    delay = 144  # 3 ms at 48 kHz
+    right = torch.cat([torch.zeros(delay), up[:-delay]]) * 0.7
+    n = up.numel() // 48_000 * 48_000
+    return torch.stack([up[:n], right[:n]])[None]
+
+
+def normalised_segments(audio: torch.Tensor) -> torch.Tensor:
+    """``[batch, channels, whole seconds at 48 kHz]`` as the 48 kHz model's 1 s segments, each
+    divided by its mono RMS (plus 1e-8) as Meta's model does: ``[segments, channels, 48000]``."""
+    b, c, n = audio.shape
+    segs = audio.reshape(b, c, n // 48_000, 48_000).permute(0, 2, 1, 3).reshape(-1, c, 48_000)
+    volume = segs.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
+    return segs / (volume + 1e-8)
+
+
 @torch.no_grad()
 def seeded_meta(kind: str, directory: Path):
     """Meta model with seeded codebooks (seeding on the GPU), saved; returns (model on cuda, path)."""
@@ -197,26 +223,24 @@ def main() -> None:
         log("batch1x10s_24khz_ms", rows)
     # -- quality on GPU ----------------------------------------------------------------
     exact = Networks(model24, "exact")
-    quality = {}
-    sources = {"speech-like (random model)": speech(24_000, 1, 16, 10.0)}
+    recordings = {}
     if args.audio is not None:
         import numpy as np
 
         for f in sorted(args.audio.glob("*.npy")):
-            a = torch.from_numpy(np.load(f)).float()
-            n = a.shape[-1] // 24_000 * 24_000
-            sources[f.stem] = a[..., :n].reshape(1, 1, -1)
-    cpu_model = EnCodec.from_pretrained(path24).model
-    for src, audio in sources.items():
-        if "quality" in skip:
-            break
-        quality[src] = {p: compare(exact, Networks(model24, p), audio, 8).as_dict() for p in list(PRECISIONS)[1:]}
-        short = audio[..., : 10 * 24_000]
-        quality[src]["exact GPU vs exact CPU"] = compare(Networks(cpu_model, "exact"), exact, short, 8).as_dict()
-        quality[src]["bf16 CPU vs exact CPU"] = compare(
-            Networks(cpu_model, "exact"), Networks(cpu_model, "bf16"), short, 8
-        ).as_dict()
-    if quality:
+            recordings[f.stem] = torch.from_numpy(np.load(f)).float().reshape(-1)
+    if "quality" not in skip:
+        sources = {"speech-like (random model)": speech(24_000, 1, 16, 10.0)}
+        sources |= {name: a[: a.numel() // 24_000 * 24_000].reshape(1, 1, -1) for name, a in recordings.items()}
+        cpu_model = EnCodec.from_pretrained(path24).model
+        quality = {}
+        for src, audio in sources.items():
+            quality[src] = mode_quality(exact, model24, audio, 8)
+            short = audio[..., : 10 * 24_000]
+            quality[src]["exact GPU vs exact CPU"] = compare(Networks(cpu_model, "exact"), exact, short, 8).as_dict()
+            quality[src]["bf16 CPU vs exact CPU"] = compare(
+                Networks(cpu_model, "exact"), Networks(cpu_model, "bf16"), short, 8
+            ).as_dict()
         log("quality_gpu", quality)
     # -- where the time goes (eager, per step, CUDA events) ---------------------------------
     if "profile" not in skip:
@@ -230,13 +254,8 @@ def main() -> None:
     torch.cuda.empty_cache()
     # -- 48 kHz stereo and 32 kHz --------------------------------------------------------
     if "other" not in skip:
-        from encodec.model import EncodecModel as MetaModel
-
         rows = {}
-        torch.manual_seed(2)
-        meta48 = MetaModel.encodec_model_48khz(pretrained=False).eval().cuda()
-        path48 = tmp / "encodec_48khz-7e698e3e.th"
-        torch.save(meta48.state_dict(), path48)
+        meta48, path48 = seeded_meta("48khz", tmp)  # seeded codebooks: quality below needs them
         model48 = EnCodec.from_pretrained(path48, device="cuda").model
         x48 = speech(48_000, 2, 16, 10.0).cuda()
         for name, make in {  # built one at a time: each mode's graphs are freed before the next
@@ -245,8 +264,7 @@ def main() -> None:
         }.items():
             enc, dec = make()
             if name.startswith("fastencodec"):  # the model's 1 s segments as a batch, normalised as Meta does
-                segs = x48.reshape(16, 2, 10, 48_000).permute(0, 2, 1, 3).reshape(160, 2, 48_000)
-                e, d = time_pair(enc, dec, segs, repeat)
+                e, d = time_pair(enc, dec, normalised_segments(x48), repeat)
             else:
                 e, d = time_pair(enc, dec, x48, repeat)
             rows[name] = {"encode_ms": e, "decode_ms": d, "rtf": 160.0 / ((e + d) / 1000)}
@@ -254,6 +272,15 @@ def main() -> None:
             gc.collect()
             torch.cuda.empty_cache()
         log("batch16x10s_48khz_stereo", rows)
+        if "quality" not in skip:  # 6 kbps = 4 codebooks; Meta's per-segment normalisation
+            sources = {"speech-like stereo (random model)": speech(48_000, 2, 8, 10.0)}
+            sources |= {name: stereo_48khz(a) for name, a in recordings.items()}
+            exact48 = Networks(model48, "exact")
+            log(
+                "quality_gpu_48khz",
+                {src: mode_quality(exact48, model48, normalised_segments(a), 4) for src, a in sources.items()},
+            )
+            del exact48
         from transformers import EncodecConfig, EncodecModel
 
         hf32 = EncodecModel(EncodecConfig(**{k: v for k, v in reference.HF_32KHZ.items() if k != "model_type"}))
@@ -397,14 +424,16 @@ def write_markdown(report: dict, path: Path) -> None:
             f"| {n} | {r['encode_ms']:.2f} | {r['decode_ms']:.2f} |" for n, r in report["batch1x10s_24khz_ms"].items()
         ]
         lines.append("")
-    if "quality_gpu" in report:
+    for key, title in (("quality_gpu", "24 kHz, 8 codebooks"), ("quality_gpu_48khz", "48 kHz stereo, 4 codebooks")):
+        if key not in report:
+            continue
         lines += [
-            "## quality (6 kbps, 8 codebooks)",
+            f"## quality ({title}, 6 kbps)",
             "",
             "| audio | mode vs reference | tokens equal (cb0 / mean) | excess distortion | decoder SNR dB | ok |",
             "|---|---|---:|---:|---:|---|",
         ]
-        for src, modes in report["quality_gpu"].items():
+        for src, modes in report[key].items():
             for mode, q in modes.items():
                 agree = q["agreement"]
                 lines.append(

@@ -378,6 +378,40 @@ def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
     np.testing.assert_array_equal(got, integer_cdfs(want.reshape(-1, want.shape[-1])))
 
 
+@pytest.mark.parametrize("isa", ["avx512bw", "avx2", "generic"])
+def test_pair_dot_products_are_exact_at_their_bounds(isa):
+    """The decoding kernel's int32-lane products (every instruction set this machine can run) give
+    the int64 sums, with weights and activations at their extremes and chunks of up to 512."""
+    from numba import njit
+
+    from fastencodec.entropy import pairdot
+    from fastencodec.entropy.fixed import CLAMP
+
+    if isa != "generic" and f"+{isa}" not in pairdot.llvm.get_host_cpu_features().flatten():
+        pytest.skip(f"this CPU has no {isa}")
+    dot = pairdot.make_dot(isa)
+
+    @njit
+    def dots(w, lo, hi, start, count):
+        return dot(w, lo, hi, start, count)
+
+    rng = np.random.default_rng(3)
+    n = 3 * pairdot.CHUNK
+    cases = [(np.full(n, 32767), np.full(n, CLAMP)), (np.full(n, -32767), np.full(n, CLAMP)),
+             (np.full(n, 32767), np.full(n, -CLAMP)),
+             (rng.integers(-32767, 32768, n), rng.integers(-CLAMP, CLAMP + 1, n))]
+    for w, x in cases:
+        lo, hi = np.empty(n, np.int16), np.empty(n, np.int16)
+        pairdot.split(x.astype(np.int64), lo, hi)
+        w16 = w.astype(np.int16)
+        for start, count in ((0, 512), (32, 480), (512, 32), (1024, 512), (64, 0)):
+            want = int((w[start : start + count] * x[start : start + count]).sum())
+            assert dots(w16, lo, hi, start, count) == want
+    assert pairdot.padded(np.ones((2, 200), np.int16)).shape == (2, 224)
+    with pytest.raises(ValueError, match="isa must be one of"):
+        pairdot.make_dot("neon")
+
+
 def test_portable_round_trip_and_stream_position(portable):
     coder = portable["encodec_48khz"]
     segments = [lcg_codes(8, 150, 5), lcg_codes(8, 3, 6)]

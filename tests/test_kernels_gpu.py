@@ -121,3 +121,43 @@ def test_group_norm_kernel_matches_torch_and_ignores_the_batch():
         ref = F.group_norm(y.double().transpose(1, 2), 1, norm.weight.double(), norm.bias.double(), norm.eps)
         assert relative_error(out, ref.transpose(1, 2) + res.double()) < 1e-6
         assert torch.equal(net._group_norm(norm, y[4:5].contiguous(), res[4:5].contiguous()), out[4:5])
+
+
+def test_graphs_of_several_shapes_share_one_pool_and_replay_in_any_order():
+    """One cache's graphs share one memory pool (their activations reuse the same memory), and
+    replaying them in any order gives the eager values of each shape."""
+    from fastencodec.kernels.cuda import GraphCache
+
+    weight = torch.randn(256, 256, device="cuda")
+
+    def fn(x):  # activations larger than the output, as in a network
+        h = x
+        for _ in range(4):
+            h = torch.tanh(h @ weight)
+        return h.sum(-1)
+
+    inputs = {n: torch.randn(n, 1024, 256, device="cuda") for n in (5, 3, 4)}
+    expected = {n: fn(x) for n, x in inputs.items()}
+    cache = GraphCache(fn)
+    with torch.inference_mode():
+        for n in (5, 5, 3, 3, 4, 4):  # each shape: eager, then captured
+            assert torch.equal(cache(inputs[n]), expected[n])
+        assert len(cache._graphs) == 3 and len({graph.pool() for graph, _, _ in cache._graphs.values()}) == 1
+        for n in (3, 5, 4, 4, 3, 5):
+            assert torch.equal(cache(inputs[n]), expected[n])
+
+
+def test_residual_codes_kernel_matches_float64_and_ignores_other_rows():
+    from fastencodec.kernels.cuda import residual_codes
+
+    torch.manual_seed(0)
+    embed = torch.randn(8, 1024, 128, device="cuda")
+    x = torch.randn(3000, 128, device="cuda") * 3
+    codes = residual_codes(x, embed, embed.pow(2).sum(-1))
+    residual, expected = x.double(), []
+    for book in embed.double():
+        index = (2 * residual @ book.t() - book.pow(2).sum(-1)[None]).argmax(1)
+        expected.append(index)
+        residual = residual - book[index]
+    assert (codes == torch.stack(expected, 1)).double().mean() > 0.999
+    assert torch.equal(residual_codes(x[1234:1235].contiguous(), embed, embed.pow(2).sum(-1)), codes[1234:1235])

@@ -4,8 +4,9 @@ Everything that feeds the CDFs is computed exactly, so every platform gets the s
 
 - Meta's LM weights are rounded once to fixed point (12 fractional bits; matrices as int16,
   biases with 24 fractional bits); activations are integers with 12 fractional bits,
-  clamped to +-256. Dot products are sums of integer products below 2**53 (int64 sums, or
-  float64 lanes: exact in any reduction order, with or without FMA).
+  clamped to +-256. Dot products are sums of integer products below 2**53 (int64 sums, int32
+  lanes over int16 limbs (:mod:`.pairdot`), or float64 lanes: exact in any reduction order, with
+  or without FMA).
 - Layer norms use an integer square root; GELU (tanh form), the position embedding
   (a 65,536-step cosine table indexed by the 64-bit fixed-point turn count) and the
   softmaxes (exp of the distance to the maximum) use tables built with Python integers and

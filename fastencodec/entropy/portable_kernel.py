@@ -6,8 +6,9 @@
 between symbols. :func:`step` is one LM step alone (teacher forcing, tests).
 
 Arithmetic (the same integers as :mod:`.portable_pass`, bit for bit): matrices are int16 and
-activations int64 below ``2**20``, so every matrix-vector product is an exact int64 sum (below
-``800 * 2**35``). The attention's products run in float64 lanes over float32 copies of the keys and
+activations int64 below ``2**20``; every matrix-vector product is the exact integer sum (below
+``800 * 2**35``), computed in int32 lanes on two int16 limbs of the activations (:mod:`.pairdot`,
+exact by its bound). The attention's products run in float64 lanes over float32 copies of the keys and
 values (integers below ``2**20``, exact in float32): every partial sum is an integer below
 ``2**53``, exact in any order. Floor divisions of integers (layer norm, attention) are float64
 divisions (:func:`_floor_div`), which vectorize where integer divisions do not.
@@ -22,6 +23,7 @@ from numba import njit
 from .arith import ERR_STARVED, _decode, decode_error
 from .cdf import TOTAL_RANGE_BITS, _integer_cdfs
 from .fixed import CLAMP, FRAC, ONE
+from .pairdot import CHUNK, LANES, dot, padded, split
 
 _FM = {"reassoc", "contract"}  # exact sums of integers: any order gives the same bits
 SCORE_DIVISOR = 5 * ONE  # attention scores: q . k / sqrt(25), back to 12 fractional bits
@@ -37,12 +39,13 @@ def kernel_weights(lm) -> tuple:
         raise ValueError(f"the portable LM has Meta's heads of 25 dimensions, not {dim / lm.config.num_heads:g}")
     tables = lm.tables
     exp_hi = np.append(tables["exp_hi"], 0)  # index 256: exp(-d) for d >= 2**16 is 0
+    # Matrices: int16 rows zero-padded to whole steps of pairdot.dot (the padding adds zero products).
     return (
         lm.emb.astype(np.int32), lm.norm_in,  # embeddings: 20-bit integers, read a row per codebook a frame
-        np.ascontiguousarray(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
-        np.ascontiguousarray(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
-        lm.w_out, lm.b_out, lm.w1, lm.b1, lm.w2, lm.b2, lm.norms, lm.w_heads, lm.b_heads,
-        tables["cos"], exp_hi, tables["exp_lo"], tables["gelu"], tables["turns"],
+        padded(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
+        padded(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
+        padded(lm.w_out), lm.b_out, padded(lm.w1), lm.b1, padded(lm.w2), lm.b2, lm.norms, padded(lm.w_heads),
+        lm.b_heads, tables["cos"], exp_hi, tables["exp_lo"], tables["gelu"], tables["turns"],
     )
 
 
@@ -72,6 +75,7 @@ class KernelState:
             np.empty(dim, np.int64), np.empty(dim, np.int64), np.empty(4 * dim, np.int64),
             np.empty(cap, np.float64), np.empty(config.card, np.int64),
             np.empty((num_codebooks, config.card), np.int64), np.empty((num_codebooks, config.card), np.int64),
+            np.zeros(4 * dim + LANES, np.int16), np.zeros(4 * dim + LANES, np.int16),  # limbs of a layer input
         )
 
 
@@ -131,14 +135,16 @@ def _clamp(v):
     return min(max(v, -CLAMP), CLAMP)
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
-def _linear(x, w, b, out):
-    """out = clamp(floor((W x + b) / 2**12)): int16 ``W``, int64 ``x``; exact int64 sums."""
+@njit(cache=True, nogil=True)
+def _linear(lo, hi, w, b, out):
+    """out = clamp(floor((W x + b) / 2**12)) for the limbs ``lo``, ``hi`` of ``x`` (:func:`.pairdot.split`)
+    and the padded int16 ``W``: exact integer sums (:mod:`.pairdot`)."""
     n_out, n_in = w.shape
     for o in range(n_out):
+        row = w[o]
         acc = np.int64(0)
-        for i in range(n_in):
-            acc += np.int64(w[o, i]) * x[i]
+        for start in range(0, n_in, CHUNK):
+            acc += dot(row, lo, hi, start, min(CHUNK, n_in - start))
         out[o] = _clamp((acc + b[o]) >> FRAC)
 
 
@@ -322,26 +328,32 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
     (emb, norm_in, w_q, b_q, w_kv, b_kv, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
      cos, exp_hi, exp_lo, gelu, turns) = weights
     x, q, kv, attn, proj, hidden, row, logits, out = scratch[:9]
+    lo, hi = scratch[10], scratch[11]
     n_layers, dim, cap = keys.shape
     start, end = window[_START], window[_END]
     _embed(weights, index, window[_POSITION], x)
     for layer in range(n_layers):
         if not window[_STARTED]:
             _first_keys(b_kv, keys, values, layer, start)
-        _linear(x, w_q[layer], b_q[layer], q)
-        _linear(x, w_kv[layer], b_kv[layer], kv)
+        split(x, lo, hi)
+        _linear(lo, hi, w_q[layer], b_q[layer], q)
+        _linear(lo, hi, w_kv[layer], b_kv[layer], kv)
         for i in range(dim):
             keys[layer, i, end] = kv[i]
             values[layer, i, end] = kv[dim + i]
         _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn)
-        _linear(attn, w_out[layer], b_out[layer], proj)
+        split(attn, lo, hi)
+        _linear(lo, hi, w_out[layer], b_out[layer], proj)
         _residual_norm(x, proj, norms[layer, 0, 0], norms[layer, 0, 1])
-        _linear(x, w1[layer], b1[layer], hidden)
+        split(x, lo, hi)
+        _linear(lo, hi, w1[layer], b1[layer], hidden)
         _gelu(hidden, gelu)
-        _linear(hidden, w2[layer], b2[layer], proj)
+        split(hidden, lo, hi)
+        _linear(lo, hi, w2[layer], b2[layer], proj)
         _residual_norm(x, proj, norms[layer, 1, 0], norms[layer, 1, 1])
+    split(x, lo, hi)
     for k in range(out.shape[0]):
-        _linear(x, w_heads[k], b_heads[k], logits)
+        _linear(lo, hi, w_heads[k], b_heads[k], logits)
         _head_weights(logits, exp_hi, exp_lo, out[k])
     _advance(window, keys, values, past)
 

@@ -173,17 +173,13 @@ class Networks:
         quantizer = self.model.quantizer
         if not self._uses_kernels():
             return _per_item(lambda item: quantizer.encode(item, n_q), embeddings.float())
-        from fastencodec.kernels.cuda import nearest_codes
+        from fastencodec.kernels.cuda import residual_codes
 
         batch, dim, frames = embeddings.shape
         residual = embeddings.float().transpose(1, 2).reshape(-1, dim).contiguous()
-        codes = []
-        for k in range(n_q):
-            embed = quantizer.embed[k].contiguous()
-            index = nearest_codes(residual, embed, quantizer.embed_sq[k].reshape(-1).contiguous())
-            residual = residual - embed[index]
-            codes.append(index)
-        return torch.stack(codes, 1).view(batch, frames, n_q).transpose(1, 2)
+        embed = quantizer.embed[:n_q].contiguous()
+        codes = residual_codes(residual, embed, quantizer.embed_sq[:n_q].reshape(n_q, -1).contiguous())
+        return codes.view(batch, frames, n_q).transpose(1, 2)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, K, frames]`` to summed code vectors ``[B, dimension, frames]`` (float32)."""

@@ -214,7 +214,9 @@ class GraphCache:
     inputs, so results are bitwise those of eager runs. Calls are serialised by a lock (one
     graph's static buffers serve one call at a time), and graphs are dropped when ``version()``
     (e.g. the weights' storage and version counters) changes, since a graph holds the weights
-    it was captured with.
+    it was captured with. A cache's graphs share one memory pool: their activations reuse the
+    same memory (safe because replays are serialised and each graph's inputs and outputs stay
+    allocated), so cached shapes cost about the largest graph's memory, not the sum.
     """
 
     MAX_INPUT_BYTES = 512 << 20
@@ -228,6 +230,7 @@ class GraphCache:
         self._lock = threading.Lock()
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
+        self._pool: tuple | None = None
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
@@ -269,21 +272,40 @@ class GraphCache:
             self.fn(*static_in)
         torch.cuda.current_stream(device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, pool=self._pool):
             static_out = self.fn(*static_in)
+        if self._pool is None:
+            self._pool = graph.pool()
         return graph, static_in, static_out
 
     def clear(self) -> None:
         """Drop every graph (their memory returns to PyTorch's allocator)."""
         self._graphs.clear()
         self._seen.clear()
+        self._pool = None
 
 
-def nearest_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
-    """int64 indices ``[rows]`` of the nearest ``embed`` rows to each ``residual`` row (IEEE float32)."""
+CODE_BLOCKS = (64, 64, 4)
+"""Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the
+batch; a choice changes the speed only, not the codes: ``benchmarks/codebook_search.py``)."""
+
+
+def residual_codes(
+    residual: torch.Tensor,
+    embed: torch.Tensor,
+    embed_sq: torch.Tensor,
+    prec: str = "ieee",
+    blocks: tuple[int, int, int] = CODE_BLOCKS,
+) -> torch.Tensor:
+    """Residual vector quantization in one launch: int64 codes ``[rows, n_q]`` of ``residual``
+    ``[rows, D]`` float32 against the codebooks ``embed`` ``[n_q, bins, D]`` with squared norms
+    ``embed_sq`` ``[n_q, bins]``; distances' products in ``prec`` (Triton ``input_precision``:
+    ``"ieee"`` is IEEE float32), ``blocks`` as :data:`CODE_BLOCKS` (benchmarks compare)."""
     rows, dim = residual.shape
-    codes = torch.empty(rows, dtype=torch.long, device=residual.device)
-    ops.nearest_code_kernel[(triton.cdiv(rows, 32),)](
-        residual, embed, embed_sq, codes, rows, embed.shape[0], D=dim, BM=32, BN=64, num_warps=4
+    n_q, bins, _ = embed.shape
+    bm, bn, warps = blocks
+    codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
+    ops.residual_codes_kernel[(triton.cdiv(rows, bm),)](
+        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, PREC=prec, BM=bm, BN=bn, num_warps=warps
     )
     return codes

@@ -156,31 +156,41 @@ def lstm_step_kernel(
 
 
 @triton.jit(do_not_specialize=["rows"])
-def nearest_code_kernel(
-    x, embed, embed_sq, codes, rows, bins, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
+def residual_codes_kernel(
+    x, embed, embed_sq, codes, rows, bins,
+    NQ: tl.constexpr, D: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
 ):  # fmt: skip
-    """``codes[r] = argmax_n -(|x_r|^2 - 2 x_r . e_n + |e_n|^2)`` in IEEE float32, lowest index on ties;
-    ``x`` ``[rows, D]``, ``embed`` ``[bins, D]``."""
+    """Residual vector quantization of ``BM`` rows a program, every codebook in one launch.
+
+    For codebook ``k`` in order: ``codes[r, k] = argmax_n -(|x_r|^2 - 2 x_r . e_kn + |e_kn|^2)``
+    (products in ``PREC``, Triton's ``input_precision``; sums in float32; lowest index on
+    ties), then ``x_r -= e_k[codes[r, k]]`` in float32; the residual stays
+    in registers. ``x`` ``[rows, D]`` float32, ``embed`` ``[NQ, bins, D]``, ``embed_sq``
+    ``[NQ, bins]``, ``codes`` ``[rows, NQ]`` int64. Each row's sums run in the same order in any
+    program, so a row's codes do not depend on the other rows."""
     r = tl.program_id(0) * BM + tl.arange(0, BM)
     d = tl.arange(0, D)
     r_ok = r < rows
     xs = tl.load(x + r.to(tl.int64)[:, None] * D + d[None, :], mask=r_ok[:, None], other=0.0)
-    x_sq = tl.sum(xs * xs, 1)
-    best = tl.full([BM], float("-inf"), tl.float32)
-    best_at = tl.zeros([BM], tl.int32)
-    for n0 in range(0, bins, BN):
-        n = n0 + tl.arange(0, BN)
-        n_ok = n < bins
-        e = tl.load(embed + n[:, None] * D + d[None, :], mask=n_ok[:, None], other=0.0)
-        dots = tl.dot(xs, tl.trans(e), input_precision="ieee")
-        dist = -(x_sq[:, None] - 2 * dots + tl.load(embed_sq + n, mask=n_ok, other=0.0)[None, :])
-        dist = tl.where(n_ok[None, :], dist, float("-inf"))
-        tile_best = tl.max(dist, 1)
-        tile_at = tl.argmax(dist, 1, tie_break_left=True) + n0
-        better = tile_best > best
-        best_at = tl.where(better, tile_at, best_at)
-        best = tl.where(better, tile_best, best)
-    tl.store(codes + r, best_at.to(tl.int64), mask=r_ok)
+    for k in range(NQ):
+        book = embed + k * bins * D
+        x_sq = tl.sum(xs * xs, 1)
+        best = tl.full([BM], float("-inf"), tl.float32)
+        best_at = tl.zeros([BM], tl.int32)
+        for n0 in range(0, bins, BN):
+            n = n0 + tl.arange(0, BN)
+            n_ok = n < bins
+            e = tl.load(book + n[:, None] * D + d[None, :], mask=n_ok[:, None], other=0.0)
+            dots = tl.dot(xs, tl.trans(e), input_precision=PREC)
+            dist = -(x_sq[:, None] - 2 * dots + tl.load(embed_sq + k * bins + n, mask=n_ok, other=0.0)[None, :])
+            dist = tl.where(n_ok[None, :], dist, float("-inf"))
+            tile_best = tl.max(dist, 1)
+            tile_at = tl.argmax(dist, 1, tie_break_left=True) + n0
+            better = tile_best > best
+            best_at = tl.where(better, tile_at, best_at)
+            best = tl.where(better, tile_best, best)
+        tl.store(codes + r.to(tl.int64) * NQ + k, best_at.to(tl.int64), mask=r_ok)
+        xs = xs - tl.load(book + best_at[:, None] * D + d[None, :])
 
 
 @triton.jit
