@@ -4,9 +4,9 @@ One embedding table per codebook (their sum is the input), sinusoidal positions,
 causal self-attention, cross-attention to the text states, and a GELU feed-forward; one linear head
 per codebook. Keys and values live in a preallocated :class:`KVCache`, so a decoding step has fixed
 shapes: :meth:`MusicGenLM.step_static` (position as a device tensor, attending over a fixed ``span``
-of leading cache frames) can be captured in a CUDA graph. With ``kernels`` a step's linear layers (and
-the LayerNorm before them, and the residual added after them) run as the few-row Triton kernel of
-:mod:`fastencodec.kernels.few_rows` (CUDA), which reads each weight once at near the memory's speed.
+of leading cache frames) can be captured in a CUDA graph. With ``kernels`` a step's linear layers
+(with the LayerNorm before them and the GELU or residual add after them) run as the few-row Triton
+kernel of :mod:`fastencodec.kernels.few_rows` (CUDA), which reads each weight once.
 """
 
 from __future__ import annotations
@@ -280,8 +280,8 @@ class MusicGenLM(nn.Module):
             cache: the cache it is written into and attends over.
             span: attend over the first ``span`` cache frames only (frames ``position + 1 ..
                 span - 1`` masked; later ones never read); None: the whole cache.
-            kernels: run the linear layers (with their LayerNorms and residuals) as the few-row
-                Triton kernel when the rows allow it (the tensors on CUDA, or Triton's interpreter).
+            kernels: run the linear layers (with their LayerNorms, GELU and residuals) as the
+                few-row Triton kernel when the rows allow it (tensors on CUDA, or Triton's interpreter).
         """
         if span is not None and not 1 <= span <= cache.length:
             raise ValueError(f"span must be in [1, {cache.length}] cache frames, got {span}")

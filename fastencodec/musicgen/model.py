@@ -41,7 +41,7 @@ class MusicGen:
             requests slide a window over the audio (see ``extend_stride`` of :meth:`generate`).
         use_cuda_graphs: replay each decoding step as a CUDA graph on GPU (default True).
         use_triton: in those captured steps, run the decoder's linear layers (with the LayerNorm
-            before and the residual after each) as the few-row Triton kernel of
+            before and the GELU or residual add after each) as the few-row Triton kernel of
             :mod:`fastencodec.kernels.few_rows` when Triton is installed and a step has at most
             16 rows (8 items with guidance); default True.
     """
