@@ -379,9 +379,9 @@ def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
 
 
 @pytest.mark.parametrize("isa", ["avx512bw", "avx2", "generic"])
-def test_pair_dot_products_are_exact_at_their_bounds(isa):
-    """The decoding kernel's int32-lane products (every instruction set this machine can run) give
-    the int64 sums, with weights and activations at their extremes and chunks of up to 512."""
+def test_pair_products_are_exact_at_their_bounds(isa):
+    """The decoding kernel's int32-lane matrix products (every instruction set this machine can run)
+    give the int64 sums, with weights and activations at their extremes, over several chunks."""
     from numba import njit
 
     from fastencodec.entropy import pairdot
@@ -389,27 +389,32 @@ def test_pair_dot_products_are_exact_at_their_bounds(isa):
 
     if isa != "generic" and f"+{isa}" not in pairdot.llvm.get_host_cpu_features().flatten():
         pytest.skip(f"this CPU has no {isa}")
-    dot = pairdot.make_dot(isa)
+    block, single = pairdot.make_products(isa, pairdot.BLOCK), pairdot.make_products(isa, 1)
 
     @njit
-    def dots(w, lo, hi, start, count):
-        return dot(w, lo, hi, start, count)
+    def matvec(w, lo, hi, out):  # pairdot.matvec with this instruction set's products
+        full = w.shape[0] - w.shape[0] % pairdot.BLOCK
+        for group in range(0, full, pairdot.BLOCK):
+            block(w, lo, hi, group, out)
+        for group in range(full, w.shape[0]):
+            single(w, lo, hi, group, out)
 
     rng = np.random.default_rng(3)
-    n = 3 * pairdot.CHUNK
-    cases = [(np.full(n, 32767), np.full(n, CLAMP)), (np.full(n, -32767), np.full(n, CLAMP)),
-             (np.full(n, 32767), np.full(n, -CLAMP)),
-             (rng.integers(-32767, 32768, n), rng.integers(-CLAMP, CLAMP + 1, n))]
+    n_out, n_in = 5 * pairdot.OUTPUTS + 3, 3 * pairdot.CHUNK + 10  # a partial block and a partial chunk
+    top = np.full((n_out, n_in), 32767)
+    cases = [(top, np.full(n_in, CLAMP)), (-top, np.full(n_in, CLAMP)), (top, np.full(n_in, -CLAMP)),
+             (rng.integers(-32767, 32768, (n_out, n_in)), rng.integers(-CLAMP, CLAMP + 1, n_in))]
     for w, x in cases:
-        lo, hi = np.empty(n, np.int16), np.empty(n, np.int16)
+        lo, hi = np.empty(n_in, np.int16), np.empty(n_in, np.int16)
         pairdot.split(x.astype(np.int64), lo, hi)
-        w16 = w.astype(np.int16)
-        for start, count in ((0, 512), (32, 480), (512, 32), (1024, 512), (64, 0)):
-            want = int((w[start : start + count] * x[start : start + count]).sum())
-            assert dots(w16, lo, hi, start, count) == want
-    assert pairdot.padded(np.ones((2, 200), np.int16)).shape == (2, 224)
+        out = np.full(6 * pairdot.OUTPUTS, -1, np.int64)
+        matvec(pairdot.paired(w.astype(np.int16)), lo, hi, out)
+        np.testing.assert_array_equal(out[:n_out], w @ x)
+        assert not out[n_out:].any()  # the padded outputs
     with pytest.raises(ValueError, match="isa must be one of"):
-        pairdot.make_dot("neon")
+        pairdot.make_products("neon", 1)
+    with pytest.raises(ValueError, match="even input count"):
+        pairdot.paired(np.ones((2, 3), np.int16))
 
 
 def test_portable_round_trip_and_stream_position(portable):

@@ -1,15 +1,19 @@
-"""Exact int16 dot products in 32-bit lanes (``pmaddwd``), for the portable LM's CPU kernel (numba).
+"""Exact int16 matrix-vector products in 32-bit lanes (``pmaddwd``), for the portable LM's CPU kernel.
 
 The kernel's matrix-vector products multiply int16 weights ``|w| <= 2**15 - 1`` by activations
 ``|x| <= CLAMP = 2**20 - 1``. :func:`split` writes each activation as two int16 limbs,
-``x = hi * 2**11 + lo`` with ``lo = x & 2047`` in ``[0, 2047]`` and ``hi = x >> 11`` in
-``[-512, 511]``; :func:`dot` sums ``w * lo`` and ``w * hi`` in 16 int32 lanes, each lane adding two
-products per 32 elements (x86's ``pmaddwd``: 32 products an instruction, where int64 lanes give 8).
+``x = hi * 2**10 + lo`` with ``lo = x & 1023`` in ``[0, 1023]`` and ``hi = x >> 10`` in
+``[-1024, 1023]``. The weights are stored by groups of 16 outputs and input pairs
+(:func:`paired`: ``[n_out / 16, n_in / 2, 16, 2]``), so that one 32-lane int16 vector holds two
+inputs' weights for 16 outputs and a group's vectors follow one another in memory; x86's ``pmaddwd`` then
+multiplies it by a limb pair broadcast to every lane and adds each output's two products into its
+int32 lane (32 products an instruction, where int64 lanes give 8), with no horizontal sums.
 
-Exactness: a product ``|w * lo| <= 32767 * 2047 < 2**26`` (``|w * hi| <= 32767 * 512``), and a lane
-adds ``count / 16`` products, so for ``count <= CHUNK = 512`` every partial lane sum stays below
-``32 * 32767 * 2047 = 2,146,369,568 < 2**31``: no int32 lane overflows, the lanes are then summed
-in int64, and the result is the int64 sum ``sum(w * x)`` exactly, on every instruction set.
+Exactness: a product ``|w * lo|`` or ``|w * hi|`` is at most ``32767 * 1024``, and a lane (one
+output) adds the products of at most ``CHUNK = 64`` inputs before it is added into an int64
+accumulator, so every partial lane sum stays within ``64 * 32767 * 1024 = 2,147,418,112 < 2**31``:
+no int32 lane overflows, and each output is the int64 sum ``sum(w * x)`` exactly, on every
+instruction set.
 
 Instruction sets (chosen for the compile target numba uses): AVX-512BW's ``vpmaddwd`` (fused with
 the add into ``vpdpwssd`` where VNNI exists), AVX2's on two halves, elsewhere the same arithmetic
@@ -25,11 +29,13 @@ from numba import njit
 from numba.core import cgutils, config, types
 from numba.extending import intrinsic
 
-LANES = 32
-"""int16 elements per step: :func:`dot`'s ``count`` and the weights' padded rows are multiples of it."""
-CHUNK = 512
-"""The most elements one :func:`dot` call may sum (the int32 lanes' bound, see above)."""
-LIMB_BITS = 11
+OUTPUTS = 16
+"""Outputs a vector of lanes holds: :func:`paired` pads the outputs to a multiple of it."""
+BLOCK = 4
+"""Vectors of outputs one pass computes (independent accumulators: the adds' latency is hidden)."""
+CHUNK = 64
+"""Inputs an int32 lane sums before it is added into int64 (the lanes' bound, see above)."""
+LIMB_BITS = 10
 ISAS = ("avx512bw", "avx2", "generic")
 
 
@@ -43,62 +49,92 @@ def target_isa() -> str:
     return next((isa for isa in ISAS[:-1] if f"+{isa}" in enabled), "generic")
 
 
-def padded(weights: np.ndarray) -> np.ndarray:
-    """int16 ``weights`` with their last axis zero-padded to a multiple of :data:`LANES`."""
-    n = weights.shape[-1]
-    out = np.zeros(weights.shape[:-1] + (-(-n // LANES) * LANES,), dtype=np.int16)
-    out[..., :n] = weights
-    return out
+def paired(weights: np.ndarray) -> np.ndarray:
+    """int16 ``weights [..., n_out, n_in]`` (``n_in`` even) as ``[..., n_pad / 16, n_in / 2, 16, 2]``:
+    groups of :data:`OUTPUTS` outputs (zero-padded to ``n_pad``), by input pairs."""
+    *lead, n_out, n_in = weights.shape
+    if n_in % 2:
+        raise ValueError(f"paired weights need an even input count, got {n_in}")
+    n_pad = -(-n_out // OUTPUTS) * OUTPUTS
+    rows = np.zeros((*lead, n_pad, n_in), dtype=np.int16)
+    rows[..., :n_out, :] = weights
+    groups = rows.reshape(*lead, n_pad // OUTPUTS, OUTPUTS, n_in // 2, 2)
+    return np.ascontiguousarray(np.swapaxes(groups, -3, -2))
 
 
 @njit(cache=True, nogil=True)
 def split(x, lo, hi):
-    """``lo[i], hi[i] = x[i] & 2047, x[i] >> 11`` (int16) for the int64 activations ``x``."""
+    """``lo[i], hi[i] = x[i] & 1023, x[i] >> 10`` (int16) for the int64 activations ``x``."""
     for i in range(x.shape[0]):
         lo[i] = x[i] & ((1 << LIMB_BITS) - 1)
         hi[i] = x[i] >> LIMB_BITS
 
 
-def make_dot(isa: str):
-    """The :func:`dot` intrinsic built for ``isa`` (one of :data:`ISAS`; tests build each)."""
+def make_products(isa: str, vectors: int):
+    """The :func:`products` intrinsic built for ``isa`` (one of :data:`ISAS`) and ``vectors``
+    vectors of :data:`OUTPUTS` outputs (tests build each)."""
     if isa not in ISAS:
         raise ValueError(f"isa must be one of {ISAS}, got {isa!r}")
 
     @intrinsic
-    def dot(typingctx, w, lo, hi, start, count):
-        """``sum(w[j] * (hi[j] * 2**11 + lo[j]))`` over ``j`` in ``[start, start + count)``, as int64.
+    def products(typingctx, w, lo, hi, group, out):
+        """``out[16 g + j] = sum(w[g, p, j, t] * x[2p + t])`` for the groups ``g`` in
+        ``[group, group + vectors)``, with ``x = hi * 2**10 + lo``: int64 sums, exact (see the module).
 
-        ``w``, ``lo``, ``hi``: C-contiguous int16 arrays; ``count``: a multiple of :data:`LANES`,
-        at most :data:`CHUNK`; ``lo`` in ``[0, 2047]``, ``hi`` in ``[-512, 511]``, ``|w| < 2**15``."""
-        sig = types.int64(w, lo, hi, types.int64, types.int64)
+        ``w``: C-contiguous :func:`paired` weights ``[n_groups, n_pairs, 16, 2]``; ``lo``, ``hi``:
+        C-contiguous int16 limbs of ``2 * n_pairs`` activations (:func:`split`); ``out``: int64, at
+        least ``16 * (group + vectors)`` long."""
+        sig = types.none(w, lo, hi, types.int64, out)
 
         def codegen(context, builder, signature, args):
             i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
             v32i16, v16i32, v16i64 = ir.VectorType(i16, 32), ir.VectorType(i32, 16), ir.VectorType(i64, 16)
-            data = [context.make_array(signature.args[k])(context, builder, args[k]).data for k in range(3)]
-            start, count = args[3], args[4]
+            matrix = context.make_array(signature.args[0])(context, builder, args[0])
+            n_pairs = cgutils.unpack_tuple(builder, matrix.shape, 4)[1]
+            limbs = [builder.bitcast(context.make_array(signature.args[k])(context, builder, args[k]).data,
+                                     i32.as_pointer()) for k in (1, 2)]  # a limb pair as one int32
+            group = args[3]
+            result = context.make_array(signature.args[4])(context, builder, args[4]).data
             pairs = _pair_products(builder, isa)
-            acc_lo = cgutils.alloca_once_value(builder, ir.Constant(v16i32, None))
-            acc_hi = cgutils.alloca_once_value(builder, ir.Constant(v16i32, None))
-
-            def load(pointer, offset):
-                address = builder.bitcast(builder.gep(pointer, [offset]), v32i16.as_pointer())
-                return builder.load(address, align=2)
-
-            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), count, ir.Constant(i64, LANES)) as (i, _):
-                j = builder.add(start, i)
-                weights = load(data[0], j)
-                builder.store(builder.add(builder.load(acc_lo), pairs(weights, load(data[1], j))), acc_lo)
-                builder.store(builder.add(builder.load(acc_hi), pairs(weights, load(data[2], j))), acc_hi)
-            reduce = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(i64, [v16i64]), "llvm.vector.reduce.add.v16i64")
-            s_lo = builder.call(reduce, [builder.sext(builder.load(acc_lo), v16i64)])
-            s_hi = builder.call(reduce, [builder.sext(builder.load(acc_hi), v16i64)])
-            return builder.add(builder.shl(s_hi, ir.Constant(i64, LIMB_BITS)), s_lo)
+            zero32, zero64 = ir.Constant(v16i32, None), ir.Constant(v16i64, None)
+            wide = [cgutils.alloca_once_value(builder, zero64) for _ in range(vectors)]
+            lanes = [[cgutils.alloca_once_value(builder, zero32) for _ in limbs] for _ in range(vectors)]
+            shift = ir.Constant(v16i64, [LIMB_BITS] * OUTPUTS)
+            step = ir.Constant(i64, 2 * OUTPUTS)  # int16 elements of a group per input pair
+            chunk = ir.Constant(i64, CHUNK // 2)
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), n_pairs, chunk) as (c, _):
+                end = builder.add(c, chunk)
+                end = builder.select(builder.icmp_signed("<", end, n_pairs), end, n_pairs)
+                for acc in lanes:
+                    for lane in acc:
+                        builder.store(zero32, lane)
+                with cgutils.for_range_slice(builder, c, end, ir.Constant(i64, 1)) as (p, _):
+                    broadcast = []
+                    for limb in limbs:
+                        pair = builder.insert_element(ir.Constant(v16i32, None), builder.load(builder.gep(limb, [p])),
+                                                      ir.Constant(i32, 0))
+                        pair = builder.shuffle_vector(pair, pair, ir.Constant(v16i32, [0] * OUTPUTS))
+                        broadcast.append(builder.bitcast(pair, v32i16))
+                    for v, acc in enumerate(lanes):
+                        g = builder.add(group, ir.Constant(i64, v))
+                        offset = builder.mul(builder.add(builder.mul(g, n_pairs), p), step)
+                        address = builder.bitcast(builder.gep(matrix.data, [offset]), v32i16.as_pointer())
+                        weights = builder.load(address, align=2)
+                        for part, lane in zip(broadcast, acc):
+                            builder.store(builder.add(builder.load(lane), pairs(weights, part)), lane)
+                for total, (acc_lo, acc_hi) in zip(wide, lanes):
+                    high = builder.shl(builder.sext(builder.load(acc_hi), v16i64), shift)
+                    chunk_sum = builder.add(high, builder.sext(builder.load(acc_lo), v16i64))
+                    builder.store(builder.add(builder.load(total), chunk_sum), total)
+            for v, total in enumerate(wide):
+                offset = builder.mul(builder.add(group, ir.Constant(i64, v)), ir.Constant(i64, OUTPUTS))
+                address = builder.bitcast(builder.gep(result, [offset]), v16i64.as_pointer())
+                builder.store(builder.load(total), address, align=8)
+            return context.get_dummy_value()
 
         return sig, codegen
 
-    return dot
+    return products
 
 
 def _pair_products(builder, isa: str):
@@ -137,4 +173,16 @@ def _pair_products(builder, isa: str):
     return generic
 
 
-dot = make_dot(target_isa())
+products = make_products(target_isa(), BLOCK)
+product = make_products(target_isa(), 1)
+
+
+@njit(cache=True, nogil=True)
+def matvec(w, lo, hi, out):
+    """``out[:n_pad] = W x`` (int64, exact) for :func:`paired` weights ``w`` and the limbs of ``x``."""
+    n_groups = w.shape[0]
+    full = n_groups - n_groups % BLOCK
+    for group in range(0, full, BLOCK):
+        products(w, lo, hi, group, out)
+    for group in range(full, n_groups):
+        product(w, lo, hi, group, out)

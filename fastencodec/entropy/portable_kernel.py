@@ -23,7 +23,7 @@ from numba import njit
 from .arith import ERR_STARVED, _decode, decode_error
 from .cdf import TOTAL_RANGE_BITS, _integer_cdfs
 from .fixed import CLAMP, FRAC, ONE
-from .pairdot import CHUNK, LANES, dot, padded, split
+from .pairdot import OUTPUTS, matvec, paired, split
 
 _FM = {"reassoc", "contract"}  # exact sums of integers: any order gives the same bits
 SCORE_DIVISOR = 5 * ONE  # attention scores: q . k / sqrt(25), back to 12 fractional bits
@@ -39,12 +39,12 @@ def kernel_weights(lm) -> tuple:
         raise ValueError(f"the portable LM has Meta's heads of 25 dimensions, not {dim / lm.config.num_heads:g}")
     tables = lm.tables
     exp_hi = np.append(tables["exp_hi"], 0)  # index 256: exp(-d) for d >= 2**16 is 0
-    # Matrices: int16 rows zero-padded to whole steps of pairdot.dot (the padding adds zero products).
+    # Matrices: int16, by input pairs (pairdot.paired).
     return (
         lm.emb.astype(np.int32), lm.norm_in,  # embeddings: 20-bit integers, read a row per codebook a frame
-        padded(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
-        padded(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
-        padded(lm.w_out), lm.b_out, padded(lm.w1), lm.b1, padded(lm.w2), lm.b2, lm.norms, padded(lm.w_heads),
+        paired(lm.w_in[:, :dim]), np.ascontiguousarray(lm.b_in[:, :dim]),
+        paired(lm.w_in[:, dim:]), np.ascontiguousarray(lm.b_in[:, dim:]),
+        paired(lm.w_out), lm.b_out, paired(lm.w1), lm.b1, paired(lm.w2), lm.b2, lm.norms, paired(lm.w_heads),
         lm.b_heads, tables["cos"], exp_hi, tables["exp_lo"], tables["gelu"], tables["turns"],
     )
 
@@ -75,7 +75,8 @@ class KernelState:
             np.empty(dim, np.int64), np.empty(dim, np.int64), np.empty(4 * dim, np.int64),
             np.empty(cap, np.float64), np.empty(config.card, np.int64),
             np.empty((num_codebooks, config.card), np.int64), np.empty((num_codebooks, config.card), np.int64),
-            np.zeros(4 * dim + LANES, np.int16), np.zeros(4 * dim + LANES, np.int16),  # limbs of a layer input
+            np.empty(4 * dim, np.int16), np.empty(4 * dim, np.int16),  # limbs of a layer's input
+            np.empty(max(config.card, 4 * dim) + OUTPUTS, np.int64),  # a product's sums (outputs padded)
         )
 
 
@@ -136,16 +137,12 @@ def _clamp(v):
 
 
 @njit(cache=True, nogil=True)
-def _linear(lo, hi, w, b, out):
+def _linear(lo, hi, w, b, acc, out):
     """out = clamp(floor((W x + b) / 2**12)) for the limbs ``lo``, ``hi`` of ``x`` (:func:`.pairdot.split`)
-    and the padded int16 ``W``: exact integer sums (:mod:`.pairdot`)."""
-    n_out, n_in = w.shape
-    for o in range(n_out):
-        row = w[o]
-        acc = np.int64(0)
-        for start in range(0, n_in, CHUNK):
-            acc += dot(row, lo, hi, start, min(CHUNK, n_in - start))
-        out[o] = _clamp((acc + b[o]) >> FRAC)
+    and the :func:`.pairdot.paired` int16 ``W``: exact integer sums (:mod:`.pairdot`), in ``acc``."""
+    matvec(w, lo, hi, acc)
+    for o in range(out.shape[0]):
+        out[o] = _clamp((acc[o] + b[o]) >> FRAC)
 
 
 @njit(cache=True, nogil=True)
@@ -328,7 +325,7 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
     (emb, norm_in, w_q, b_q, w_kv, b_kv, w_out, b_out, w1, b1, w2, b2, norms, w_heads, b_heads,
      cos, exp_hi, exp_lo, gelu, turns) = weights
     x, q, kv, attn, proj, hidden, row, logits, out = scratch[:9]
-    lo, hi = scratch[10], scratch[11]
+    lo, hi, acc = scratch[10], scratch[11], scratch[12]
     n_layers, dim, cap = keys.shape
     start, end = window[_START], window[_END]
     _embed(weights, index, window[_POSITION], x)
@@ -336,24 +333,24 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
         if not window[_STARTED]:
             _first_keys(b_kv, keys, values, layer, start)
         split(x, lo, hi)
-        _linear(lo, hi, w_q[layer], b_q[layer], q)
-        _linear(lo, hi, w_kv[layer], b_kv[layer], kv)
+        _linear(lo, hi, w_q[layer], b_q[layer], acc, q)
+        _linear(lo, hi, w_kv[layer], b_kv[layer], acc, kv)
         for i in range(dim):
             keys[layer, i, end] = kv[i]
             values[layer, i, end] = kv[dim + i]
         _attention(q, keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn)
         split(attn, lo, hi)
-        _linear(lo, hi, w_out[layer], b_out[layer], proj)
+        _linear(lo, hi, w_out[layer], b_out[layer], acc, proj)
         _residual_norm(x, proj, norms[layer, 0, 0], norms[layer, 0, 1])
         split(x, lo, hi)
-        _linear(lo, hi, w1[layer], b1[layer], hidden)
+        _linear(lo, hi, w1[layer], b1[layer], acc, hidden)
         _gelu(hidden, gelu)
         split(hidden, lo, hi)
-        _linear(lo, hi, w2[layer], b2[layer], proj)
+        _linear(lo, hi, w2[layer], b2[layer], acc, proj)
         _residual_norm(x, proj, norms[layer, 1, 0], norms[layer, 1, 1])
     split(x, lo, hi)
     for k in range(out.shape[0]):
-        _linear(lo, hi, w_heads[k], b_heads[k], logits)
+        _linear(lo, hi, w_heads[k], b_heads[k], acc, logits)
         _head_weights(logits, exp_hi, exp_lo, out[k])
     _advance(window, keys, values, past)
 
