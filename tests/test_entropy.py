@@ -417,6 +417,21 @@ def test_pair_products_are_exact_at_their_bounds(isa):
         pairdot.paired(np.ones((2, 3), np.int16))
 
 
+def test_attention_scores_are_exact_floor_quotients():
+    """The kernel's division-free floor(score / (5 * 2**12)), at and around multiples of the divisor."""
+    from fastencodec.entropy.portable_kernel import _scaled_scores
+
+    rng = np.random.default_rng(5)
+    k = rng.integers(-(2**44) // 20480, 2**44 // 20480, 20000)
+    scores = np.concatenate([rng.integers(-25 * 2**40, 25 * 2**40, 20000), k * 20480 - 1, k * 20480, k * 20480 + 1,
+                             k * 4096 - 1, k * 4096, np.arange(-50000, 50000)])
+    row = scores.astype(np.float64)
+    best = _scaled_scores(row, row.size)
+    want = np.floor_divide(scores, 20480)
+    np.testing.assert_array_equal(row.astype(np.int64), want)
+    assert best == want.max()
+
+
 def test_portable_round_trip_and_stream_position(portable):
     coder = portable["encodec_48khz"]
     segments = [lcg_codes(8, 150, 5), lcg_codes(8, 3, 6)]

@@ -26,7 +26,6 @@ from .fixed import CLAMP, FRAC, ONE
 from .pairdot import OUTPUTS, matvec, paired, split
 
 _FM = {"reassoc", "contract"}  # exact sums of integers: any order gives the same bits
-SCORE_DIVISOR = 5 * ONE  # attention scores: q . k / sqrt(25), back to 12 fractional bits
 
 # Window slots: first visible row, next row to write, position, started (0/1).
 _START, _END, _POSITION, _STARTED = range(4)
@@ -191,13 +190,22 @@ def _exp_neg(d, exp_hi, exp_lo):
 
 @njit(cache=True, nogil=True)
 def _scaled_scores(row, n):
-    """``row[j] = floor(row[j] / (5 * 2**12))`` for ``j < n`` (see :func:`_floor_div`), and the largest."""
-    best = -np.inf
+    """``row[j] = floor(row[j] / (5 * 2**12))`` for ``j < n`` (integers ``|row[j]| < 2**45``), and the largest:
+    the attention's scores ``q . k / sqrt(25)``, back to 12 fractional bits.
+
+    Without a division, so that it vectorizes: ``u = floor(row[j] / 2**12)`` is exact (a power of
+    two), and ``floor(u / 5)`` is ``floor(u * 0.2)`` corrected by the exact remainder ``u - 5 q``:
+    the product's error, below ``|u| * 2**-52 < 2**-19``, is far smaller than the ``1 / 5`` between
+    a non-integer ``u / 5`` and any integer, so the estimate is the quotient or one below it."""
+    best = np.int64(-(1 << 62))
     for j in range(n):
-        s = np.floor(row[j] / SCORE_DIVISOR)
-        row[j] = s
-        best = max(best, s)
-    return best
+        u = np.floor(row[j] * (1.0 / ONE))
+        q = np.floor(u * 0.2)
+        r = u - 5.0 * q
+        q = q - np.float64(r < 0.0) + np.float64(r >= 5.0)
+        row[j] = q
+        best = max(best, np.int64(q))  # an integer maximum: it vectorizes, a float one does not
+    return np.float64(best)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
