@@ -9,7 +9,9 @@ For Meta's 24 kHz model at 6 kbps (8 codebooks) and its 48 kHz model at 6 kbps (
 entropy coding (``compress(use_lm=True)`` minus ``compress(use_lm=False)``, and the same for
 ``decompress``) and ours on the same codes, checks that our ``lm`` file is Meta's byte for byte
 and that both of our modes decode back to the codes, and prints one table: seconds, speed-up
-over Meta, and real-time factor per core (audio seconds / (coding seconds x threads)).
+over Meta, and real-time factor per core (audio seconds / (coding seconds x threads)); then the
+seconds Meta's LM forward takes within its LM decoding (timed in an extra run), which any decoder
+that reproduces Meta's float32 CDFs must spend too.
 
 Models and LMs have *random* weights (the published ones are not reachable offline): sizes
 show the coders work, not the savings Meta's trained LM gives. Audio: espeak-ng speech when
@@ -140,7 +142,30 @@ def run_case(name: str, rate: int, channels: int, bandwidth: float, seconds: flo
         row[f"{tag}_encode_s"], row[f"{tag}_decode_s"] = t_enc, t_dec
         row[f"bytes_{tag}"] = len(ours_file(name, wav.shape[-1], segments, coder))
     row["lm_identical_to_meta"] = ours_file(name, wav.shape[-1], segments, coders["lm"]) == meta_lm
+    row["meta_lm_forward_decode_s"] = lm_forward_seconds(meta_lm)
     return row
+
+
+def lm_forward_seconds(data: bytes) -> float:
+    """Seconds Meta's ``decompress`` of ``data`` spends in its LM's forward (one call a frame),
+    timed in an extra, untimed run: the floor of any decoder that computes Meta's float32 CDFs."""
+    from encodec.model import LMModel
+
+    forward, spent = LMModel.forward, [0.0]
+
+    def timed_forward(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return forward(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    LMModel.forward = timed_forward
+    try:
+        meta_compress.decompress(data)
+    finally:
+        LMModel.forward = forward
+    return spent[0]
 
 
 def report(rows: list[dict]) -> None:
@@ -159,6 +184,10 @@ def report(rows: list[dict]) -> None:
                 ours = r[f"{tag}_{direction}_s"]
                 cells.append(f"{ours:>8.3f}{meta / ours:>7.1f}{r['seconds'] / (ours * r['threads']):>9.1f}")
             print("".join(cells))
+    print("\nMeta's LM forward within its LM decoding (the part any decoder of Meta's bits must run):")
+    for r in rows:
+        print(f"  {r['model']} {r['threads']} thread(s): {r['meta_lm_forward_decode_s']:.3f} s of the LM's "
+              f"{r['meta_decode_s']:.3f} s; ours lm {r['lm_decode_s']:.3f} s")
     print("\nsizes (bytes, whole files) and checks:")
     for r in rows[: len(CASES)]:
         print(f"  {r['model']} {r['bandwidth_kbps']:g} kbps, {r['seconds']:g} s of {r['signal']}: plain "
