@@ -201,7 +201,8 @@ def bench_ours(
         first = timed(fn, device, 1)[0]  # warm-up: CUDA graph capture, allocator, kernels
         parts = [fn() for _ in range(1 if args.quick else args.repeat)]
         wall = statistics.median(p["tokens_s"] + p["codec_decode_s"] for p in parts)
-        row = dict(arch=arch, batch=batch, impl="fastencodec", dtype=dtype, linear=linear_of(ours),
+        linear = linear_of(ours, batch, guided=args.guidance != 1.0)
+        row = dict(arch=arch, batch=batch, impl="fastencodec", dtype=dtype, linear=linear,
                    wall_s=wall, first_call_s=first,
                    steps_per_s=steps / wall, realtime=args.seconds / wall,
                    weight_gb_s=weight_bytes * steps / wall / 1e9,
@@ -216,12 +217,14 @@ def bench_ours(
         emit(row)
 
 
-def linear_of(ours: MusicGen) -> str:
-    """How ``ours`` runs its captured steps' linear layers: ``triton`` or ``torch``."""
+def linear_of(ours: MusicGen, batch: int, guided: bool) -> str:
+    """How ``ours`` runs its captured steps' linear layers for ``batch`` items: ``triton`` (the
+    few-row kernel) or ``torch`` (no kernel, or more rows than it takes: cuBLAS)."""
     from fastencodec.musicgen.decoder import few_rows
 
-    graphed = ours.device.type == "cuda" and ours.use_cuda_graphs
-    return "triton" if graphed and ours.use_triton and few_rows() is not None else "torch"
+    module = few_rows()
+    rows = batch * (2 if guided else 1)
+    return "triton" if ours._kernels and module is not None and rows <= module.MAX_ROWS else "torch"
 
 
 def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, device: torch.device, emit: Table) -> None:

@@ -122,8 +122,9 @@ def stereo_48khz(mono: torch.Tensor) -> torch.Tensor:
 
 
 def normalised_segments(audio: torch.Tensor) -> torch.Tensor:
-    """``[batch, channels, whole seconds at 48 kHz]`` as the 48 kHz model's 1 s segments, each
-    divided by its mono RMS (plus 1e-8) as Meta's model does: ``[segments, channels, 48000]``."""
+    """``[batch, channels, whole seconds at 48 kHz]`` as non-overlapping 1 s segments (Meta's
+    overlap by 1%; for comparing modes that does not matter), each divided by its mono RMS (plus
+    1e-8) as Meta's model does: ``[segments, channels, 48000]``."""
     b, c, n = audio.shape
     segs = audio.reshape(b, c, n // 48_000, 48_000).permute(0, 2, 1, 3).reshape(-1, c, 48_000)
     volume = segs.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()

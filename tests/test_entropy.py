@@ -387,8 +387,8 @@ def test_pair_products_are_exact_at_their_bounds(isa):
     from fastencodec.entropy import pairdot
     from fastencodec.entropy.fixed import CLAMP
 
-    if isa != "generic" and f"+{isa}" not in pairdot.llvm.get_host_cpu_features().flatten():
-        pytest.skip(f"this CPU has no {isa}")
+    if isa != "generic" and f"+{isa}" not in pairdot.compile_features().split(","):
+        pytest.skip(f"numba does not compile for {isa} here")
     block, single = pairdot.make_products(isa, pairdot.BLOCK), pairdot.make_products(isa, 1)
 
     @njit
@@ -415,6 +415,33 @@ def test_pair_products_are_exact_at_their_bounds(isa):
         pairdot.make_products("neon", 1)
     with pytest.raises(ValueError, match="even input count"):
         pairdot.paired(np.ones((2, 3), np.int16))
+
+
+AVX_OFF_CHECK = """
+import numpy as np
+from fastencodec.entropy import pairdot
+assert pairdot.target_isa() == "generic", pairdot.target_isa()
+rng = np.random.default_rng(5)
+w = rng.integers(-32767, 32768, (40, 132)).astype(np.int16)
+x = rng.integers(-(2**20 - 1), 2**20, 132)
+lo, hi, out = np.empty(132, np.int16), np.empty(132, np.int16), np.zeros(48, np.int64)
+pairdot.split(x, lo, hi)
+pairdot.matvec(pairdot.paired(w), lo, hi, out)
+assert np.array_equal(out[:40], w.astype(np.int64) @ x)
+"""
+
+
+def test_pair_products_follow_numbas_features_with_avx_off(tmp_path):
+    """With ``NUMBA_ENABLE_AVX=0`` numba compiles without AVX: the products must use the generic
+    code (an AVX-512 intrinsic there aborts LLVM, killing the process) and still be exact."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ | {"NUMBA_ENABLE_AVX": "0", "NUMBA_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-c", AVX_OFF_CHECK], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_attention_scores_are_exact_floor_quotients():

@@ -18,15 +18,19 @@ instruction set.
 Instruction sets (chosen for the compile target numba uses): AVX-512BW's ``vpmaddwd`` (fused with
 the add into ``vpdpwssd`` where VNNI exists), AVX2's on two halves, elsewhere the same arithmetic
 in plain LLVM vector code (even and odd elements widened, multiplied and added).
+
+numba's on-disk cache of ``portable_kernel``'s functions holds these products compiled in, and
+numba checks only the calling file's time stamp: after editing this module, delete the ``*.nbi`` /
+``*.nbc`` files of ``fastencodec/entropy/__pycache__`` (a fresh install has none).
 """
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba.core import cgutils, config, types
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 OUTPUTS = 16
@@ -39,13 +43,17 @@ LIMB_BITS = 10
 ISAS = ("avx512bw", "avx2", "generic")
 
 
+def compile_features() -> str:
+    """The CPU features numba's JIT compiles for, as its codegen picks them: ``NUMBA_CPU_FEATURES``
+    when set, else the host's without the AVX ones where numba turns AVX off (``NUMBA_ENABLE_AVX=0``,
+    or by default on CPUs LLVM cannot name); an intrinsic of a feature missing here would abort
+    LLVM, so :func:`target_isa` chooses from these."""
+    return config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+
+
 def target_isa() -> str:
-    """The widest of :data:`ISAS` among the features numba compiles for (``NUMBA_CPU_FEATURES``
-    when set, else the host's, as numba's JIT does)."""
-    features = config.CPU_FEATURES
-    if features is None:
-        features = llvm.get_host_cpu_features().flatten()
-    enabled = set(features.split(","))
+    """The widest of :data:`ISAS` among :func:`compile_features`."""
+    enabled = set(compile_features().split(","))
     return next((isa for isa in ISAS[:-1] if f"+{isa}" in enabled), "generic")
 
 
@@ -83,7 +91,10 @@ def make_products(isa: str, vectors: int):
 
         ``w``: C-contiguous :func:`paired` weights ``[n_groups, n_pairs, 16, 2]``; ``lo``, ``hi``:
         C-contiguous int16 limbs of ``2 * n_pairs`` activations (:func:`split`); ``out``: int64, at
-        least ``16 * (group + vectors)`` long."""
+        least ``16 * (group + vectors)`` long (other arrays do not type: the code reads raw memory)."""
+        if not (_c_array(w, types.int16, 4) and _c_array(lo, types.int16, 1) and _c_array(hi, types.int16, 1)
+                and _c_array(out, types.int64, 1) and isinstance(group, types.Integer)):  # fmt: skip
+            return None
         sig = types.none(w, lo, hi, types.int64, out)
 
         def codegen(context, builder, signature, args):
@@ -135,6 +146,11 @@ def make_products(isa: str, vectors: int):
         return sig, codegen
 
     return products
+
+
+def _c_array(arg, dtype, ndim: int) -> bool:
+    """Whether the numba type ``arg`` is a C-contiguous array of ``dtype`` and ``ndim`` dimensions."""
+    return isinstance(arg, types.Array) and arg.dtype == dtype and arg.ndim == ndim and arg.layout == "C"
 
 
 def _pair_products(builder, isa: str):

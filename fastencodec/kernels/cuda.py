@@ -214,9 +214,11 @@ class GraphCache:
     inputs, so results are bitwise those of eager runs. Calls are serialised by a lock (one
     graph's static buffers serve one call at a time), and graphs are dropped when ``version()``
     (e.g. the weights' storage and version counters) changes, since a graph holds the weights
-    it was captured with. A cache's graphs share one memory pool: their activations reuse the
-    same memory (safe because replays are serialised and each graph's inputs and outputs stay
-    allocated), so cached shapes cost about the largest graph's memory, not the sum.
+    it was captured with. A cache's graphs share one memory pool, so cached shapes cost about the
+    largest graph's memory, not the sum: one graph's replay overwrites another's activations and
+    output. That is safe because the replays are serialised on the GPU too, whatever stream each
+    caller uses: a call waits (an event) until the previous call's output was copied out before it
+    writes the static inputs, and copies its own output before the next call can replay.
     """
 
     MAX_INPUT_BYTES = 512 << 20
@@ -231,6 +233,7 @@ class GraphCache:
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
         self._pool: tuple | None = None
+        self._done: torch.cuda.Event | None = None  # recorded after the last replay's output copy
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
@@ -258,10 +261,16 @@ class GraphCache:
                 self._seen.discard(evicted)
         self._graphs.move_to_end(key)
         graph, static_in, static_out = self._graphs[key]
+        stream = torch.cuda.current_stream(x.device)
+        if self._done is not None:  # the previous replay (maybe on another stream) and its copy are done
+            stream.wait_event(self._done)
         for buffer, value in zip(static_in, inputs):
             buffer.copy_(value)
         graph.replay()
-        return static_out.clone()
+        out = static_out.clone()
+        self._done = torch.cuda.Event()
+        self._done.record(stream)
+        return out
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         static_in = tuple(t.clone() for t in inputs)
@@ -287,7 +296,8 @@ class GraphCache:
 
 CODE_BLOCKS = (64, 64, 4)
 """Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the
-batch; a choice changes the speed only, not the codes: ``benchmarks/codebook_search.py``)."""
+batch). Other choices gave these codes bitwise on an H200 (``benchmarks/codebook_search.py``), but
+the order of a row's squared-norm sum follows the layout, so that is measured, not promised."""
 
 
 def residual_codes(

@@ -2,7 +2,7 @@
 
 A decoding step of a language model multiplies one frame per row (two rows for one guided item) by
 every weight matrix: the product is bound by reading the weight once. cuBLAS reads a float32
-weight at about a quarter of an H200's bandwidth for two rows; this kernel splits the weight's
+weight well below the memory's bandwidth for two rows (BENCHMARKS.md); this kernel splits the weight's
 output features over many programs, each loading its ``[block_n, in_features]`` slice of the
 weight in one go (every load in flight at once) and then running the rows one after the other
 against it, so the weight is read once whatever the number of rows.
@@ -145,6 +145,9 @@ def few_rows_linear(
         g, beta, eps = norm.weight, norm.bias, float(norm.eps)
         if norm.normalized_shape != (k_in,) or g is None or beta is None:
             raise ValueError("norm must be a LayerNorm over in_features with weight and bias")
+        g, beta = g.contiguous(), beta.contiguous()  # the kernel reads them densely
+    if bias is not None:
+        bias = bias.contiguous()
     block_n, kp, warps = tile_config(n_out, k_in, weight.element_size())
     few_rows_kernel[(triton.cdiv(n_out, block_n),)](
         x2, weight, y if bias is None else bias, r2, g, beta, y, rows, n_out, x2.stride(0), r2.stride(0), eps,
