@@ -114,3 +114,38 @@ def test_graph_cache_serves_one_call_at_a_time(monkeypatch):
     for t in threads:
         t.join()
     assert most[0] == 1
+
+
+def test_replay_order_waits_for_the_previous_replays_copies(monkeypatch):
+    """Graph replays that share memory wait on the GPU for the previous replay's output copies,
+    whatever stream each caller uses (simulated streams and events: the order of operations)."""
+    from fastencodec.nn.layers import ReplayOrder
+
+    log = []
+
+    class Event:
+        def record(self, stream):
+            log.append(("record", stream.name, self))
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def wait_event(self, event):
+            log.append(("wait", self.name, event))
+
+    class Graph:
+        def replay(self):
+            log.append(("replay",))
+
+    streams = iter([Stream("a"), Stream("b")])
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: next(streams))
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    order, static_in = ReplayOrder(), (torch.zeros(2),)
+    first = order.replay(Graph(), static_in, (torch.ones(2),), lambda: log.append(("copy",)) or static_in[0].clone())
+    second = order.replay(Graph(), static_in, (torch.full((2,), 2.0),), lambda: static_in[0].clone())
+    assert torch.equal(first, torch.ones(2)) and torch.equal(second, torch.full((2,), 2.0))
+    recorded = log[2][2]
+    assert [entry[:2] for entry in log] == [("replay",), ("copy",), ("record", "a"), ("wait", "b"), ("replay",),
+                                            ("record", "b")]  # fmt: skip
+    assert log[3][2] is recorded  # stream b waited for stream a's event

@@ -19,7 +19,7 @@ from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.cpu import WeightCache
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
 from fastencodec.kernels.precision import activation_dtype
-from fastencodec.nn.layers import pad1d
+from fastencodec.nn.layers import ReplayOrder, pad1d
 
 INPUT_PRECISION = {
     ("exact", "encoder"): ("ieee", "ieee"),
@@ -217,8 +217,7 @@ class GraphCache:
     it was captured with. A cache's graphs share one memory pool, so cached shapes cost about the
     largest graph's memory, not the sum: one graph's replay overwrites another's activations and
     output. That is safe because the replays are serialised on the GPU too, whatever stream each
-    caller uses: a call waits (an event) until the previous call's output was copied out before it
-    writes the static inputs, and copies its own output before the next call can replay.
+    caller uses (:class:`~fastencodec.nn.layers.ReplayOrder`).
     """
 
     MAX_INPUT_BYTES = 512 << 20
@@ -233,7 +232,7 @@ class GraphCache:
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
         self._pool: tuple | None = None
-        self._done: torch.cuda.Event | None = None  # recorded after the last replay's output copy
+        self._order = ReplayOrder()
 
     def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``fn(x)``, or ``fn(x, lengths)`` for a ragged batch: the graph is keyed by the padded
@@ -261,16 +260,7 @@ class GraphCache:
                 self._seen.discard(evicted)
         self._graphs.move_to_end(key)
         graph, static_in, static_out = self._graphs[key]
-        stream = torch.cuda.current_stream(x.device)
-        if self._done is not None:  # the previous replay (maybe on another stream) and its copy are done
-            stream.wait_event(self._done)
-        for buffer, value in zip(static_in, inputs):
-            buffer.copy_(value)
-        graph.replay()
-        out = static_out.clone()
-        self._done = torch.cuda.Event()
-        self._done.record(stream)
-        return out
+        return self._order.replay(graph, static_in, inputs, static_out.clone)
 
     def _capture(self, inputs: tuple[torch.Tensor, ...]) -> tuple:
         static_in = tuple(t.clone() for t in inputs)

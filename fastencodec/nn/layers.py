@@ -153,6 +153,30 @@ class ResnetBlock(nn.Module):
         return y.add_(self.shortcut(x))
 
 
+class ReplayOrder:
+    """Serialises, on the GPU, the replays of CUDA graphs that share memory (a graph's static
+    inputs and outputs, or one memory pool of several graphs), whatever CUDA stream each caller
+    uses: a replay waits (an event) until the previous one's outputs were copied out, and copies
+    its own before the next can start. Callers hold their lock around :meth:`replay`."""
+
+    def __init__(self) -> None:
+        self._done: torch.cuda.Event | None = None
+
+    def replay(self, graph: torch.cuda.CUDAGraph, static_in: tuple, inputs: tuple, copy_out: Any) -> Any:
+        """Copy ``inputs`` into ``static_in``, replay ``graph`` and return ``copy_out()`` (fresh
+        copies of its outputs), all on the current stream, after the previous replay's copies."""
+        stream = torch.cuda.current_stream(static_in[0].device)
+        if self._done is not None:
+            stream.wait_event(self._done)
+        for buffer, value in zip(static_in, inputs):
+            buffer.copy_(value)
+        graph.replay()
+        out = copy_out()
+        self._done = torch.cuda.Event()
+        self._done.record(stream)
+        return out
+
+
 class GraphedLSTM(nn.LSTM):
     """``nn.LSTM`` that replays a CUDA graph for input shapes it has already seen.
 
@@ -163,7 +187,7 @@ class GraphedLSTM(nn.LSTM):
     Outputs are fresh tensors (copies of the graph's buffers). At most ``MAX_GRAPHS``
     graphs, each of at most ``MAX_GRAPH_BYTES`` of output, are kept (least recently used
     dropped). A lock makes the cache and each replay (whose buffers are shared) safe to use
-    from several threads. Batch 1 in float32 with Triton
+    from several threads, and :class:`ReplayOrder` keeps replays apart on the GPU. Batch 1 in float32 with Triton
     installed runs :mod:`fastencodec.kernels.fused_lstm`'s single kernel instead.
     """
 
@@ -175,16 +199,19 @@ class GraphedLSTM(nn.LSTM):
         self._graphs: OrderedDict[tuple, tuple] = OrderedDict()
         self._seen: set[tuple] = set()
         self._lock = threading.Lock()
+        self._order = ReplayOrder()
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()  # copies and pickles keep the weights, not the graphs or the lock
         state.pop("_lock", None)
+        state.pop("_order", None)
         state["_graphs"], state["_seen"] = OrderedDict(), set()
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._lock = threading.Lock()
+        self._order = ReplayOrder()
 
     def forward(
         self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -228,11 +255,9 @@ class GraphedLSTM(nn.LSTM):
                     self._graphs.popitem(last=False)
             self._graphs.move_to_end(key)
             graph, static_in, static_out = self._graphs[key]
-            for buffer, value in zip(static_in, (x,) if hx is None else (x, *hx)):
-                buffer.copy_(value)
-            graph.replay()
             y, (h, c) = static_out
-            return y.clone(), (h.clone(), c.clone())
+            inputs = (x,) if hx is None else (x, *hx)
+            return self._order.replay(graph, static_in, inputs, lambda: (y.clone(), (h.clone(), c.clone())))
 
     def _capture(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None) -> tuple:
         """Capture one call on ``x``-shaped inputs: (graph, static inputs, static outputs)."""
