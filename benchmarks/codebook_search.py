@@ -10,7 +10,6 @@ product precision and block choice.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
@@ -18,24 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.throughput import cuda_ms  # noqa: E402
 from fastencodec.kernels.cuda import CODE_BLOCKS, residual_codes  # noqa: E402
 from tests import support as reference  # noqa: E402
 
 BLOCKS = [CODE_BLOCKS, (32, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (64, 64, 2), (64, 32, 2)]
 PRECISIONS = ("ieee", "tf32x3", "tf32")
-
-
-def cuda_ms(fn, repeat: int = 10) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -58,14 +45,14 @@ def compare(n_q: int, frames: int) -> None:
     embed_sq = embed.pow(2).sum(-1).contiguous()
     x = torch.randn(1, 128, frames, device="cuda") * 2
     rows = x[0].t().contiguous()
-    theirs = cuda_ms(lambda: meta.encode(x, n_q=n_q))
+    theirs = cuda_ms(lambda: meta.encode(x, n_q=n_q), 10)
     print(f"n_q {n_q}, {frames} frames: Meta's quantizer {theirs:.2f} ms")
     default = residual_codes(rows, embed, embed_sq)
     agree = (default.t()[None] == meta.encode(x, n_q=n_q).transpose(0, 1)).double().mean()
     print(f"  codes equal to Meta's (float32 torch on the GPU): {agree:.4f}")
     for prec in PRECISIONS:
         for blocks in BLOCKS if prec == "ieee" else BLOCKS[:3]:
-            ms = cuda_ms(lambda prec=prec, blocks=blocks: residual_codes(rows, embed, embed_sq, prec, blocks))
+            ms = cuda_ms(lambda prec=prec, blocks=blocks: residual_codes(rows, embed, embed_sq, prec, blocks), 10)
             codes = residual_codes(rows, embed, embed_sq, prec, blocks)
             same = (codes == default).double().mean(0).tolist()
             print(
