@@ -41,7 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.throughput import cuda_ms  # noqa: E402
 from fastencodec.musicgen import MusicGen  # noqa: E402
+from fastencodec.musicgen.decoder import few_rows  # noqa: E402
 
 ARCHS = {  # published decoder shapes (facebook/musicgen-*/config.json)
     "small": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096),
@@ -220,8 +222,6 @@ def bench_ours(
 def linear_of(ours: MusicGen, batch: int, guided: bool) -> str:
     """How ``ours`` runs its captured steps' linear layers for ``batch`` items: ``triton`` (the
     few-row kernel) or ``torch`` (no kernel, or more rows than it takes: cuBLAS)."""
-    from fastencodec.musicgen.decoder import few_rows
-
     module = few_rows()
     rows = batch * (2 if guided else 1)
     return "triton" if ours._kernels and module is not None and rows <= module.MAX_ROWS else "torch"
@@ -262,22 +262,7 @@ def graph_us(fn, calls: int = 20, replays: int = 10) -> float:
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3 / calls)
-    return statistics.median(times)
-
-
-def few_rows_module():
-    """The few-row Triton kernel module (None without Triton)."""
-    from fastencodec.musicgen.decoder import few_rows
-
-    return few_rows()
+    return cuda_ms(graph.replay, replays, warmup=0) * 1e3 / calls
 
 
 def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> list[dict]:
@@ -312,7 +297,8 @@ def kernel_choices(arch: str, dtype: str, rows: int, device: torch.device) -> li
             us = graph_us(fn)
             out.append(dict(arch=arch, dtype=dtype, rows=rows, piece=f"self-attention span {span}", choice=name,
                             us=us, gb_s=moved / us / 1e3))
-    few = few_rows_module() if rows <= 16 else None
+    module = few_rows()
+    few = module if module is not None and rows <= module.MAX_ROWS else None
     pieces = (("qkv", (3 * hidden, hidden)), ("out", (hidden, hidden)), ("fc1", (ffn, hidden)),
               ("fc2", (hidden, ffn)), ("head", (2048, hidden)))
     for piece, (n_out, n_in) in pieces:
