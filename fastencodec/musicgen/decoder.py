@@ -98,6 +98,13 @@ def few_rows():
     return module
 
 
+def few_rows_for(h: torch.Tensor, layer: nn.Linear, kernels: bool) -> object | None:
+    """:mod:`fastencodec.kernels.few_rows` when ``kernels`` is on, Triton is there and the kernel
+    takes ``h`` and ``layer``'s weight (see its ``supports``); else None."""
+    kernel = few_rows() if kernels else None
+    return kernel if kernel is not None and kernel.supports(h, layer.weight) else None
+
+
 def project(
     h: torch.Tensor,
     layer: nn.Linear,
@@ -111,8 +118,8 @@ def project(
     without a bias when ``residual`` is given). With ``kernels``, ``h`` on CUDA (or under Triton's
     interpreter) and at most ``few_rows.MAX_ROWS`` rows, one Triton kernel computes it all (an
     activation it lacks runs after it); otherwise torch ops."""
-    kernel = few_rows() if kernels else None
-    if kernel is not None and kernel.supports(h, layer.weight):
+    kernel = few_rows_for(h, layer, kernels)
+    if kernel is not None:
         inside = act if act in kernel.ACTIVATIONS else None
         y = kernel.few_rows_linear(h, layer.weight, layer.bias, residual, norm, inside)
         return y if inside == act else activation(act, y)
@@ -251,9 +258,10 @@ class MusicGenLM(nn.Module):
             x = x + cache.positions[start : start + tokens.shape[-1]]
         for index, layer in enumerate(self.layers):
             x = layer(x, index, cache, start, visible, kernels)
-        if kernels:  # the final LayerNorm inside each head's kernel
-            return torch.stack([project(x[:, -1], head, self.layer_norm, kernels=True) for head in self.lm_heads], 1)
-        h = self.layer_norm(x[:, -1])
+        last = x[:, -1]
+        if few_rows_for(last, self.lm_heads[0], kernels) is not None:  # the final LayerNorm inside each head's kernel
+            return torch.stack([project(last, head, self.layer_norm, kernels=True) for head in self.lm_heads], 1)
+        h = self.layer_norm(last)
         return torch.stack([head(h) for head in self.lm_heads], dim=1)
 
     def prefill(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
