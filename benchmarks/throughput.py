@@ -246,7 +246,7 @@ def main() -> None:
     # -- where the time goes (eager, per step, CUDA events) ---------------------------------
     if "profile" not in skip:
         log("profile_64x10s_ms", {p: profile(model24, p, x64) for p in PRECISIONS})
-    # our 24 kHz networks' CUDA graphs keep their activations' memory (private pools): freed here,
+    # our 24 kHz networks' CUDA graphs keep their activations' memory (a pool per network): freed here,
     # before other models' graphs (the sweep builds fresh networks)
     for name in [n for n in impls if n.startswith("fastencodec")]:
         del impls[name]
