@@ -26,22 +26,25 @@ INPUT_PRECISION = {
     ("exact", "decoder"): ("ieee", "ieee"),
     ("tf32", "encoder"): ("tf32x3", "tf32x3"),
     ("tf32", "decoder"): ("tf32", "tf32"),
-    ("fp16", "encoder"): ("ieee", "tf32"),
-    ("fp16", "decoder"): ("ieee", "tf32"),
+    ("fp16", "encoder"): ("ieee", "fp16"),
+    ("fp16", "decoder"): ("ieee", "fp16"),
     ("bf16", "encoder"): ("ieee", "tf32"),
     ("bf16", "decoder"): ("ieee", "tf32"),
 }
 """Triton ``input_precision`` of (convolutions, LSTM) float32 products per (mode, network).
 ``tf32x3`` splits each float32 operand into two TF32 parts (three tensor-core products, error
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
-In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused); the LSTM
-stays float32 with TF32 products."""
+In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused). The LSTM's
+products take float32 operands in ``bf16``, with TF32 products, and float16 operands in ``fp16``
+(its inputs, weights and hidden states: the same 10-bit mantissa as TF32, half the bytes); its cell
+state and sums are float32 in every mode."""
 
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
 
-LSTM_BM, LSTM_BU, LSTM_BK = 16, 16, 64
-"""LSTM step tiles: items, hidden units and reduction chunk per program (fixed: batch invariance)."""
+LSTM_TILES = {"ieee": (16, 16, 64), "tf32x3": (16, 32, 64), "tf32": (16, 32, 64), "fp16": (16, 32, 64)}
+"""LSTM step tiles per product precision: items, hidden units and reduction chunk per program
+(fixed: batch invariance; timings of the choices in BENCHMARKS.md)."""
 
 
 def _pow2(n: int, low: int, high: int) -> int:
@@ -176,31 +179,37 @@ class CudaNetwork:
     def _lstm(self, step: LSTMStep, h: torch.Tensor) -> torch.Tensor:
         lstm = step.module.lstm
         batch, steps, width = h.shape
-        x = h.float() if h.dtype != torch.float32 else h
-        layer_in = x
+        half = self.lstm_prec == "fp16"  # float16 operands (the activations' dtype in that mode)
+        prec = "ieee" if half else self.lstm_prec  # Triton's setting, unused for float16 operands
+        operand = torch.float16 if half else torch.float32
+        weights = self.weights if half else self.fp32
+        layer_in = h.to(operand)
         out = h.new_empty(batch, steps, width)
+        bm, bu, bk = LSTM_TILES[self.lstm_prec]
+        if width % bu or width % bk:
+            raise ValueError(f"the LSTM kernel needs a width divisible by {max(bu, bk)}, not {width}")
         for layer in range(lstm.num_layers):
             w_ih = getattr(lstm, f"weight_ih_l{layer}")
             w_hh = getattr(lstm, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-            gates = x.new_empty(batch, steps, 4 * width)
-            wi = self.fp32.get(w_ih, "io1", lambda p: p.t()[None])
+            gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
+            wi = weights.get(w_ih, "io1", lambda p: p.t()[None])
             bias = (b_ih + b_hh).float().contiguous()
             grid = (triton.cdiv(steps, 64), triton.cdiv(4 * width, 64), batch)
             ops.conv1d_kernel[grid](
                 layer_in, wi, bias, gates, gates, steps, steps, width, 4 * width, 0,
-                K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=self.lstm_prec,
+                K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
                 BT=64, BCO=64, BCI=32, num_warps=4,
             )  # fmt: skip
-            wh = self.fp32.get(w_hh, "t", lambda p: p.t())
-            hidden = x.new_empty(batch, steps, width)
-            cell = x.new_zeros(batch, width)
+            wh = weights.get(w_hh, "t", lambda p: p.t())
+            hidden = h.new_empty(batch, steps, width, dtype=operand)
+            cell = h.new_zeros(batch, width, dtype=torch.float32)
             last = layer == lstm.num_layers - 1
-            grid = (triton.cdiv(batch, LSTM_BM), width // LSTM_BU)
+            grid = (triton.cdiv(batch, bm), width // bu)
             for t in range(steps):
                 ops.lstm_step_kernel[grid](
-                    gates, wh, hidden, cell, out, x, t, steps, batch,
-                    H=width, ADD=last, PREC=self.lstm_prec, BM=LSTM_BM, BU=LSTM_BU, BK=LSTM_BK, num_warps=4,
+                    gates, wh, hidden, cell, out, h, t, steps, batch,
+                    H=width, ADD=last, PREC=prec, BM=bm, BU=bu, BK=bk, num_warps=4,
                 )  # fmt: skip
             layer_in = hidden
         return out

@@ -9,8 +9,9 @@
   Activations stay float32.
 - ``"fp16"``: float16 weights and activations between the convolutions (11-bit significand,
   8 times finer than bfloat16's; largest value 65504), products summed in float32; the LSTM
-  runs in float32 (with TF32 products on CUDA). Outputs made non-finite by an overflow of
-  float16 raise instead of giving tokens. On CPU it needs float16 instructions (AVX512-FP16 or AMX-FP16).
+  keeps its cell state in float32, and on CUDA its products take float16 operands too. Outputs
+  made non-finite by an overflow of float16 raise instead of giving tokens. On CPU it needs float16
+  instructions (AVX512-FP16 or AMX-FP16).
 - ``"bf16"``: bfloat16 weights and activations between the convolutions, products summed in
   float32; the LSTM runs in float32 (with TF32 products on CUDA). On CPU it needs bf16
   instructions (AVX512-BF16 or AMX).

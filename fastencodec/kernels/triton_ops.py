@@ -119,8 +119,10 @@ def lstm_step_kernel(
     H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
     """One LSTM time step for every item: ``gates = gates_in[:, step] + h[:, step - 1] @ w_hh``
-    (``w_hh`` ``[H, 4H]``, gate order i, f, g, o), cell update in float32; writes
-    ``h[:, step]``, ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]``."""
+    (``w_hh`` ``[H, 4H]``, gate order i, f, g, o; ``h`` and ``w_hh`` both float32 or both float16),
+    cell update in float32 (``gates_in`` and ``c`` float32); writes ``h[:, step]`` (rounded to
+    ``h``'s dtype), ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]`` from the
+    unrounded ``h``."""
     m = tl.program_id(0) * BM + tl.arange(0, BM)
     u = tl.program_id(1) * BU + tl.arange(0, BU)
     m_ok = (m < batch)[:, None]
@@ -149,7 +151,7 @@ def lstm_step_kernel(
     h_new = o * _tanh(c_new)
     tl.store(c_at, c_new, mask=m_ok)
     h_at = row * H + u[None, :]
-    tl.store(h + h_at, h_new, mask=m_ok)
+    tl.store(h + h_at, h_new.to(h.dtype.element_ty), mask=m_ok)
     if ADD:
         value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
         tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)

@@ -1,0 +1,48 @@
+"""The CUDA LSTM step kernel through ``CudaNetwork``, per LSTM product precision (``ieee`` in
+``exact``, ``tf32``, float16 operands in ``fp16``): accuracy against float64 and each item bitwise
+the same alone and in a batch. On CPU through Triton's interpreter (a subprocess: the variable
+must be set before Triton is imported); the GPU runs the same checks in test_kernels_gpu.py."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TOLERANCE = {"exact": 1e-5, "tf32": 1e-5, "fp16": 5e-3}
+"""Largest error relative to the largest output (the interpreter computes TF32 products in float32)."""
+
+
+def interpreted_check() -> None:
+    from fastencodec.kernels.cuda import CudaNetwork
+    from fastencodec.kernels.plan import LSTMStep
+    from fastencodec.nn.layers import LSTM
+
+    width, batch, steps = 64, 19, 5
+    torch.manual_seed(0)
+    module = LSTM(width, 2).eval()
+    exact = LSTM(width, 2).double().eval()
+    exact.load_state_dict(module.state_dict())
+    x = torch.randn(batch, steps, width)
+    with torch.inference_mode():
+        expected = exact(x.double().transpose(1, 2)).transpose(1, 2)
+        for precision, tolerance in TOLERANCE.items():
+            net = CudaNetwork([LSTMStep(module)], precision, "decoder")
+            h = x.to(net.dtype)
+            out = net._lstm(net.steps[0], h)
+            error = float((out.double() - expected).abs().max() / expected.abs().max())
+            assert error < tolerance, (precision, error)
+            for i in (0, batch - 2):
+                assert torch.equal(net._lstm(net.steps[0], h[i : i + 1].contiguous()), out[i : i + 1]), (precision, i)
+
+
+@pytest.mark.slow
+def test_lstm_step_kernel_under_the_triton_interpreter():
+    pytest.importorskip("triton")
+    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    code = "from tests.test_lstm_step import interpreted_check; interpreted_check()"
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
