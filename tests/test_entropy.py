@@ -556,6 +556,37 @@ def container_read(data, name, coder):
     return reader.header, list(reader.segments(LAYOUTS[name]))
 
 
+class CodedOnCuda:
+    """Our CPU ``lm`` coder, reporting that its LM ran on a CUDA GPU (what the header then records)."""
+
+    tag = "lm"
+    device_type = "cuda"
+
+    def __init__(self, coder):
+        self.encoder, self.decoder = coder.encoder, coder.decoder
+
+
+def test_gpu_coded_lm_files_say_so_and_refuse_a_cpu_decode(coders, tmp_path, capsys, monkeypatch):
+    from fastencodec import cli
+
+    codes = np.random.default_rng(6).integers(0, 1024, (2, 30))
+    cpu = coders["encodec_24khz"]
+    assert cpu.device_type == "cpu"
+    assert b'"ld"' not in container_bytes("encodec_24khz", 9600, [(codes, None)], cpu)  # Meta's header
+    data = container_bytes("encodec_24khz", 9600, [(codes, None)], CodedOnCuda(cpu))
+    assert read_meta_header(io.BytesIO(data)) == ("encodec_24khz", 9600, 2, True)  # Meta's reader: unchanged
+    header, decoded = container_read(data, "encodec_24khz", CodedOnCuda(cpu))
+    assert header.lm_device == "cuda"
+    np.testing.assert_array_equal(decoded[0][0], codes)
+    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda' \(--device cuda\), not on cpu"):
+        container_read(data, "encodec_24khz", cpu)
+    path = tmp_path / "gpu.ecdc"
+    path.write_bytes(data)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["info", str(path)]) == 1
+    assert "coded with Meta's LM on a CUDA GPU; its codes decode (and check) only on one" in capsys.readouterr().err
+
+
 def test_container_writes_meta_lm_files_byte_for_byte(meta_models, coders):
     model = meta_model(meta_models, "encodec_48khz", 3.0)
     wav = reference.speech_like(48000, 2, 1.0, seed=4)
