@@ -173,6 +173,39 @@ def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     np.testing.assert_array_equal(np.concatenate(blocks), np.stack(want))
 
 
+def test_graphed_lm_runs_metas_frame_ops_bit_for_bit(one_thread):
+    """GraphedMetaLM's step (the operations its CUDA graphs capture), run eagerly on the CPU: Meta's
+    probabilities and CDFs bit for bit, past the end of a short attention window (the GPU test,
+    tests/test_entropy_lm_cuda.py, runs it captured on CUDA against Meta there)."""
+    from encodec.quantization.ac import build_stable_quantized_cdf
+
+    from fastencodec.entropy import LMConfig
+    from fastencodec.entropy.graphed_lm import GraphedMetaLM
+
+    torch.manual_seed(7)
+    meta = LMModel(4, 1024, num_layers=5, dim=200, past_context=6).eval()
+    ours = GraphedMetaLM(meta.state_dict(), LMConfig(num_codebooks=4, past_context=6), "cpu")
+    codes = np.random.default_rng(7).integers(0, 1024, (3, 20))
+    states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    ours.reset(3)
+    want = []
+    for t in range(20):
+        with torch.no_grad():
+            probas, states, offset = meta(prev, states, offset)
+        cdfs = [build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False).numpy() for k in range(3)]
+        want.append(np.stack(cdfs))
+        previous = None if t == 0 else codes[:, t - 1]
+        if t % 2:
+            np.testing.assert_array_equal(ours.step(previous), probas[0, :, :, 0].T.numpy())
+        else:
+            np.testing.assert_array_equal(ours.step_cdfs(previous), want[-1])
+        prev = torch.from_numpy(1 + codes[:, t : t + 1])[None]
+    segment = ours.segment_pass(3)
+    blocks = [segment.cdfs(codes[:, a:b]) for a, b in ((0, 1), (1, 9), (9, 20))]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.concatenate(want))
+    assert ours.graphs == 0  # graphs are CUDA's
+
+
 def test_integer_cdfs_are_the_exact_integer_rule():
     """Widths floor(w * free / total) + 2, the remainder to the first heaviest symbol: checked with
     Python integers on weights where a float quotient would round across an integer."""

@@ -57,8 +57,8 @@ def meta_cdfs(pdf: np.ndarray, total_range_bits: int = TOTAL_RANGE_BITS) -> np.n
 def meta_cdfs_on_device(pdf: torch.Tensor, dim: int, total_range_bits: int = TOTAL_RANGE_BITS) -> torch.Tensor:
     """Meta's ``build_stable_quantized_cdf`` as the torch ops Meta runs, on ``pdf``'s device, along ``dim``.
 
-    The GPU's bits: on CUDA, torch divides a tensor by a Python number as a product by its
-    float32 reciprocal, so :func:`meta_cdfs` (true division, Meta's CPU bits) can differ there.
+    The GPU's bits: on CUDA, torch divides a tensor by a Python number as a product by the
+    number's reciprocal, so :func:`meta_cdfs` (true division, Meta's CPU bits) can differ there.
 
     Args:
         pdf: float32 probabilities, one distribution along ``dim``.
