@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder
+from .graphed_lm import GraphedMetaLM
 from .lm import MetaLM, lm_config, load_lm_state
 
 
@@ -35,13 +36,14 @@ class MetaLMCoder:
 
     tag = "lm"
 
-    def __init__(self, lm) -> None:
+    def __init__(self, lm: MetaLM | GraphedMetaLM) -> None:
         self.lm = lm
         self._active: object | None = None
 
     @property
     def device_type(self) -> str:
-        """Where the LM runs, ``"cpu"`` or ``"cuda"``: files decode only on the kind they were coded on."""
+        """The kind of device the LM runs on (``"cpu"``, ``"cuda"``): files decode only on the kind they were
+        coded on."""
         return getattr(self.lm, "device", torch.device("cpu")).type
 
     @classmethod
@@ -49,17 +51,14 @@ class MetaLMCoder:
         cls, model_name: str, lm_path: str | os.PathLike | None = None, device: torch.device | str | None = None
     ) -> MetaLMCoder:
         """Load the LM of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``) to run on
-        ``device`` (default: the CPU; a CUDA device gives Meta's bits on that GPU, as Meta's
-        package computes them with the model on the GPU)."""
+        ``device`` (default: the CPU, :class:`~fastencodec.entropy.lm.MetaLM`; elsewhere Meta's own
+        frame operations, :class:`~fastencodec.entropy.graphed_lm.GraphedMetaLM`, captured as CUDA
+        graphs on a CUDA GPU: Meta's bits there, as Meta's package computes them with its model there)."""
         state = load_lm_state(model_name, lm_path)
         config = lm_config(model_name, state)
-        if device is not None and torch.device(device).type == "cuda":
-            from .graphed_lm import GraphedMetaLM
-
-            return cls(GraphedMetaLM(state, config, device))
-        if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"Meta's lm mode runs on a CPU or a CUDA GPU, not on {device}")
-        return cls(MetaLM(state, config))
+        if device is None or torch.device(device).type == "cpu":
+            return cls(MetaLM(state, config))
+        return cls(GraphedMetaLM(state, config, device))
 
     def encoder(self, out: BinaryIO, num_codebooks: int) -> _Encoder:
         """An encoder for one segment of ``num_codebooks`` codebooks, writing to ``out``."""
