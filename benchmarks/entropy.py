@@ -53,7 +53,6 @@ from tests import support  # noqa: E402
 
 support.install_torchaudio_standin()
 
-from fastencodec.engine.segments import SegmentLayout  # noqa: E402
 from fastencodec.entropy import MetaLMCoder, PortableCoder  # noqa: E402
 from fastencodec.formats.ecdc import EcdcWriter  # noqa: E402
 from fastencodec.io.resample import resample  # noqa: E402
@@ -65,13 +64,7 @@ TEXT = (
     "second, and an entropy coder driven by a small language model squeezes the tokens further still."
 )
 CASES = [("encodec_24khz", 24000, 1, 6.0), ("encodec_48khz", 48000, 2, 6.0)]
-LAYOUTS = {
-    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
-    "encodec_48khz": SegmentLayout(
-        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
-        segment_length=48000, segment_stride=47520,
-    ),
-}
+LAYOUTS = support.LM_LAYOUTS
 
 
 def audio_for(rate: int, channels: int, seconds: float) -> tuple[str, torch.Tensor]:

@@ -14,7 +14,6 @@ from encodec import binary as meta_binary
 from encodec.model import LMModel
 from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
 
-from fastencodec.engine.segments import SegmentLayout
 from fastencodec.entropy import (
     ArithmeticDecoder,
     ArithmeticEncoder,
@@ -33,24 +32,7 @@ from tests import support as reference
 
 meta_compress = importlib.import_module("encodec.compress")
 
-LAYOUTS = {
-    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
-    "encodec_48khz": SegmentLayout(
-        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
-        segment_length=48000, segment_stride=47520,
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
-    home = tmp_path_factory.mktemp("torch_home")
-    reference.save_lm_checkpoints(home, {"encodec_24khz": 11, "encodec_48khz": 12})
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORCH_HOME", str(home))
-    yield home
-    mp.undo()
+LAYOUTS = reference.LM_LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -75,36 +57,9 @@ def meta_model(models, name, bandwidth):
     return model
 
 
-def read_meta_header(fo):
-    meta = meta_binary.read_ecdc_header(fo)
-    return meta["m"], meta["al"], meta["nc"], meta["lm"]
-
-
-def our_decode(data: bytes, coder: MetaLMCoder, layout: SegmentLayout):
-    """Decode a Meta ``lm: true`` file with our coder: [(codes [K, n], scale)] per segment."""
-    fo = io.BytesIO(data)
-    _, length, k, use_lm = read_meta_header(fo)
-    assert use_lm is True
-    segments = []
-    for frames in layout.frame_counts(length):
-        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
-        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
-    assert fo.read() == b""
-    return segments
-
-
-def our_encode(name: str, length: int, segments, coder: MetaLMCoder) -> bytes:
-    """Write an ``lm: true`` file as Meta's compress does, coding segments with our coder."""
-    fo = io.BytesIO()
-    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
-    for codes, scale in segments:
-        if scale is not None:
-            fo.write(struct.pack("!f", scale))
-        encoder = coder.encoder(fo, codes.shape[0])
-        encoder.push(codes[:, : codes.shape[1] // 2])
-        encoder.push(codes[:, codes.shape[1] // 2 :])
-        encoder.finish()
-    return fo.getvalue()
+read_meta_header = reference.read_meta_header
+our_decode = reference.decode_meta_lm_file
+our_encode = reference.encode_meta_lm_file
 
 
 CASES = [

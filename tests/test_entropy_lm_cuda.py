@@ -4,13 +4,11 @@ bit, and ``.ecdc`` files of Meta's ``compress(use_lm=True)`` on CUDA decoded by 
 
 import importlib
 import io
-import struct
 
 import numpy as np
 import pytest
 import torch
 
-from fastencodec.engine.segments import SegmentLayout
 from fastencodec.entropy import MetaLMCoder, lm_config
 from fastencodec.entropy.graphed_lm import GraphedMetaLM
 from fastencodec.formats.ecdc import EcdcError
@@ -20,24 +18,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 meta_compress = importlib.import_module("encodec.compress")
 
-LAYOUTS = {
-    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
-    "encodec_48khz": SegmentLayout(
-        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
-        segment_length=48000, segment_stride=47520,
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
-    home = tmp_path_factory.mktemp("torch_home")
-    reference.save_lm_checkpoints(home, {"encodec_24khz": 11, "encodec_48khz": 12})
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORCH_HOME", str(home))
-    yield home
-    mp.undo()
+LAYOUTS = reference.LM_LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -106,40 +87,9 @@ def test_graphed_lm_matches_meta_on_cuda_bit_for_bit(name, k, frames):
     np.testing.assert_array_equal(np.concatenate(blocks).reshape(frames, k, -1), want_cdfs)
 
 
-def read_meta_header(fo):
-    from encodec import binary as meta_binary
-
-    meta = meta_binary.read_ecdc_header(fo)
-    return meta["m"], meta["al"], meta["nc"], meta["lm"]
-
-
-def our_decode(data: bytes, coder: MetaLMCoder, layout: SegmentLayout):
-    """Decode a Meta ``lm: true`` file with our coder: [(codes [K, n], scale)] per segment."""
-    fo = io.BytesIO(data)
-    _, length, k, use_lm = read_meta_header(fo)
-    assert use_lm is True
-    segments = []
-    for frames in layout.frame_counts(length):
-        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
-        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
-    assert fo.read() == b""
-    return segments
-
-
-def our_encode(name: str, length: int, segments, coder: MetaLMCoder) -> bytes:
-    """Write an ``lm: true`` file as Meta's compress does, coding segments with our coder."""
-    from encodec import binary as meta_binary
-
-    fo = io.BytesIO()
-    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
-    for codes, scale in segments:
-        if scale is not None:
-            fo.write(struct.pack("!f", scale))
-        encoder = coder.encoder(fo, codes.shape[0])
-        encoder.push(codes[:, : codes.shape[1] // 2])
-        encoder.push(codes[:, codes.shape[1] // 2 :])
-        encoder.finish()
-    return fo.getvalue()
+read_meta_header = reference.read_meta_header
+our_decode = reference.decode_meta_lm_file
+our_encode = reference.encode_meta_lm_file
 
 
 @pytest.mark.parametrize("name, length", [("encodec_24khz", 12250), ("encodec_48khz", 96000)])

@@ -106,14 +106,8 @@ class GraphedMetaLM:
 
     @torch.no_grad()
     def step(self, previous: np.ndarray | None) -> np.ndarray:
-        """Probabilities of the next frame's codes given the previous frame's.
-
-        Args:
-            previous: int codes ``[K]`` of the previous frame, or None for a stream's first frame.
-
-        Returns:
-            float32 probabilities ``[K, card]`` (row k: codebook k).
-        """
+        """Probabilities of the next frame's codes given the previous frame's codes ``[K]`` (None: the
+        stream's first frame), float32 ``[K, card]``, as :meth:`MetaLM.step <fastencodec.entropy.lm.MetaLM.step>`."""
         self._load(previous)
         return self._fetch(0)
 
