@@ -83,3 +83,15 @@ def tiny48(tmp_path_factory):
     segmented = {"sampling_rate": 48_000, "audio_channels": 2, "target_bandwidths": [3.0], "use_causal_conv": False}
     segmented |= {"norm_type": "time_group_norm", "normalize": True, "chunk_length_s": 1.0, "overlap": 0.01}
     return reference.save_tiny(tmp_path_factory.mktemp("tiny48"), **segmented)
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A torch hub cache holding random-weight entropy-coding LMs where Meta's package looks for them
+    (``TORCH_HOME`` for the module's tests)."""
+    home = tmp_path_factory.mktemp("torch_home")
+    reference.save_lm_checkpoints(home, {"encodec_24khz": 11, "encodec_48khz": 12})
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(home))
+    yield home
+    mp.undo()

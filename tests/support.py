@@ -18,6 +18,7 @@ import torch
 from hypothesis import strategies as st
 
 from fastencodec import EnCodec, EncodecConfig
+from fastencodec.engine.segments import SegmentLayout
 from fastencodec.nn.model import EncodecModel
 
 
@@ -303,6 +304,15 @@ def fast_model(sample_rate: int = 24_000, seed: int = 0) -> EncodecModel:
 
 # Entropy coding: Meta's LM (random or integer-generated weights) and codec models for it.
 
+LM_LAYOUTS = {
+    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
+    "encodec_48khz": SegmentLayout(
+        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
+        segment_length=48000, segment_stride=47520,
+    ),
+}
+"""The segment layouts of the two models an LM exists for."""
+
 LM_CHECKPOINTS = {
     "encodec_24khz": ("encodec_lm_24khz-1608e3c0.th", 32, 75),
     "encodec_48khz": ("encodec_lm_48khz-7add9fc3.th", 16, 150),
@@ -371,3 +381,47 @@ def meta_codec_for_entropy(model_name: str, seed: int, audio: torch.Tensor):
         layer._codebook.embed.copy_(emb.mean() + spread * torch.randn(layer._codebook.embed.shape))
         spread = spread * 0.7
     return model
+
+
+def read_meta_header(fo) -> tuple:
+    """(model name, audio length, codebooks, lm) of a Meta ``.ecdc`` header, read by Meta's reader."""
+    from encodec import binary as meta_binary
+
+    meta = meta_binary.read_ecdc_header(fo)
+    return meta["m"], meta["al"], meta["nc"], meta["lm"]
+
+
+def decode_meta_lm_file(data: bytes, coder, layout) -> list[tuple[np.ndarray, float | None]]:
+    """Decode a Meta ``lm: true`` file with our ``lm`` coder: [(codes [K, n], scale)] per segment."""
+    import io
+    import struct
+
+    fo = io.BytesIO(data)
+    _, length, k, use_lm = read_meta_header(fo)
+    assert use_lm is True
+    segments = []
+    for frames in layout.frame_counts(length):
+        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
+        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
+    assert fo.read() == b""
+    return segments
+
+
+def encode_meta_lm_file(name: str, length: int, segments, coder) -> bytes:
+    """An ``lm: true`` file written as Meta's compress writes it, its segments coded by our ``lm`` coder
+    (each in two pushes)."""
+    import io
+    import struct
+
+    from encodec import binary as meta_binary
+
+    fo = io.BytesIO()
+    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
+    for codes, scale in segments:
+        if scale is not None:
+            fo.write(struct.pack("!f", scale))
+        encoder = coder.encoder(fo, codes.shape[0])
+        encoder.push(codes[:, : codes.shape[1] // 2])
+        encoder.push(codes[:, codes.shape[1] // 2 :])
+        encoder.finish()
+    return fo.getvalue()

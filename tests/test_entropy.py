@@ -14,7 +14,6 @@ from encodec import binary as meta_binary
 from encodec.model import LMModel
 from encodec.quantization.ac import ArithmeticCoder, build_stable_quantized_cdf
 
-from fastencodec.engine.segments import SegmentLayout
 from fastencodec.entropy import (
     ArithmeticDecoder,
     ArithmeticEncoder,
@@ -33,24 +32,7 @@ from tests import support as reference
 
 meta_compress = importlib.import_module("encodec.compress")
 
-LAYOUTS = {
-    "encodec_24khz": SegmentLayout(sample_rate=24000, frame_rate=75, bits_per_codebook=10, normalize=False),
-    "encodec_48khz": SegmentLayout(
-        sample_rate=48000, frame_rate=150, bits_per_codebook=10, normalize=True,
-        segment_length=48000, segment_stride=47520,
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory):
-    """A torch hub cache holding random-weight LMs where Meta's package looks for them."""
-    home = tmp_path_factory.mktemp("torch_home")
-    reference.save_lm_checkpoints(home, {"encodec_24khz": 11, "encodec_48khz": 12})
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORCH_HOME", str(home))
-    yield home
-    mp.undo()
+LAYOUTS = reference.LM_LAYOUTS
 
 
 @pytest.fixture(scope="module")
@@ -75,36 +57,9 @@ def meta_model(models, name, bandwidth):
     return model
 
 
-def read_meta_header(fo):
-    meta = meta_binary.read_ecdc_header(fo)
-    return meta["m"], meta["al"], meta["nc"], meta["lm"]
-
-
-def our_decode(data: bytes, coder: MetaLMCoder, layout: SegmentLayout):
-    """Decode a Meta ``lm: true`` file with our coder: [(codes [K, n], scale)] per segment."""
-    fo = io.BytesIO(data)
-    _, length, k, use_lm = read_meta_header(fo)
-    assert use_lm is True
-    segments = []
-    for frames in layout.frame_counts(length):
-        scale = struct.unpack("!f", fo.read(4))[0] if layout.normalize else None
-        segments.append((coder.decoder(fo, k, frames).read(frames), scale))
-    assert fo.read() == b""
-    return segments
-
-
-def our_encode(name: str, length: int, segments, coder: MetaLMCoder) -> bytes:
-    """Write an ``lm: true`` file as Meta's compress does, coding segments with our coder."""
-    fo = io.BytesIO()
-    meta_binary.write_ecdc_header(fo, {"m": name, "al": length, "nc": segments[0][0].shape[0], "lm": True})
-    for codes, scale in segments:
-        if scale is not None:
-            fo.write(struct.pack("!f", scale))
-        encoder = coder.encoder(fo, codes.shape[0])
-        encoder.push(codes[:, : codes.shape[1] // 2])
-        encoder.push(codes[:, codes.shape[1] // 2 :])
-        encoder.finish()
-    return fo.getvalue()
+read_meta_header = reference.read_meta_header
+our_decode = reference.decode_meta_lm_file
+our_encode = reference.encode_meta_lm_file
 
 
 CASES = [
@@ -171,6 +126,39 @@ def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     assert segment is not None
     blocks = [segment.probabilities(codes[:, a:b]) for a, b in ((0, 1), (1, 5), (5, 260), (260, 300))]
     np.testing.assert_array_equal(np.concatenate(blocks), np.stack(want))
+
+
+def test_graphed_lm_runs_metas_frame_ops_bit_for_bit(one_thread):
+    """GraphedMetaLM's step (the operations its CUDA graphs capture), run eagerly on the CPU: Meta's
+    probabilities and CDFs bit for bit, past the end of a short attention window (the GPU test,
+    tests/test_entropy_lm_cuda.py, runs it captured on CUDA against Meta there)."""
+    from encodec.quantization.ac import build_stable_quantized_cdf
+
+    from fastencodec.entropy import LMConfig
+    from fastencodec.entropy.graphed_lm import GraphedMetaLM
+
+    torch.manual_seed(7)
+    meta = LMModel(4, 1024, num_layers=5, dim=200, past_context=6).eval()
+    ours = GraphedMetaLM(meta.state_dict(), LMConfig(num_codebooks=4, past_context=6), "cpu")
+    codes = np.random.default_rng(7).integers(0, 1024, (3, 20))
+    states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    ours.reset(3)
+    want = []
+    for t in range(20):
+        with torch.no_grad():
+            probas, states, offset = meta(prev, states, offset)
+        cdfs = [build_stable_quantized_cdf(probas[0, :, k, 0], 24, check=False).numpy() for k in range(3)]
+        want.append(np.stack(cdfs))
+        previous = None if t == 0 else codes[:, t - 1]
+        if t % 2:
+            np.testing.assert_array_equal(ours.step(previous), probas[0, :, :, 0].T.numpy())
+        else:
+            np.testing.assert_array_equal(ours.step_cdfs(previous), want[-1])
+        prev = torch.from_numpy(1 + codes[:, t : t + 1])[None]
+    segment = ours.segment_pass(3)
+    blocks = [segment.cdfs(codes[:, a:b]) for a, b in ((0, 1), (1, 9), (9, 20))]
+    np.testing.assert_array_equal(np.concatenate(blocks), np.concatenate(want))
+    assert ours.graphs == 0  # graphs are CUDA's
 
 
 def test_integer_cdfs_are_the_exact_integer_rule():
@@ -554,6 +542,37 @@ def container_bytes(name, length, segments, coder, **extras):
 def container_read(data, name, coder):
     reader = EcdcReader(io.BytesIO(data), coder=coder)
     return reader.header, list(reader.segments(LAYOUTS[name]))
+
+
+class CodedOnCuda:
+    """Our CPU ``lm`` coder, reporting that its LM ran on a CUDA GPU (what the header then records)."""
+
+    tag = "lm"
+    device_type = "cuda"
+
+    def __init__(self, coder):
+        self.encoder, self.decoder = coder.encoder, coder.decoder
+
+
+def test_gpu_coded_lm_files_say_so_and_refuse_a_cpu_decode(coders, tmp_path, capsys, monkeypatch):
+    from fastencodec import cli
+
+    codes = np.random.default_rng(6).integers(0, 1024, (2, 30))
+    cpu = coders["encodec_24khz"]
+    assert cpu.device_type == "cpu"
+    assert b'"ld"' not in container_bytes("encodec_24khz", 9600, [(codes, None)], cpu)  # Meta's header
+    data = container_bytes("encodec_24khz", 9600, [(codes, None)], CodedOnCuda(cpu))
+    assert read_meta_header(io.BytesIO(data)) == ("encodec_24khz", 9600, 2, True)  # Meta's reader: unchanged
+    header, decoded = container_read(data, "encodec_24khz", CodedOnCuda(cpu))
+    assert header.lm_device == "cuda"
+    np.testing.assert_array_equal(decoded[0][0], codes)
+    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda' \(--device cuda\), not on cpu"):
+        container_read(data, "encodec_24khz", cpu)
+    path = tmp_path / "gpu.ecdc"
+    path.write_bytes(data)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["info", str(path)]) == 1
+    assert "coded with Meta's LM on a CUDA GPU; its codes decode (and check) only on one" in capsys.readouterr().err
 
 
 def test_container_writes_meta_lm_files_byte_for_byte(meta_models, coders):

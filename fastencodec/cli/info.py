@@ -8,6 +8,8 @@ import sys
 import warnings
 from typing import Any, BinaryIO
 
+import torch
+
 from fastencodec.cli.common import PROG, CliError, display_name, load_codec, open_binary
 from fastencodec.engine.segments import SegmentLayout
 from fastencodec.formats.coders import ENTROPY_NAMES
@@ -54,7 +56,8 @@ def run(args: argparse.Namespace) -> None:
             known = ", ".join(PUBLISHED_CONFIGS)
             raise CliError(f"{name}: unknown model {header.model_name!r} (known: {known}); pass --model")
         layout = SegmentLayout.of(config)
-        for _ in reader.chunks(layout):  # reads every code: checks the length and checksum
+        device = lm_device(name, header)
+        for _ in reader.chunks(layout, device=device):  # reads every code: checks the length and checksum
             pass
     for warning in caught:
         if not issubclass(warning.category, DamagedSegmentWarning):
@@ -68,6 +71,20 @@ def run(args: argparse.Namespace) -> None:
             print(line)
     if reader.damaged:
         raise CliError(f"{name}: {plural(len(reader.damaged), 'damaged segment')} (they decode as silence)")
+
+
+def lm_device(name: str, header: EcdcHeader) -> str | None:
+    """Where Meta's LM must run to read ``header``'s codes: the device kind its header records (a
+    GPU-coded ``lm`` file decodes only on a GPU), else None (the CPU).
+
+    Raises:
+        CliError: the file needs CUDA and CUDA is not available.
+    """
+    if header.lm_device is None:
+        return None
+    if header.lm_device == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"{name}: coded with Meta's LM on a CUDA GPU; its codes decode (and check) only on one")
+    return header.lm_device
 
 
 def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int, header_bytes: int = 0) -> dict[str, Any]:
@@ -96,6 +113,7 @@ def describe(name: str, header: EcdcHeader, config: EncodecConfig, size: int, he
         "compression_ratio": pcm_bytes / size,
         "checksum": "crc32 ok" if header.checksum else "none",
         "entropy": header.coder,
+        "lm_device": header.lm_device,
         "saving_vs_bits": 1 - (size - header_bytes - 4 * header.checksum) / plain_size(header, config),
     }
 
@@ -129,7 +147,8 @@ def info_lines(facts: dict[str, Any]) -> list[str]:
         (
             "entropy",
             f"{ENTROPY_NAMES.get(facts['entropy'], facts['entropy'])} "
-            f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)",
+            f"({facts['saving_vs_bits']:+.1%} vs plain bit packing)"
+            + (f", coded on {facts['lm_device']} (decodes only there)" if facts.get("lm_device") else ""),
         ),
     ]
     for offset, samples in facts.get("damaged_segments", []):

@@ -8,6 +8,7 @@ codebook ``k`` owns ``[cdf[k, s - 1], cdf[k, s])`` (``cdf[k, -1]`` read as 0) ou
 from __future__ import annotations
 
 import numpy as np
+import torch
 from numba import njit
 
 TOTAL_RANGE_BITS = 24
@@ -51,6 +52,29 @@ def meta_cdfs(pdf: np.ndarray, total_range_bits: int = TOTAL_RANGE_BITS) -> np.n
     out = np.empty(pdf.shape, dtype=np.int64)
     _meta_cdfs(pdf, total_range_bits, out)
     return out
+
+
+def meta_cdfs_on_device(pdf: torch.Tensor, dim: int, total_range_bits: int = TOTAL_RANGE_BITS) -> torch.Tensor:
+    """Meta's ``build_stable_quantized_cdf`` as the torch ops Meta runs, on ``pdf``'s device, along ``dim``.
+
+    The GPU's bits: on CUDA, torch divides a tensor by a Python number as a product by the
+    number's reciprocal, so :func:`meta_cdfs` (true division, Meta's CPU bits) can differ there.
+
+    Args:
+        pdf: float32 probabilities, one distribution along ``dim``.
+        dim: the symbol dimension.
+        total_range_bits: coder precision in bits.
+
+    Returns:
+        int64 cumulative interval ends, ``pdf``'s shape, on its device.
+    """
+    roundoff = 1e-8
+    pdf = (pdf / roundoff).floor() * roundoff
+    total_range = 2**total_range_bits
+    alpha = MIN_RANGE * pdf.shape[dim] / total_range
+    ranges = (((1 - alpha) * total_range) * pdf).floor().long()
+    ranges += MIN_RANGE
+    return torch.cumsum(ranges, dim=dim)
 
 
 @njit(cache=True, nogil=True)

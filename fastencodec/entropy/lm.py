@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cdf import meta_cdfs
+
 ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 LM_CHECKPOINTS = {
     "encodec_24khz": "encodec_lm_24khz-1608e3c0.th",
@@ -108,11 +110,13 @@ def lm_config(model_name: str, state: dict) -> LMConfig:
 
 
 class _Layer:
-    """Weights of one transformer layer, split as torch's attention splits them."""
+    """Weights of one transformer layer (on the device of ``state``'s tensors), split as torch's
+    attention splits them."""
 
     def __init__(self, state: dict, prefix: str, dim: int) -> None:
         w = state[prefix + "self_attn.in_proj_weight"].float().contiguous()
         b = state[prefix + "self_attn.in_proj_bias"].float().contiguous()
+        self.in_proj = (w, b)
         self.w_q, self.w_kv = w.split([dim, 2 * dim])
         self.b_q, self.b_kv = b.split([dim, 2 * dim])
         self.w_out = state[prefix + "self_attn.out_proj.weight"].float().contiguous()
@@ -125,6 +129,46 @@ class _Layer:
         self.w1_t, self.w2_t = self.w1.t(), self.w2.t()
         self.norm1 = (state[prefix + "norm1.weight"].float(), state[prefix + "norm1.bias"].float())
         self.norm2 = (state[prefix + "norm2.weight"].float(), state[prefix + "norm2.bias"].float())
+
+
+def sin_embedding(positions: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
+    """Meta's sinusoidal position embedding (``create_sin_embedding``) of int ``positions``
+    ``[1, T, 1]``: ``[1, T, dim]``, cosines then sines, computed by Meta's ops on ``positions``'
+    device (the bits differ between devices)."""
+    half = dim // 2
+    adim = torch.arange(half, device=positions.device).view(1, 1, -1)
+    phase = positions / (max_period ** (adim / (half - 1)))
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+def embedding_sum(tables: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+    """The LM's input: rows ``index[k]`` of ``tables[k]`` summed over k in order (float32, as Meta's
+    ``sum`` of its embeddings), for ``index`` int ``[K]`` (one frame, ``[dim]`` out) or ``[K, n]``
+    (``[n, dim]`` out)."""
+    acc = tables[0][index[0]].copy()
+    for k in range(1, index.shape[0]):
+        acc = acc + tables[k][index[k]]
+    return acc
+
+
+def residual_block(layer: _Layer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """A post-norm layer's rest once its attention output is known, for one frame: ``x``, ``attn``
+    ``[1, 1, dim]`` to ``norm2(y + linear2(gelu(linear1(y))))`` with ``y = norm1(x + attn)``.
+
+    ``torch.addmm(b, x, w.t())`` is what ``F.linear`` runs for these inputs on every device
+    (same kernel, same bits), without its dispatch and transpose per call."""
+    dim = x.shape[-1]
+    x = F.layer_norm(x + attn, (dim,), *layer.norm1, 1e-5)
+    hidden = F.gelu(torch.addmm(layer.b1, x.view(1, dim), layer.w1_t))
+    ff = torch.addmm(layer.b2, hidden, layer.w2_t).view(1, 1, dim)
+    return F.layer_norm(x + ff, (dim,), *layer.norm2, 1e-5)
+
+
+def head_probabilities(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """Meta's heads and softmax on the last layer's output ``x`` ``[1, T, dim]``: probabilities
+    ``[1, card, K, T]`` for the K heads given."""
+    logits = torch.stack([F.linear(x, w, b) for w, b in zip(weights, biases)], dim=1)
+    return torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
 
 
 def _row_invariant_rows(w: torch.Tensor, b: torch.Tensor, max_rows: int, seed: int = 0) -> int | None:
@@ -236,12 +280,10 @@ class MetaLM:
 
     def _position(self, offset: int) -> torch.Tensor:
         if offset >= self._pos.shape[0]:
-            half = self.config.dim // 2
-            adim = torch.arange(half).view(1, 1, -1)
-            rows = []
-            for p in range(self._pos.shape[0], max(offset + 1, 2 * self._pos.shape[0])):
-                phase = (torch.arange(1).view(1, -1, 1) + p) / (10000 ** (adim / (half - 1)))
-                rows.append(torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)[0])
+            rows = [  # one row at a time, as Meta computes them (vectorized sin/cos may round otherwise)
+                sin_embedding(torch.arange(1).view(1, -1, 1) + p, self.config.dim)[0]
+                for p in range(self._pos.shape[0], max(offset + 1, 2 * self._pos.shape[0]))
+            ]
             self._pos = torch.cat([self._pos, *rows])
         return self._pos[offset].view(1, 1, -1)
 
@@ -262,10 +304,7 @@ class MetaLM:
             index = np.zeros(k_count, dtype=np.int64)
         else:
             index = np.asarray(previous, dtype=np.int64) + 1
-        acc = self._emb[0][index[0]].copy()
-        for k in range(1, k_count):
-            acc = acc + self._emb[k][index[k]]
-        x = torch.from_numpy(acc).view(1, 1, -1)
+        x = torch.from_numpy(embedding_sum(self._emb, index)).view(1, 1, -1)
         x = F.layer_norm(x, (self.config.dim,), *self._norm_in, 1e-5)
         x = x + self._position(self._offset)
         for i, layer in enumerate(self._layers):
@@ -273,10 +312,14 @@ class MetaLM:
         self._advance()
         if self._merged_heads:
             logits = torch.addmm(self._b_heads, x.view(1, -1), self._w_heads_t).view(1, k_count, 1, self.config.card)
+            probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
         else:
-            logits = torch.stack([F.linear(x, w, b) for w, b in zip(self._heads_w[:k_count], self._heads_b)], dim=1)
-        probs = torch.softmax(logits.permute(0, 3, 1, 2), dim=1)
+            probs = head_probabilities(x, self._heads_w[:k_count], self._heads_b[:k_count])
         return probs[0, :, :, 0].T.numpy().copy()
+
+    def step_cdfs(self, previous: np.ndarray | None) -> np.ndarray:
+        """:meth:`step`'s probabilities as Meta's quantized CDFs (int64 ``[K, card]``)."""
+        return meta_cdfs(self.step(previous))
 
     def segment_pass(self, num_codebooks: int) -> MetaPass | None:
         """A causal pass over a segment's frames, or None where it would not give :meth:`step`'s bits.
@@ -301,8 +344,7 @@ class MetaLM:
         return MetaPass(self, num_codebooks) if self._segment_ok[num_codebooks] else None
 
     def _layer(self, i: int, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-        # torch.addmm(b, x, w.t()) is what F.linear runs for these inputs (same kernel, same bits),
-        # without its dispatch and transpose per call.
+        # torch.addmm(b, x, w.t()): F.linear's kernel (see residual_block)
         dim, heads = self.config.dim, self.config.num_heads
         head_dim = dim // heads
         start, end = self._start, self._end
@@ -325,10 +367,7 @@ class MetaLM:
         v = values[start : end + 1].view(m, heads, head_dim).transpose(0, 1).view(1, heads, m, head_dim)
         attn = F.scaled_dot_product_attention(q, k, v, self._mask[..., :m], 0.0, False)
         attn = torch.addmm(layer.b_out, attn.permute(2, 0, 1, 3).reshape(1, dim), layer.w_out_t).view(1, 1, dim)
-        x = F.layer_norm(x + attn, (dim,), *layer.norm1, 1e-5)
-        hidden = F.gelu(torch.addmm(layer.b1, x.view(1, dim), layer.w1_t))
-        ff = torch.addmm(layer.b2, hidden, layer.w2_t).view(1, 1, dim)
-        return F.layer_norm(x + ff, (dim,), *layer.norm2, 1e-5)
+        return residual_block(layer, x, attn)
 
     def _advance(self) -> None:
         self._offset += 1
@@ -379,9 +418,7 @@ class MetaPass:
         hd = dim // heads
         codes = np.asarray(codes, dtype=np.int64)
         index = np.concatenate([self._previous[:, None], codes[:, :-1]], axis=1) + 1
-        acc = lm._emb[0][index[0]]
-        for k in range(1, k_count):
-            acc = acc + lm._emb[k][index[k]]
+        acc = embedding_sum(lm._emb, index)
         x = F.layer_norm(torch.from_numpy(acc).view(n, 1, dim), (dim,), *lm._norm_in, 1e-5)
         lm._position(self.frames + n)
         x = x + lm._pos[self.frames : self.frames + n].view(n, 1, dim)
@@ -410,3 +447,7 @@ class MetaPass:
         self._previous = codes[:, -1].copy()
         logits = torch.stack([_one_row_products(x, w, b) for w, b in zip(lm._heads_w[:k_count], lm._heads_b)], 1)
         return torch.softmax(logits.permute(0, 3, 1, 2), dim=1)[:, :, :, 0].permute(0, 2, 1).numpy().copy()
+
+    def cdfs(self, codes: np.ndarray) -> np.ndarray:
+        """:meth:`probabilities` as Meta's quantized CDFs, int64 ``[n * K, card]`` (frame-major)."""
+        return meta_cdfs(self.probabilities(codes).reshape(-1, self.lm.config.card))

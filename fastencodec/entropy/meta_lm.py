@@ -5,7 +5,9 @@ frame t-1 (an all-"missing" input for frame 0), are quantized to 24-bit CDFs wit
 ``build_stable_quantized_cdf`` and drive Meta's arithmetic coder, codebook by codebook. The
 segment ends with the coder's flush (zero-padded to a byte); there is no length field.
 Files decode only where the LM's float32 results are the same bits as where they were
-coded (Meta's format has that limitation; the portable ``"lmp1"`` mode does not).
+coded (Meta's format has that limitation; the portable ``"lmp1"`` mode does not): a file coded
+with the LM on a CUDA GPU (:class:`~fastencodec.entropy.graphed_lm.GraphedMetaLM`, Meta's
+bits on that GPU) decodes on that kind of GPU, not on a CPU, and the reverse.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import os
 from typing import BinaryIO
 
 import numpy as np
+import torch
 
 from .arith import ArithmeticDecoder, ArithmeticEncoder
-from .cdf import meta_cdfs
+from .graphed_lm import GraphedMetaLM
 from .lm import MetaLM, lm_config, load_lm_state
 
 
@@ -27,20 +30,35 @@ class MetaLMCoder:
     another (starting a segment ends the previous one), one coder per thread.
 
     Args:
-        lm: the model's LM (see :meth:`for_model`).
+        lm: the model's LM (see :meth:`for_model`): a :class:`~fastencodec.entropy.lm.MetaLM`
+            (CPU) or a :class:`~fastencodec.entropy.graphed_lm.GraphedMetaLM` (CUDA).
     """
 
     tag = "lm"
 
-    def __init__(self, lm: MetaLM) -> None:
+    def __init__(self, lm: MetaLM | GraphedMetaLM) -> None:
         self.lm = lm
         self._active: object | None = None
 
+    @property
+    def device_type(self) -> str:
+        """The kind of device the LM runs on (``"cpu"``, ``"cuda"``): files decode only on the kind they were
+        coded on."""
+        return getattr(self.lm, "device", torch.device("cpu")).type
+
     @classmethod
-    def for_model(cls, model_name: str, lm_path: str | os.PathLike | None = None) -> MetaLMCoder:
-        """Load the LM of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``)."""
+    def for_model(
+        cls, model_name: str, lm_path: str | os.PathLike | None = None, device: torch.device | str | None = None
+    ) -> MetaLMCoder:
+        """Load the LM of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``) to run on
+        ``device`` (default: the CPU, :class:`~fastencodec.entropy.lm.MetaLM`; elsewhere Meta's own
+        frame operations, :class:`~fastencodec.entropy.graphed_lm.GraphedMetaLM`, captured as CUDA
+        graphs on a CUDA GPU: Meta's bits there, as Meta's package computes them with its model there)."""
         state = load_lm_state(model_name, lm_path)
-        return cls(MetaLM(state, lm_config(model_name, state)))
+        config = lm_config(model_name, state)
+        if device is None or torch.device(device).type == "cpu":
+            return cls(MetaLM(state, config))
+        return cls(GraphedMetaLM(state, config, device))
 
     def encoder(self, out: BinaryIO, num_codebooks: int) -> _Encoder:
         """An encoder for one segment of ``num_codebooks`` codebooks, writing to ``out``."""
@@ -60,10 +78,10 @@ class MetaLMCoder:
 
 
 class _Encoder:
-    """Codes a segment as its frames arrive: with the LM's causal pass over each pushed block where
-    this machine allows it (:meth:`MetaLM.segment_pass`), else frame by frame."""
+    """Codes a segment as its frames arrive: with the LM's pass over each pushed block where this
+    machine allows it (:meth:`MetaLM.segment_pass`; always on a GPU), else frame by frame."""
 
-    _BLOCK = 256  # frames per pass (bounds the probabilities held at once)
+    _BLOCK = 256  # frames per pass (bounds the CDFs held at once)
 
     def __init__(self, coder: MetaLMCoder, out: BinaryIO, num_codebooks: int) -> None:
         coder._begin(self, num_codebooks)
@@ -85,11 +103,10 @@ class _Encoder:
         if self._pass is not None:
             for start in range(0, codes.shape[1], self._BLOCK):
                 block = codes[:, start : start + self._BLOCK]
-                probs = self._pass.probabilities(block)
-                self._ac.push(block.T.ravel(), meta_cdfs(probs.reshape(-1, self._card)))
+                self._ac.push(block.T.ravel(), self._pass.cdfs(block))
             return
         for t in range(codes.shape[1]):
-            cdfs = meta_cdfs(self._coder.lm.step(self._previous))
+            cdfs = self._coder.lm.step_cdfs(self._previous)
             self._ac.push(codes[:, t], cdfs)
             self._previous = codes[:, t]
 
@@ -114,7 +131,7 @@ class _Decoder:
             raise ValueError(f"asked for {frames} frames, {self._left} remain in the segment")
         out = np.empty((self._k, frames), dtype=np.int64)
         for t in range(frames):
-            symbols = self._ac.pull(meta_cdfs(self._coder.lm.step(self._previous)))
+            symbols = self._ac.pull(self._coder.lm.step_cdfs(self._previous))
             out[:, t] = symbols
             self._previous = symbols
         self._left -= frames

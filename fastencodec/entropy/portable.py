@@ -153,10 +153,11 @@ class PortableCoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_model(cls, model_name: str, lm_path=None) -> PortableCoder:
-        """Build from the LM weights of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``)."""
+    def for_model(cls, model_name: str, lm_path=None, device: torch.device | str = "cpu") -> PortableCoder:
+        """Build from the LM weights of ``model_name`` (torch hub's cache, Meta's URL, or ``lm_path``),
+        its LM on ``device``."""
         state = load_lm_state(model_name, lm_path)
-        return cls(PortableLM(state, lm_config(model_name, state)))
+        return cls(PortableLM(state, lm_config(model_name, state)), device)
 
     def pass_weights(self) -> PassWeights:
         """The LM's tensors on the coder's device (built once)."""

@@ -6,8 +6,11 @@ the stream to the file's coder, chosen by the header's ``lm`` key: ``false`` is 
 coder's tag (``"lmp1"``: the portable LM coder, in files of ECDC version 1, which Meta's reader
 refuses). A coder reads only the bytes of its own segment; the stream it reads from returns
 exactly the bytes asked for (or raises ``EcdcError``). Coders register in ``CODERS`` (a factory
-per tag); :func:`coder_for` builds one. The LM coders live in :mod:`fastencodec.entropy`
-(numba, the ``entropy`` extra), imported only when a file or a caller asks for them.
+per tag); :func:`coder_for` builds one. A coder whose bytes decode only on the kind of device
+that wrote them (Meta's ``lm`` mode) names that kind as ``device_type`` (``"cpu"``, ``"cuda"``);
+the container records a kind other than the CPU and refuses to decode its files elsewhere. The
+LM coders live in :mod:`fastencodec.entropy` (numba, the ``entropy`` extra), imported only when
+a file or a caller asks for them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 import numpy as np
+import torch
 
 from fastencodec.formats.bitpack import BitPacker, BitUnpacker
 
@@ -95,12 +99,14 @@ class BitsCoder:
 
 
 LMWeights = str | os.PathLike[str] | None
-CoderFactory = Callable[[str, int, LMWeights], SymbolCoder]
-"""Builds a coder from the model name, the code width in bits and an LM checkpoint (or None)."""
+Device = str | torch.device | None
+CoderFactory = Callable[[str, int, LMWeights, Device], SymbolCoder]
+"""Builds a coder from the model name, the code width in bits, an LM checkpoint (or None) and the
+device its LM runs on (None: the CPU)."""
 
 
 def _lm_coder(tag: str) -> CoderFactory:
-    def build(model_name: str, bits: int, lm_weights: LMWeights) -> SymbolCoder:
+    def build(model_name: str, bits: int, lm_weights: LMWeights, device: Device = None) -> SymbolCoder:
         try:
             from fastencodec.entropy.meta_lm import MetaLMCoder
             from fastencodec.entropy.portable import PortableCoder
@@ -108,14 +114,15 @@ def _lm_coder(tag: str) -> CoderFactory:
             raise ImportError(
                 f"entropy mode {tag!r} needs the entropy extra (pip install 'fastencodec[entropy]'): {exc}"
             ) from None
-        coder_class = MetaLMCoder if tag == "lm" else PortableCoder
-        return coder_class.for_model(model_name, lm_weights)
+        if tag == "lm":
+            return MetaLMCoder.for_model(model_name, lm_weights, device)
+        return PortableCoder.for_model(model_name, lm_weights)  # the CPU kernel: every device gives its bits
 
     return build
 
 
 CODERS: dict[str, CoderFactory] = {
-    "bits": lambda model_name, bits, lm_weights: BitsCoder(bits),
+    "bits": lambda model_name, bits, lm_weights, device=None: BitsCoder(bits),
     "lm": _lm_coder("lm"),
     "lmp1": _lm_coder("lmp1"),
 }
@@ -128,7 +135,7 @@ ENTROPY_NAMES: dict[str, str] = {"bits": "plain bit packing", "lm": "Meta's LM (
 """How ``info`` names each coder."""
 
 
-def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None) -> SymbolCoder:
+def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None, device: Device = None) -> SymbolCoder:
     """The symbol coder of ``tag`` for codes of ``model_name``.
 
     Args:
@@ -138,6 +145,9 @@ def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None
         bits: width of one code in bits.
         lm_weights: an LM checkpoint path (default: torch hub's cache, as Meta's package; downloaded
             from Meta's URL when missing).
+        device: where Meta's LM runs in ``"lm"`` mode (default: the CPU); Meta's package runs it
+            where the model runs, and its files decode only on the kind of device that coded
+            them. ``"lmp1"`` gives the same bits everywhere and runs on the CPU.
 
     Raises:
         ValueError: an unknown tag, or no LM exists for ``model_name``.
@@ -147,7 +157,7 @@ def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None
     factory = CODERS.get(tag)
     if factory is None:
         raise ValueError(f"unknown entropy mode {tag!r} (one of {', '.join(CODERS)})")
-    return factory(model_name, bits, lm_weights)
+    return factory(model_name, bits, lm_weights, device)
 
 
 class CoderCache:
@@ -157,9 +167,12 @@ class CoderCache:
     def __init__(self) -> None:
         self._coders: dict[tuple, SymbolCoder] = {}
 
-    def get(self, tag: str, model_name: str, bits: int, lm_weights: LMWeights = None) -> SymbolCoder:
+    def get(
+        self, tag: str, model_name: str, bits: int, lm_weights: LMWeights = None, device: Device = None
+    ) -> SymbolCoder:
         """The coder :func:`coder_for` builds for these arguments, built on first use."""
-        key = (tag, model_name, bits, None if lm_weights is None else os.fspath(lm_weights))
+        weights = None if lm_weights is None else os.fspath(lm_weights)
+        key = (tag, model_name, bits, weights, None if device is None else str(torch.device(device)))
         if key not in self._coders:
-            self._coders[key] = coder_for(tag, model_name, bits, lm_weights)
+            self._coders[key] = coder_for(tag, model_name, bits, lm_weights, device)
         return self._coders[key]

@@ -14,7 +14,9 @@ version is 0 (Meta's), or 1 for files of the portable LM coder (``"lm": "lmp1"``
 reader refuses rather than misreads. fastencodec also writes ``sr`` (sample rate of the original
 input, Hz, at most ``MAX_SOURCE_SAMPLE_RATE``), ``ch`` (channel count of the original input),
 ``fp`` (the model's fingerprint, a digest of its codebooks, so files from another checkpoint of
-the same name are recognised) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the last segment,
+the same name are recognised), ``ld`` (in ``lm`` files whose LM ran on a GPU: ``"cuda"``; such
+files decode only there, and a reader refuses them elsewhere; CPU-coded ``lm`` files record
+nothing, as Meta's) and ``crc`` (``"crc32+meta"``: a CRC-32 follows the last segment,
 computed over every byte after the metadata and then over the metadata bytes themselves, so a
 changed ``sr``, ``al`` or ``fp`` fails the check too; files of fastencodec 0.1.0 say ``"crc32"``,
 a CRC-32 of the bytes after the metadata only, and still read). Meta's reader only looks up the
@@ -50,6 +52,7 @@ from fastencodec.formats.coders import (
     CODER_VERSIONS,
     BitsCoder,
     CoderCache,
+    Device,
     LMWeights,
     SegmentEncoder,
     SymbolCoder,
@@ -101,6 +104,8 @@ class EcdcHeader:
         fingerprint: digest of the model's codebooks (``fp``), if recorded.
         coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``, else the
             tag itself, e.g. ``"lmp1"``).
+        lm_device: the kind of device the coder's LM ran on (``ld``: ``"cpu"``, ``"cuda"``) when
+            its codes decode only there (Meta's ``lm`` mode), if recorded.
     """
 
     model_name: str
@@ -111,6 +116,7 @@ class EcdcHeader:
     checksum: bool = False
     fingerprint: str | None = None
     coder: str = "bits"
+    lm_device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,7 @@ class EcdcWriter:
             checksum,
             fingerprint,
             coder.tag,
+            _recorded_device(coder),
         )
         _validate_header(header, MAX_CODEBOOKS, ValueError)
         self._fo = fileobj
@@ -346,7 +353,7 @@ class EcdcReader:
         self._consumed = False
         self.header, self._metadata, self._covers_metadata = _read_header(fileobj, max_codebooks)
 
-    def chunks(self, layout: SegmentLayout, max_frames: int = 4096) -> Iterator[CodeChunk]:
+    def chunks(self, layout: SegmentLayout, max_frames: int = 4096, device: Device = None) -> Iterator[CodeChunk]:
         """Yield the codes in chunks of at most ``max_frames`` frames (rounded down to a multiple of 8,
         at least 8).
 
@@ -363,19 +370,22 @@ class EcdcReader:
         Args:
             layout: the model's segment layout (``SegmentLayout.of(config)``).
             max_frames: most frames per chunk.
+            device: where the LM of an LM-coded file runs when the reader builds its coder
+                (default: the CPU; a file whose header records another kind fails).
 
         Yields:
             One :class:`CodeChunk` per chunk, in file order.
 
         Raises:
-            EcdcError: truncated or corrupt codes, a bad scale, a checksum mismatch or trailing data.
+            EcdcError: truncated or corrupt codes, a bad scale, a checksum mismatch or trailing data;
+                an ``lm`` file coded on another kind of device than its coder's.
             RuntimeError: the codes were already read (a reader reads them once).
         """
         if self._consumed:
             raise RuntimeError("the codes of an EcdcReader can only be read once")
         self._consumed = True
         num_codebooks = self.header.num_codebooks
-        coder = self._symbol_coder(layout.bits_per_codebook)
+        coder = self._symbol_coder(layout.bits_per_codebook, device)
         step = max(8, max_frames - max_frames % 8)
         for index, frames in enumerate(layout.frame_counts(self.header.audio_length)):
             scale = self._read_scale() if layout.normalize else None
@@ -403,7 +413,7 @@ class EcdcReader:
                 )
         self._check_end()
 
-    def segments(self, layout: SegmentLayout) -> Iterator[tuple[np.ndarray, float | None]]:
+    def segments(self, layout: SegmentLayout, device: Device = None) -> Iterator[tuple[np.ndarray, float | None]]:
         """Yield each segment whole.
 
         For a model without segmentation the single segment is the whole file; prefer
@@ -411,6 +421,7 @@ class EcdcReader:
 
         Args:
             layout: the model's segment layout.
+            device: as for :meth:`chunks`.
 
         Yields:
             ``(codes, scale)``: int64 codes ``[K, frames]`` and the scale, or None.
@@ -419,22 +430,31 @@ class EcdcReader:
             EcdcError: as :meth:`chunks`.
         """
         parts: list[np.ndarray] = []
-        for chunk in self.chunks(layout):
+        for chunk in self.chunks(layout, device=device):
             parts.append(chunk.codes)
             if chunk.last:
                 yield np.concatenate(parts, axis=1), chunk.scale
                 parts = []
 
-    def _symbol_coder(self, bits: int) -> SymbolCoder:
+    def _symbol_coder(self, bits: int, device: Device) -> SymbolCoder:
         tag = self.header.coder
         if self._coder is not None:
             if self._coder.tag != tag:
                 raise EcdcError(f"the file's codes use coder {tag!r}, not the {self._coder.tag!r} given")
-            return self._coder
-        if tag not in CODER_VERSIONS:
+            coder = self._coder
+        elif tag not in CODER_VERSIONS:
             raise EcdcError(f"the file uses coder {tag!r}, which is not available here")
-        build = coder_for if self._coders is None else self._coders.get
-        return build(tag, self.header.model_name, bits, self._lm_weights)
+        else:
+            build = coder_for if self._coders is None else self._coders.get
+            coder = build(tag, self.header.model_name, bits, self._lm_weights, device)
+        coded_on, here = self.header.lm_device, getattr(coder, "device_type", None)
+        if coded_on is not None and here is not None and coded_on != here:
+            raise EcdcError(
+                f"the file was coded with Meta's LM on {coded_on.upper() if coded_on == 'cpu' else coded_on}, "
+                f"and Meta's lm mode decodes only on the kind of device that coded it; decode it with "
+                f"device={coded_on!r} (--device {coded_on}), not on {here} (the portable lmp1 mode decodes anywhere)"
+            )
+        return coder
 
     def _read_scale(self) -> float:
         (scale,) = _SCALE.unpack(self._source.read(_SCALE.size, "segment scale"))
@@ -468,6 +488,13 @@ class _Zeros:
         return np.zeros((self._num_codebooks, frames), dtype=np.int64)
 
 
+def _recorded_device(coder: SymbolCoder) -> str | None:
+    """What a file of ``coder`` records as ``ld``: the kind of device its codes decode only on, other
+    than the CPU (Meta's files record nothing: CPU-coded ``lm`` files stay Meta's byte for byte)."""
+    kind = getattr(coder, "device_type", None)
+    return None if kind == "cpu" else kind
+
+
 def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, bytes, bool]:
     """The header, the raw metadata bytes, and whether the checksum covers them."""
     magic, version, size = _PREFIX.unpack(_read_exact(fileobj, _PREFIX.size, "header"))
@@ -496,11 +523,15 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, byt
     fingerprint = meta.get("fp")
     if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
         raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")
+    lm_device = meta.get("ld")
+    if lm_device is not None and not (isinstance(lm_device, str) and 0 < len(lm_device) <= 16 and lm_device.isalnum()):
+        raise EcdcError(f"metadata ld must be a device kind such as 'cuda', got {lm_device!r}")
     checksum = meta.get("crc")
     if checksum not in (None, _CHECKSUM_NAME, _PAYLOAD_CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")
     header = EcdcHeader(
-        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, fingerprint, coder
+        meta["m"], meta["al"], meta["nc"], meta.get("sr"), meta.get("ch"), checksum is not None, fingerprint, coder,
+        lm_device,
     )
     _validate_header(header, max_codebooks, EcdcError)
     return header, raw, checksum == _CHECKSUM_NAME
@@ -540,6 +571,8 @@ def _encode_metadata(header: EcdcHeader, pad_length: bool) -> tuple[bytes, int]:
         fields.append(("crc", json.dumps(_CHECKSUM_NAME)))
     if header.fingerprint is not None:
         fields.append(("fp", json.dumps(header.fingerprint)))
+    if header.lm_device is not None:
+        fields.append(("ld", json.dumps(header.lm_device)))
     text = "{" + ", ".join(f'"{key}": {value}' for key, value in fields) + "}"
     return text.encode("ascii"), text.index('"al": ') + len('"al": ')
 

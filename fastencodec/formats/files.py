@@ -241,7 +241,9 @@ def compress(
         entropy: how the codes are stored: ``"bits"`` (plain packing, the default), ``"lm"``
             (Meta's LM entropy coding, as ``encodec --lm``; Meta's tool reads it) or ``"lmp1"``
             (portable LM coding, decodable on any machine; fastencodec only). The LM modes need the
-            ``entropy`` extra and Meta's LM weights for the 24 or 48 kHz model.
+            ``entropy`` extra and Meta's LM weights for the 24 or 48 kHz model. ``"lm"`` runs the
+            LM where the model runs, as Meta's package does; a file coded on a CUDA GPU decodes
+            only on a CUDA GPU (its header says so), one coded on the CPU only on a CPU.
         lm_weights: the LM checkpoint (default: torch hub's cache, downloaded from Meta if missing).
 
     Returns:
@@ -254,7 +256,7 @@ def compress(
     """
     codec = load_model(model, device)
     codec.check_bandwidth(bandwidth)
-    coder = coder_for(entropy, codec.name, codec.config.bits_per_codebook, lm_weights)
+    coder = coder_for(entropy, codec.name, codec.config.bits_per_codebook, lm_weights, codec.device)
     with _source(audio, sample_rate) as source:
         if destination is None or not isinstance(destination, (str, os.PathLike)):
             out = io.BytesIO() if destination is None or not destination.seekable() else destination
@@ -309,7 +311,7 @@ def decoded_blocks(codec: EnCodec, reader: EcdcReader) -> Iterator[np.ndarray]:
     decoder = BlockDecoder(codec.engine, length)
     silent: list[tuple[int, int]] = []  # sample spans of damaged segments
     position = 0
-    for chunk in reader.chunks(codec.layout):
+    for chunk in reader.chunks(codec.layout, device=codec.device):
         if chunk.damaged and chunk.first:
             offset, samples = codec.layout.span(chunk.segment, length)
             silent.append((offset, offset + samples))
@@ -508,11 +510,14 @@ class EcdcFile:
             scales = np.array([[s for _, s in self.segments]], dtype=np.float32)
         return Tokens(codes, (self.header.audio_length,), scales, codec.model_id, layout=codec.layout)
 
-    def write(self, destination: BinaryIO, lm_weights: LMWeights = None) -> None:
+    def write(
+        self, destination: BinaryIO, lm_weights: LMWeights = None, device: str | torch.device | None = None
+    ) -> None:
         """Write the file to a seekable binary stream, its codes stored by the header's coder
-        (``lm_weights``: the LM checkpoint of the LM modes)."""
+        (``lm_weights``: the LM checkpoint of the LM modes; ``device``: where Meta's LM runs in
+        ``lm`` mode, default the CPU)."""
         h = self.header
-        coder = coder_for(h.coder, h.model_name, self.bits_per_codebook, lm_weights)
+        coder = coder_for(h.coder, h.model_name, self.bits_per_codebook, lm_weights, device)
         writer = EcdcWriter(
             destination,
             model_name=h.model_name,
@@ -543,7 +548,8 @@ def read_ecdc(
 
     Args:
         data: the file.
-        codec: the model whose layout splits the codes (default: the published model it names).
+        codec: the model whose layout splits the codes (default: the published model it names);
+            Meta's LM of ``lm`` files runs on its device (default: the CPU).
         lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
 
     Raises:
@@ -561,4 +567,5 @@ def read_ecdc(
         layout = SegmentLayout.of(PUBLISHED_CONFIGS[reader.header.model_name])
     else:
         raise EcdcError(f"unknown model {reader.header.model_name!r}; pass the model that coded it (codec=)")
-    return EcdcFile(reader.header, tuple(reader.segments(layout)), layout.bits_per_codebook)
+    device = None if codec is None else codec.device
+    return EcdcFile(reader.header, tuple(reader.segments(layout, device)), layout.bits_per_codebook)
