@@ -1,0 +1,70 @@
+"""The CUDA LSTM step kernel (``triton_ops.lstm_step_kernel``) per product precision and tile
+choice: microseconds per time step of one layer, 750 steps replayed as one CUDA graph.
+
+``python benchmarks/lstm_step.py`` on one CUDA GPU. Width 512 (the 24 and 48 kHz models), batches
+of 1, 64 and 256 items; 16 items a program and a 64-wide reduction chunk; 16 or 32 hidden units a
+program. Float32 operands for ``ieee``, ``tf32x3`` and ``tf32`` products, float16 operands (the
+``fp16`` mode) for ``fp16``. Marks the tiles :data:`~fastencodec.kernels.cuda.LSTM_TILES` picks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.throughput import cuda_ms  # noqa: E402
+from fastencodec.kernels import triton_ops as ops  # noqa: E402
+from fastencodec.kernels.cuda import LSTM_TILES  # noqa: E402
+
+WIDTH, STEPS = 512, 750
+
+
+def step_us(batch: int, precision: str, units: int) -> float:
+    """Microseconds a step of ``STEPS`` steps captured in one CUDA graph (median of replays)."""
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    weights = (torch.randn(WIDTH, 4 * WIDTH, device="cuda") * 0.04).to(dtype)
+    gates = torch.randn(batch, STEPS, 4 * WIDTH, device="cuda") * 0.5
+    hidden = torch.zeros(batch, STEPS, WIDTH, device="cuda", dtype=dtype)
+    cell = torch.zeros(batch, WIDTH, device="cuda")
+    items, _, chunk = LSTM_TILES[precision]
+
+    def layer():
+        for t in range(STEPS):
+            ops.lstm_step_kernel[(triton.cdiv(batch, items), WIDTH // units)](
+                gates, weights, hidden, cell, hidden, hidden, t, STEPS, batch,
+                H=WIDTH, ADD=False, PREC="ieee" if precision == "fp16" else precision,
+                BM=items, BU=units, BK=chunk, num_warps=4,
+            )  # fmt: skip
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        layer()  # compile outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        layer()
+    return cuda_ms(graph.replay, 5) * 1000 / STEPS
+
+
+@torch.inference_mode()
+def main() -> None:
+    torch.manual_seed(0)
+    print("| batch | products | 16 units a program | 32 units a program |")
+    print("|---:|---|---:|---:|")
+    for batch in (1, 64, 256):
+        for precision in LSTM_TILES:
+            cells = []
+            for units in (16, 32):
+                mark = " (used)" if LSTM_TILES[precision][1] == units else ""
+                cells.append(f"{step_us(batch, precision, units):.2f} us{mark}")
+            print(f"| {batch} | {precision} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
