@@ -575,6 +575,17 @@ def test_gpu_coded_lm_files_say_so_and_refuse_a_cpu_decode(coders, tmp_path, cap
     assert "coded with Meta's LM on a CUDA GPU; its codes decode (and check) only on one" in capsys.readouterr().err
 
 
+def test_cpu_coded_lm_files_decode_on_the_cpu_whatever_the_model_device(coders):
+    """A file without ``ld`` (Meta's, or ours coded on the CPU) is read with Meta's LM on the CPU
+    even for a model on a GPU: no CUDA is needed here, since the reader never builds a GPU LM."""
+    codes = np.random.default_rng(8).integers(0, 1024, (2, 30))
+    data = container_bytes("encodec_24khz", 9600, [(codes, None)], coders["encodec_24khz"])
+    for device in ("cuda", "cuda:1", torch.device("cuda", 0), "meta"):
+        reader = EcdcReader(io.BytesIO(data))
+        (decoded, _), = reader.segments(LAYOUTS["encodec_24khz"], device=device)
+        np.testing.assert_array_equal(decoded, codes)
+
+
 def test_container_writes_meta_lm_files_byte_for_byte(meta_models, coders):
     model = meta_model(meta_models, "encodec_48khz", 3.0)
     wav = reference.speech_like(48000, 2, 1.0, seed=4)

@@ -128,7 +128,10 @@ def test_meta_on_cuda_reads_our_cuda_lm_file(meta_models, coders):
         prev = 1 + torch.tensor(got, device="cuda")[None, :, None]
 
 
-def test_file_api_lm_on_cuda_meta_reads_it_and_a_cpu_decode_is_refused(meta_models, torch_home, tmp_path):
+def test_file_api_lm_with_a_cuda_model(meta_models, torch_home, tmp_path):
+    """``compress`` with a model on CUDA codes with Meta's LM on the CPU (no ``ld``: a CPU model
+    and the CUDA one both read it); ``EcdcFile.write(device="cuda")`` codes with the LM on the GPU
+    (``ld`` cuda): the CUDA model and Meta's ``decompress`` on CUDA read it, a CPU model refuses it."""
     import fastencodec
     from fastencodec.formats.files import read_ecdc
 
@@ -136,26 +139,32 @@ def test_file_api_lm_on_cuda_meta_reads_it_and_a_cpu_decode_is_refused(meta_mode
     checkpoint = tmp_path / "encodec_24khz-d7cc33bc.th"
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, checkpoint)
     codec = fastencodec.EnCodec.from_pretrained(str(checkpoint), device="cuda")
+    cpu_codec = fastencodec.EnCodec.from_pretrained(str(checkpoint))
     audio = reference.speech_like(24000, 1, 0.5, seed=9).numpy()
     plain = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0)
     coded = fastencodec.compress(audio, model=codec, sample_rate=24000, bandwidth=3.0, entropy="lm")
     file = read_ecdc(coded, codec)
-    assert file.header.coder == "lm" and file.header.lm_device == "cuda"
+    assert file.header.coder == "lm" and file.header.lm_device is None
     codes = file.segments[0][0]
     np.testing.assert_array_equal(codes, read_ecdc(plain, codec).segments[0][0])
-    want, _ = fastencodec.decompress(plain, model=codec)
-    got, _ = fastencodec.decompress(coded, model=codec)
-    np.testing.assert_array_equal(got, want)
+    for reader in (codec, cpu_codec):
+        want, _ = fastencodec.decompress(plain, model=reader)
+        got, _ = fastencodec.decompress(coded, model=reader)
+        np.testing.assert_array_equal(got, want)
+    out = io.BytesIO()
+    file.write(out, device="cuda")
+    on_gpu = out.getvalue()
+    assert read_ecdc(on_gpu, codec).header.lm_device == "cuda"
+    np.testing.assert_array_equal(read_ecdc(on_gpu, codec).segments[0][0], codes)
     original = meta_compress.MODELS["encodec_24khz"]
     meta_compress.MODELS["encodec_24khz"] = lambda: model  # Meta's decompress would fetch published weights
     try:
-        meta_wav, _ = meta_compress.decompress(coded, device="cuda")
+        meta_wav, _ = meta_compress.decompress(on_gpu, device="cuda")
     finally:
         meta_compress.MODELS["encodec_24khz"] = original
     with torch.no_grad():
         meta_codes = torch.from_numpy(codes)[None].cuda()
         want_wav = model.decode([(meta_codes, None)])[0, :, : file.header.audio_length]
     torch.testing.assert_close(meta_wav, want_wav, rtol=0, atol=1e-5)  # the same codes: the same audio
-    cpu_codec = fastencodec.EnCodec.from_pretrained(str(checkpoint))
     with pytest.raises(EcdcError, match="coded with Meta's LM on cuda"):
-        fastencodec.decompress(coded, model=cpu_codec)
+        fastencodec.decompress(on_gpu, model=cpu_codec)

@@ -54,8 +54,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     entropy.add_argument(
         "--entropy",
         choices=tuple(CODERS),
-        help="bits: plain packing (default); lm: Meta's LM coding, its LM on --device (Meta's tool reads it; "
-        "decode on the same kind of machine and device); lmp1: portable LM coding (decodes anywhere; fastencodec "
+        help="bits: plain packing (default); lm: Meta's LM coding, its LM on the CPU (Meta's tool reads it; "
+        "decode on the same kind of machine); lmp1: portable LM coding (decodes anywhere; fastencodec "
         "only)",
     )
     entropy.add_argument(
@@ -130,7 +130,7 @@ def symbol_coder(args: argparse.Namespace, codec: EnCodec) -> SymbolCoder:
     """The coder ``--entropy`` (or ``--lm``) names, for ``codec``'s codes (built once per command)."""
     tag = entropy_mode(args)
     try:
-        return args.coders.get(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights, codec.device)
+        return args.coders.get(tag, codec.name, codec.config.bits_per_codebook, args.lm_weights)  # LM on the CPU
     except ValueError as exc:
         raise UsageError(f"--entropy {tag}: {exc}") from None
 

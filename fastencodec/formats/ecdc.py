@@ -370,8 +370,9 @@ class EcdcReader:
         Args:
             layout: the model's segment layout (``SegmentLayout.of(config)``).
             max_frames: most frames per chunk.
-            device: where the LM of an LM-coded file runs when the reader builds its coder
-                (default: the CPU; a file whose header records another kind fails).
+            device: the model's device. The LM of an ``lm`` file runs where the file was coded:
+                on the CPU unless its header records a GPU (``ld``), and then on ``device`` if it is
+                a GPU of that kind (otherwise the file is refused).
 
         Yields:
             One :class:`CodeChunk` per chunk, in file order.
@@ -446,7 +447,7 @@ class EcdcReader:
             raise EcdcError(f"the file uses coder {tag!r}, which is not available here")
         else:
             build = coder_for if self._coders is None else self._coders.get
-            coder = build(tag, self.header.model_name, bits, self._lm_weights, device)
+            coder = build(tag, self.header.model_name, bits, self._lm_weights, _lm_device(self.header, device))
         coded_on, here = self.header.lm_device, getattr(coder, "device_type", None)
         if coded_on is not None and here is not None and coded_on != here:
             raise EcdcError(
@@ -486,6 +487,17 @@ class _Zeros:
 
     def read(self, frames: int) -> np.ndarray:
         return np.zeros((self._num_codebooks, frames), dtype=np.int64)
+
+
+def _lm_device(header: EcdcHeader, device: Device) -> Device:
+    """Where the LM of ``header``'s file runs when read with a model on ``device``: where the file
+    was coded. Files without ``ld`` (Meta's, and ours coded on the CPU) were coded on the CPU and
+    decode there whatever ``device`` the model uses; a file coded on a GPU decodes on ``device``
+    if it is of that kind (else on the CPU, which the reader then refuses)."""
+    if device is None or header.lm_device is None:
+        return None
+    kind = getattr(device, "type", None) or str(device).split(":")[0]  # a torch.device or its name
+    return device if kind == header.lm_device else None
 
 
 def _recorded_device(coder: SymbolCoder) -> str | None:

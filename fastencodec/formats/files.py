@@ -233,7 +233,9 @@ def compress(
         destination: a path (written atomically), a binary file, or None to return the bytes.
         model: a model name, repo id, checkpoint path, or a loaded ``EnCodec``.
         bandwidth: kbps (default: the model's default).
-        device: where to run the model.
+        device: where to run the model. Meta's LM (``entropy="lm"``) runs on the CPU whatever the
+            device, so that Meta's ``encodec`` reads the file on a CPU (``EcdcFile.write(device=)``
+            codes with the LM on a GPU).
         sample_rate: the rate of ``audio`` given as an array, in Hz.
         progress: called with the input samples of each block read.
         overwrite: replace an existing ``destination`` path (False: fail if it exists when the
@@ -256,7 +258,7 @@ def compress(
     """
     codec = load_model(model, device)
     codec.check_bandwidth(bandwidth)
-    coder = coder_for(entropy, codec.name, codec.config.bits_per_codebook, lm_weights, codec.device)
+    coder = coder_for(entropy, codec.name, codec.config.bits_per_codebook, lm_weights)  # Meta's LM on the CPU
     with _source(audio, sample_rate) as source:
         if destination is None or not isinstance(destination, (str, os.PathLike)):
             out = io.BytesIO() if destination is None or not destination.seekable() else destination
@@ -549,7 +551,8 @@ def read_ecdc(
     Args:
         data: the file.
         codec: the model whose layout splits the codes (default: the published model it names);
-            Meta's LM of ``lm`` files runs on its device (default: the CPU).
+            Meta's LM of ``lm`` files runs where the file was coded (the CPU unless its header
+            records a GPU, and then on ``codec``'s device).
         lm_weights: the LM checkpoint of LM-coded files (default: torch hub's cache).
 
     Raises:
