@@ -161,6 +161,43 @@ def test_graphed_lm_runs_metas_frame_ops_bit_for_bit(one_thread):
     assert ours.graphs == 0  # graphs are CUDA's
 
 
+def test_graphed_lm_products_are_metas_shape_for_shape(one_thread):
+    """The operations of GraphedMetaLM's frame step whose bits depend on the kernel a library picks
+    (products, attention, norms, softmax) are Meta's, in order, with the same shapes, strides, dtypes
+    and storage offsets: what lets its CUDA graphs replay the kernels Meta's module runs on a GPU."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from fastencodec.entropy import LMConfig
+    from fastencodec.entropy.graphed_lm import GraphedMetaLM
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in ("addmm", "mm", "bmm", "baddbmm", "native_layer_norm", "_softmax") or "attention" in name:
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                self.ops.append((name, [(a.shape, a.stride(), a.dtype, a.storage_offset()) for a in tensors]))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(8)
+    meta = LMModel(4, 1024, num_layers=5, dim=200, past_context=6).eval()
+    ours = GraphedMetaLM(meta.state_dict(), LMConfig(num_codebooks=4, past_context=6), "cpu")
+    ours.reset(3)
+    states, offset, prev = None, 0, torch.zeros(1, 3, 1, dtype=torch.long)
+    for t in range(9):  # the last frames: a full window
+        meta_ops, our_ops = Recorder(), Recorder()
+        with torch.no_grad(), meta_ops:
+            _, states, offset = meta(prev, states, offset)
+        with our_ops:
+            ours.step(None if t == 0 else prev[0, :, 0].numpy() - 1)
+        assert len(meta_ops.ops) == 1 + 5 * 8 + 3 + 1
+        assert our_ops.ops == meta_ops.ops
+        prev = torch.randint(1, 1025, (1, 3, 1))
+
+
 def test_integer_cdfs_are_the_exact_integer_rule():
     """Widths floor(w * free / total) + 2, the remainder to the first heaviest symbol: checked with
     Python integers on weights where a float quotient would round across an integer."""

@@ -9,8 +9,7 @@ embedding from the frame's offset, in each layer the whole attention window proj
 window), the heads and softmax, and Meta's CDF quantization, all with the shapes, strides and
 fresh allocations Meta's code gives them. It keeps no key/value cache: cuBLAS picks its
 kernels by shape, so a row projected alone is not guaranteed the bits it gets within the
-window, and on a GPU a cached row would save arithmetic, not the kernel launches that bound
-the step.
+window, and a cached row would save arithmetic, not the step's kernel launches.
 
 A step's operations depend only on how many past frames the window holds (1, 2, ... up to
 ``past_context``): each window size runs eagerly the first time it is met (which also warms
