@@ -46,6 +46,10 @@ LSTM_TILES = {"ieee": (16, 16, 64), "tf32x3": (16, 32, 64), "tf32": (16, 32, 64)
 """LSTM step tiles per product precision: items, hidden units and reduction chunk per program
 (fixed: batch invariance; timings of the choices in BENCHMARKS.md)."""
 
+LSTM_UNIT_TILES = {"ieee": (16, 4, 64), "tf32x3": (16, 4, 64), "tf32": (16, 4, 64), "fp16": (16, 4, 64)}
+"""Tiles of :func:`~.triton_ops.lstm_step_units_kernel` per product precision (items, hidden units
+and reduction chunk a program), which replaces the tile kernel where a precision is listed."""
+
 
 def _pow2(n: int, low: int, high: int) -> int:
     """The power of two at or above ``n``, clamped to ``low .. high`` (a tile size)."""
@@ -186,6 +190,10 @@ class CudaNetwork:
         layer_in = h.to(operand)
         out = h.new_empty(batch, steps, width)
         bm, bu, bk = LSTM_TILES[self.lstm_prec]
+        units = None
+        if self.lstm_prec in LSTM_UNIT_TILES:
+            bm, units, bk = LSTM_UNIT_TILES[self.lstm_prec]
+            bu = units
         if width % bu or width % bk:
             raise ValueError(f"the LSTM kernel needs a width divisible by {max(bu, bk)}, not {width}")
         for layer in range(lstm.num_layers):
@@ -201,10 +209,20 @@ class CudaNetwork:
                 K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
                 BT=64, BCO=64, BCI=32, num_warps=4,
             )  # fmt: skip
-            wh = weights.get(w_hh, "t", lambda p: p.t())
             hidden = h.new_empty(batch, steps, width, dtype=operand)
             cell = h.new_zeros(batch, width, dtype=torch.float32)
             last = layer == lstm.num_layers - 1
+            if units is not None:
+                wh = weights.get(w_hh, f"units{units}", lambda p: ops.units_layout(p.t(), units))
+                grid = (triton.cdiv(batch, bm), width // units)
+                for t in range(steps):
+                    ops.lstm_step_units_kernel[grid](
+                        gates, wh, hidden, cell, out, h, t, steps, batch,
+                        H=width, ADD=last, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
+                    )  # fmt: skip
+                layer_in = hidden
+                continue
+            wh = weights.get(w_hh, "t", lambda p: p.t())
             grid = (triton.cdiv(batch, bm), width // bu)
             for t in range(steps):
                 ops.lstm_step_kernel[grid](

@@ -157,6 +157,61 @@ def lstm_step_kernel(
         tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
 
 
+@triton.jit
+def lstm_step_units_kernel(
+    gates_in, w_hh, h, c, out, res, step, steps, batch,
+    H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, U: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    """:func:`lstm_step_kernel` with ``U`` hidden units a program and their four gates in one product:
+    ``w_hh`` is ``[H, 4H]`` with program ``p``'s columns ``p * 4U .. p * 4U + 4U - 1`` holding gates
+    i, f, g, o of its units (gate-major within the program: :func:`units_layout`), so one
+    ``[BM, BK] x [BK, 4U]`` ``tl.dot`` a chunk computes every gate (``4U >= 16``). Other layouts and
+    dtypes as :func:`lstm_step_kernel`'s."""
+    m = tl.program_id(0) * BM + tl.arange(0, BM)
+    n = tl.arange(0, 4 * U)  # column n: gate n // U of unit program * U + n % U
+    m_ok = (m < batch)[:, None]
+    row = m.to(tl.int64)[:, None] * steps + step
+    acc = tl.zeros([BM, 4 * U], tl.float32)
+    if step > 0:
+        for k0 in range(0, H, BK):
+            k = k0 + tl.arange(0, BK)
+            hp = tl.load(h + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
+            wk = tl.load(w_hh + k[:, None] * (4 * H) + tl.program_id(1) * 4 * U + n[None, :])
+            acc = tl.dot(hp, wk, acc, input_precision=PREC)
+    column = (n // U) * H + tl.program_id(1) * U + n % U  # in gates_in's gate-major layout
+    pre = tl.reshape(acc + tl.load(gates_in + row * (4 * H) + column[None, :], mask=m_ok, other=0.0), [BM, 4, U])
+    gate = tl.arange(0, 4)[None, :, None]
+    u = tl.program_id(1) * U + tl.arange(0, U)
+    c_at = c + m.to(tl.int64)[:, None] * H + u[None, :]
+    h_new, c_new = _lstm_cell(pre, tl.load(c_at, mask=m_ok, other=0.0), gate)
+    tl.store(c_at, c_new, mask=m_ok)
+    h_at = row * H + u[None, :]
+    tl.store(h + h_at, h_new.to(h.dtype.element_ty), mask=m_ok)
+    if ADD:
+        value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
+        tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
+
+
+@triton.jit
+def _lstm_cell(pre, c, gate):
+    """The float32 cell update from pre-activations ``pre`` ``[BM, 4, U]`` (gates i, f, g, o on
+    axis 1) and the cell ``c`` ``[BM, U]``: ``(h, c)``."""
+    i = tl.sigmoid(tl.sum(tl.where(gate == 0, pre, 0.0), 1))
+    f = tl.sigmoid(tl.sum(tl.where(gate == 1, pre, 0.0), 1))
+    g = _tanh(tl.sum(tl.where(gate == 2, pre, 0.0), 1))
+    o = tl.sigmoid(tl.sum(tl.where(gate == 3, pre, 0.0), 1))
+    c = f * c + i * g
+    return o * _tanh(c), c
+
+
+def units_layout(w_hh_t, units: int):
+    """``w_hh.t()`` ``[H, 4H]`` (gate-major columns) to :func:`lstm_step_units_kernel`'s layout:
+    the four gates of each group of ``units`` hidden units side by side."""
+    k, four_h = w_hh_t.shape
+    width = four_h // 4
+    return w_hh_t.reshape(k, 4, width // units, units).transpose(1, 2).reshape(k, four_h)
+
+
 @triton.jit(do_not_specialize=["rows"])
 def residual_codes_kernel(
     x, embed, embed_sq, codes, rows, bins,
