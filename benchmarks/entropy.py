@@ -149,7 +149,10 @@ def run_case(name: str, rate: int, channels: int, bandwidth: float, seconds: flo
                 row[f"{tag}_encode_first_s"], row[f"{tag}_decode_first_s"] = t_enc, t_dec
         row[f"{tag}_encode_s"], row[f"{tag}_decode_s"] = t_enc, t_dec
         row[f"bytes_{tag}"] = len(ours_file(name, wav.shape[-1], segments, coder))
-    row["lm_identical_to_meta"] = ours_file(name, wav.shape[-1], segments, coders["lm"]) == meta_lm
+    # Meta's header writer: on a GPU our writer adds "ld" (where the file decodes), which Meta's files lack
+    ours_lm = support.encode_meta_lm_file(name, wav.shape[-1], segments, coders["lm"])
+    row["bytes_lm"] = len(ours_lm)
+    row["lm_identical_to_meta"] = ours_lm == meta_lm
     row["meta_lm_forward_decode_s"] = lm_forward_seconds(meta_lm, device)
     if device != "cpu":
         row["graph_replay_us"] = graph_replay_us(coders["lm"].lm)

@@ -603,8 +603,11 @@ def test_gpu_coded_lm_files_say_so_and_refuse_a_cpu_decode(coders, tmp_path, cap
     header, decoded = container_read(data, "encodec_24khz", CodedOnCuda(cpu))
     assert header.lm_device == "cuda"
     np.testing.assert_array_equal(decoded[0][0], codes)
-    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda' \(--device cuda\), not on cpu"):
+    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda', --device cuda\), not on cpu"):
         container_read(data, "encodec_24khz", cpu)
+    assert data.count(b'"cuda"') == 1
+    with pytest.raises(EcdcError, match="metadata ld must be one of"):  # a damaged device kind
+        container_read(data.replace(b'"cuda"', b'"cuea"'), "encodec_24khz", cpu)
     path = tmp_path / "gpu.ecdc"
     path.write_bytes(data)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
