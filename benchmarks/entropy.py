@@ -22,7 +22,7 @@ the load average is printed with the table.
 
 ``--device cuda``: Meta's model, LM and coder on the GPU (``compress``/``decompress`` with the audio
 and model there), ours with the LM on the GPU (``lm``: Meta's bits there, CUDA graphs; ``lmp1``: its
-block pass there). Ours is timed twice: the first run of a coder pays the one-time costs (each
+torch block pass there). Ours is timed twice: the first run of a coder pays the one-time costs (each
 window size runs eagerly, then is captured as a CUDA graph on its second use), the second replays;
 the table shows the second, the first is listed below it. Then the replay time of one frame's
 transformer graph for the smallest and the largest attention window (what a key/value cache
