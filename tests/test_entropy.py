@@ -375,14 +375,14 @@ def test_portable_golden_segments_decode_exactly(portable, name, k, frames, salt
     np.testing.assert_array_equal(np.concatenate([decoded.read(13), decoded.read(frames - 13)], axis=1), codes)
 
 
-def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
-    """The encoders' block passes (float64 products; torch on any device, and the CPU's) give the
-    frame-by-frame kernel's integers."""
+def test_portable_encoders_match_the_decoding_kernel_past_the_window():
+    """The encoders' LM passes (torch float64 products over blocks on any device; the CPU kernel
+    stepped over known frames) give the decoding kernel's integers."""
     import dataclasses
 
     from fastencodec.entropy.fixed import CLAMP
     from fastencodec.entropy.portable import PortableLM
-    from fastencodec.entropy.portable_kernel import BlockPass
+    from fastencodec.entropy.portable_kernel import KernelState, frame_cdfs
     from fastencodec.entropy.portable_pass import MAX_TERMS, CausalPass, PassWeights, product_bound
 
     assert product_bound(CLAMP) < 2**53 and MAX_TERMS >= 800  # every partial sum is an exact float64
@@ -396,10 +396,10 @@ def test_portable_block_passes_match_the_decoding_kernel_past_the_window():
     causal = CausalPass(PassWeights(lm), 3)
     got = [causal.weights_for(torch.from_numpy(index[:, a:b])).numpy() for a, b in blocks]
     np.testing.assert_array_equal(np.concatenate(got), want)
-    # The CPU encoder's block pass (kernel code around float64 products; passes of at most 6 frames
-    # here, its window compacted between them) gives the kernel's CDFs.
-    block = BlockPass(lm, PassWeights(lm), 3)
-    got = np.concatenate([block.cdfs_for(index[:, a:b]) for a, b in blocks])
+    # The CPU encoder's stepping over known frames, in pushes (the window compacted as it fills)
+    # gives the kernel's CDFs.
+    state = KernelState(config, 3)
+    got = np.concatenate([frame_cdfs(lm.kernel, state, index[:, a:b]) for a, b in blocks])
     np.testing.assert_array_equal(got, integer_cdfs(want.reshape(-1, want.shape[-1])))
 
 
@@ -603,8 +603,11 @@ def test_gpu_coded_lm_files_say_so_and_refuse_a_cpu_decode(coders, tmp_path, cap
     header, decoded = container_read(data, "encodec_24khz", CodedOnCuda(cpu))
     assert header.lm_device == "cuda"
     np.testing.assert_array_equal(decoded[0][0], codes)
-    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda' \(--device cuda\), not on cpu"):
+    with pytest.raises(EcdcError, match=r"coded with Meta's LM on cuda.*device='cuda', --device cuda\), not on cpu"):
         container_read(data, "encodec_24khz", cpu)
+    assert data.count(b'"cuda"') == 1
+    with pytest.raises(EcdcError, match="metadata ld must be one of"):  # a damaged device kind
+        container_read(data.replace(b'"cuda"', b'"cuea"'), "encodec_24khz", cpu)
     path = tmp_path / "gpu.ecdc"
     path.write_bytes(data)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,7 +1,8 @@
 """The CUDA LSTM step kernel through ``CudaNetwork``, per LSTM product precision (``ieee`` in
 ``exact``, ``tf32``, float16 operands in ``fp16``): accuracy against float64 and each item bitwise
-the same alone and in a batch. On CPU through Triton's interpreter (a subprocess: the variable
-must be set before Triton is imported); the GPU runs the same checks in test_kernels_gpu.py."""
+the same alone and in a batch, on CPU through Triton's interpreter (a subprocess: the variable
+must be set before Triton is imported; on a GPU, test_kernels_gpu.py checks whole networks); and
+the widths the kernel takes."""
 
 import os
 import subprocess
@@ -37,6 +38,24 @@ def interpreted_check() -> None:
             assert error < tolerance, (precision, error)
             for i in (0, batch - 2):
                 assert torch.equal(net._lstm(net.steps[0], h[i : i + 1].contiguous()), out[i : i + 1]), (precision, i)
+
+
+def test_kernels_take_only_lstm_widths_their_tiles_divide():
+    """Models whose LSTM width the step kernel's tiles do not divide run in torch instead."""
+    pytest.importorskip("triton")
+    from fastencodec.engine.policy import PRECISIONS
+    from fastencodec.kernels.cuda import supports
+    from fastencodec.kernels.plan import flatten
+    from fastencodec.nn.config import META_24KHZ
+    from fastencodec.nn.model import EncodecModel
+    from tests import support
+
+    tiny = support.tiny_codec().model  # an LSTM 32 wide
+    full = EncodecModel(META_24KHZ)  # 512 wide
+    for precision in PRECISIONS:
+        for part in ("encoder", "decoder"):
+            assert not supports(flatten(getattr(tiny, part).layers), precision, part)
+            assert supports(flatten(getattr(full, part).layers), precision, part)
 
 
 @pytest.mark.slow

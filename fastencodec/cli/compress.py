@@ -45,7 +45,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "paths", nargs="+", metavar="INPUT", help="audio files or folders (- for stdin); or INPUT OUTPUT.ecdc (or -)"
     )
     compress.add_argument(
-        "-b", "--bandwidth", type=float, metavar="KBPS", help=f"target bandwidth ({BANDWIDTHS_HELP}; default: 6)"
+        "-b",
+        "--bandwidth",
+        type=float,
+        metavar="KBPS",
+        help=f"target bandwidth ({BANDWIDTHS_HELP}; default: 6, or the model's only one)",
     )
     compress.add_argument(
         "--model", default="encodec-24khz", help="encodec-24khz (default), encodec-48khz, a repo id or a checkpoint"

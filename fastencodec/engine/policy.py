@@ -83,7 +83,11 @@ PRECISIONS: dict[str, Precision] = {
     "tf32": Precision(
         "tf32", "CUDA tensor cores: encoder 3xTF32 (near float32), decoder TF32 products, float32 sums", cpu=False
     ),
-    "fp16": Precision("fp16", "float16 weights and activations, float32 sums, float32 LSTM and codebook search"),
+    "fp16": Precision(
+        "fp16",
+        "float16 weights and activations, float32 sums, LSTM with a float32 cell state (float16 products on "
+        "CUDA), float32 codebook search",
+    ),
     "bf16": Precision("bf16", "bfloat16 weights and activations, float32 sums, float32 LSTM and codebook search"),
 }
 """The precision modes, by name, strictest first (see :mod:`fastencodec.kernels.precision`)."""

@@ -4,7 +4,7 @@ Modules by role: :mod:`.lm` (Meta's language model, stepped with a cache), :mod:
 (the same LM as Meta's own frame operations, captured as CUDA graphs on a GPU), :mod:`.cdf`
 (quantized CDFs), :mod:`.arith` (the arithmetic coder), :mod:`.meta_lm` (the Meta-compatible
 symbol coder), :mod:`.portable` (the portable integer LM and its coder), :mod:`.portable_kernel`
-(that LM on the CPU: the decoding loop and the encoder's block pass), :mod:`.portable_pass` (that
+(that LM stepped on the CPU: the decoding loop and the encoder's CDFs), :mod:`.portable_pass` (that
 LM over blocks of frames on any torch device),
 :mod:`.fixed` (its fixed-point format and integer tables). They implement the
 container's ``SymbolCoder`` seam (:mod:`fastencodec.formats.coders`, which looks them up by tag).

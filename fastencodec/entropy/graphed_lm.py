@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .cdf import meta_cdfs_on_device
-from .lm import LMConfig, _Layer, embedding_sum, head_probabilities, residual_block, sin_embedding
+from .lm import LayerWeights, LMConfig, embedding_sum, head_probabilities, residual_block, sin_embedding
 
 
 class GraphedMetaLM:
@@ -53,13 +53,14 @@ class GraphedMetaLM:
             device = torch.device("cuda", torch.cuda.current_device())
         self.config = config
         self.device = device
+        self._check_float32()
         dim, n_q = config.dim, config.num_codebooks
         self._emb = [state[f"emb.{k}.weight"].detach().float().cpu().numpy().copy() for k in range(n_q)]
         with torch.cuda.device(device) if self._cuda else contextlib.nullcontext():
             # one fresh allocation per tensor, as Meta's module.to(device) gives its parameters
             on = {key: value.detach().to(device) for key, value in state.items() if not key.startswith("emb.")}
             self._norm_in = (on["transformer.norm_in.weight"].float(), on["transformer.norm_in.bias"].float())
-            self._layers = [_Layer(on, f"transformer.layers.{i}.", dim) for i in range(config.num_layers)]
+            self._layers = [LayerWeights(on, f"transformer.layers.{i}.", dim) for i in range(config.num_layers)]
             self._heads_w = [on[f"linears.{k}.weight"].float().contiguous() for k in range(n_q)]
             self._heads_b = [on[f"linears.{k}.bias"].float().contiguous() for k in range(n_q)]
             self._stream = torch.cuda.Stream(device) if self._cuda else None
@@ -148,13 +149,18 @@ class GraphedMetaLM:
         stack.enter_context(torch.cuda.stream(self._stream))
         return stack
 
-    def _frame(self) -> None:
-        """Enqueue one frame on the LM's stream (the current one): its input is in ``_x``."""
+    def _check_float32(self) -> None:
+        """Raise ValueError where TF32 matmuls are on (checked when built, so before a file is
+        started, and at every frame, since the flag is process-wide and may change)."""
         if self._cuda and torch.backends.cuda.matmul.allow_tf32:
-            raise RuntimeError(
+            raise ValueError(
                 "Meta's lm mode on CUDA needs full float32 matmuls (Meta's default), but torch.backends.cuda."
                 "matmul.allow_tf32 is on; torch.set_float32_matmul_precision('highest') turns it off"
             )
+
+    def _frame(self) -> None:
+        """Enqueue one frame on the LM's stream (the current one): its input is in ``_x``."""
+        self._check_float32()
         held = min(self._t + 1, self.config.past_context)
         self._run(("layers", held), self._layers_step, held)
         self._run(("heads", self._k), self._heads_step, self._k)

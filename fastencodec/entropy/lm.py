@@ -109,7 +109,7 @@ def lm_config(model_name: str, state: dict) -> LMConfig:
     return LMConfig(num_codebooks=n_q, card=card, past_context=int(3.5 * FRAME_RATES[model_name]))
 
 
-class _Layer:
+class LayerWeights:
     """Weights of one transformer layer (on the device of ``state``'s tensors), split as torch's
     attention splits them."""
 
@@ -151,7 +151,7 @@ def embedding_sum(tables: list[np.ndarray], index: np.ndarray) -> np.ndarray:
     return acc
 
 
-def residual_block(layer: _Layer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+def residual_block(layer: LayerWeights, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     """A post-norm layer's rest once its attention output is known, for one frame: ``x``, ``attn``
     ``[1, 1, dim]`` to ``norm2(y + linear2(gelu(linear1(y))))`` with ``y = norm1(x + attn)``.
 
@@ -231,7 +231,7 @@ class MetaLM:
         self._heads_w = [state[f"linears.{k}.weight"].float().contiguous() for k in range(config.num_codebooks)]
         self._heads_b = [state[f"linears.{k}.bias"].float().contiguous() for k in range(config.num_codebooks)]
         self._norm_in = (state["transformer.norm_in.weight"].float(), state["transformer.norm_in.bias"].float())
-        self._layers = [_Layer(state, f"transformer.layers.{i}.", dim) for i in range(config.num_layers)]
+        self._layers = [LayerWeights(state, f"transformer.layers.{i}.", dim) for i in range(config.num_layers)]
         self._pos = torch.zeros(0, dim)
         self._calibrate()
         self.reset(0)
@@ -343,7 +343,7 @@ class MetaLM:
         self.reset(num_codebooks)
         return MetaPass(self, num_codebooks) if self._segment_ok[num_codebooks] else None
 
-    def _layer(self, i: int, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
+    def _layer(self, i: int, layer: LayerWeights, x: torch.Tensor) -> torch.Tensor:
         # torch.addmm(b, x, w.t()): F.linear's kernel (see residual_block)
         dim, heads = self.config.dim, self.config.num_heads
         head_dim = dim // heads

@@ -39,7 +39,7 @@ from .arith import ArithmeticEncoder, bytes_consumed, decode_payload, decoder_st
 from .cdf import _integer_cdfs
 from .fixed import CLAMP, FRAC, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
-from .portable_kernel import BlockPass, KernelState, decode_frames, kernel_weights
+from .portable_kernel import KernelState, decode_frames, frame_cdfs, kernel_weights
 from .portable_kernel import step as kernel_step
 from .portable_pass import CausalPass, PassWeights
 
@@ -127,6 +127,10 @@ class _Stream:
         index = np.zeros(self.k, dtype=np.int64) if previous is None else np.asarray(previous, np.int64) + 1
         return kernel_step(self.lm.kernel, self.state, index)
 
+    def cdfs(self, index: np.ndarray) -> np.ndarray:
+        """Integer CDFs ``[n * K, card]`` of the next frames from their LM inputs ``index`` ``[K, n]``."""
+        return frame_cdfs(self.lm.kernel, self.state, index)
+
     def decode(self, last: np.ndarray, ac_state: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
         """Decode ``out.shape[1]`` frames from ``data`` (a whole payload) after frame ``last`` (-1: none)."""
         decode_frames(self.lm.kernel, self.state, last, ac_state, data, out)
@@ -135,9 +139,9 @@ class _Stream:
 class PortableCoder:
     """The ``"lmp1"`` symbol coder (portable; Meta's tool rejects files that use it).
 
-    Encoding runs the LM over blocks of frames (:mod:`.portable_pass`) on ``device``;
-    decoding steps it frame by frame (a compiled CPU kernel, or the block pass with one-frame
-    blocks on other devices). Every device gives the same bits.
+    On the CPU a compiled kernel steps the LM frame by frame, encoding and decoding; on other
+    devices encoding runs it over blocks of frames (:mod:`.portable_pass`) and decoding runs that
+    pass with one-frame blocks. Every device gives the same bits.
 
     Args:
         lm: the integer LM (see :meth:`for_model`).
@@ -187,18 +191,17 @@ def _cdfs(weights: np.ndarray) -> np.ndarray:
 
 
 class _Encoder:
-    """Codes a segment as its frames arrive: the LM runs over each pushed block in one pass
-    (:class:`.portable_kernel.BlockPass` on the CPU, :class:`.portable_pass.CausalPass` elsewhere)."""
+    """Codes a segment as its frames arrive: on the CPU the kernel steps the LM frame by frame, as the
+    decoder does; elsewhere the LM runs over each pushed block in one pass (:class:`.portable_pass.CausalPass`)."""
 
-    _BLOCK = 128  # frames per CausalPass (bounds its attention scores to heads x 128 x 390 int64)
+    _BLOCK = 128  # frames at a time (bounds the CDFs to 128 x K x card int64, CausalPass's scores too)
 
     def __init__(self, coder: PortableCoder, out: BinaryIO, num_codebooks: int) -> None:
         if coder.device.type == "cpu":
-            self._pass = BlockPass(coder.lm, coder.pass_weights(), num_codebooks)
-            self._block = self._pass.max_frames
+            self._pass: _Stream | CausalPass = _Stream(coder.lm, num_codebooks)
         else:
             self._pass = CausalPass(coder.pass_weights(), num_codebooks)
-            self._block = self._BLOCK
+        self._block = self._BLOCK
         self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
@@ -217,8 +220,8 @@ class _Encoder:
         for start in range(0, codes.shape[1], self._block):
             block = codes[:, start : start + self._block]
             index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
-            if isinstance(self._pass, BlockPass):
-                cdfs = self._pass.cdfs_for(index)
+            if isinstance(self._pass, _Stream):
+                cdfs = self._pass.cdfs(index)
             else:
                 cdfs = _cdfs(self._pass.weights_for(torch.from_numpy(index)).cpu().numpy().reshape(-1, card))
             self._ac.push(block.T.ravel(), cdfs)

@@ -1,9 +1,10 @@
-"""The portable integer LM stepped frame by frame on the CPU (numba), and the decoding loop around it.
+"""The portable integer LM stepped frame by frame on the CPU (numba), and the coding loops around it.
 
 :func:`decode_frames` decodes whole frames in one compiled call: per frame the integer LM step
 (embeddings, 5 layers with a key/value window, heads), the exp weights, the integer CDFs
 (:func:`.cdf._integer_cdfs`) and the arithmetic decoder (:func:`.arith._decode`), with no Python
-between symbols. :func:`step` is one LM step alone (teacher forcing, tests).
+between symbols. :func:`frame_cdfs` steps it over known frames for the encoder (the same
+arithmetic, so the same CDFs); :func:`step` is one LM step alone (teacher forcing, tests).
 
 Arithmetic (the same integers as :mod:`.portable_pass`, bit for bit): matrices are int16 and
 activations int64 below ``2**20``; every matrix-vector product is the exact integer sum (below
@@ -17,7 +18,6 @@ divisions (:func:`_floor_div`), which vectorize where integer divisions do not.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numba import njit
 
 from .arith import ERR_STARVED, _decode, decode_error
@@ -85,6 +85,37 @@ def step(weights: tuple, state: KernelState, index: np.ndarray) -> np.ndarray:
     _step(weights, state.keys, state.values, state.window, state.scratch, np.ascontiguousarray(index, np.int64),
           state.heads, state.past)
     return out.copy()
+
+
+def frame_cdfs(weights: tuple, state: KernelState, index: np.ndarray) -> np.ndarray:
+    """Integer CDFs of the next frames, the LM stepped on each (encoding: the decoder's arithmetic).
+
+    Args:
+        weights: :func:`kernel_weights`.
+        state: the segment's LM state (advanced).
+        index: int64 ``[K, n]`` LM inputs of the frames (the previous frame's codes + 1; zeros for the
+            segment's first frame).
+
+    Returns:
+        int64 ``[n * K, card]`` CDFs, frame-major.
+    """
+    k_count, n = index.shape
+    cdfs = np.empty((n * k_count, state.scratch[8].shape[1]), dtype=np.int64)
+    _frame_cdfs(weights, state.keys, state.values, state.window, state.scratch, state.heads, state.past,
+                np.ascontiguousarray(index, np.int64), cdfs)
+    return cdfs
+
+
+@njit(cache=True, nogil=True)
+def _frame_cdfs(weights, keys, values, window, scratch, heads, past, index, cdfs):
+    k_count, n = index.shape
+    column = np.empty(k_count, np.int64)
+    out = scratch[8]
+    for t in range(n):
+        for k in range(k_count):
+            column[k] = index[k, t]
+        _step(weights, keys, values, window, scratch, column, heads, past)
+        _integer_cdfs(out, TOTAL_RANGE_BITS, cdfs[t * k_count : (t + 1) * k_count])
 
 
 def decode_frames(weights: tuple, state: KernelState, previous: np.ndarray, ac_state: np.ndarray,
@@ -361,163 +392,3 @@ def _step(weights, keys, values, window, scratch, index, heads, past):
         _linear(lo, hi, w_heads[k], b_heads[k], acc, logits)
         _head_weights(logits, exp_hi, exp_lo, out[k])
     _advance(window, keys, values, past)
-
-
-# The LM over blocks of frames on the CPU (encoding): torch float64 matrix products (exact, see
-# portable_pass) and the kernel's integer steps, frame by frame where frames depend on each other.
-
-
-class BlockPass:
-    """One segment's integer LM run over blocks of known frames (encoding on the CPU).
-
-    The matrix products of a block are float64 matrix products (torch; exact, as in
-    :mod:`.portable_pass`); the rest is the decoding kernel's code, so both give the same bits.
-
-    Args:
-        lm: the :class:`~fastencodec.entropy.portable.PortableLM`.
-        matrices: its :class:`~fastencodec.entropy.portable_pass.PassWeights` on the CPU.
-        num_codebooks: codebooks of the segment.
-    """
-
-    def __init__(self, lm, matrices, num_codebooks: int) -> None:
-        cfg = lm.config
-        self.lm = lm
-        self.k = num_codebooks
-        self.state = KernelState(cfg, num_codebooks)
-        # Frames per pass: at most the window (its buffers then hold a pass uncompacted), and a
-        # bound on the products' buffers (kept between passes: fresh ones cost page faults).
-        self.max_frames = min(cfg.past_context, 256)
-        dim = cfg.dim
-        m = matrices
-        self._w_q = [m.w_in[i, :dim].T for i in range(cfg.num_layers)]
-        self._w_kv = [m.w_in[i, dim:].T for i in range(cfg.num_layers)]
-        self._w_out = [m.w_out[i].T for i in range(cfg.num_layers)]
-        self._w1 = [m.w1[i].T for i in range(cfg.num_layers)]
-        self._w2 = [m.w2[i].T for i in range(cfg.num_layers)]
-        self._w_heads = m.w_heads[:num_codebooks].reshape(-1, dim).T
-        self._buffers: dict[tuple, np.ndarray] = {}
-
-    def cdfs_for(self, index: np.ndarray) -> np.ndarray:
-        """Integer CDFs of the next frames of the segment.
-
-        Args:
-            index: int64 ``[K, n]`` LM inputs of those frames (the previous frame's codes + 1; zeros
-                for the segment's first frame).
-
-        Returns:
-            int64 ``[n * K, card]`` CDFs, frame-major.
-        """
-        most = self.max_frames
-        parts = [self._pass(index[:, a : a + most]) for a in range(0, index.shape[1], most)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _pass(self, index: np.ndarray) -> np.ndarray:
-        cfg, st = self.lm.config, self.state
-        weights = self.lm.kernel
-        b_q, b_kv, b_out, b1, b2, norms = (weights[i] for i in (3, 5, 7, 9, 11, 12))
-        n = index.shape[1]
-        if st.window[_END] + n + 1 >= st.keys.shape[2]:
-            _compact(st.window, st.keys, st.values)
-        x = self._buffer("x", n, cfg.dim, np.int64)
-        _embed_block(weights, np.ascontiguousarray(index.T), st.window[_POSITION], x)
-        attn = self._buffer("attn", n, cfg.dim, np.int64)
-        for i in range(cfg.num_layers):
-            q = self._product("q", x, self._w_q[i], b_q[i])
-            kv = self._product("kv", x, self._w_kv[i], b_kv[i])
-            _attend_block(q, kv, b_kv, st.keys, st.values, st.window, i, st.heads, st.past, weights[16],
-                          weights[17], st.scratch[6], attn)
-            _residual_norm_block(x, self._product("proj", attn, self._w_out[i], b_out[i]), norms[i, 0])
-            hidden = self._product("hidden", x, self._w1[i], b1[i])
-            _gelu_block(hidden, weights[18])
-            _residual_norm_block(x, self._product("proj", hidden, self._w2[i], b2[i]), norms[i, 1])
-        cdfs = np.empty((n * self.k, cfg.card), dtype=np.int64)
-        head_weights = self._buffer("head weights", n, self.k * cfg.card, np.int64).reshape(cdfs.shape)
-        _head_cdfs(self._float_product(x, self._w_heads), weights[14][: self.k], weights[16], weights[17],
-                   head_weights, cdfs)
-        _end_block(st.window, st.keys, st.values, st.past, n)
-        return cdfs
-
-    def _buffer(self, name: str, rows: int, cols: int, dtype) -> np.ndarray:
-        """The first ``rows`` rows of a kept ``[max_frames, cols]`` array."""
-        key = (name, cols)
-        if key not in self._buffers:
-            self._buffers[key] = np.empty((self.max_frames, cols), dtype=dtype)
-        return self._buffers[key][:rows]
-
-    def _float_product(self, x: np.ndarray, weight_t: torch.Tensor) -> np.ndarray:
-        """``x W^T`` of int64 rows ``x``, a float64 matrix product (exact)."""
-        xf = self._buffer("x64", x.shape[0], x.shape[1], np.float64)
-        xf[:] = x
-        acc = self._buffer("acc", x.shape[0], weight_t.shape[1], np.float64)
-        torch.mm(torch.from_numpy(xf), weight_t, out=torch.from_numpy(acc))
-        return acc
-
-    def _product(self, name: str, x: np.ndarray, weight_t: torch.Tensor, bias: np.ndarray) -> np.ndarray:
-        """clamp(floor((x W^T + b) / 2**12)) of int64 rows ``x``."""
-        acc = self._float_product(x, weight_t)
-        out = self._buffer(name, acc.shape[0], acc.shape[1], np.int64)
-        _bias_shift(acc, bias, out)
-        return out
-
-
-@njit(cache=True, nogil=True)
-def _bias_shift(acc, bias, out):
-    n, m = acc.shape
-    for t in range(n):
-        for o in range(m):
-            out[t, o] = _clamp((np.int64(acc[t, o]) + bias[o]) >> FRAC)
-
-
-@njit(cache=True, nogil=True)
-def _embed_block(weights, index, position, x):
-    for t in range(x.shape[0]):
-        _embed(weights, index[t], position + t, x[t])
-
-
-@njit(cache=True, nogil=True)
-def _attend_block(q, kv, b_kv, keys, values, window, layer, heads, past, exp_hi, exp_lo, row, attn):
-    """Attention of a block's frames of one layer, frame by frame through the window (not moved)."""
-    dim = q.shape[1]
-    start, end = window[_START], window[_END]
-    for t in range(q.shape[0]):
-        if t == 0 and not window[_STARTED]:
-            _first_keys(b_kv, keys, values, layer, start)
-        for i in range(dim):
-            keys[layer, i, end] = kv[t, i]
-            values[layer, i, end] = kv[t, dim + i]
-        _attention(q[t], keys[layer], values[layer], start, end, heads, exp_hi, exp_lo, row, attn[t])
-        end += 1
-        if end - start > past:
-            start += 1
-
-
-@njit(cache=True, nogil=True)
-def _end_block(window, keys, values, past, n):
-    """The window after ``n`` frames (:func:`_advance` each; the pass made room, so none compacts)."""
-    for _ in range(n):
-        _advance(window, keys, values, past)
-
-
-@njit(cache=True, nogil=True)
-def _residual_norm_block(x, proj, norm):
-    for t in range(x.shape[0]):
-        _residual_norm(x[t], proj[t], norm[0], norm[1])
-
-
-@njit(cache=True, nogil=True)
-def _gelu_block(hidden, table):
-    for t in range(hidden.shape[0]):
-        _gelu(hidden[t], table)
-
-
-@njit(cache=True, nogil=True)
-def _head_cdfs(acc, b_heads, exp_hi, exp_lo, weights, cdfs):
-    """CDFs ``[n * K, card]`` (and their ``weights``) from the heads' products ``acc`` ``[n, K * card]``."""
-    k_count, card = b_heads.shape
-    logits = np.empty(card, dtype=np.int64)
-    for t in range(acc.shape[0]):
-        for k in range(k_count):
-            for s in range(card):
-                logits[s] = _clamp((np.int64(acc[t, k * card + s]) + b_heads[k, s]) >> FRAC)
-            _head_weights(logits, exp_hi, exp_lo, weights[t * k_count + k])
-    _integer_cdfs(weights, TOTAL_RANGE_BITS, cdfs)

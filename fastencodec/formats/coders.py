@@ -160,6 +160,13 @@ def coder_for(tag: str, model_name: str, bits: int, lm_weights: LMWeights = None
     return factory(model_name, bits, lm_weights, device)
 
 
+def _resolved(device: torch.device) -> torch.device:
+    """``device`` with its index (``cuda`` is the current CUDA device), so equal devices share a key."""
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 class CoderCache:
     """Symbol coders built on demand (:func:`coder_for`) and kept: a command over many files loads
     each LM once. A coder codes one segment at a time, so a cache serves one thread."""
@@ -172,7 +179,7 @@ class CoderCache:
     ) -> SymbolCoder:
         """The coder :func:`coder_for` builds for these arguments, built on first use."""
         weights = None if lm_weights is None else os.fspath(lm_weights)
-        key = (tag, model_name, bits, weights, None if device is None else str(torch.device(device)))
+        key = (tag, model_name, bits, weights, None if device is None else str(_resolved(torch.device(device))))
         if key not in self._coders:
             self._coders[key] = coder_for(tag, model_name, bits, lm_weights, device)
         return self._coders[key]

@@ -452,8 +452,9 @@ class EcdcReader:
         if coded_on is not None and here is not None and coded_on != here:
             raise EcdcError(
                 f"the file was coded with Meta's LM on {coded_on.upper() if coded_on == 'cpu' else coded_on}, "
-                f"and Meta's lm mode decodes only on the kind of device that coded it; decode it with "
-                f"device={coded_on!r} (--device {coded_on}), not on {here} (the portable lmp1 mode decodes anywhere)"
+                f"and Meta's lm mode decodes only on the kind of device that coded it; decode it with a model "
+                f"on {coded_on} (device={coded_on!r}, --device {coded_on}), not on {here} (the portable lmp1 mode "
+                "decodes anywhere)"
             )
         return coder
 
@@ -487,6 +488,10 @@ class _Zeros:
 
     def read(self, frames: int) -> np.ndarray:
         return np.zeros((self._num_codebooks, frames), dtype=np.int64)
+
+
+LM_DEVICES = ("cuda",)
+"""Device kinds an ``lm`` file's header may record as ``ld`` (where its LM ran, if not the CPU)."""
 
 
 def _lm_device(header: EcdcHeader, device: Device) -> Device:
@@ -536,8 +541,8 @@ def _read_header(fileobj: BinaryIO, max_codebooks: int) -> tuple[EcdcHeader, byt
     if fingerprint is not None and not (isinstance(fingerprint, str) and 0 < len(fingerprint) <= 64):
         raise EcdcError(f"metadata fp must be a short string, got {fingerprint!r}")
     lm_device = meta.get("ld")
-    if lm_device is not None and not (isinstance(lm_device, str) and 0 < len(lm_device) <= 16 and lm_device.isalnum()):
-        raise EcdcError(f"metadata ld must be a device kind such as 'cuda', got {lm_device!r}")
+    if lm_device is not None and (lm_device not in LM_DEVICES or coder != "lm"):
+        raise EcdcError(f"metadata ld must be one of {LM_DEVICES} in an lm file, got {lm_device!r} in a {coder} file")
     checksum = meta.get("crc")
     if checksum not in (None, _CHECKSUM_NAME, _PAYLOAD_CHECKSUM_NAME):
         raise EcdcError(f"unsupported checksum {checksum!r}")

@@ -243,9 +243,9 @@ def compress(
         entropy: how the codes are stored: ``"bits"`` (plain packing, the default), ``"lm"``
             (Meta's LM entropy coding, as ``encodec --lm``; Meta's tool reads it) or ``"lmp1"``
             (portable LM coding, decodable on any machine; fastencodec only). The LM modes need the
-            ``entropy`` extra and Meta's LM weights for the 24 or 48 kHz model. ``"lm"`` runs the
-            LM where the model runs, as Meta's package does; a file coded on a CUDA GPU decodes
-            only on a CUDA GPU (its header says so), one coded on the CPU only on a CPU.
+            ``entropy`` extra and Meta's LM weights for the 24 or 48 kHz model. ``"lm"`` runs
+            Meta's LM on the CPU whatever ``device``, so that Meta's tool reads the file
+            (``EcdcFile.write(device="cuda")`` codes it on a GPU; such a file decodes only there).
         lm_weights: the LM checkpoint (default: torch hub's cache, downloaded from Meta if missing).
 
     Returns:

@@ -71,7 +71,15 @@ class Networks:
             raise ValueError(f"precision {self.precision!r} on CUDA needs Triton (pip install triton)")
 
     def _uses_kernels(self) -> bool:
-        return self.device.type == "cuda" and triton_available()
+        return self.device.type == "cuda" and triton_available() and self._kernels_fit
+
+    @functools.cached_property
+    def _kernels_fit(self) -> bool:
+        from fastencodec.kernels.cuda import supports
+
+        return all(
+            supports(flatten(getattr(self.model, part).layers), self.precision, part) for part in ("encoder", "decoder")
+        )
 
     def _steps(self, part: str) -> list:
         return self._graphed(part).fn.steps

@@ -36,6 +36,7 @@ INPUT_PRECISION = {
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
 In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused). The LSTM's
 products take float32 operands in ``bf16``, with TF32 products, and float16 operands in ``fp16``
+(``"fp16"``, not a Triton setting: :meth:`CudaNetwork._lstm` then passes ``"ieee"``, unused)
 (its inputs, weights and hidden states: the same 10-bit mantissa as TF32, half the bytes); its cell
 state and sums are float32 in every mode."""
 
@@ -49,6 +50,15 @@ LSTM_TILES = {"ieee": (16, 16, 64), "tf32x3": (16, 32, 64), "tf32": (16, 32, 64)
 LSTM_UNIT_TILES = {"ieee": (16, 4, 64), "tf32x3": (16, 4, 64), "tf32": (16, 4, 64), "fp16": (16, 4, 64)}
 """Tiles of :func:`~.triton_ops.lstm_step_units_kernel` per product precision (items, hidden units
 and reduction chunk a program), which replaces the tile kernel where a precision is listed."""
+
+
+def supports(steps: list[Step], precision: str, network: str) -> bool:
+    """Whether :class:`CudaNetwork` can run ``steps`` in ``precision``: each LSTM's width must be a
+    multiple of its step kernel's unit and reduction tiles (others run in torch)."""
+    _, lstm_prec = INPUT_PRECISION[precision, network]
+    _, units, chunk = LSTM_UNIT_TILES.get(lstm_prec, LSTM_TILES[lstm_prec])
+    widths = [step.module.lstm.hidden_size for step in steps if isinstance(step, LSTMStep)]
+    return all(width % units == 0 and width % chunk == 0 for width in widths)
 
 
 def _pow2(n: int, low: int, high: int) -> int:
@@ -194,7 +204,7 @@ class CudaNetwork:
         if self.lstm_prec in LSTM_UNIT_TILES:
             bm, units, bk = LSTM_UNIT_TILES[self.lstm_prec]
             bu = units
-        if width % bu or width % bk:
+        if width % bu or width % bk:  # supports() says so first
             raise ValueError(f"the LSTM kernel needs a width divisible by {max(bu, bk)}, not {width}")
         for layer in range(lstm.num_layers):
             w_ih = getattr(lstm, f"weight_ih_l{layer}")

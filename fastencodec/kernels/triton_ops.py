@@ -5,7 +5,7 @@ Activations are ``[batch, time, channels]``. Every kernel computes each batch it
 the same tiles, the same reduction order and no atomics whatever the batch size, so an
 item's result does not depend on its batch-mates. Products are summed in float32;
 ``prec`` is Triton's ``input_precision`` (``"ieee"``: true float32, ``"tf32"``), ignored
-for bfloat16 operands. Triton is imported only when this module is.
+for bfloat16 and float16 operands. Triton is imported only when this module is.
 """
 
 from __future__ import annotations
