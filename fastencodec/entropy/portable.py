@@ -36,7 +36,7 @@ import torch
 from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
 
 from .arith import ArithmeticEncoder, bytes_consumed, decode_payload, decoder_state
-from .cdf import _integer_cdfs
+from .cdf import TOTAL_RANGE_BITS, _integer_cdfs
 from .fixed import CLAMP, FRAC, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
 from .portable_kernel import KernelState, decode_frames, frame_cdfs, kernel_weights
@@ -186,7 +186,7 @@ class PortableCoder:
 
 def _cdfs(weights: np.ndarray) -> np.ndarray:
     out = np.empty(weights.shape, dtype=np.int64)
-    _integer_cdfs(weights, 24, out)
+    _integer_cdfs(weights, TOTAL_RANGE_BITS, out)
     return out
 
 
