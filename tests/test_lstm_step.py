@@ -40,6 +40,7 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
     """Models whose LSTM width the step kernel's tiles do not divide run in torch instead."""
     pytest.importorskip("triton")
     from fastencodec.engine.policy import PRECISIONS
+    from fastencodec.kernels import Networks
     from fastencodec.kernels.cuda import supports
     from fastencodec.kernels.plan import flatten
     from fastencodec.nn.config import META_24KHZ
@@ -51,6 +52,7 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
         for part in ("encoder", "decoder"):
             assert not supports(flatten(getattr(tiny, part).layers), precision, part)
             assert supports(flatten(getattr(full, part).layers), precision, part)
+    assert not Networks(tiny)._kernels_fit and Networks(full)._kernels_fit  # what picks the kernels on CUDA
 
 
 @pytest.mark.slow
