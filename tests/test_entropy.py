@@ -105,6 +105,7 @@ def test_meta_decompress_reads_our_lm_file(meta_models, coders):
         prev = 1 + torch.tensor(got)[None, :, None]
 
 
+@pytest.mark.slow
 def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     state = load_lm_state("encodec_24khz")
     meta = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
@@ -482,6 +483,7 @@ assert np.array_equal(out[:40], w.astype(np.int64) @ x)
 """
 
 
+@pytest.mark.slow
 def test_pair_products_follow_numbas_features_with_avx_off(tmp_path):
     """With ``NUMBA_ENABLE_AVX=0`` numba compiles without AVX: the products must use the generic
     code (an AVX-512 intrinsic there aborts LLVM, killing the process) and still be exact."""

@@ -107,6 +107,7 @@ def interpreted_check() -> None:
     check_musicgen()
 
 
+@pytest.mark.slow
 def test_few_rows_kernel_under_the_triton_interpreter():
     pytest.importorskip("triton")
     pytest.importorskip("transformers")
