@@ -35,10 +35,9 @@ INPUT_PRECISION = {
 ``tf32x3`` splits each float32 operand into two TF32 parts (three tensor-core products, error
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
 In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused). The LSTM's
-products take float32 operands in ``bf16``, with TF32 products, and float16 operands in ``fp16``
-(``"fp16"``, not a Triton setting: :meth:`CudaNetwork._lstm` then passes ``"ieee"``, unused)
-(its inputs, weights and hidden states: the same 10-bit mantissa as TF32, half the bytes); its cell
-state and sums are float32 in every mode."""
+products take float32 operands in ``bf16``, with TF32 products; in ``fp16`` (marked ``"fp16"``, not a
+Triton setting) float16 operands: its inputs, weights and hidden states, the same 10-bit mantissa as
+TF32 in half the bytes. Its cell state and sums are float32 in every mode."""
 
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
@@ -52,9 +51,13 @@ def supports(steps: list[Step], precision: str, network: str) -> bool:
     """Whether :class:`CudaNetwork` can run ``steps`` in ``precision``: each LSTM's width must be a
     multiple of its step kernel's unit and reduction tiles (others run in torch)."""
     _, lstm_prec = INPUT_PRECISION[precision, network]
+    return all(_lstm_fits(step.module.lstm.hidden_size, lstm_prec) for step in steps if isinstance(step, LSTMStep))
+
+
+def _lstm_fits(width: int, lstm_prec: str) -> bool:
+    """Whether the LSTM step kernel's tiles for ``lstm_prec`` divide ``width``."""
     _, units, chunk = LSTM_TILES[lstm_prec]
-    widths = [step.module.lstm.hidden_size for step in steps if isinstance(step, LSTMStep)]
-    return all(width % units == 0 and width % chunk == 0 for width in widths)
+    return width % units == 0 and width % chunk == 0
 
 
 def _pow2(n: int, low: int, high: int) -> int:
@@ -196,7 +199,7 @@ class CudaNetwork:
         layer_in = h.to(operand)
         out = h.new_empty(batch, steps, width)
         bm, bu, bk = LSTM_TILES[self.lstm_prec]
-        if width % bu or width % bk:  # supports() says so first
+        if not _lstm_fits(width, self.lstm_prec):  # supports() says so first
             raise ValueError(f"the LSTM kernel needs a width divisible by {max(bu, bk)}, not {width}")
         for layer in range(lstm.num_layers):
             w_ih = getattr(lstm, f"weight_ih_l{layer}")
