@@ -1,11 +1,11 @@
-"""The CUDA LSTM step kernel (``triton_ops.lstm_step_kernel``) per product precision and tile
-choice: microseconds per time step of one layer, 750 steps replayed as one CUDA graph.
+"""The CUDA LSTM step kernel (``triton_ops.lstm_step_kernel``) per product precision and number of
+hidden units a program: microseconds per time step of one layer, 750 steps replayed as one CUDA graph.
 
 ``python benchmarks/lstm_step.py`` on one CUDA GPU. Width 512 (the 24 and 48 kHz models), batches
-of 1, 64 and 256 items; 16 items a program and a 64-wide reduction chunk; 16 or 32 hidden units a
-program; and ``lstm_step_units_kernel`` (every gate of 4 or 8 units in one product). Float32
-operands for ``ieee``, ``tf32x3`` and ``tf32`` products, float16 operands (the ``fp16`` mode) for
-``fp16``. Marks the tiles :data:`~fastencodec.kernels.cuda.LSTM_TILES` picks.
+of 1, 64 and 256 items; items a program and reduction chunk as
+:data:`~fastencodec.kernels.cuda.LSTM_TILE`; 4, 8 or 16 hidden units a program (each with its four
+gates). Float32 operands for ``ieee``, ``tf32x3`` and ``tf32`` products, float16 operands (the
+``fp16`` mode) for ``fp16``. Marks the units ``LSTM_TILE`` picks.
 """
 
 from __future__ import annotations
@@ -20,36 +20,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.throughput import cuda_ms  # noqa: E402
 from fastencodec.kernels import triton_ops as ops  # noqa: E402
-from fastencodec.kernels.cuda import LSTM_TILES  # noqa: E402
+from fastencodec.kernels.cuda import LSTM_TILE  # noqa: E402
 
 WIDTH, STEPS = 512, 750
+PRECISIONS = ("ieee", "tf32x3", "tf32", "fp16")
+UNITS = (4, 8, 16)
 
 
-def step_us(batch: int, precision: str, units: int, gates_together: bool = False) -> float:
-    """Microseconds a step of ``STEPS`` steps captured in one CUDA graph (median of replays);
-    ``gates_together``: the units kernel (weights in its layout) instead of the tile kernel."""
+def step_us(batch: int, precision: str, units: int) -> float:
+    """Microseconds a step of ``STEPS`` steps captured in one CUDA graph (median of replays)."""
     dtype = torch.float16 if precision == "fp16" else torch.float32
     weights = (torch.randn(WIDTH, 4 * WIDTH, device="cuda") * 0.04).to(dtype)
+    weights = ops.units_layout(weights, units).contiguous()
     gates = torch.randn(batch, STEPS, 4 * WIDTH, device="cuda") * 0.5
     hidden = torch.zeros(batch, STEPS, WIDTH, device="cuda", dtype=dtype)
     cell = torch.zeros(batch, WIDTH, device="cuda")
-    items, _, chunk = LSTM_TILES[precision]
-    if gates_together:
-        weights = ops.units_layout(weights, units).contiguous()
+    items, _, chunk = LSTM_TILE
 
     def layer():
         for t in range(STEPS):
-            if gates_together:
-                ops.lstm_step_units_kernel[(triton.cdiv(batch, items), WIDTH // units)](
-                    gates, weights, hidden, cell, hidden, hidden, t, STEPS, batch,
-                    H=WIDTH, ADD=False, PREC="ieee" if precision == "fp16" else precision,
-                    BM=items, U=units, BK=chunk, num_warps=4,
-                )  # fmt: skip
-                continue
             ops.lstm_step_kernel[(triton.cdiv(batch, items), WIDTH // units)](
                 gates, weights, hidden, cell, hidden, hidden, t, STEPS, batch,
                 H=WIDTH, ADD=False, PREC="ieee" if precision == "fp16" else precision,
-                BM=items, BU=units, BK=chunk, num_warps=4,
+                BM=items, U=units, BK=chunk, num_warps=4,
             )  # fmt: skip
 
     stream = torch.cuda.Stream()
@@ -66,15 +59,11 @@ def step_us(batch: int, precision: str, units: int, gates_together: bool = False
 @torch.inference_mode()
 def main() -> None:
     torch.manual_seed(0)
-    print("| batch | products | 16 units a program | 32 units a program | gates together, 4 units | 8 units |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| batch | products | " + " | ".join(f"{u} units a program" for u in UNITS) + " |")
+    print("|---:|---|" + "---:|" * len(UNITS))
     for batch in (1, 64, 256):
-        for precision in LSTM_TILES:
-            cells = []
-            for units in (16, 32):
-                mark = " (used)" if LSTM_TILES[precision][1] == units else ""
-                cells.append(f"{step_us(batch, precision, units):.2f} us{mark}")
-            cells += [f"{step_us(batch, precision, units, gates_together=True):.2f} us" for units in (4, 8)]
+        for precision in PRECISIONS:
+            cells = [f"{step_us(batch, precision, u):.2f} us{' (used)' if u == LSTM_TILE[1] else ''}" for u in UNITS]
             print(f"| {batch} | {precision} | {' | '.join(cells)} |", flush=True)
 
 

@@ -9,6 +9,8 @@ random audio (each level from the residual left by the previous ones), so tokens
 from __future__ import annotations
 
 import importlib.machinery
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -425,3 +427,13 @@ def encode_meta_lm_file(name: str, length: int, segments, coder) -> bytes:
         encoder.push(codes[:, codes.shape[1] // 2 :])
         encoder.finish()
     return fo.getvalue()
+
+
+def run_under_triton_interpreter(module: str, function: str = "interpreted_check") -> None:
+    """Run ``module.function()`` in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be set
+    before Triton is imported: the CUDA kernels then run on CPU tensors) and assert it succeeded."""
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    code = f"from {module} import {function}; {function}()"
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -233,6 +233,7 @@ def many(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_shards(many, models, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     common = ["--model", models["24"], "--shard-size", "2", "--workers", "1", "-q"]
@@ -252,6 +253,7 @@ def test_resume_after_sigkill_gives_identical_shards(many, models, tmp_path):
     assert len(list(read_shards(killed))) == 12
 
 
+@pytest.mark.slow
 def test_two_ranks_write_exactly_the_shards_of_one_process(many, models, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     common = ["--model", models["24"], "--shard-size", "3", "--workers", "0", "-q"]
@@ -290,6 +292,7 @@ def test_datasets_and_pandas_read_the_shards(corpus, codec24, tmp_path):
     assert list(frame["path"]) == [r.path for r in rows[: len(frame)]]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra: ray)")
 def test_ray_data_path_writes_the_same_shards(corpus, codec24, models, tmp_path):
     import ray
@@ -479,6 +482,7 @@ def test_a_decode_timeout_that_is_not_positive_is_refused(with_long, codec24, tm
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_worker_decoding_its_way_to_a_far_offset_is_not_taken_for_hung(codec24, tmp_path):
     """An MP3 segment near the end of a long file is decoded from the start (no audio sent for a
     while): the worker's heartbeats keep a short ``decode_timeout`` from stopping it."""

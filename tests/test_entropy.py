@@ -105,6 +105,7 @@ def test_meta_decompress_reads_our_lm_file(meta_models, coders):
         prev = 1 + torch.tensor(got)[None, :, None]
 
 
+@pytest.mark.slow
 def test_lm_matches_meta_bit_for_bit_past_the_window(torch_home, one_thread):
     state = load_lm_state("encodec_24khz")
     meta = LMModel(32, 1024, num_layers=5, dim=200, past_context=262).eval()
@@ -403,6 +404,32 @@ def test_portable_encoders_match_the_decoding_kernel_past_the_window():
     np.testing.assert_array_equal(got, integer_cdfs(want.reshape(-1, want.shape[-1])))
 
 
+def test_portable_round_trip_past_a_short_window():
+    """An lmp1 segment longer than the LM's window (here 7 rows), pushed in pieces that do not align
+    with the encoder's 128-frame calls: the encoder's state compacts as it fills, the decoder's (sized
+    for the segment) does not, and the codes come back; LM inputs of the wrong shape are refused."""
+    import dataclasses
+
+    from fastencodec.entropy.portable import PortableCoder, PortableLM
+    from fastencodec.entropy.portable_kernel import KernelState, frame_cdfs
+
+    state = lcg_state("encodec_24khz")
+    config = dataclasses.replace(lm_config("encodec_24khz", state), past_context=6)
+    lm = PortableLM(state, config)
+    coder = PortableCoder(lm)
+    codes = lcg_codes(3, 300, 11)
+    out = io.BytesIO()
+    encoder = coder.encoder(out, 3)
+    for a, b in ((0, 1), (1, 141), (141, 300)):
+        encoder.push(codes[:, a:b])
+    encoder.finish()
+    decoder = coder.decoder(io.BytesIO(out.getvalue()), 3, 300)
+    np.testing.assert_array_equal(np.concatenate([decoder.read(13), decoder.read(287)], axis=1), codes)
+    for bad in (np.zeros((2, 4), np.int64), np.zeros(3, np.int64), np.full((3, 2), 1026, np.int64)):
+        with pytest.raises(ValueError, match="LM inputs"):
+            frame_cdfs(lm.kernel, KernelState(config, 3), bad)
+
+
 @pytest.mark.parametrize("isa", ["avx512bw", "avx2", "generic"])
 def test_pair_products_are_exact_at_their_bounds(isa):
     """The decoding kernel's int32-lane matrix products (every instruction set this machine can run)
@@ -456,6 +483,7 @@ assert np.array_equal(out[:40], w.astype(np.int64) @ x)
 """
 
 
+@pytest.mark.slow
 def test_pair_products_follow_numbas_features_with_avx_off(tmp_path):
     """With ``NUMBA_ENABLE_AVX=0`` numba compiles without AVX: the products must use the generic
     code (an AVX-512 intrinsic there aborts LLVM, killing the process) and still be exact."""

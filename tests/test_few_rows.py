@@ -6,9 +6,6 @@ imported); on a GPU the same checks at the published shapes (skipped without CUD
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests import support
 
 
 def reference(x, weight, bias=None, residual=None, norm=None, activation=None):
@@ -110,13 +107,11 @@ def interpreted_check() -> None:
     check_musicgen()
 
 
+@pytest.mark.slow
 def test_few_rows_kernel_under_the_triton_interpreter():
     pytest.importorskip("triton")
     pytest.importorskip("transformers")
-    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    code = "from tests.test_few_rows import interpreted_check; interpreted_check()"
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    support.run_under_triton_interpreter("tests.test_few_rows")
 
 
 def test_few_rows_kernel_compiles_for_hopper_without_a_gpu():

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -151,6 +152,7 @@ def mutate(state: dict[str, torch.Tensor], mutation: tuple) -> dict[str, torch.T
     return state
 
 
+@pytest.mark.slow
 def test_fuzzed_checkpoints_load_or_fail_cleanly(tmp_path, tiny24):
     state = load_file(str(tiny24 / "model.safetensors"))
     config = (tiny24 / "config.json").read_text()

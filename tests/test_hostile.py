@@ -147,6 +147,7 @@ def test_segment_length_and_overlap_checked_at_load(tmp_path, tiny48, changes, m
     assert time.perf_counter() - start < 10
 
 
+@pytest.mark.slow
 def test_negative_segment_length_fails_on_the_command_line(tmp_path, tiny48):
     directory = hf_dir_with_config(tiny48, tmp_path / "model", chunk_length_s=-1)
     source = write_wav(tmp_path / "in.wav", 48_000, 2, 0.1)
@@ -248,6 +249,7 @@ def _expanded_view(tmp_path):
     return path, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make, message",
     [(_deflate_bomb, "expands to"), (_expanded_view, "bytes as float32")],
@@ -554,6 +556,7 @@ def start_stream_compress(directory: Path, model: Path, output: str, *extra: str
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_remove_the_temporary_file(tmp_path, meta24, signum):
     proc = start_stream_compress(tmp_path, meta24[1], "out.ecdc")
@@ -562,6 +565,7 @@ def test_sigterm_and_sighup_remove_the_temporary_file(tmp_path, meta24, signum):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_concurrent_compress_without_force_cannot_both_succeed(tmp_path, capsys, meta24):
     """The first run checks OUTPUT before the second creates it; at commit it must refuse."""
     first = start_stream_compress(tmp_path, meta24[1], "out.ecdc")

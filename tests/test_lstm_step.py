@@ -4,15 +4,11 @@ the same alone and in a batch, on CPU through Triton's interpreter (a subprocess
 must be set before Triton is imported; on a GPU, test_kernels_gpu.py checks whole networks); and
 the widths the kernel takes."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import support
+
 TOLERANCE = {"exact": 1e-5, "tf32": 1e-5, "fp16": 5e-3}
 """Largest error relative to the largest output (the interpreter computes TF32 products in float32)."""
 
@@ -44,11 +40,11 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
     """Models whose LSTM width the step kernel's tiles do not divide run in torch instead."""
     pytest.importorskip("triton")
     from fastencodec.engine.policy import PRECISIONS
+    from fastencodec.kernels import Networks
     from fastencodec.kernels.cuda import supports
     from fastencodec.kernels.plan import flatten
     from fastencodec.nn.config import META_24KHZ
     from fastencodec.nn.model import EncodecModel
-    from tests import support
 
     tiny = support.tiny_codec().model  # an LSTM 32 wide
     full = EncodecModel(META_24KHZ)  # 512 wide
@@ -56,12 +52,10 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
         for part in ("encoder", "decoder"):
             assert not supports(flatten(getattr(tiny, part).layers), precision, part)
             assert supports(flatten(getattr(full, part).layers), precision, part)
+    assert not Networks(tiny)._kernels_fit and Networks(full)._kernels_fit  # what picks the kernels on CUDA
 
 
 @pytest.mark.slow
 def test_lstm_step_kernel_under_the_triton_interpreter():
     pytest.importorskip("triton")
-    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    code = "from tests.test_lstm_step import interpreted_check; interpreted_check()"
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    support.run_under_triton_interpreter("tests.test_lstm_step")

@@ -95,6 +95,7 @@ def test_transformers_48khz(hf48, bandwidth):
     assert_audio_close(codec.decode(tokens), ref_audio)
 
 
+@pytest.mark.slow
 def test_transformers_32khz_musicgen_config(hf32):
     model, path = hf32
     codec = EnCodec.from_pretrained(path)

@@ -6,10 +6,6 @@ and (slow, needs Triton) the kernels' per-item padding run through Triton's inte
 GPU (skipped without CUDA and Triton): the public API on the 24 and 32 kHz models in every mode.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +19,6 @@ from fastencodec.nn.config import EncodecConfig
 from fastencodec.nn.layers import Conv1d
 from fastencodec.nn.model import EncodecModel
 from tests import support
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def small_model(causal: bool, ratios: list[int], seed: int = 0) -> EncodecModel:
@@ -162,10 +156,7 @@ def interpreted_codec_check() -> None:
 @pytest.mark.slow
 def test_ragged_kernels_under_the_triton_interpreter():
     pytest.importorskip("triton")
-    env = os.environ | {"TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    code = "from tests.test_ragged import interpreted_check; interpreted_check()"
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    support.run_under_triton_interpreter("tests.test_ragged")
 
 
 @pytest.mark.slow

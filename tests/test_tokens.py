@@ -102,13 +102,13 @@ def test_forged_lengths_fail_fast(codec48):
 def test_many_short_items_encode_in_linear_time(codec24):
     import time
 
-    items = [np.full(1, 0.1, np.float32)] * 4_000
+    items = [np.full(1, 0.1, np.float32)] * 400
     start = time.perf_counter()
     tokens = codec24.encode(items)
     small = time.perf_counter() - start
     start = time.perf_counter()
     codec24.encode(items * 4)
-    assert tokens.shape == (4_000, 8, 1)
+    assert tokens.shape == (400, 8, 1)
     assert time.perf_counter() - start < 4 * small * 2.5 + 1.0  # linear, with room for a noisy machine
 
 

@@ -36,7 +36,7 @@ import torch
 from fastencodec.formats.ecdc import DamagedSegmentError, EcdcError
 
 from .arith import ArithmeticEncoder, bytes_consumed, decode_payload, decoder_state
-from .cdf import _integer_cdfs
+from .cdf import TOTAL_RANGE_BITS, _integer_cdfs
 from .fixed import CLAMP, FRAC, fixed, tables
 from .lm import LMConfig, lm_config, load_lm_state
 from .portable_kernel import KernelState, decode_frames, frame_cdfs, kernel_weights
@@ -186,7 +186,7 @@ class PortableCoder:
 
 def _cdfs(weights: np.ndarray) -> np.ndarray:
     out = np.empty(weights.shape, dtype=np.int64)
-    _integer_cdfs(weights, 24, out)
+    _integer_cdfs(weights, TOTAL_RANGE_BITS, out)
     return out
 
 
@@ -201,7 +201,6 @@ class _Encoder:
             self._pass: _Stream | CausalPass = _Stream(coder.lm, num_codebooks)
         else:
             self._pass = CausalPass(coder.pass_weights(), num_codebooks)
-        self._block = self._BLOCK
         self._lm = coder.lm
         self._out = out
         self._payload = io.BytesIO()
@@ -217,8 +216,8 @@ class _Encoder:
         if codes.size and (codes.min() < 0 or codes.max() >= card):
             raise ValueError(f"codes must lie in [0, {card})")
         codes = codes.astype(np.int64)
-        for start in range(0, codes.shape[1], self._block):
-            block = codes[:, start : start + self._block]
+        for start in range(0, codes.shape[1], self._BLOCK):
+            block = codes[:, start : start + self._BLOCK]
             index = np.concatenate([self._previous[:, None], block[:, :-1]], axis=1) + 1
             if isinstance(self._pass, _Stream):
                 cdfs = self._pass.cdfs(index)

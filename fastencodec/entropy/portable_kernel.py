@@ -79,8 +79,19 @@ class KernelState:
         )
 
 
+def _check_index(state: KernelState, index: np.ndarray, ndim: int) -> None:
+    """Raise ValueError unless ``index`` has ``ndim`` axes, the state's K first, values in ``0 .. card``
+    (the compiled kernel checks no bounds)."""
+    k_count, card = state.scratch[8].shape
+    if index.ndim != ndim or index.shape[0] != k_count:
+        raise ValueError(f"LM inputs must have {k_count} codebooks on axis 0 ({ndim} axes), got shape {index.shape}")
+    if index.size and (index.min() < 0 or index.max() > card):
+        raise ValueError(f"LM inputs must lie in [0, {card}]")
+
+
 def step(weights: tuple, state: KernelState, index: np.ndarray) -> np.ndarray:
     """One LM step: int64 CDF weights ``[K, card]`` of the next frame from its LM input ``index`` ``[K]``."""
+    _check_index(state, np.asarray(index), 1)
     out = state.scratch[8]
     _step(weights, state.keys, state.values, state.window, state.scratch, np.ascontiguousarray(index, np.int64),
           state.heads, state.past)
@@ -98,7 +109,11 @@ def frame_cdfs(weights: tuple, state: KernelState, index: np.ndarray) -> np.ndar
 
     Returns:
         int64 ``[n * K, card]`` CDFs, frame-major.
+
+    Raises:
+        ValueError: ``index`` is not ``[K, n]`` for the state's K, or holds values outside ``0 .. card``.
     """
+    _check_index(state, index, 2)
     k_count, n = index.shape
     cdfs = np.empty((n * k_count, state.scratch[8].shape[1]), dtype=np.int64)
     _frame_cdfs(weights, state.keys, state.values, state.window, state.scratch, state.heads, state.past,

@@ -104,8 +104,8 @@ class EcdcHeader:
         fingerprint: digest of the model's codebooks (``fp``), if recorded.
         coder: tag of the symbol coder (``lm``: false is ``"bits"``, true is ``"lm"``, else the
             tag itself, e.g. ``"lmp1"``).
-        lm_device: the kind of device the coder's LM ran on (``ld``: ``"cpu"``, ``"cuda"``) when
-            its codes decode only there (Meta's ``lm`` mode), if recorded.
+        lm_device: the kind of device, other than the CPU, the ``lm`` coder's LM ran on (``ld``:
+            one of ``LM_DEVICES``, ``"cuda"``); its codes decode only there. None: the CPU.
     """
 
     model_name: str
@@ -451,7 +451,7 @@ class EcdcReader:
         coded_on, here = self.header.lm_device, getattr(coder, "device_type", None)
         if coded_on is not None and here is not None and coded_on != here:
             raise EcdcError(
-                f"the file was coded with Meta's LM on {coded_on.upper() if coded_on == 'cpu' else coded_on}, "
+                f"the file was coded with Meta's LM on {coded_on}, "
                 f"and Meta's lm mode decodes only on the kind of device that coded it; decode it with a model "
                 f"on {coded_on} (device={coded_on!r}, --device {coded_on}), not on {here} (the portable lmp1 mode "
                 "decodes anywhere)"

@@ -233,9 +233,7 @@ def compress(
         destination: a path (written atomically), a binary file, or None to return the bytes.
         model: a model name, repo id, checkpoint path, or a loaded ``EnCodec``.
         bandwidth: kbps (default: the model's default).
-        device: where to run the model. Meta's LM (``entropy="lm"``) runs on the CPU whatever the
-            device, so that Meta's ``encodec`` reads the file on a CPU (``EcdcFile.write(device=)``
-            codes with the LM on a GPU).
+        device: where to run the model (not Meta's LM: see ``entropy``).
         sample_rate: the rate of ``audio`` given as an array, in Hz.
         progress: called with the input samples of each block read.
         overwrite: replace an existing ``destination`` path (False: fail if it exists when the

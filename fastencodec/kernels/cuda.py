@@ -35,30 +35,29 @@ INPUT_PRECISION = {
 ``tf32x3`` splits each float32 operand into two TF32 parts (three tensor-core products, error
 near float32's): the encoder picks tokens, where TF32's rounding moves too many of them.
 In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused). The LSTM's
-products take float32 operands in ``bf16``, with TF32 products, and float16 operands in ``fp16``
-(``"fp16"``, not a Triton setting: :meth:`CudaNetwork._lstm` then passes ``"ieee"``, unused)
-(its inputs, weights and hidden states: the same 10-bit mantissa as TF32, half the bytes); its cell
-state and sums are float32 in every mode."""
+products take float32 operands in ``bf16``, with TF32 products; in ``fp16`` (marked ``"fp16"``, not a
+Triton setting) float16 operands: its inputs, weights and hidden states, the same 10-bit mantissa as
+TF32 in half the bytes. Its cell state and sums are float32 in every mode."""
 
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
 
-LSTM_TILES = {"ieee": (16, 16, 64), "tf32x3": (16, 32, 64), "tf32": (16, 32, 64), "fp16": (16, 32, 64)}
-"""LSTM step tiles per product precision: items, hidden units and reduction chunk per program
-(fixed: batch invariance; timings of the choices in BENCHMARKS.md)."""
-
-LSTM_UNIT_TILES = {"ieee": (16, 4, 64), "tf32x3": (16, 4, 64), "tf32": (16, 4, 64), "fp16": (16, 4, 64)}
-"""Tiles of :func:`~.triton_ops.lstm_step_units_kernel` per product precision (items, hidden units
-and reduction chunk a program), which replaces the tile kernel where a precision is listed."""
+LSTM_TILE = (16, 8, 64)
+"""Tiles of :func:`~.triton_ops.lstm_step_kernel`, in every product precision: items, hidden units
+(each with its four gates) and reduction chunk a program (fixed: batch invariance; timings of the
+choices in BENCHMARKS.md)."""
 
 
 def supports(steps: list[Step], precision: str, network: str) -> bool:
     """Whether :class:`CudaNetwork` can run ``steps`` in ``precision``: each LSTM's width must be a
     multiple of its step kernel's unit and reduction tiles (others run in torch)."""
-    _, lstm_prec = INPUT_PRECISION[precision, network]
-    _, units, chunk = LSTM_UNIT_TILES.get(lstm_prec, LSTM_TILES[lstm_prec])
-    widths = [step.module.lstm.hidden_size for step in steps if isinstance(step, LSTMStep)]
-    return all(width % units == 0 and width % chunk == 0 for width in widths)
+    return all(_lstm_fits(step.module.lstm.hidden_size) for step in steps if isinstance(step, LSTMStep))
+
+
+def _lstm_fits(width: int) -> bool:
+    """Whether the LSTM step kernel's tiles divide ``width``."""
+    _, units, chunk = LSTM_TILE
+    return width % units == 0 and width % chunk == 0
 
 
 def _pow2(n: int, low: int, high: int) -> int:
@@ -199,13 +198,9 @@ class CudaNetwork:
         weights = self.weights if half else self.fp32
         layer_in = h.to(operand)
         out = h.new_empty(batch, steps, width)
-        bm, bu, bk = LSTM_TILES[self.lstm_prec]
-        units = None
-        if self.lstm_prec in LSTM_UNIT_TILES:
-            bm, units, bk = LSTM_UNIT_TILES[self.lstm_prec]
-            bu = units
-        if width % bu or width % bk:  # supports() says so first
-            raise ValueError(f"the LSTM kernel needs a width divisible by {max(bu, bk)}, not {width}")
+        bm, units, bk = LSTM_TILE
+        if not _lstm_fits(width):  # supports() says so first
+            raise ValueError(f"the LSTM kernel needs a width divisible by {max(units, bk)}, not {width}")
         for layer in range(lstm.num_layers):
             w_ih = getattr(lstm, f"weight_ih_l{layer}")
             w_hh = getattr(lstm, f"weight_hh_l{layer}")
@@ -222,22 +217,12 @@ class CudaNetwork:
             hidden = h.new_empty(batch, steps, width, dtype=operand)
             cell = h.new_zeros(batch, width, dtype=torch.float32)
             last = layer == lstm.num_layers - 1
-            if units is not None:
-                wh = weights.get(w_hh, f"units{units}", lambda p: ops.units_layout(p.t(), units))
-                grid = (triton.cdiv(batch, bm), width // units)
-                for t in range(steps):
-                    ops.lstm_step_units_kernel[grid](
-                        gates, wh, hidden, cell, out, h, t, steps, batch,
-                        H=width, ADD=last, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
-                    )  # fmt: skip
-                layer_in = hidden
-                continue
-            wh = weights.get(w_hh, "t", lambda p: p.t())
-            grid = (triton.cdiv(batch, bm), width // bu)
+            wh = weights.get(w_hh, f"units{units}", lambda p: ops.units_layout(p.t(), units))
+            grid = (triton.cdiv(batch, bm), width // units)
             for t in range(steps):
                 ops.lstm_step_kernel[grid](
                     gates, wh, hidden, cell, out, h, t, steps, batch,
-                    H=width, ADD=last, PREC=prec, BM=bm, BU=bu, BK=bk, num_warps=4,
+                    H=width, ADD=last, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
                 )  # fmt: skip
             layer_in = hidden
         return out

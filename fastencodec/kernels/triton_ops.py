@@ -116,57 +116,18 @@ def conv_transpose1d_kernel(
 @triton.jit
 def lstm_step_kernel(
     gates_in, w_hh, h, c, out, res, step, steps, batch,
-    H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, BU: tl.constexpr, BK: tl.constexpr,
-):  # fmt: skip
-    """One LSTM time step for every item: ``gates = gates_in[:, step] + h[:, step - 1] @ w_hh``
-    (``w_hh`` ``[H, 4H]``, gate order i, f, g, o; ``h`` and ``w_hh`` both float32 or both float16),
-    cell update in float32 (``gates_in`` and ``c`` float32); writes ``h[:, step]`` (rounded to
-    ``h``'s dtype), ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]`` from the
-    unrounded ``h``."""
-    m = tl.program_id(0) * BM + tl.arange(0, BM)
-    u = tl.program_id(1) * BU + tl.arange(0, BU)
-    m_ok = (m < batch)[:, None]
-    row = m.to(tl.int64)[:, None] * steps + step
-    acc_i = tl.zeros([BM, BU], tl.float32)
-    acc_f = tl.zeros([BM, BU], tl.float32)
-    acc_g = tl.zeros([BM, BU], tl.float32)
-    acc_o = tl.zeros([BM, BU], tl.float32)
-    if step > 0:
-        for k0 in range(0, H, BK):
-            k = k0 + tl.arange(0, BK)
-            hp = tl.load(h + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
-            wk = w_hh + k[:, None] * (4 * H) + u[None, :]
-            acc_i = tl.dot(hp, tl.load(wk), acc_i, input_precision=PREC)
-            acc_f = tl.dot(hp, tl.load(wk + H), acc_f, input_precision=PREC)
-            acc_g = tl.dot(hp, tl.load(wk + 2 * H), acc_g, input_precision=PREC)
-            acc_o = tl.dot(hp, tl.load(wk + 3 * H), acc_o, input_precision=PREC)
-    g_at = gates_in + row * (4 * H) + u[None, :]
-    i = tl.sigmoid(acc_i + tl.load(g_at, mask=m_ok, other=0.0))
-    f = tl.sigmoid(acc_f + tl.load(g_at + H, mask=m_ok, other=0.0))
-    g = _tanh(acc_g + tl.load(g_at + 2 * H, mask=m_ok, other=0.0))
-    o = tl.sigmoid(acc_o + tl.load(g_at + 3 * H, mask=m_ok, other=0.0))
-    c_at = c + m.to(tl.int64)[:, None] * H + u[None, :]
-    c_prev = tl.load(c_at, mask=m_ok, other=0.0)
-    c_new = f * c_prev + i * g
-    h_new = o * _tanh(c_new)
-    tl.store(c_at, c_new, mask=m_ok)
-    h_at = row * H + u[None, :]
-    tl.store(h + h_at, h_new.to(h.dtype.element_ty), mask=m_ok)
-    if ADD:
-        value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
-        tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
-
-
-@triton.jit
-def lstm_step_units_kernel(
-    gates_in, w_hh, h, c, out, res, step, steps, batch,
     H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, U: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
-    """:func:`lstm_step_kernel` with ``U`` hidden units a program and their four gates in one product:
-    ``w_hh`` is ``[H, 4H]`` with program ``p``'s columns ``p * 4U .. p * 4U + 4U - 1`` holding gates
-    i, f, g, o of its units (gate-major within the program: :func:`units_layout`), so one
-    ``[BM, BK] x [BK, 4U]`` ``tl.dot`` a chunk computes every gate (``4U >= 16``). Other layouts and
-    dtypes as :func:`lstm_step_kernel`'s."""
+    """One LSTM time step for every item: ``gates = gates_in[:, step] + h[:, step - 1] @ W_hh.T``
+    (gate order i, f, g, o; ``h`` and ``w_hh`` both float32 or both float16), cell update in float32
+    (``gates_in`` ``[batch, steps, 4H]`` and ``c`` ``[batch, H]`` float32); writes ``h[:, step]``
+    (rounded to ``h``'s dtype), ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]``
+    from the unrounded ``h``.
+
+    A program computes ``U`` hidden units of ``BM`` items, their four gates in one product:
+    ``w_hh`` is ``W_hh.T`` ``[H, 4H]`` laid out by :func:`units_layout` (program ``p``'s columns
+    ``p * 4U .. p * 4U + 4U - 1`` hold gates i, f, g, o of its units), so one ``[BM, BK] x [BK, 4U]``
+    ``tl.dot`` a chunk computes every gate (``4U >= 16``)."""
     m = tl.program_id(0) * BM + tl.arange(0, BM)
     n = tl.arange(0, 4 * U)  # column n: gate n // U of unit program * U + n % U
     m_ok = (m < batch)[:, None]
