@@ -176,17 +176,19 @@ class Networks:
         return self._run("decoder", embeddings, lengths)
 
     def quantize(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
-        """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: an IEEE float32
-        search on CUDA with Triton, else the quantizer's own (float32 on CPU, float64 on CUDA)."""
+        """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: a search on CUDA
+        with Triton, its products as :data:`~fastencodec.kernels.cuda.CODE_PRECISION` gives for the
+        mode, else the quantizer's own (float32 on CPU, float64 on CUDA)."""
         quantizer = self.model.quantizer
         if not self._uses_kernels():
             return _per_item(lambda item: quantizer.encode(item, n_q), embeddings.float())
-        from fastencodec.kernels.cuda import residual_codes
+        from fastencodec.kernels.cuda import CODE_PRECISION, residual_codes
 
         batch, dim, frames = embeddings.shape
         residual = embeddings.float().transpose(1, 2).reshape(-1, dim).contiguous()
         embed = quantizer.embed[:n_q].contiguous()
-        codes = residual_codes(residual, embed, quantizer.embed_sq[:n_q].reshape(n_q, -1).contiguous())
+        embed_sq = quantizer.embed_sq[:n_q].reshape(n_q, -1).contiguous()
+        codes = residual_codes(residual, embed, embed_sq, CODE_PRECISION[self.precision])
         return codes.view(batch, frames, n_q).transpose(1, 2)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:

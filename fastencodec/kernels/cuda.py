@@ -306,6 +306,11 @@ class GraphCache:
         self._pool = None
 
 
+CODE_PRECISION = {"exact": "ieee", "tf32": "tf32x3", "fp16": "tf32x3", "bf16": "tf32x3"}
+"""Triton ``input_precision`` of the codebook search's products per mode: IEEE float32 in
+``exact``; 3xTF32 (tensor cores, error near float32's) in the others, whose encoders already move
+more codes than its rounding does (quality per mode in BENCHMARKS.md)."""
+
 CODE_BLOCKS = (64, 64, 4)
 """Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the
 batch). Other choices gave these codes bitwise on an H200 (``benchmarks/codebook_search.py``), but
