@@ -147,17 +147,21 @@ def test_graphs_of_several_shapes_share_one_pool_and_replay_in_any_order():
             assert torch.equal(cache(inputs[n]), expected[n])
 
 
-def test_residual_codes_kernel_matches_float64_and_ignores_other_rows():
-    from fastencodec.kernels.cuda import residual_codes
+@pytest.mark.parametrize("prec", ["ieee", "tf32x3"])
+def test_residual_codes_kernel_matches_float64_and_ignores_other_rows(prec):
+    """In each products' precision a mode's codebook search uses (``CODE_PRECISION``)."""
+    from fastencodec.kernels.cuda import CODE_PRECISION, residual_codes
 
+    assert prec in CODE_PRECISION.values()
     torch.manual_seed(0)
     embed = torch.randn(8, 1024, 128, device="cuda")
     x = torch.randn(3000, 128, device="cuda") * 3
-    codes = residual_codes(x, embed, embed.pow(2).sum(-1))
+    codes = residual_codes(x, embed, embed.pow(2).sum(-1), prec)
     residual, expected = x.double(), []
     for book in embed.double():
         index = (2 * residual @ book.t() - book.pow(2).sum(-1)[None]).argmax(1)
         expected.append(index)
         residual = residual - book[index]
     assert (codes == torch.stack(expected, 1)).double().mean() > 0.999
-    assert torch.equal(residual_codes(x[1234:1235].contiguous(), embed, embed.pow(2).sum(-1)), codes[1234:1235])
+    alone = residual_codes(x[1234:1235].contiguous(), embed, embed.pow(2).sum(-1), prec)
+    assert torch.equal(alone, codes[1234:1235])

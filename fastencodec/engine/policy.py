@@ -81,14 +81,19 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     "exact": Precision("exact", "IEEE float32 throughout (no TF32): Meta's reference numbers on CPU"),
     "tf32": Precision(
-        "tf32", "CUDA tensor cores: encoder 3xTF32 (near float32), decoder TF32 products, float32 sums", cpu=False
+        "tf32", "CUDA tensor cores: encoder and codebook search 3xTF32 (near float32), decoder TF32 products, "
+        "float32 sums", cpu=False
     ),
     "fp16": Precision(
         "fp16",
         "float16 weights and activations, float32 sums, LSTM with a float32 cell state (float16 products on "
-        "CUDA), float32 codebook search",
+        "CUDA), codebook search in float32 (3xTF32 products on CUDA)",
     ),
-    "bf16": Precision("bf16", "bfloat16 weights and activations, float32 sums, float32 LSTM and codebook search"),
+    "bf16": Precision(
+        "bf16",
+        "bfloat16 weights and activations, float32 sums, float32 LSTM, codebook search in float32 (3xTF32 "
+        "products on CUDA)",
+    ),
 }
 """The precision modes, by name, strictest first (see :mod:`fastencodec.kernels.precision`)."""
 
