@@ -1,4 +1,4 @@
-"""The CUDA LSTM step kernel through ``CudaNetwork``, per LSTM product precision (``ieee`` in
+"""The CUDA LSTM kernel (two layers a launch) through ``CudaNetwork``, per LSTM product precision (``ieee`` in
 ``exact``, ``tf32``, float16 operands in ``fp16``): accuracy against float64 and each item bitwise
 the same alone and in a batch, on CPU through Triton's interpreter (a subprocess: the variable
 must be set before Triton is imported; on a GPU, test_kernels_gpu.py checks whole networks); and
@@ -37,9 +37,8 @@ def interpreted_check() -> None:
 
 
 def test_kernels_take_only_lstm_widths_their_tiles_divide():
-    """Models whose LSTM width the step kernel's tiles do not divide run in torch instead."""
+    """Models whose LSTM width the LSTM kernel's tiles do not divide run in torch instead."""
     pytest.importorskip("triton")
-    from fastencodec.engine.policy import PRECISIONS
     from fastencodec.kernels import Networks
     from fastencodec.kernels.cuda import supports
     from fastencodec.kernels.plan import flatten
@@ -48,14 +47,13 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
 
     tiny = support.tiny_codec().model  # an LSTM 32 wide
     full = EncodecModel(META_24KHZ)  # 512 wide
-    for precision in PRECISIONS:
-        for part in ("encoder", "decoder"):
-            assert not supports(flatten(getattr(tiny, part).layers), precision, part)
-            assert supports(flatten(getattr(full, part).layers), precision, part)
+    for part in ("encoder", "decoder"):
+        assert not supports(flatten(getattr(tiny, part).layers))
+        assert supports(flatten(getattr(full, part).layers))
     assert not Networks(tiny)._kernels_fit and Networks(full)._kernels_fit  # what picks the kernels on CUDA
 
 
 @pytest.mark.slow
-def test_lstm_step_kernel_under_the_triton_interpreter():
+def test_lstm_kernel_under_the_triton_interpreter():
     pytest.importorskip("triton")
     support.run_under_triton_interpreter("tests.test_lstm_step")

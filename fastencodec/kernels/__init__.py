@@ -77,9 +77,7 @@ class Networks:
     def _kernels_fit(self) -> bool:
         from fastencodec.kernels.cuda import supports
 
-        return all(
-            supports(flatten(getattr(self.model, part).layers), self.precision, part) for part in ("encoder", "decoder")
-        )
+        return all(supports(flatten(getattr(self.model, part).layers)) for part in ("encoder", "decoder"))
 
     def _steps(self, part: str) -> list:
         return self._graphed(part).fn.steps

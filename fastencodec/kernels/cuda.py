@@ -43,19 +43,19 @@ NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
 
 LSTM_TILE = (16, 8, 64)
-"""Tiles of :func:`~.triton_ops.lstm_step_kernel`, in every product precision: items, hidden units
+"""Tiles of :func:`~.triton_ops.lstm_wave_kernel`, in every product precision: items, hidden units
 (each with its four gates) and reduction chunk a program (fixed: batch invariance; timings of the
 choices in BENCHMARKS.md)."""
 
 
-def supports(steps: list[Step], precision: str, network: str) -> bool:
-    """Whether :class:`CudaNetwork` can run ``steps`` in ``precision``: each LSTM's width must be a
-    multiple of its step kernel's unit and reduction tiles (others run in torch)."""
+def supports(steps: list[Step]) -> bool:
+    """Whether :class:`CudaNetwork` can run ``steps`` (in any precision): each LSTM's width must be
+    a multiple of its kernel's unit and reduction tiles (others run in torch)."""
     return all(_lstm_fits(step.module.lstm.hidden_size) for step in steps if isinstance(step, LSTMStep))
 
 
 def _lstm_fits(width: int) -> bool:
-    """Whether the LSTM step kernel's tiles divide ``width``."""
+    """Whether the LSTM kernel's tiles divide ``width``."""
     _, units, chunk = LSTM_TILE
     return width % units == 0 and width % chunk == 0
 
@@ -201,30 +201,34 @@ class CudaNetwork:
         bm, units, bk = LSTM_TILE
         if not _lstm_fits(width):  # supports() says so first
             raise ValueError(f"the LSTM kernel needs a width divisible by {max(units, bk)}, not {width}")
-        for layer in range(lstm.num_layers):
-            w_ih = getattr(lstm, f"weight_ih_l{layer}")
-            w_hh = getattr(lstm, f"weight_hh_l{layer}")
-            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-            gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
-            wi = weights.get(w_ih, "io1", lambda p: p.t()[None])
-            bias = (b_ih + b_hh).float().contiguous()
-            grid = (triton.cdiv(steps, 64), triton.cdiv(4 * width, 64), batch)
-            ops.conv1d_kernel[grid](
-                layer_in, wi, bias, gates, gates, steps, steps, width, 4 * width, 0,
-                K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
-                BT=64, BCO=64, BCI=32, num_warps=4,
+        layers = lstm.num_layers
+        biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}") for i in range(layers)]
+        bias = torch.stack(biases).float()  # [layers, 4H]
+        # layer 0's input projection (with its biases) for every step at once; the others' within the waves
+        gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
+        wi0 = weights.get(lstm.weight_ih_l0, "io1", lambda p: p.t()[None])
+        ops.conv1d_kernel[(triton.cdiv(steps, 64), triton.cdiv(4 * width, 64), batch)](
+            layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
+            K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
+            BT=64, BCO=64, BCI=32, num_warps=4,
+        )  # fmt: skip
+
+        def stacked(name: str, first: int) -> torch.Tensor:  # layers first.. of W.T in the kernel's layout
+            return torch.stack([
+                weights.get(getattr(lstm, f"{name}_l{i}"), f"units{units}", lambda p: ops.units_layout(p.t(), units))
+                for i in range(first, layers)
+            ])  # fmt: skip
+
+        w_hh = stacked("weight_hh", 0)
+        w_ih = stacked("weight_ih", 1) if layers > 1 else w_hh  # (unread with one layer)
+        hidden = h.new_empty(layers, batch, steps, width, dtype=operand)
+        cell = h.new_zeros(layers, batch, width, dtype=torch.float32)
+        grid = (triton.cdiv(batch, bm), layers * width // units)
+        for wave in range(steps + layers - 1):
+            ops.lstm_wave_kernel[grid](
+                gates, w_ih, w_hh, bias, hidden, cell, out, h, wave, steps, batch, batch * steps * width,
+                L=layers, H=width, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
             )  # fmt: skip
-            hidden = h.new_empty(batch, steps, width, dtype=operand)
-            cell = h.new_zeros(batch, width, dtype=torch.float32)
-            last = layer == lstm.num_layers - 1
-            wh = weights.get(w_hh, f"units{units}", lambda p: ops.units_layout(p.t(), units))
-            grid = (triton.cdiv(batch, bm), width // units)
-            for t in range(steps):
-                ops.lstm_step_kernel[grid](
-                    gates, wh, hidden, cell, out, h, t, steps, batch,
-                    H=width, ADD=last, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
-                )  # fmt: skip
-            layer_in = hidden
         return out
 
 

@@ -16,7 +16,8 @@
   float32; the LSTM runs in float32 (with TF32 products on CUDA). On CPU it needs bf16
   instructions (AVX512-BF16 or AMX).
 
-The vector quantizer always runs in float32 (IEEE on CUDA). The mode is an explicit
+The vector quantizer always runs in float32: on CUDA its products are IEEE float32 in
+``exact`` and 3xTF32 in the other modes (:data:`fastencodec.kernels.cuda.CODE_PRECISION`). The mode is an explicit
 argument of every runner: no process-wide flag is read or changed. The names are those of
 :data:`fastencodec.engine.policy.PRECISIONS`.
 """

@@ -1,5 +1,5 @@
-"""Triton kernels for the networks on CUDA: channels-last convolutions, a batched LSTM step,
-nearest-codebook search, GroupNorm with per-item statistics.
+"""Triton kernels for the networks on CUDA: channels-last convolutions, batched LSTM time steps
+(every layer's in one launch), nearest-codebook search, GroupNorm with per-item statistics.
 
 Activations are ``[batch, time, channels]``. Every kernel computes each batch item with
 the same tiles, the same reduction order and no atomics whatever the batch size, so an
@@ -114,43 +114,65 @@ def conv_transpose1d_kernel(
 
 
 @triton.jit
-def lstm_step_kernel(
-    gates_in, w_hh, h, c, out, res, step, steps, batch,
-    H: tl.constexpr, ADD: tl.constexpr, PREC: tl.constexpr, BM: tl.constexpr, U: tl.constexpr, BK: tl.constexpr,
+def lstm_wave_kernel(
+    gates_in, w_ih, w_hh, bias, h, c, out, res, wave, steps, batch, plane,
+    L: tl.constexpr, H: tl.constexpr, PREC: tl.constexpr,
+    BM: tl.constexpr, U: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
-    """One LSTM time step for every item: ``gates = gates_in[:, step] + h[:, step - 1] @ W_hh.T``
-    (gate order i, f, g, o; ``h`` and ``w_hh`` both float32 or both float16), cell update in float32
-    (``gates_in`` ``[batch, steps, 4H]`` and ``c`` ``[batch, H]`` float32); writes ``h[:, step]``
-    (rounded to ``h``'s dtype), ``c`` in place and, with ``ADD``, ``out[:, step] = h + res[:, step]``
-    from the unrounded ``h``.
+    """One wave of an ``L``-layer LSTM: layer ``l`` computes its time step ``t = wave - l`` (if
+    ``0 <= t < steps``) for every item, so ``steps + L - 1`` launches run the whole network.
 
-    A program computes ``U`` hidden units of ``BM`` items, their four gates in one product:
-    ``w_hh`` is ``W_hh.T`` ``[H, 4H]`` laid out by :func:`units_layout` (program ``p``'s columns
-    ``p * 4U .. p * 4U + 4U - 1`` hold gates i, f, g, o of its units), so one ``[BM, BK] x [BK, 4U]``
-    ``tl.dot`` a chunk computes every gate (``4U >= 16``)."""
-    m = tl.program_id(0) * BM + tl.arange(0, BM)
-    n = tl.arange(0, 4 * U)  # column n: gate n // U of unit program * U + n % U
-    m_ok = (m < batch)[:, None]
-    row = m.to(tl.int64)[:, None] * steps + step
-    acc = tl.zeros([BM, 4 * U], tl.float32)
-    if step > 0:
-        for k0 in range(0, H, BK):
-            k = k0 + tl.arange(0, BK)
-            hp = tl.load(h + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
-            wk = tl.load(w_hh + k[:, None] * (4 * H) + tl.program_id(1) * 4 * U + n[None, :])
-            acc = tl.dot(hp, wk, acc, input_precision=PREC)
-    column = (n // U) * H + tl.program_id(1) * U + n % U  # in gates_in's gate-major layout
-    pre = tl.reshape(acc + tl.load(gates_in + row * (4 * H) + column[None, :], mask=m_ok, other=0.0), [BM, 4, U])
-    gate = tl.arange(0, 4)[None, :, None]
-    u = tl.program_id(1) * U + tl.arange(0, U)
-    c_at = c + m.to(tl.int64)[:, None] * H + u[None, :]
-    h_new, c_new = _lstm_cell(pre, tl.load(c_at, mask=m_ok, other=0.0), gate)
-    tl.store(c_at, c_new, mask=m_ok)
-    h_at = row * H + u[None, :]
-    tl.store(h + h_at, h_new.to(h.dtype.element_ty), mask=m_ok)
-    if ADD:
-        value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
-        tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
+    Layer 0: ``gates = gates_in[:, t] + h[0, :, t - 1] @ W_hh0.T`` (its input projection and
+    biases precomputed); layer ``l > 0``: ``gates = h[l - 1, :, t] @ W_ihl.T + h[l, :, t - 1] @
+    W_hhl.T + bias[l]``, its input the layer below's output of the wave before. Gate order i, f,
+    g, o; cell update in float32 (``gates_in`` ``[batch, steps, 4H]``, ``bias`` ``[L, 4H]`` and
+    ``c`` ``[L, batch, H]`` float32). Writes ``h[l, :, t]`` (``h`` ``[L, batch, steps, H]``,
+    ``plane = batch * steps * H``; rounded to ``h``'s dtype, that of the weights), ``c`` in place
+    and the last layer's ``out[:, t] = h + res[:, t]`` (``[batch, steps, H]``) from the unrounded ``h``.
+
+    A program computes ``U`` hidden units of ``BM`` items of one layer, their four gates in one
+    product: ``w_hh`` ``[L, H, 4H]`` and ``w_ih`` ``[L - 1, H, 4H]`` hold ``W.T`` laid out by
+    :func:`units_layout` (program ``p``'s columns ``p * 4U .. p * 4U + 4U - 1`` hold gates i, f,
+    g, o of its units), so one ``[BM, BK] x [BK, 4U]`` ``tl.dot`` a chunk computes every gate
+    (``4U >= 16``)."""
+    layer = tl.program_id(1) // (H // U)
+    p = tl.program_id(1) % (H // U)
+    t = wave - layer
+    if (t >= 0) & (t < steps):
+        m = tl.program_id(0) * BM + tl.arange(0, BM)
+        n = tl.arange(0, 4 * U)  # column n: gate n // U of unit p * U + n % U
+        m_ok = (m < batch)[:, None]
+        row = m.to(tl.int64)[:, None] * steps + t
+        h_l = h + layer.to(tl.int64) * plane
+        acc = tl.zeros([BM, 4 * U], tl.float32)
+        if layer > 0:
+            w_l = w_ih + (layer - 1).to(tl.int64) * (H * 4 * H) + p * 4 * U + n[None, :]
+            for k0 in range(0, H, BK):
+                k = k0 + tl.arange(0, BK)
+                x = tl.load(h_l - plane + row * H + k[None, :], mask=m_ok, other=0.0)
+                acc = tl.dot(x, tl.load(w_l + k[:, None] * (4 * H)), acc, input_precision=PREC)
+        if t > 0:
+            w_l = w_hh + layer.to(tl.int64) * (H * 4 * H) + p * 4 * U + n[None, :]
+            for k0 in range(0, H, BK):
+                k = k0 + tl.arange(0, BK)
+                hp = tl.load(h_l + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
+                acc = tl.dot(hp, tl.load(w_l + k[:, None] * (4 * H)), acc, input_precision=PREC)
+        column = (n // U) * H + p * U + n % U  # in the gate-major layout of gates_in and bias
+        if layer == 0:
+            acc += tl.load(gates_in + row * (4 * H) + column[None, :], mask=m_ok, other=0.0)
+        else:
+            acc += tl.load(bias + layer * (4 * H) + column)[None, :]
+        pre = tl.reshape(acc, [BM, 4, U])
+        gate = tl.arange(0, 4)[None, :, None]
+        u = p * U + tl.arange(0, U)
+        c_at = c + (layer.to(tl.int64) * batch + m.to(tl.int64)[:, None]) * H + u[None, :]
+        h_new, c_new = _lstm_cell(pre, tl.load(c_at, mask=m_ok, other=0.0), gate)
+        tl.store(c_at, c_new, mask=m_ok)
+        h_at = row * H + u[None, :]
+        tl.store(h_l + h_at, h_new.to(h.dtype.element_ty), mask=m_ok)
+        if layer == L - 1:
+            value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
+            tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
 
 
 @triton.jit
@@ -165,12 +187,12 @@ def _lstm_cell(pre, c, gate):
     return o * _tanh(c), c
 
 
-def units_layout(w_hh_t, units: int):
-    """``w_hh.t()`` ``[H, 4H]`` (gate-major columns) to :func:`lstm_step_units_kernel`'s layout:
-    the four gates of each group of ``units`` hidden units side by side."""
-    k, four_h = w_hh_t.shape
+def units_layout(w_t, units: int):
+    """An LSTM weight's transpose ``W.t()`` ``[H, 4H]`` (gate-major columns) to
+    :func:`lstm_wave_kernel`'s layout: the four gates of each group of ``units`` hidden units side by side."""
+    k, four_h = w_t.shape
     width = four_h // 4
-    return w_hh_t.reshape(k, 4, width // units, units).transpose(1, 2).reshape(k, four_h)
+    return w_t.reshape(k, 4, width // units, units).transpose(1, 2).reshape(k, four_h)
 
 
 @triton.jit(do_not_specialize=["rows"])
