@@ -73,5 +73,6 @@ def main() -> None:
             cells.append(f"{step_us(batch, precision, used, layers=2):.2f} us (used)")
             print(f"| {batch} | {precision} | {' | '.join(cells)} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -20,20 +20,22 @@ def interpreted_check() -> None:
 
     width, batch, steps = 64, 19, 5
     torch.manual_seed(0)
-    module = LSTM(width, 2).eval()
-    exact = LSTM(width, 2).double().eval()
-    exact.load_state_dict(module.state_dict())
     x = torch.randn(batch, steps, width)
-    with torch.inference_mode():
-        expected = exact(x.double().transpose(1, 2)).transpose(1, 2)
-        for precision, tolerance in TOLERANCE.items():
-            net = CudaNetwork([LSTMStep(module)], precision, "decoder")
-            h = x.to(net.dtype)
-            out = net._lstm(net.steps[0], h)
-            error = float((out.double() - expected).abs().max() / expected.abs().max())
-            assert error < tolerance, (precision, error)
-            for i in (0, batch - 2):
-                assert torch.equal(net._lstm(net.steps[0], h[i : i + 1].contiguous()), out[i : i + 1]), (precision, i)
+    for layers in (1, 2, 3):  # a wave runs every layer: the codec's LSTMs have 2
+        module = LSTM(width, layers).eval()
+        exact = LSTM(width, layers).double().eval()
+        exact.load_state_dict(module.state_dict())
+        with torch.inference_mode():
+            expected = exact(x.double().transpose(1, 2)).transpose(1, 2)
+            for precision, tolerance in TOLERANCE.items():
+                net = CudaNetwork([LSTMStep(module)], precision, "decoder")
+                h = x.to(net.dtype)
+                out = net._lstm(net.steps[0], h)
+                error = float((out.double() - expected).abs().max() / expected.abs().max())
+                assert error < tolerance, (layers, precision, error)
+                for i in (0, batch - 2):
+                    alone = net._lstm(net.steps[0], h[i : i + 1].contiguous())
+                    assert torch.equal(alone, out[i : i + 1]), (layers, precision, i)
 
 
 def test_kernels_take_only_lstm_widths_their_tiles_divide():
