@@ -99,6 +99,7 @@ def test_forged_lengths_fail_fast(codec48):
     assert time.perf_counter() - start < 1.0
 
 
+@pytest.mark.slow  # 23 s: CI runs it, the developer loop does not
 def test_many_short_items_encode_in_linear_time(codec24):
     import time
 
