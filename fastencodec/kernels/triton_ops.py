@@ -145,18 +145,13 @@ def lstm_wave_kernel(
         row = m.to(tl.int64)[:, None] * steps + t
         h_l = h + layer.to(tl.int64) * plane
         acc = tl.zeros([BM, 4 * U], tl.float32)
-        if layer > 0:
-            w_l = w_ih + (layer - 1).to(tl.int64) * (H * 4 * H) + p * 4 * U + n[None, :]
-            for k0 in range(0, H, BK):
-                k = k0 + tl.arange(0, BK)
-                x = tl.load(h_l - plane + row * H + k[None, :], mask=m_ok, other=0.0)
-                acc = tl.dot(x, tl.load(w_l + k[:, None] * (4 * H)), acc, input_precision=PREC)
-        if t > 0:
-            w_l = w_hh + layer.to(tl.int64) * (H * 4 * H) + p * 4 * U + n[None, :]
-            for k0 in range(0, H, BK):
-                k = k0 + tl.arange(0, BK)
-                hp = tl.load(h_l + (row - 1) * H + k[None, :], mask=m_ok, other=0.0)
-                acc = tl.dot(hp, tl.load(w_l + k[:, None] * (4 * H)), acc, input_precision=PREC)
+        columns = p * 4 * U + n[None, :]
+        if layer > 0:  # the layer below's output at t
+            w_l = w_ih + (layer - 1).to(tl.int64) * (H * 4 * H) + columns
+            acc = _add_rows_times(acc, h_l - plane + row * H, w_l, m_ok, H, BK, PREC)
+        if t > 0:  # this layer's output at t - 1
+            w_l = w_hh + layer.to(tl.int64) * (H * 4 * H) + columns
+            acc = _add_rows_times(acc, h_l + (row - 1) * H, w_l, m_ok, H, BK, PREC)
         column = (n // U) * H + p * U + n % U  # in the gate-major layout of gates_in and bias
         if layer == 0:
             acc += tl.load(gates_in + row * (4 * H) + column[None, :], mask=m_ok, other=0.0)
@@ -173,6 +168,17 @@ def lstm_wave_kernel(
         if layer == L - 1:
             value = h_new + tl.load(res + h_at, mask=m_ok, other=0.0).to(tl.float32)
             tl.store(out + h_at, value.to(out.dtype.element_ty), mask=m_ok)
+
+
+@triton.jit
+def _add_rows_times(acc, rows, w, m_ok, H: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr):
+    """``acc + x @ w`` in chunks of ``BK``: ``rows`` points at each item's ``H`` values ``[BM, 1]``
+    (masked by ``m_ok``), ``w`` at the columns of a ``[H, 4H]`` matrix ``[1, 4U]``."""
+    for k0 in range(0, H, BK):
+        k = k0 + tl.arange(0, BK)
+        x = tl.load(rows + k[None, :], mask=m_ok, other=0.0)
+        acc = tl.dot(x, tl.load(w + k[:, None] * (4 * H)), acc, input_precision=PREC)
+    return acc
 
 
 @triton.jit
