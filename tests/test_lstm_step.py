@@ -59,3 +59,27 @@ def test_kernels_take_only_lstm_widths_their_tiles_divide():
 def test_lstm_kernel_under_the_triton_interpreter():
     pytest.importorskip("triton")
     support.run_under_triton_interpreter("tests.test_lstm_step")
+
+
+@pytest.mark.slow
+def test_lstm_kernel_compiles_for_hopper_in_every_product_precision():
+    """The LSTM kernel compiles to sm_90 code with float32 operands in each Triton precision the
+    modes use, and with float16 operands (no GPU needed)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastencodec.kernels import triton_ops as ops
+    from fastencodec.kernels.cuda import LSTM_TILE
+
+    items, units, chunk = LSTM_TILE
+    pointers = ["gates_in", "w_ih", "w_hh", "bias", "h", "c", "out", "res"]
+    for operand, prec in (("fp32", "ieee"), ("fp32", "tf32x3"), ("fp32", "tf32"), ("fp16", "ieee")):
+        signature = dict.fromkeys(pointers, "*fp32") | {"wave": "i32", "steps": "i32", "batch": "i32", "plane": "i64"}
+        signature |= dict.fromkeys(["w_ih", "w_hh", "h"], f"*{operand}")
+        constants = {"L": 2, "H": 512, "PREC": prec, "BM": items, "U": units, "BK": chunk}
+        signature |= dict.fromkeys(constants, "constexpr")
+        source = ASTSource(ops.lstm_wave_kernel, signature, constants)
+        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+        tensor_cores = operand == "fp16" or prec != "ieee"  # IEEE float32 products run on FMA units
+        assert ("mma" in ptx) == tensor_cores, (operand, prec)
