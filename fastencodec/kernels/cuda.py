@@ -16,6 +16,7 @@ import torch
 import triton
 
 from fastencodec.kernels import triton_ops as ops
+from fastencodec.kernels.conv_tiles import ConvShape, ConvTiles, conv_tiles
 from fastencodec.kernels.cpu import WeightCache
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
 from fastencodec.kernels.precision import activation_dtype
@@ -60,19 +61,23 @@ def _lstm_fits(width: int) -> bool:
     return width % units == 0 and width % chunk == 0
 
 
-def _pow2(n: int, low: int, high: int) -> int:
-    """The power of two at or above ``n``, clamped to ``low .. high`` (a tile size)."""
-    return max(low, min(high, triton.next_power_of_2(n)))
-
-
 class CudaNetwork:
-    """One network's steps (``network``: ``"encoder"`` or ``"decoder"``) in one precision on CUDA."""
+    """One network's steps (``network``: ``"encoder"`` or ``"decoder"``) in one precision on CUDA;
+    ``tiles`` picks each convolution's tiles from its shape and operand kind (benchmarks try others)."""
 
-    def __init__(self, steps: list[Step], precision: str, network: str):
+    def __init__(
+        self,
+        steps: list[Step],
+        precision: str,
+        network: str,
+        tiles: Callable[[ConvShape, str], ConvTiles] = conv_tiles,
+    ):
         self.steps = steps
         self.precision = precision
         self.dtype = activation_dtype(precision)
         self.prec, self.lstm_prec = INPUT_PRECISION[precision, network]
+        self.operands = self.prec if self.dtype == torch.float32 else "16-bit"
+        self.tiles = tiles
         self.weights = WeightCache(self.dtype)
         self.fp32 = WeightCache(torch.float32)
 
@@ -119,12 +124,13 @@ class CudaNetwork:
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
         b = self.fp32.get(conv.bias)
         fuse_add = residual is not None and module.norm is None
-        bt, bco, bci = 64, _pow2(c_out, 16, 64), _pow2(c_in, 16, 32)
-        grid = (triton.cdiv(t_out, bt), triton.cdiv(c_out, bco), batch)
+        tile = self.tiles(ConvShape(False, c_in, c_out, k, stride), self.operands)
+        grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
         ops.conv1d_kernel[grid](
             h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
             K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
-            BT=bt, BCO=bco, BCI=bci, lens=lens, RAGGED=lens is not None, num_warps=4,
+            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, OUTS=c_out if c_out < 16 else 0,
+            lens=lens, RAGGED=lens is not None, num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y, residual)
@@ -147,12 +153,14 @@ class CudaNetwork:
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 0, 1))
         b = self.fp32.get(conv.bias)
-        bq, bco, bci = 64, _pow2(c_out, 16, 64), _pow2(c_in, 16, 32)
-        grid = (triton.cdiv(triton.cdiv(t_out + left_k, stride), bq), triton.cdiv(c_out, bco), batch * stride)
+        tile = self.tiles(ConvShape(True, c_in, c_out, k, stride), self.operands)
+        phase_rows = triton.cdiv(t_out + left_k, stride)
+        grid = (triton.cdiv(phase_rows, tile.rows), triton.cdiv(c_out, tile.outputs), batch * stride)
         ops.conv_transpose1d_kernel[grid](
             h, w, b, y, t_in, t_out, c_in, c_out, left_k,
-            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=bq, BCO=bco, BCI=bci,
-            lens=lens, RAGGED=lens is not None, num_warps=4,
+            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=tile.rows, BCO=tile.outputs, BCI=tile.inputs,
+            OUTS=c_out if c_out < 16 else 0, lens=lens, RAGGED=lens is not None,
+            num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y)[:, left : full - right].contiguous()
@@ -207,10 +215,11 @@ class CudaNetwork:
         # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
         wi0 = weights.get(lstm.weight_ih_l0, "io1", lambda p: p.t()[None])
-        ops.conv1d_kernel[(triton.cdiv(steps, 64), triton.cdiv(4 * width, 64), batch)](
+        tile = self.tiles(ConvShape(False, width, 4 * width, 1, 1), "16-bit" if half else prec)
+        ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
             layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
             K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
-            BT=64, BCO=64, BCI=32, num_warps=4,
+            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
 
         def stacked(name: str, first: int) -> torch.Tensor:  # layers first.. of W.T in the kernel's layout

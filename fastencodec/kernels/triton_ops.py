@@ -35,10 +35,12 @@ def conv1d_kernel(
     x, w, bias, res, y, t_in, t_out, c_in, c_out, pad_left,
     K: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr, REFLECT: tl.constexpr, ELU: tl.constexpr,
     ADD: tl.constexpr, PREC: tl.constexpr, BT: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
-    lens=None, RAGGED: tl.constexpr = False,
+    OUTS: tl.constexpr = 0, lens=None, RAGGED: tl.constexpr = False,
 ):  # fmt: skip
     """``y[b, t, :] = bias + sum_k w[k] . elu?(x_padded[b, t * STRIDE + k * DIL, :]) (+ res)``;
-    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic. With
+    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic. Tiles of
+    ``BT`` rows, ``BCO`` output and ``BCI`` input channels; ``OUTS``: ``c_out`` if under 16, else 0
+    (:func:`_add_channels` says how each is summed). With
     ``RAGGED``, item ``b`` is ``lens[b]`` long (its rows ``>= lens[b]`` are never read): it is
     padded as it would be alone, so its outputs up to its own output length are those it gets alone."""
     t = tl.program_id(0) * BT + tl.arange(0, BT)
@@ -57,15 +59,7 @@ def conv1d_kernel(
             src = tl.where(src < 0, -src, src)
             src = tl.where(src >= n, 2 * (n - 1) - src, src)
         ok = (src >= 0) & (src < n) & (t < t_out)
-        for c0 in range(0, c_in, BCI):
-            ci = c0 + tl.arange(0, BCI)
-            ci_ok = ci < c_in
-            a = tl.load(x_item + src[:, None] * c_in + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
-            if ELU:
-                a = _elu(a)
-            b_ok = ci_ok[:, None] & co_ok[None, :]
-            b = tl.load(w + (k * c_in + ci[:, None]) * c_out + co[None, :], mask=b_ok, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PREC)
+        acc = _add_channels(acc, x_item + src * c_in, ok, w, k, c_in, c_out, co, co_ok, K, ELU, PREC, BCI, OUTS)
     acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
     at = item * t_out * c_out + t[:, None] * c_out + co[None, :]
     keep = (t < t_out)[:, None] & co_ok[None, :]
@@ -78,10 +72,12 @@ def conv1d_kernel(
 def conv_transpose1d_kernel(
     x, w, bias, y, t_in, t_out, c_in, c_out, trim_left,
     K: tl.constexpr, STRIDE: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr,
-    BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr, lens=None, RAGGED: tl.constexpr = False,
+    BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr, OUTS: tl.constexpr = 0,
+    lens=None, RAGGED: tl.constexpr = False,
 ):  # fmt: skip
     """Transposed conv as ``STRIDE`` phases: ``y[b, q * STRIDE + r - trim_left] = bias +
-    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``. With ``RAGGED``,
+    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``; tiles and ``OUTS`` as
+    in :func:`conv1d_kernel`. With ``RAGGED``,
     item ``b``'s rows ``>= lens[b]`` read as zeros (the end of the item alone)."""
     q = tl.program_id(0) * BQ + tl.arange(0, BQ)
     co = tl.program_id(1) * BCO + tl.arange(0, BCO)
@@ -98,19 +94,47 @@ def conv_transpose1d_kernel(
         k = phase + j * STRIDE
         src = q - j
         ok = (src >= 0) & (src < n)
-        for c0 in range(0, c_in, BCI):
-            ci = c0 + tl.arange(0, BCI)
-            ci_ok = ci < c_in
-            a = tl.load(x_item + src[:, None] * c_in + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
-            if ELU:
-                a = _elu(a)
-            b_ok = ci_ok[:, None] & co_ok[None, :] & ((ci[:, None] * 0 + k) < K)
-            b = tl.load(w + (k * c_in + ci[:, None]) * c_out + co[None, :], mask=b_ok, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PREC)
+        acc = _add_channels(acc, x_item + src * c_in, ok, w, k, c_in, c_out, co, co_ok, K, ELU, PREC, BCI, OUTS)
     acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
     u = q * STRIDE + phase - trim_left
     keep = ((u >= 0) & (u < t_out))[:, None] & co_ok[None, :]
     tl.store(y + item * t_out * c_out + u[:, None] * c_out + co[None, :], acc.to(y.dtype.element_ty), mask=keep)
+
+
+@triton.jit
+def _add_channels(
+    acc, x_rows, ok, w, k, c_in, c_out, co, co_ok,
+    K: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr, BCI: tl.constexpr, OUTS: tl.constexpr,
+):  # fmt: skip
+    """``acc + elu?(x) @ w[k]`` over all ``c_in`` channels, ``BCI`` a chunk: ``x_rows`` ``[BT]`` points
+    at each row's first channel (rows masked by ``ok``), ``w`` at ``[K, c_in, c_out]`` weights (tap
+    ``k``; zeros if ``k >= K``), ``co`` ``[BCO]`` the output channels. ``BCI == 1``: outer products (layers of
+    fewer than 16 input channels); ``OUTS > 0`` (fewer than 16 output channels): each channel's
+    float32 products summed across the chunk; otherwise a tensor-core (IEEE float32: FMA) ``tl.dot``."""
+    for c0 in range(0, c_in, BCI):
+        if BCI == 1:
+            a = tl.load(x_rows + c0, mask=ok, other=0.0)
+            if ELU:
+                a = _elu(a)
+            b = tl.load(w + (k * c_in + c0) * c_out + co, mask=co_ok & ((co * 0 + k) < K), other=0.0)
+            acc += a.to(tl.float32)[:, None] * b.to(tl.float32)[None, :]
+        else:
+            ci = c0 + tl.arange(0, BCI)
+            ci_ok = ci < c_in
+            a = tl.load(x_rows[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+            if ELU:
+                a = _elu(a)
+            b_ok = ci_ok[:, None] & co_ok[None, :] & ((ci[:, None] * 0 + k) < K)
+            b = tl.load(w + (k * c_in + ci[:, None]) * c_out + co[None, :], mask=b_ok, other=0.0)
+            if OUTS > 0:
+                a32, b32 = a.to(tl.float32), b.to(tl.float32)
+                for j in tl.static_range(OUTS):
+                    column = co[None, :] == j
+                    b_j = tl.sum(tl.where(column, b32, 0.0), 1)
+                    acc += tl.where(column, tl.sum(a32 * b_j[None, :], 1)[:, None], 0.0)
+            else:
+                acc = tl.dot(a, b, acc, input_precision=PREC)
+    return acc
 
 
 @triton.jit

@@ -1,0 +1,122 @@
+"""Tiles of the CUDA convolution kernels (``fastencodec.kernels.conv_tiles``): every layer of the
+three models gets tiles the kernels take, and the kernels give the layer's convolution with any
+tiles (tensor-core or FMA products, or the summed products of layers of one or two channels), on CPU
+through Triton's interpreter (a subprocess: the variable must be set before Triton is imported)."""
+
+import copy
+
+import pytest
+import torch
+
+from fastencodec.kernels.conv_tiles import OPERANDS, TUNED, ConvShape, ConvTiles, conv_tiles
+from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, flatten
+from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
+from fastencodec.nn.layers import Conv1d, ConvTranspose1d
+from fastencodec.nn.model import EncodecModel
+from tests import support
+
+
+def layer_shapes(cfg: EncodecConfig) -> set[ConvShape]:
+    """The convolutions of a model's networks, the LSTMs' input projections among them."""
+    model = EncodecModel(cfg)
+    shapes = set()
+    for part in ("encoder", "decoder"):
+        for step in flatten(getattr(model, part).layers):
+            if isinstance(step, LSTMStep):
+                width = step.module.lstm.hidden_size
+                shapes.add(ConvShape(False, width, 4 * width, 1, 1))
+                continue
+            conv = step.module.conv
+            c_in, c_out = conv.in_channels, conv.out_channels
+            shapes.add(ConvShape(isinstance(step, ConvTransposeStep), c_in, c_out, conv.kernel_size[0], conv.stride[0]))
+            if isinstance(step, ConvStep) and step.shortcut is not None:
+                sc = step.shortcut.conv
+                shapes.add(ConvShape(False, sc.in_channels, sc.out_channels, 1, 1))
+    return shapes
+
+
+def valid(tile: ConvTiles) -> bool:
+    """Powers of two: at least 16 rows and output channels, one or at least 16 input channels; 1 to
+    8 warps, 1 to 5 stages."""
+    sides = (tile.rows, tile.outputs, tile.inputs)
+    if any(n & (n - 1) for n in sides) or tile.warps not in (1, 2, 4, 8) or not 1 <= tile.stages <= 5:
+        return False
+    return tile.rows >= 16 and tile.outputs >= 16 and (tile.inputs == 1 or tile.inputs >= 16)
+
+
+@pytest.mark.parametrize(
+    "cfg", [META_24KHZ, META_48KHZ, EncodecConfig.from_hf(support.HF_32KHZ)], ids=["24k", "48k", "32k"]
+)
+def test_every_layer_of_the_models_gets_tiles_the_kernels_take(cfg):
+    shapes = layer_shapes(cfg)
+    assert any(s.c_in <= 2 for s in shapes) and any(s.c_out <= 2 for s in shapes)  # the narrow path is used
+    for shape in shapes:
+        for operands in OPERANDS:
+            assert valid(conv_tiles(shape, operands)), (shape, operands)
+
+
+def test_measured_tiles_are_valid_and_unknown_operands_refused():
+    for (operands, shape), tile in TUNED.items():
+        assert operands in OPERANDS and valid(tile), (operands, shape, tile)
+    with pytest.raises(ValueError, match="operand kind 'fp8'"):
+        conv_tiles(ConvShape(False, 32, 32, 3, 1), "fp8")
+
+
+CASES = [  # (transposed, c_in, c_out, kernel, stride, dilation), tiles; None: the chosen tiles
+    ((False, 1, 32, 7, 1, 1), None),
+    ((False, 2, 32, 7, 1, 1), ConvTiles(128, 32, 1, 8, 2)),
+    ((False, 32, 1, 7, 1, 1), None),
+    ((False, 32, 2, 7, 1, 1), ConvTiles(32, 16, 16, 2, 4)),
+    ((False, 2, 2, 5, 2, 1), None),
+    ((False, 48, 40, 3, 1, 3), None),
+    ((False, 48, 40, 3, 1, 3), ConvTiles(128, 64, 64, 8, 4)),
+    ((False, 40, 48, 4, 2, 1), ConvTiles(16, 16, 16, 1, 1)),
+    ((True, 40, 24, 8, 4, 1), None),
+    ((True, 40, 24, 8, 4, 1), ConvTiles(32, 32, 64, 4, 2)),
+    ((True, 24, 2, 4, 2, 1), None),
+    ((True, 2, 24, 4, 2, 1), None),
+]
+
+
+def interpreted_check() -> None:
+    check("cpu")
+
+
+def check(device: str) -> None:
+    """Each case of ``CASES``, causal (24 kHz) and centred (48 kHz) padding, ``exact`` and
+    ``fp16``, against float64 torch on ``device``; the items of a batch bitwise the same alone."""
+    from fastencodec.kernels.cuda import CudaNetwork
+
+    torch.manual_seed(0)
+    for cfg in (META_24KHZ, META_48KHZ):
+        for (transposed, c_in, c_out, kernel, stride, dilation), tile in CASES:
+            if transposed:
+                module = ConvTranspose1d(cfg, c_in, c_out, kernel, stride).eval().to(device)
+                step = ConvTransposeStep(module, elu=True)
+            else:
+                module = Conv1d(cfg, c_in, c_out, kernel, stride, dilation).eval().to(device)
+                module.norm = None  # GroupNorm is another kernel's
+                step = ConvStep(module, elu=True)
+            x = torch.randn(3, c_in, 61).to(device)
+            with torch.inference_mode():
+                expected = copy.deepcopy(module).double()(torch.nn.functional.elu(x.double()))
+                for precision, tolerance in (("exact", 1e-6), ("fp16", 5e-3)):
+                    tiles = conv_tiles if tile is None else (lambda shape, operands, tile=tile: tile)
+                    net = CudaNetwork([step], precision, "decoder", tiles=tiles)
+                    out = net(x)
+                    error = float((out.double() - expected).abs().max() / expected.abs().max())
+                    assert error < tolerance, (cfg.name, c_in, c_out, tile, precision, error)
+                    assert torch.equal(net(x[1:2].contiguous()), out[1:2]), (cfg.name, c_in, c_out, tile, precision)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_conv_kernels_on_the_gpu():
+    pytest.importorskip("triton")
+    check("cuda")
+
+
+@pytest.mark.slow
+def test_conv_kernels_under_the_triton_interpreter():
+    pytest.importorskip("triton")
+    support.run_under_triton_interpreter("tests.test_conv_tiles")
