@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from fastencodec.kernels.conv_tiles import OPERANDS, TUNED, ConvShape, ConvTiles, conv_tiles
+from fastencodec.kernels.conv_tiles import OPERANDS, TUNED, TUNED_ON, ConvShape, ConvTiles, conv_tiles, default_tiles
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, flatten
 from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
 from fastencodec.nn.layers import Conv1d, ConvTranspose1d
@@ -26,12 +26,9 @@ def layer_shapes(cfg: EncodecConfig) -> set[ConvShape]:
                 width = step.module.lstm.hidden_size
                 shapes.add(ConvShape(False, width, 4 * width, 1, 1))
                 continue
-            conv = step.module.conv
-            c_in, c_out = conv.in_channels, conv.out_channels
-            shapes.add(ConvShape(isinstance(step, ConvTransposeStep), c_in, c_out, conv.kernel_size[0], conv.stride[0]))
+            shapes.add(ConvShape.of(step.module.conv))
             if isinstance(step, ConvStep) and step.shortcut is not None:
-                sc = step.shortcut.conv
-                shapes.add(ConvShape(False, sc.in_channels, sc.out_channels, 1, 1))
+                shapes.add(ConvShape.of(step.shortcut.conv))
     return shapes
 
 
@@ -52,14 +49,78 @@ def test_every_layer_of_the_models_gets_tiles_the_kernels_take(cfg):
     assert any(s.c_in <= 2 for s in shapes) and any(s.c_out <= 2 for s in shapes)  # the narrow path is used
     for shape in shapes:
         for operands in OPERANDS:
-            assert valid(conv_tiles(shape, operands)), (shape, operands)
+            for capability in ((7, 5), (8, 6), TUNED_ON):
+                assert valid(conv_tiles(shape, operands, capability)), (shape, operands, capability)
 
 
-def test_measured_tiles_are_valid_and_unknown_operands_refused():
+def test_measured_tiles_apply_on_the_gpus_they_were_measured_on():
+    """``TUNED`` is valid, serves compute capability 9.x only (other GPUs get the defaults, whose shared
+    memory fits them), and unknown operand kinds are refused."""
+    assert TUNED
     for (operands, shape), tile in TUNED.items():
         assert operands in OPERANDS and valid(tile), (operands, shape, tile)
+        assert conv_tiles(shape, operands, (9, 0)) == conv_tiles(shape, operands, (9, 1)) == tile
+        assert conv_tiles(shape, operands, (8, 6)) == default_tiles(shape)
     with pytest.raises(ValueError, match="operand kind 'fp8'"):
-        conv_tiles(ConvShape(False, 32, 32, 3, 1), "fp8")
+        conv_tiles(ConvShape(False, 32, 32, 3, 1), "fp8", TUNED_ON)
+
+
+SHARED_MEMORY = {(7, 5): 65536, (9, 0): 232448}
+"""Shared memory a program may use (bytes): a T4 (the least of the GPUs Triton builds for), an H100/H200."""
+
+
+@pytest.mark.slow
+def test_tiles_fit_the_shared_memory_of_their_gpus():
+    """Every measured tile compiles for sm_90 within its shared memory, and the defaults of every layer of
+    the three models within a T4's (no GPU needed: Triton compiles for a named target)."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastencodec.kernels import triton_ops as ops
+
+    precision = {"16-bit": "ieee", "ieee": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
+
+    def shared(shape: ConvShape, operands: str, tile: ConvTiles, arch: int) -> int:
+        ints = ["t_in", "t_out", "c_in", "c_out", "pad_left" if not shape.transposed else "trim_left"]
+        pointers = ["x", "w", "bias", "y"] if shape.transposed else ["x", "w", "bias", "res", "y"]
+        dtype = "*fp16" if operands == "16-bit" else "*fp32"
+        constants = {"K": shape.kernel, "STRIDE": shape.stride, "ELU": True, "PREC": precision[operands],
+                     "BCO": tile.outputs, "BCI": tile.inputs, "OUTS": shape.c_out if shape.c_out < 16 else 0,
+                     "lens": None, "RAGGED": False}  # fmt: skip
+        if shape.transposed:
+            kernel, constants = ops.conv_transpose1d_kernel, constants | {"BQ": tile.rows}
+        else:
+            kernel = ops.conv1d_kernel
+            constants |= {"BT": tile.rows, "DIL": 1, "REFLECT": True, "ADD": False}
+        signature = dict.fromkeys(pointers, dtype) | {"bias": "*fp32"} | dict.fromkeys(ints, "i32")
+        signature |= dict.fromkeys(constants, "constexpr")
+        options = {"num_warps": tile.warps, "num_stages": tile.stages}
+        compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32),
+                                  options=options)  # fmt: skip
+        return compiled.metadata.shared
+
+    limits = {}  # kernel variant (the constexprs that set its shared memory) -> least limit asked
+    for (operands, shape), tile in TUNED.items():
+        variant = (operands, shape.transposed, shape.kernel, shape.stride, shape.c_out if shape.c_out < 16 else 0, tile)
+        limits[variant, 90] = SHARED_MEMORY[9, 0]
+    cfgs = (META_24KHZ, META_48KHZ, EncodecConfig.from_hf(support.HF_32KHZ))
+    for shape in set().union(*(layer_shapes(cfg) for cfg in cfgs)):
+        for operands in ("16-bit", "ieee"):
+            tile = default_tiles(shape)
+            variant = (
+                operands,
+                shape.transposed,
+                shape.kernel,
+                shape.stride,
+                shape.c_out if shape.c_out < 16 else 0,
+                tile,
+            )
+            limits[variant, 75] = SHARED_MEMORY[7, 5]
+    for (variant, arch), limit in limits.items():
+        operands, transposed, kernel, stride, outs, tile = variant
+        shape = ConvShape(transposed, 16, outs or 16, kernel, stride)  # channel counts are not compiled in
+        assert shared(shape, operands, tile, arch) <= limit, (variant, arch)
 
 
 CASES = [  # (transposed, c_in, c_out, kernel, stride, dilation), tiles; None: the chosen tiles
@@ -75,6 +136,9 @@ CASES = [  # (transposed, c_in, c_out, kernel, stride, dilation), tiles; None: t
     ((True, 40, 24, 8, 4, 1), ConvTiles(32, 32, 64, 4, 2)),
     ((True, 24, 2, 4, 2, 1), None),
     ((True, 2, 24, 4, 2, 1), None),
+    ((True, 40, 24, 7, 4, 1), None),  # kernels that are no multiple of the stride: taps past the end read as zeros
+    ((True, 24, 2, 5, 2, 1), None),
+    ((True, 2, 24, 7, 4, 1), ConvTiles(64, 32, 1, 4, 2)),
 ]
 
 
@@ -101,7 +165,7 @@ def check(device: str) -> None:
             with torch.inference_mode():
                 expected = copy.deepcopy(module).double()(torch.nn.functional.elu(x.double()))
                 for precision, tolerance in (("exact", 1e-6), ("fp16", 5e-3)):
-                    tiles = conv_tiles if tile is None else (lambda shape, operands, tile=tile: tile)
+                    tiles = conv_tiles if tile is None else (lambda shape, operands, capability, tile=tile: tile)
                     net = CudaNetwork([step], precision, "decoder", tiles=tiles)
                     out = net(x)
                     error = float((out.double() - expected).abs().max() / expected.abs().max())

@@ -1,14 +1,17 @@
 """Tile sizes of the CUDA convolution kernels, chosen per layer shape and operand kind.
 
-A choice depends only on a layer's shape and operands, never on the batch or the length, so an
-item's arithmetic is the same in any batch. :data:`TUNED` holds the tiles measured fastest on an
-H200 for the layers of Meta's three models (``benchmarks/conv_tiles.py``); other shapes get
-:func:`default_tiles`.
+A choice depends only on a layer's shape, its operands and the GPU's compute capability, never on
+the batch or the length, so an item's arithmetic is the same in any batch. :data:`TUNED` holds the
+tiles measured fastest on an H200 for the 24 kHz model's layers (most of them shared by the 48 kHz
+model; ``benchmarks/conv_tiles.py``) and applies on GPUs of compute capability 9.x, whose shared
+memory its tiles need; other shapes and GPUs get :func:`default_tiles`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,12 @@ class ConvShape:
     c_out: int
     kernel: int
     stride: int
+
+    @classmethod
+    def of(cls, conv: nn.Conv1d | nn.ConvTranspose1d) -> ConvShape:
+        """The shape of a torch convolution module."""
+        return cls(isinstance(conv, nn.ConvTranspose1d), conv.in_channels, conv.out_channels, conv.kernel_size[0],
+                   conv.stride[0])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ OPERANDS = ("16-bit", "ieee", "tf32", "tf32x3")
 ``input_precision`` ``ieee`` (FMA), ``tf32`` or ``tf32x3``."""
 
 
-def _pow2(n: int, low: int, high: int) -> int:
+def pow2(n: int, low: int, high: int) -> int:
     """The power of two at or above ``n``, clamped to ``low .. high``."""
     return max(low, min(high, 1 << (n - 1).bit_length()))
 
@@ -50,13 +59,15 @@ def default_tiles(shape: ConvShape) -> ConvTiles:
     """64 rows, 16 to 64 output and 16 to 32 input channels; a layer of fewer than 16 input
     channels takes one a chunk (outer products) and 256 rows, one of fewer than 16 output channels
     256 rows (either skips tensor cores: :func:`~.triton_ops._add_channels`)."""
-    outputs = _pow2(shape.c_out, 16, 64)
+    outputs = pow2(shape.c_out, 16, 64)
     if shape.c_in < 16:
         return ConvTiles(256, outputs, 1)
-    return ConvTiles(256 if shape.c_out < 16 else 64, outputs, _pow2(shape.c_in, 16, 32))
+    return ConvTiles(256 if shape.c_out < 16 else 64, outputs, pow2(shape.c_in, 16, 32))
 
 
 TUNED: dict[tuple[str, ConvShape], ConvTiles] = {
+    ("16-bit", ConvShape(False, 1, 32, 7, 1)): ConvTiles(128, 32, 1, 4, 3),
+    ("16-bit", ConvShape(False, 32, 1, 7, 1)): ConvTiles(128, 16, 16, 4, 3),
     ("16-bit", ConvShape(False, 32, 32, 1, 1)): ConvTiles(128, 32, 32, 4, 3),
     ("16-bit", ConvShape(False, 64, 64, 1, 1)): ConvTiles(128, 64, 32, 4, 3),
     ("16-bit", ConvShape(False, 32, 64, 1, 1)): ConvTiles(128, 64, 32, 4, 3),
@@ -86,12 +97,19 @@ TUNED: dict[tuple[str, ConvShape], ConvTiles] = {
     ("ieee", ConvShape(True, 64, 32, 4, 2)): ConvTiles(256, 32, 32, 8, 3),
 }  # fmt: skip
 """Tiles per (operand kind, layer shape) measured fastest on an H200 at 64 x 10 s, where at least 3%
-faster than :func:`default_tiles` (``benchmarks/conv_tiles.py``, 2026-12-02; times in BENCHMARKS.md).
+faster than :func:`default_tiles` (``benchmarks/conv_tiles.py``, 2026-12-02; times in BENCHMARKS.md). Some
+need more shared memory than GPUs before compute capability 9.0 have (up to 104 KiB a program).
 ``16-bit`` serves ``fp16`` and ``bf16``; ``tf32`` and ``tf32x3`` layers get the defaults."""
 
 
-def conv_tiles(shape: ConvShape, operands: str) -> ConvTiles:
-    """The tiles of ``shape`` with ``operands`` (a name in :data:`OPERANDS`)."""
+TUNED_ON = (9, 0)
+"""Compute capability of the GPU :data:`TUNED` was measured on (an H200); it applies to its major version."""
+
+
+def conv_tiles(shape: ConvShape, operands: str, capability: tuple[int, int]) -> ConvTiles:
+    """The tiles of ``shape`` with ``operands`` (a name in :data:`OPERANDS`) on a GPU of compute
+    ``capability`` (major, minor)."""
     if operands not in OPERANDS:
         raise ValueError(f"unknown operand kind {operands!r}; one of {', '.join(OPERANDS)}")
-    return TUNED.get((operands, shape)) or default_tiles(shape)
+    tuned = TUNED.get((operands, shape)) if capability[0] == TUNED_ON[0] else None
+    return tuned or default_tiles(shape)

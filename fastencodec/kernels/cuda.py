@@ -16,7 +16,7 @@ import torch
 import triton
 
 from fastencodec.kernels import triton_ops as ops
-from fastencodec.kernels.conv_tiles import ConvShape, ConvTiles, conv_tiles
+from fastencodec.kernels.conv_tiles import TUNED_ON, ConvShape, ConvTiles, conv_tiles
 from fastencodec.kernels.cpu import WeightCache
 from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
 from fastencodec.kernels.precision import activation_dtype
@@ -38,7 +38,8 @@ near float32's): the encoder picks tokens, where TF32's rounding moves too many 
 In ``fp16`` and ``bf16`` the convolutions' operands are 16-bit (the setting is unused). The LSTM's
 products take float32 operands in ``bf16``, with TF32 products; in ``fp16`` (marked ``"fp16"``, not a
 Triton setting) float16 operands: its inputs, weights and hidden states, the same 10-bit mantissa as
-TF32 in half the bytes. Its cell state and sums are float32 in every mode."""
+TF32 in half the bytes. Its cell state and sums are float32 in every mode. Convolutions of fewer than
+16 channels on a side take float32 products on FMA units in every mode (:func:`~.triton_ops._add_channels`)."""
 
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
@@ -61,16 +62,22 @@ def _lstm_fits(width: int) -> bool:
     return width % units == 0 and width % chunk == 0
 
 
+def _capability(x: torch.Tensor) -> tuple[int, int]:
+    """Compute capability of ``x``'s GPU; CPU tensors (Triton's interpreter) count as the tiles' own GPU."""
+    return torch.cuda.get_device_capability(x.device) if x.is_cuda else TUNED_ON
+
+
 class CudaNetwork:
     """One network's steps (``network``: ``"encoder"`` or ``"decoder"``) in one precision on CUDA;
-    ``tiles`` picks each convolution's tiles from its shape and operand kind (benchmarks try others)."""
+    ``tiles`` picks each convolution's tiles from its shape, operand kind and the GPU's compute
+    capability (benchmarks try others)."""
 
     def __init__(
         self,
         steps: list[Step],
         precision: str,
         network: str,
-        tiles: Callable[[ConvShape, str], ConvTiles] = conv_tiles,
+        tiles: Callable[[ConvShape, str, tuple[int, int]], ConvTiles] = conv_tiles,
     ):
         self.steps = steps
         self.precision = precision
@@ -124,7 +131,7 @@ class CudaNetwork:
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
         b = self.fp32.get(conv.bias)
         fuse_add = residual is not None and module.norm is None
-        tile = self.tiles(ConvShape(False, c_in, c_out, k, stride), self.operands)
+        tile = self.tiles(ConvShape.of(conv), self.operands, _capability(h))
         grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
         ops.conv1d_kernel[grid](
             h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
@@ -153,7 +160,7 @@ class CudaNetwork:
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 0, 1))
         b = self.fp32.get(conv.bias)
-        tile = self.tiles(ConvShape(True, c_in, c_out, k, stride), self.operands)
+        tile = self.tiles(ConvShape.of(conv), self.operands, _capability(h))
         phase_rows = triton.cdiv(t_out + left_k, stride)
         grid = (triton.cdiv(phase_rows, tile.rows), triton.cdiv(c_out, tile.outputs), batch * stride)
         ops.conv_transpose1d_kernel[grid](
@@ -215,7 +222,7 @@ class CudaNetwork:
         # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
         wi0 = weights.get(lstm.weight_ih_l0, "io1", lambda p: p.t()[None])
-        tile = self.tiles(ConvShape(False, width, 4 * width, 1, 1), "16-bit" if half else prec)
+        tile = self.tiles(ConvShape(False, width, 4 * width, 1, 1), "16-bit" if half else prec, _capability(h))
         ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
             layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
             K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
