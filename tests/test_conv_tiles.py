@@ -184,3 +184,23 @@ def test_conv_kernels_on_the_gpu():
 def test_conv_kernels_under_the_triton_interpreter():
     pytest.importorskip("triton")
     support.run_under_triton_interpreter("tests.test_conv_tiles")
+
+
+def test_kernels_refuse_an_item_past_their_32_bit_indexing():
+    """An item whose activations at a layer reach 2**31 values (a 67M-row, 32-channel layer: a signal of
+    about 46 minutes of 24 kHz audio) is refused before any launch, naming the remedy; one value less
+    passes the check (meta tensors: nothing is allocated)."""
+    pytest.importorskip("triton")
+    from fastencodec.kernels.cuda import INDEX_LIMIT, CudaNetwork
+
+    model = EncodecModel(META_24KHZ)
+    steps = flatten(model.encoder.layers)
+    net = CudaNetwork(steps, "exact", "encoder")
+    first_block = steps[1].module  # 32 -> 16 channels, kernel 3
+    assert first_block.conv.in_channels == 32
+    rows = INDEX_LIMIT // 32
+    with pytest.raises(ValueError, match=f"{rows} rows x 32 channels.*shorter pieces"):
+        net._conv(first_block, torch.empty(1, rows, 32, device="meta"), True, None)
+    with pytest.raises(Exception) as raised:  # past the check: the launch itself fails on meta tensors
+        net._conv(first_block, torch.empty(1, rows - 1, 32, device="meta"), True, None)
+    assert "32-bit" not in str(raised.value)

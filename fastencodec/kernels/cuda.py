@@ -62,6 +62,25 @@ def _lstm_fits(width: int) -> bool:
     return width % units == 0 and width % chunk == 0
 
 
+INDEX_LIMIT = 1 << 31
+"""Values of one item at one layer (rows x channels) the kernels index with 32-bit integers."""
+
+
+def _check_index_range(*planes: int) -> None:
+    """Refuse an item whose activations at a layer (pairs of rows and channels) reach :data:`INDEX_LIMIT` values.
+
+    Raises:
+        ValueError: naming the rows and channels, and the remedy (shorter chunks).
+    """
+    for rows, channels in zip(planes[::2], planes[1::2]):
+        if rows * channels >= INDEX_LIMIT:
+            raise ValueError(
+                f"an item of {rows} rows x {channels} channels at one layer reaches the CUDA kernels' 32-bit "
+                f"indexing ({INDEX_LIMIT} values); code shorter pieces of the signal (in 'exact', a smaller "
+                "RuntimePolicy.chunk_samples streams it)"
+            )
+
+
 def _capability(x: torch.Tensor) -> tuple[int, int]:
     """Compute capability of ``x``'s GPU; CPU tensors (Triton's interpreter) count as the tiles' own GPU."""
     return torch.cuda.get_device_capability(x.device) if x.is_cuda else TUNED_ON
@@ -127,6 +146,7 @@ class CudaNetwork:
             t_in, left, right, reflect = h.shape[1], 0, 0, False
         dil, stride = conv.dilation[0], conv.stride[0]
         t_out = (t_in + left + right - dil * (k - 1) - 1) // stride + 1
+        _check_index_range(t_in, c_in, t_out, c_out)
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
         b = self.fp32.get(conv.bias)
@@ -152,6 +172,7 @@ class CudaNetwork:
         _, c_out, k = conv.weight.shape
         stride = conv.stride[0]
         full = (t_in - 1) * stride + k
+        _check_index_range(t_in, c_in, full, c_out)
         left, right = module.trim
         if module.norm is not None:  # the norm sees the untrimmed output, as in the reference
             left_k, t_out = 0, full
@@ -207,6 +228,7 @@ class CudaNetwork:
     def _lstm(self, step: LSTMStep, h: torch.Tensor) -> torch.Tensor:
         lstm = step.module.lstm
         batch, steps, width = h.shape
+        _check_index_range(steps, 4 * width)  # its input projection's output
         half = self.lstm_prec == "fp16"  # float16 operands (the activations' dtype in that mode)
         prec = "ieee" if half else self.lstm_prec  # Triton's setting, unused for float16 operands
         operand = torch.float16 if half else torch.float32
