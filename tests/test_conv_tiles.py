@@ -188,7 +188,7 @@ def test_conv_kernels_under_the_triton_interpreter():
 
 def test_kernels_refuse_an_item_past_their_32_bit_indexing():
     """An item whose activations at a layer reach 2**31 values (a 67M-row, 32-channel layer: a signal of
-    about 46 minutes of 24 kHz audio) is refused before any launch, naming the remedy; one value less
+    about 47 minutes of 24 kHz audio) is refused before any launch, naming the remedy; one value less
     passes the check (meta tensors: nothing is allocated)."""
     pytest.importorskip("triton")
     from fastencodec.kernels.cuda import INDEX_LIMIT, CudaNetwork
