@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.throughput import cuda_ms  # noqa: E402
-from fastencodec.kernels.conv_tiles import ConvShape, ConvTiles, conv_tiles, pow2  # noqa: E402
+from fastencodec.kernels.conv_tiles import NARROW, ConvShape, ConvTiles, conv_tiles, pow2  # noqa: E402
 from fastencodec.kernels.plan import flatten  # noqa: E402
 from fastencodec.nn.config import META_24KHZ  # noqa: E402
 from fastencodec.nn.layers import Conv1d  # noqa: E402
@@ -42,7 +42,7 @@ DOT = [  # rows, output channels, input channels, warps, stages
     (64, 128, 32, 4, 3), (64, 128, 64, 4, 3), (256, 64, 32, 8, 3), (256, 128, 32, 8, 3), (128, 32, 32, 4, 3),
     (256, 32, 32, 4, 3), (64, 64, 64, 4, 4), (128, 64, 64, 8, 4), (64, 32, 32, 4, 3), (32, 64, 32, 4, 3),
 ]  # fmt: skip
-NARROW = [(64, 4), (128, 4), (256, 4), (256, 8), (512, 8), (1024, 8)]
+NARROW_ROWS = [(64, 4), (128, 4), (256, 4), (256, 8), (512, 8), (1024, 8)]
 """Rows and warps for layers of fewer than 16 channels on a side."""
 
 
@@ -54,16 +54,14 @@ def chosen(shape: ConvShape, operands: str) -> ConvTiles:
 def candidates(shape: ConvShape, operands: str) -> list[ConvTiles]:
     """The tiles tried for ``shape``, the chosen ones first."""
 
-    def fit(n: int, c: int) -> int:
-        return pow2(c, 16, n)
-
     out = [chosen(shape, operands)]
-    if shape.c_in < 16:  # one input channel a chunk
-        out += [ConvTiles(r, fit(o, shape.c_out), 1, w, 3) for r, w in NARROW for o in (32, 64)]
-    elif shape.c_out < 16:
-        out += [ConvTiles(r, 16, fit(i, shape.c_in), w, 3) for r, w in NARROW for i in (16, 32, 64)]
+    c_in, c_out = shape.c_in, shape.c_out
+    if c_in < NARROW:  # one input channel a chunk
+        out += [ConvTiles(r, pow2(c_out, NARROW, o), 1, w, 3) for r, w in NARROW_ROWS for o in (32, 64)]
+    elif shape.narrow_outputs:
+        out += [ConvTiles(r, NARROW, pow2(c_in, NARROW, i), w, 3) for r, w in NARROW_ROWS for i in (16, 32, 64)]
     else:
-        out += [ConvTiles(r, fit(o, shape.c_out), fit(i, shape.c_in), w, s) for r, o, i, w, s in DOT]
+        out += [ConvTiles(r, pow2(c_out, NARROW, o), pow2(c_in, NARROW, i), w, s) for r, o, i, w, s in DOT]
     return list(dict.fromkeys(out))
 
 
@@ -89,7 +87,7 @@ class Recorder:
             width = step.module.lstm.hidden_size
             with torch.inference_mode(False):  # its weights get a version counter (the weight cache reads it)
                 projection = Conv1d(META_24KHZ, width, 4 * width, 1).to(h.device)
-            self.calls.append((ConvShape(False, width, 4 * width, 1, 1), "conv", (projection, h, False, None)))
+            self.calls.append((ConvShape.lstm_projection(width), "conv", (projection, h, False, None)))
             return lstm(step, h)
 
         net._conv, net._conv_transpose, net._lstm = record_conv, record_transpose, record_lstm

@@ -23,8 +23,7 @@ def layer_shapes(cfg: EncodecConfig) -> set[ConvShape]:
     for part in ("encoder", "decoder"):
         for step in flatten(getattr(model, part).layers):
             if isinstance(step, LSTMStep):
-                width = step.module.lstm.hidden_size
-                shapes.add(ConvShape(False, width, 4 * width, 1, 1))
+                shapes.add(ConvShape.lstm_projection(step.module.lstm.hidden_size))
                 continue
             shapes.add(ConvShape.of(step.module.conv))
             if isinstance(step, ConvStep) and step.shortcut is not None:
@@ -86,7 +85,7 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
         pointers = ["x", "w", "bias", "y"] if shape.transposed else ["x", "w", "bias", "res", "y"]
         dtype = "*fp16" if operands == "16-bit" else "*fp32"
         constants = {"K": shape.kernel, "STRIDE": shape.stride, "ELU": True, "PREC": precision[operands],
-                     "BCO": tile.outputs, "BCI": tile.inputs, "OUTS": shape.c_out if shape.c_out < 16 else 0,
+                     "BCO": tile.outputs, "BCI": tile.inputs, "OUTS": shape.narrow_outputs,
                      "lens": None, "RAGGED": False}  # fmt: skip
         if shape.transposed:
             kernel, constants = ops.conv_transpose1d_kernel, constants | {"BQ": tile.rows}
@@ -100,26 +99,20 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
                                   options=options)  # fmt: skip
         return compiled.metadata.shared
 
-    limits = {}  # kernel variant (the constexprs that set its shared memory) -> least limit asked
+    def variant(operands: str, shape: ConvShape, tile: ConvTiles) -> tuple:
+        """The constexprs that set a kernel's shared memory (channel counts are not compiled in)."""
+        return operands, shape.transposed, shape.kernel, shape.stride, shape.narrow_outputs, tile
+
+    limits = {}  # (kernel variant, arch) -> the shared memory it must fit
     for (operands, shape), tile in TUNED.items():
-        variant = (operands, shape.transposed, shape.kernel, shape.stride, shape.c_out if shape.c_out < 16 else 0, tile)
-        limits[variant, 90] = SHARED_MEMORY[9, 0]
+        limits[variant(operands, shape, tile), 90] = SHARED_MEMORY[9, 0]
     cfgs = (META_24KHZ, META_48KHZ, EncodecConfig.from_hf(support.HF_32KHZ))
     for shape in set().union(*(layer_shapes(cfg) for cfg in cfgs)):
         for operands in ("16-bit", "ieee"):
-            tile = default_tiles(shape)
-            variant = (
-                operands,
-                shape.transposed,
-                shape.kernel,
-                shape.stride,
-                shape.c_out if shape.c_out < 16 else 0,
-                tile,
-            )
-            limits[variant, 75] = SHARED_MEMORY[7, 5]
+            limits[variant(operands, shape, default_tiles(shape)), 75] = SHARED_MEMORY[7, 5]
     for (variant, arch), limit in limits.items():
         operands, transposed, kernel, stride, outs, tile = variant
-        shape = ConvShape(transposed, 16, outs or 16, kernel, stride)  # channel counts are not compiled in
+        shape = ConvShape(transposed, 16, outs or 16, kernel, stride)
         assert shared(shape, operands, tile, arch) <= limit, (variant, arch)
 
 

@@ -30,6 +30,16 @@ class ConvShape:
         return cls(isinstance(conv, nn.ConvTranspose1d), conv.in_channels, conv.out_channels, conv.kernel_size[0],
                    conv.stride[0])  # fmt: skip
 
+    @classmethod
+    def lstm_projection(cls, width: int) -> ConvShape:
+        """An LSTM's layer-0 input projection, run as a 1x1 conv of ``width`` channels to its ``4 * width`` gates."""
+        return cls(False, width, 4 * width, 1, 1)
+
+    @property
+    def narrow_outputs(self) -> int:
+        """``c_out`` when fewer than :data:`NARROW` (the kernels' ``OUTS``: per-channel sums), else 0."""
+        return self.c_out if self.c_out < NARROW else 0
+
 
 @dataclass(frozen=True)
 class ConvTiles:
@@ -45,6 +55,9 @@ class ConvTiles:
     stages: int = 3
 
 
+NARROW = 16
+"""Layers of fewer channels than this on a side skip tensor-core products (:func:`~.triton_ops._add_channels`)."""
+
 OPERANDS = ("16-bit", "ieee", "tf32", "tf32x3")
 """Operand kinds: float16 or bfloat16 values (tensor cores), or float32 values with Triton's
 ``input_precision`` ``ieee`` (FMA), ``tf32`` or ``tf32x3``."""
@@ -59,10 +72,10 @@ def default_tiles(shape: ConvShape) -> ConvTiles:
     """64 rows, 16 to 64 output and 16 to 32 input channels; a layer of fewer than 16 input
     channels takes one a chunk (outer products) and 256 rows, one of fewer than 16 output channels
     256 rows (either skips tensor cores: :func:`~.triton_ops._add_channels`)."""
-    outputs = pow2(shape.c_out, 16, 64)
-    if shape.c_in < 16:
+    outputs = pow2(shape.c_out, NARROW, 64)
+    if shape.c_in < NARROW:
         return ConvTiles(256, outputs, 1)
-    return ConvTiles(256 if shape.c_out < 16 else 64, outputs, pow2(shape.c_in, 16, 32))
+    return ConvTiles(256 if shape.narrow_outputs else 64, outputs, pow2(shape.c_in, NARROW, 32))
 
 
 TUNED: dict[tuple[str, ConvShape], ConvTiles] = {

@@ -66,19 +66,18 @@ INDEX_LIMIT = 1 << 31
 """Values of one item at one layer (rows x channels) the kernels index with 32-bit integers."""
 
 
-def _check_index_range(*planes: int) -> None:
-    """Refuse an item whose activations at a layer (pairs of rows and channels) reach :data:`INDEX_LIMIT` values.
+def _check_index_range(rows: int, channels: int) -> None:
+    """Refuse an item whose activations at a layer (``rows`` x ``channels``) reach :data:`INDEX_LIMIT` values.
 
     Raises:
-        ValueError: naming the rows and channels, and the remedy (shorter chunks).
+        ValueError: naming the rows and channels, and the remedy (shorter pieces).
     """
-    for rows, channels in zip(planes[::2], planes[1::2]):
-        if rows * channels >= INDEX_LIMIT:
-            raise ValueError(
-                f"an item of {rows} rows x {channels} channels at one layer reaches the CUDA kernels' 32-bit "
-                f"indexing ({INDEX_LIMIT} values); code shorter pieces of the signal (in 'exact', a smaller "
-                "RuntimePolicy.chunk_samples streams it)"
-            )
+    if rows * channels >= INDEX_LIMIT:
+        raise ValueError(
+            f"an item of {rows} rows x {channels} channels at one layer reaches the CUDA kernels' 32-bit "
+            f"indexing ({INDEX_LIMIT} values); code shorter pieces of the signal (in 'exact', a smaller "
+            "RuntimePolicy.chunk_samples streams it)"
+        )
 
 
 def _capability(x: torch.Tensor) -> tuple[int, int]:
@@ -146,17 +145,19 @@ class CudaNetwork:
             t_in, left, right, reflect = h.shape[1], 0, 0, False
         dil, stride = conv.dilation[0], conv.stride[0]
         t_out = (t_in + left + right - dil * (k - 1) - 1) // stride + 1
-        _check_index_range(t_in, c_in, t_out, c_out)
+        _check_index_range(t_in, c_in)
+        _check_index_range(t_out, c_out)
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
         b = self.fp32.get(conv.bias)
         fuse_add = residual is not None and module.norm is None
-        tile = self.tiles(ConvShape.of(conv), self.operands, _capability(h))
+        shape = ConvShape.of(conv)
+        tile = self.tiles(shape, self.operands, _capability(h))
         grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
         ops.conv1d_kernel[grid](
             h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
             K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
-            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, OUTS=c_out if c_out < 16 else 0,
+            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, OUTS=shape.narrow_outputs,
             lens=lens, RAGGED=lens is not None, num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
         if module.norm is not None:
@@ -172,7 +173,8 @@ class CudaNetwork:
         _, c_out, k = conv.weight.shape
         stride = conv.stride[0]
         full = (t_in - 1) * stride + k
-        _check_index_range(t_in, c_in, full, c_out)
+        _check_index_range(t_in, c_in)
+        _check_index_range(full, c_out)
         left, right = module.trim
         if module.norm is not None:  # the norm sees the untrimmed output, as in the reference
             left_k, t_out = 0, full
@@ -181,13 +183,14 @@ class CudaNetwork:
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 0, 1))
         b = self.fp32.get(conv.bias)
-        tile = self.tiles(ConvShape.of(conv), self.operands, _capability(h))
+        shape = ConvShape.of(conv)
+        tile = self.tiles(shape, self.operands, _capability(h))
         phase_rows = triton.cdiv(t_out + left_k, stride)
         grid = (triton.cdiv(phase_rows, tile.rows), triton.cdiv(c_out, tile.outputs), batch * stride)
         ops.conv_transpose1d_kernel[grid](
             h, w, b, y, t_in, t_out, c_in, c_out, left_k,
             K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=tile.rows, BCO=tile.outputs, BCI=tile.inputs,
-            OUTS=c_out if c_out < 16 else 0, lens=lens, RAGGED=lens is not None,
+            OUTS=shape.narrow_outputs, lens=lens, RAGGED=lens is not None,
             num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
         if module.norm is not None:
@@ -244,7 +247,7 @@ class CudaNetwork:
         # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
         wi0 = weights.get(lstm.weight_ih_l0, "io1", lambda p: p.t()[None])
-        tile = self.tiles(ConvShape(False, width, 4 * width, 1, 1), "16-bit" if half else prec, _capability(h))
+        tile = self.tiles(ConvShape.lstm_projection(width), "16-bit" if half else prec, _capability(h))
         ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
             layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
             K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
