@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.throughput import cuda_ms  # noqa: E402
 from fastencodec.kernels.conv_tiles import NARROW, ConvShape, ConvTiles, conv_tiles, pow2  # noqa: E402
-from fastencodec.kernels.plan import flatten  # noqa: E402
+from fastencodec.kernels.plan import flatten, fusable_shortcut  # noqa: E402
 from fastencodec.nn.config import META_24KHZ  # noqa: E402
 from fastencodec.nn.layers import Conv1d  # noqa: E402
 from fastencodec.nn.model import EncodecModel  # noqa: E402
@@ -75,19 +75,21 @@ class Recorder:
         self.methods = {"conv": net._conv, "transpose": net._conv_transpose}
         lstm = net._lstm
 
-        def record_conv(module, h, elu, residual, lens=None):
-            self.calls.append((ConvShape.of(module.conv), "conv", (module, h, elu, residual)))
-            return self.methods["conv"](module, h, elu, residual, lens)
+        def record_conv(module, h, elu, lens=None, add=None, elu_out=False):
+            fused = add is not None and add[1] is not None and fusable_shortcut(module, add[1])
+            shape = ConvShape.of(module.conv, add[1].conv if fused else None)
+            self.calls.append((shape, "conv", (module, h, elu, None, add, elu_out)))
+            return self.methods["conv"](module, h, elu, lens, add, elu_out)
 
-        def record_transpose(step, h, lens=None):
-            self.calls.append((ConvShape.of(step.module.conv), "transpose", (step, h)))
-            return self.methods["transpose"](step, h, lens)
+        def record_transpose(module, h, elu, lens=None, elu_out=False):
+            self.calls.append((ConvShape.of(module.conv), "transpose", (module, h, elu, None, elu_out)))
+            return self.methods["transpose"](module, h, elu, lens, elu_out)
 
         def record_lstm(step, h):
             width = step.module.lstm.hidden_size
             with torch.inference_mode(False):  # its weights get a version counter (the weight cache reads it)
                 projection = Conv1d(META_24KHZ, width, 4 * width, 1).to(h.device)
-            self.calls.append((ConvShape.lstm_projection(width), "conv", (projection, h, False, None)))
+            self.calls.append((ConvShape.lstm_projection(width), "conv", (projection, h, False)))
             return lstm(step, h)
 
         net._conv, net._conv_transpose, net._lstm = record_conv, record_transpose, record_lstm
@@ -134,9 +136,10 @@ def compile_share(operands: str, worker: int, workers: int, only: list[str]) -> 
 
 
 def name(shape: ConvShape) -> str:
-    """``transposed 512->256 k16 s8``."""
+    """``transposed 512->256 k16 s8``; ``16->32 k1 s1 +32->32 k1`` with a fused shortcut."""
     kind = "transposed " if shape.transposed else ""
-    return f"{kind}{shape.c_in}->{shape.c_out} k{shape.kernel} s{shape.stride}"
+    shortcut = f" +{shape.shortcut}->{shape.c_out} k1" if shape.shortcut else ""
+    return f"{kind}{shape.c_in}->{shape.c_out} k{shape.kernel} s{shape.stride}{shortcut}"
 
 
 def wanted(shape: ConvShape, only: list[str]) -> bool:

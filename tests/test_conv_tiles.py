@@ -4,14 +4,22 @@ tiles (tensor-core or FMA products, or the summed products of layers of one or t
 through Triton's interpreter (a subprocess: the variable must be set before Triton is imported)."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from fastencodec.kernels.conv_tiles import OPERANDS, TUNED, TUNED_ON, ConvShape, ConvTiles, conv_tiles, default_tiles
-from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, flatten
+from fastencodec.kernels.plan import (
+    ConvStep,
+    ConvTransposeStep,
+    LSTMStep,
+    activated_outputs,
+    flatten,
+    fusable_shortcut,
+)
 from fastencodec.nn.config import META_24KHZ, META_48KHZ, EncodecConfig
-from fastencodec.nn.layers import Conv1d, ConvTranspose1d
+from fastencodec.nn.layers import Conv1d, ConvTranspose1d, ResnetBlock
 from fastencodec.nn.model import EncodecModel
 from tests import support
 
@@ -21,13 +29,19 @@ def layer_shapes(cfg: EncodecConfig) -> set[ConvShape]:
     model = EncodecModel(cfg)
     shapes = set()
     for part in ("encoder", "decoder"):
+        shortcut = None
         for step in flatten(getattr(model, part).layers):
             if isinstance(step, LSTMStep):
                 shapes.add(ConvShape.lstm_projection(step.module.lstm.hidden_size))
                 continue
+            if isinstance(step, ConvStep) and step.keep:
+                shortcut = step.shortcut
+            if isinstance(step, ConvStep) and step.add and shortcut is not None:
+                if fusable_shortcut(step.module, shortcut):
+                    shapes.add(ConvShape.of(step.module.conv, shortcut.conv))
+                    continue
+                shapes.add(ConvShape.of(shortcut.conv))
             shapes.add(ConvShape.of(step.module.conv))
-            if isinstance(step, ConvStep) and step.shortcut is not None:
-                shapes.add(ConvShape.of(step.shortcut.conv))
     return shapes
 
 
@@ -91,8 +105,14 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
             kernel, constants = ops.conv_transpose1d_kernel, constants | {"BQ": tile.rows}
         else:
             kernel = ops.conv1d_kernel
-            constants |= {"BT": tile.rows, "DIL": 1, "REFLECT": True, "ADD": False}
-        signature = dict.fromkeys(pointers, dtype) | {"bias": "*fp32"} | dict.fromkeys(ints, "i32")
+            constants |= {"BT": tile.rows, "DIL": 1, "REFLECT": True, "ADD": False, "SHORTCUT": shape.shortcut > 0}
+            if shape.shortcut:
+                pointers, ints = pointers + ["sx", "sw", "sbias"], ints + ["s_in"]
+            else:
+                constants |= {"sx": None, "sw": None, "sbias": None, "s_in": 0}
+        constants["ELU_OUT"] = True
+        signature = dict.fromkeys(pointers, dtype) | {"bias": "*fp32", "sbias": "*fp32"} | dict.fromkeys(ints, "i32")
+        signature = {name: kind for name, kind in signature.items() if name in pointers + ints}
         signature |= dict.fromkeys(constants, "constexpr")
         options = {"num_warps": tile.warps, "num_stages": tile.stages}
         compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32),
@@ -101,7 +121,7 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
 
     def variant(operands: str, shape: ConvShape, tile: ConvTiles) -> tuple:
         """The constexprs that set a kernel's shared memory (channel counts are not compiled in)."""
-        return operands, shape.transposed, shape.kernel, shape.stride, shape.narrow_outputs, tile
+        return operands, shape.transposed, shape.kernel, shape.stride, shape.narrow_outputs, shape.shortcut > 0, tile
 
     limits = {}  # (kernel variant, arch) -> the shared memory it must fit
     for (operands, shape), tile in TUNED.items():
@@ -111,8 +131,8 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
         for operands in ("16-bit", "ieee"):
             limits[variant(operands, shape, default_tiles(shape)), 75] = SHARED_MEMORY[7, 5]
     for (variant, arch), limit in limits.items():
-        operands, transposed, kernel, stride, outs, tile = variant
-        shape = ConvShape(transposed, 16, outs or 16, kernel, stride)
+        operands, transposed, kernel, stride, outs, shortcut, tile = variant
+        shape = ConvShape(transposed, 16, outs or 16, kernel, stride, 16 * shortcut)
         assert shared(shape, operands, tile, arch) <= limit, (variant, arch)
 
 
@@ -137,6 +157,7 @@ CASES = [  # (transposed, c_in, c_out, kernel, stride, dilation), tiles; None: t
 
 def interpreted_check() -> None:
     check("cpu")
+    check_blocks("cpu")
 
 
 def check(device: str) -> None:
@@ -166,11 +187,44 @@ def check(device: str) -> None:
                     assert torch.equal(net(x[1:2].contiguous()), out[1:2]), (cfg.name, c_in, c_out, tile, precision)
 
 
+def check_blocks(device: str) -> None:
+    """A conv, a residual block, a transposed conv and a last conv (ELUs between them) against
+    float64 torch on ``device``, in ``exact`` and ``fp16``: the block's conv shortcut computed in its
+    last conv's kernel (weight norm), as a conv of its own (GroupNorm), or an identity; outputs stored
+    after their consumer's ELU (:func:`~fastencodec.kernels.plan.activated_outputs`), which in ``exact``
+    is bitwise the ELU computed where the consumer reads."""
+    from fastencodec.kernels.cuda import CudaNetwork
+
+    torch.manual_seed(0)
+    identity = dataclasses.replace(META_24KHZ, conv_shortcut=False)
+    for cfg in (META_24KHZ, META_48KHZ, identity):
+        layers = torch.nn.Sequential(
+            Conv1d(cfg, 2, 32, 7), ResnetBlock(cfg, 32, 3), torch.nn.ELU(), ConvTranspose1d(cfg, 32, 24, 4, 2),
+            torch.nn.ELU(), Conv1d(cfg, 24, 1, 7),
+        ).eval().to(device)  # fmt: skip
+        steps = flatten(layers)
+        assert activated_outputs(steps) == [False, True, True, True, False]
+        x = torch.randn(3, 2, 77).to(device)
+        with torch.inference_mode():
+            expected = copy.deepcopy(layers).double()(x.double())
+            outputs = {}
+            for precision, tolerance in (("exact", 1e-6), ("fp16", 1e-2)):
+                net = CudaNetwork(steps, precision, "decoder")
+                out = outputs[precision] = net(x)
+                error = float((out.double() - expected).abs().max() / expected.abs().max())
+                assert error < tolerance, (cfg.name, cfg.conv_shortcut, precision, error)
+                assert torch.equal(net(x[1:2].contiguous()), out[1:2]), (cfg.name, precision)
+            plain = CudaNetwork(steps, "exact", "decoder")
+            plain.activated = [False] * len(steps)  # every ELU where its consumer reads
+            assert torch.equal(plain(x), outputs["exact"]), cfg.name
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_conv_kernels_on_the_gpu():
     pytest.importorskip("triton")
     check("cuda")
+    check_blocks("cuda")
 
 
 @pytest.mark.slow

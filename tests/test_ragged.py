@@ -161,7 +161,8 @@ def test_ragged_kernels_under_the_triton_interpreter():
 
 @pytest.mark.slow
 def test_ragged_kernels_compile_for_hopper_without_a_gpu():
-    """The ragged variants of the conv kernels compile to sm_90 code (no GPU needed)."""
+    """The ragged variants of the conv kernels (one with a residual block's shortcut computed in the
+    kernel) compile to sm_90 code (no GPU needed)."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -171,12 +172,15 @@ def test_ragged_kernels_compile_for_hopper_without_a_gpu():
     lengths = {"t_in": "i32", "t_out": "i32", "c_in": "i32", "c_out": "i32", "lens": "*i32"}
     cases = [
         (ops.conv1d_kernel, ["x", "w", "bias", "res", "y"], {"pad_left": "i32"},
-         {"K": 7, "STRIDE": 2, "DIL": 1, "REFLECT": True, "ELU": True, "ADD": True, "BT": 64}),
+         {"K": 7, "STRIDE": 2, "DIL": 1, "REFLECT": True, "ELU": True, "ADD": True, "BT": 64,
+          "sx": None, "sw": None, "sbias": None, "s_in": 0, "SHORTCUT": False}),
+        (ops.conv1d_kernel, ["x", "w", "bias", "res", "y", "sx", "sw", "sbias"], {"pad_left": "i32", "s_in": "i32"},
+         {"K": 1, "STRIDE": 1, "DIL": 1, "REFLECT": False, "ELU": True, "ADD": False, "BT": 64, "SHORTCUT": True}),
         (ops.conv_transpose1d_kernel, ["x", "w", "bias", "y"], {"trim_left": "i32"},
          {"K": 8, "STRIDE": 4, "ELU": True, "BQ": 64}),
     ]  # fmt: skip
     for kernel, pointers, more, constants in cases:
-        constants = constants | {"PREC": "ieee", "BCO": 32, "BCI": 32, "RAGGED": True}
+        constants = constants | {"PREC": "ieee", "BCO": 32, "BCI": 32, "OUTS": 0, "RAGGED": True, "ELU_OUT": True}
         signature = dict.fromkeys(pointers, "*fp32") | lengths | more | dict.fromkeys(constants, "constexpr")
         compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32))
         assert ".entry" in compiled.asm["ptx"]

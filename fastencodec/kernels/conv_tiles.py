@@ -16,19 +16,21 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ConvShape:
-    """A convolution layer: ``transposed`` or not, channels in and out, kernel size and stride (samples)."""
+    """A convolution layer: ``transposed`` or not, channels in and out, kernel size and stride
+    (samples), and the input channels of a 1x1 conv shortcut computed in the same kernel (0: none)."""
 
     transposed: bool
     c_in: int
     c_out: int
     kernel: int
     stride: int
+    shortcut: int = 0
 
     @classmethod
-    def of(cls, conv: nn.Conv1d | nn.ConvTranspose1d) -> ConvShape:
-        """The shape of a torch convolution module."""
+    def of(cls, conv: nn.Conv1d | nn.ConvTranspose1d, shortcut: nn.Conv1d | None = None) -> ConvShape:
+        """The shape of a torch convolution module (with a ``shortcut`` fused into its kernel)."""
         return cls(isinstance(conv, nn.ConvTranspose1d), conv.in_channels, conv.out_channels, conv.kernel_size[0],
-                   conv.stride[0])  # fmt: skip
+                   conv.stride[0], 0 if shortcut is None else shortcut.in_channels)  # fmt: skip
 
     @classmethod
     def lstm_projection(cls, width: int) -> ConvShape:
@@ -80,7 +82,12 @@ def default_tiles(shape: ConvShape) -> ConvTiles:
 
 TUNED: dict[tuple[str, ConvShape], ConvTiles] = {
     ("16-bit", ConvShape(False, 1, 32, 7, 1)): ConvTiles(128, 32, 1, 4, 3),
-    ("16-bit", ConvShape(False, 32, 1, 7, 1)): ConvTiles(128, 16, 16, 4, 3),
+    ("16-bit", ConvShape(False, 32, 1, 7, 1)): ConvTiles(128, 16, 32, 4, 3),
+    ("16-bit", ConvShape(False, 16, 32, 1, 1, 32)): ConvTiles(128, 32, 16, 4, 3),
+    ("16-bit", ConvShape(False, 32, 64, 4, 2)): ConvTiles(256, 64, 32, 8, 3),
+    ("16-bit", ConvShape(False, 64, 128, 1, 1, 128)): ConvTiles(64, 128, 64, 4, 3),
+    ("16-bit", ConvShape(False, 128, 256, 1, 1, 256)): ConvTiles(128, 64, 64, 4, 3),
+    ("16-bit", ConvShape(True, 64, 32, 4, 2)): ConvTiles(128, 32, 32, 4, 3),
     ("16-bit", ConvShape(False, 32, 32, 1, 1)): ConvTiles(128, 32, 32, 4, 3),
     ("16-bit", ConvShape(False, 64, 64, 1, 1)): ConvTiles(128, 64, 32, 4, 3),
     ("16-bit", ConvShape(False, 32, 64, 1, 1)): ConvTiles(128, 64, 32, 4, 3),
@@ -97,6 +104,12 @@ TUNED: dict[tuple[str, ConvShape], ConvTiles] = {
     ("16-bit", ConvShape(False, 128, 512, 7, 1)): ConvTiles(256, 128, 32, 8, 3),
     ("16-bit", ConvShape(True, 512, 256, 16, 8)): ConvTiles(128, 128, 32, 8, 3),
     ("16-bit", ConvShape(True, 256, 128, 10, 5)): ConvTiles(128, 128, 32, 8, 3),
+    ("ieee", ConvShape(False, 32, 1, 7, 1)): ConvTiles(128, 16, 32, 4, 3),
+    ("ieee", ConvShape(False, 16, 32, 1, 1, 32)): ConvTiles(128, 32, 16, 4, 3),
+    ("ieee", ConvShape(False, 32, 64, 4, 2)): ConvTiles(128, 64, 32, 8, 3),
+    ("ieee", ConvShape(False, 32, 64, 1, 1, 64)): ConvTiles(128, 64, 32, 4, 3),
+    ("ieee", ConvShape(False, 64, 128, 1, 1, 128)): ConvTiles(64, 128, 32, 4, 3),
+    ("ieee", ConvShape(False, 128, 256, 1, 1, 256)): ConvTiles(64, 128, 32, 4, 3),
     ("ieee", ConvShape(False, 64, 32, 3, 1)): ConvTiles(256, 32, 32, 8, 3),
     ("ieee", ConvShape(False, 64, 128, 8, 4)): ConvTiles(32, 64, 32, 4, 3),
     ("ieee", ConvShape(False, 128, 64, 3, 1)): ConvTiles(128, 64, 32, 8, 3),
@@ -110,7 +123,8 @@ TUNED: dict[tuple[str, ConvShape], ConvTiles] = {
     ("ieee", ConvShape(True, 64, 32, 4, 2)): ConvTiles(256, 32, 32, 8, 3),
 }  # fmt: skip
 """Tiles per (operand kind, layer shape) measured fastest on an H200 at 64 x 10 s, where at least 3%
-faster than :func:`default_tiles` (``benchmarks/conv_tiles.py``, 2026-12-02; times in BENCHMARKS.md). Some
+faster than :func:`default_tiles` (``benchmarks/conv_tiles.py``, 2026-12-02; times in BENCHMARKS.md; the
+shapes with a fused shortcut and the layers reading stored-activated inputs swept again at 08:03 UTC). Some
 need more shared memory than GPUs before compute capability 9.0 have (up to 104 KiB a program).
 ``16-bit`` serves ``fp16`` and ``bf16``; ``tf32`` and ``tf32x3`` layers get the defaults."""
 

@@ -18,9 +18,9 @@ import triton
 from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.conv_tiles import TUNED_ON, ConvShape, ConvTiles, conv_tiles
 from fastencodec.kernels.cpu import WeightCache
-from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step
+from fastencodec.kernels.plan import ConvStep, ConvTransposeStep, LSTMStep, Step, activated_outputs, fusable_shortcut
 from fastencodec.kernels.precision import activation_dtype
-from fastencodec.nn.layers import ReplayOrder, pad1d
+from fastencodec.nn.layers import Conv1d, ConvTranspose1d, ReplayOrder, pad1d
 
 INPUT_PRECISION = {
     ("exact", "encoder"): ("ieee", "ieee"),
@@ -98,6 +98,7 @@ class CudaNetwork:
         tiles: Callable[[ConvShape, str, tuple[int, int]], ConvTiles] = conv_tiles,
     ):
         self.steps = steps
+        self.activated = activated_outputs(steps)
         self.precision = precision
         self.dtype = activation_dtype(precision)
         self.prec, self.lstm_prec = INPUT_PRECISION[precision, network]
@@ -115,23 +116,41 @@ class CudaNetwork:
         unspecified. The steps must satisfy :func:`~fastencodec.kernels.plan.ragged_steps`.
         """
         h = x.transpose(1, 2).contiguous().to(self.dtype)
-        residual = None
+        kept: tuple[torch.Tensor, Conv1d | None] | None = None  # a residual block's input and its shortcut
+        activated = False  # whether h is stored after the ELU its consumer applies
         for s, step in enumerate(self.steps):
             lens = None if lengths is None else lengths[s]
+            own_elu = not activated  # the step's ELU, unless its input's producer applied it
+            activated = self.activated[s]
             if isinstance(step, ConvStep):
                 if step.keep:
-                    residual = h if step.shortcut is None else self._conv(step.shortcut, h, False, None, lens)
-                h = self._conv(step.module, h, step.elu, residual if step.add else None, lens)
+                    kept = (h, step.shortcut)
+                add = kept if step.add else None
+                h = self._conv(step.module, h, step.elu and own_elu, lens, add=add, elu_out=activated)
             elif isinstance(step, ConvTransposeStep):
-                h = self._conv_transpose(step, h, lens)
+                h = self._conv_transpose(step.module, h, step.elu and own_elu, lens, elu_out=activated)
             else:  # causal: an item's outputs depend on its own earlier rows only
                 h = self._lstm(step, h)
         return h.transpose(1, 2).float().contiguous()
 
     # -- convolutions ---------------------------------------------------------
     def _conv(
-        self, module, h: torch.Tensor, elu: bool, residual: torch.Tensor | None, lens: torch.Tensor | None = None
+        self,
+        module: Conv1d,
+        h: torch.Tensor,
+        elu: bool,
+        lens: torch.Tensor | None = None,
+        add: tuple[torch.Tensor, Conv1d | None] | None = None,
+        elu_out: bool = False,
     ) -> torch.Tensor:
+        """``module`` on channels-last ``h`` ``[B, T, C]`` (after an ELU when ``elu``); ``add``: a residual
+        block's input and its conv shortcut (or None: identity), whose output is added; ``elu_out``: the
+        output is stored after an ELU."""
+        shortcut = residual = None
+        if add is not None:
+            residual, shortcut = add
+            if shortcut is not None and not fusable_shortcut(module, shortcut):
+                residual, shortcut = self._conv(shortcut, residual, False, lens), None
         batch, t_in, c_in = h.shape
         conv = module.conv
         c_out, _, k = conv.weight.shape
@@ -150,24 +169,35 @@ class CudaNetwork:
         y = h.new_empty(batch, t_out, c_out)
         w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
         b = self.fp32.get(conv.bias)
-        fuse_add = residual is not None and module.norm is None
-        shape = ConvShape.of(conv)
+        fuse_add = shortcut is None and residual is not None and module.norm is None
+        short = {}
+        if shortcut is not None:  # computed in this kernel from the block's input (``residual``)
+            short = dict(sx=residual, sw=self.weights.get(shortcut.conv.weight, "kio", lambda p: p.permute(2, 1, 0)),
+                         sbias=self.fp32.get(shortcut.conv.bias), s_in=residual.shape[2], SHORTCUT=True)  # fmt: skip
+        shape = ConvShape.of(conv, None if shortcut is None else shortcut.conv)
         tile = self.tiles(shape, self.operands, _capability(h))
         grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
         ops.conv1d_kernel[grid](
             h, w, b, residual if fuse_add else y, y, t_in, t_out, c_in, c_out, left,
             K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
             BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, OUTS=shape.narrow_outputs,
-            lens=lens, RAGGED=lens is not None, num_warps=tile.warps, num_stages=tile.stages,
+            lens=lens, RAGGED=lens is not None, ELU_OUT=elu_out and module.norm is None,
+            num_warps=tile.warps, num_stages=tile.stages, **short,
         )  # fmt: skip
         if module.norm is not None:
-            y = self._group_norm(module.norm, y, residual)
+            y = self._group_norm(module.norm, y, residual, elu_out)
         return y
 
     def _conv_transpose(
-        self, step: ConvTransposeStep, h: torch.Tensor, lens: torch.Tensor | None = None
+        self,
+        module: ConvTranspose1d,
+        h: torch.Tensor,
+        elu: bool,
+        lens: torch.Tensor | None = None,
+        elu_out: bool = False,
     ) -> torch.Tensor:
-        module = step.module
+        """``module`` on channels-last ``h`` ``[B, T, C]`` (after an ELU when ``elu``; the output
+        stored after one when ``elu_out``)."""
         batch, t_in, c_in = h.shape
         conv = module.conv
         _, c_out, k = conv.weight.shape
@@ -189,18 +219,19 @@ class CudaNetwork:
         grid = (triton.cdiv(phase_rows, tile.rows), triton.cdiv(c_out, tile.outputs), batch * stride)
         ops.conv_transpose1d_kernel[grid](
             h, w, b, y, t_in, t_out, c_in, c_out, left_k,
-            K=k, STRIDE=stride, ELU=step.elu, PREC=self.prec, BQ=tile.rows, BCO=tile.outputs, BCI=tile.inputs,
-            OUTS=shape.narrow_outputs, lens=lens, RAGGED=lens is not None,
+            K=k, STRIDE=stride, ELU=elu, PREC=self.prec, BQ=tile.rows, BCO=tile.outputs, BCI=tile.inputs,
+            OUTS=shape.narrow_outputs, lens=lens, RAGGED=lens is not None, ELU_OUT=elu_out and module.norm is None,
             num_warps=tile.warps, num_stages=tile.stages,
         )  # fmt: skip
         if module.norm is not None:
-            y = self._group_norm(module.norm, y)[:, left : full - right].contiguous()
+            y = self._group_norm(module.norm, y, elu_out=elu_out)[:, left : full - right].contiguous()
         return y
 
     def _group_norm(
-        self, norm: torch.nn.GroupNorm, y: torch.Tensor, residual: torch.Tensor | None = None
+        self, norm: torch.nn.GroupNorm, y: torch.Tensor, residual: torch.Tensor | None = None, elu_out: bool = False
     ) -> torch.Tensor:
-        """GroupNorm (one group) of channels-last ``y`` ``[B, T, C]`` (plus ``residual``), in float32.
+        """GroupNorm (one group) of channels-last ``y`` ``[B, T, C]`` (plus ``residual``; then an ELU when
+        ``elu_out``), in float32.
 
         Each item's mean, then its variance about the mean, are summed in fixed chunks of
         ``NORM_CHUNK`` values and the chunks' sums in a fixed order: the same arithmetic in any batch.
@@ -223,7 +254,8 @@ class CudaNetwork:
         bt = max(1, 4096 // bc)
         ops.group_norm_apply_kernel[(triton.cdiv(t, bt), batch)](
             y, mean, rstd, self.fp32.get(norm.weight), self.fp32.get(norm.bias),
-            y if residual is None else residual, out, t, c, ADD=residual is not None, BT=bt, BC=bc, num_warps=4,
+            y if residual is None else residual, out, t, c, ADD=residual is not None, BT=bt, BC=bc, ELU_OUT=elu_out,
+            num_warps=4,
         )  # fmt: skip
         return out
 

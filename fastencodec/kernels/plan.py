@@ -86,6 +86,27 @@ def flatten(layers: nn.Sequential) -> list[Step]:
     return steps
 
 
+def fusable_shortcut(conv: Conv1d, shortcut: Conv1d) -> bool:
+    """Whether a residual block's conv ``shortcut`` can be computed inside the kernel of the block's
+    last ``conv`` (which adds it): both 1x1 with stride 1 and neither normalised (no GroupNorm)."""
+    return all(
+        m.conv.kernel_size[0] == 1 and m.conv.stride[0] == 1 and m.conv.dilation[0] == 1 and m.norm is None
+        for m in (conv, shortcut)
+    )
+
+
+def activated_outputs(steps: list[Step]) -> list[bool]:
+    """Per step, whether its output can be stored after the ELU that the next step applies to it
+    (computed once an output value instead of once a kernel tap that reads it): the next step is a
+    conv or transposed conv with an ELU on its input, and does not keep its input (a residual block's
+    input is added back unactivated). An LSTM's output is stored as it is."""
+    out = []
+    for step, after in zip(steps, steps[1:]):
+        consumer = isinstance(after, ConvTransposeStep) or (isinstance(after, ConvStep) and not after.keep)
+        out.append(not isinstance(step, LSTMStep) and consumer and after.elu)
+    return out + [False]
+
+
 def output_length(step: Step, length: int) -> int:
     """Samples (frames) out of ``step`` for an input of ``length``: the reference's arithmetic
     (the conv's padding and ``extra padding``, the transposed conv's trims)."""

@@ -36,9 +36,13 @@ def conv1d_kernel(
     K: tl.constexpr, STRIDE: tl.constexpr, DIL: tl.constexpr, REFLECT: tl.constexpr, ELU: tl.constexpr,
     ADD: tl.constexpr, PREC: tl.constexpr, BT: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr,
     OUTS: tl.constexpr = 0, lens=None, RAGGED: tl.constexpr = False,
+    sx=None, sw=None, sbias=None, s_in=0, SHORTCUT: tl.constexpr = False, ELU_OUT: tl.constexpr = False,
 ):  # fmt: skip
-    """``y[b, t, :] = bias + sum_k w[k] . elu?(x_padded[b, t * STRIDE + k * DIL, :]) (+ res)``;
-    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic. Tiles of
+    """``y[b, t, :] = elu?(bias + sum_k w[k] . elu?(x_padded[b, t * STRIDE + k * DIL, :]) (+ res))``;
+    ``w`` is ``[K, c_in, c_out]``; padding is reflect or zeros by index arithmetic. ``SHORTCUT``
+    (``K == STRIDE == 1``): the residual is a 1x1 conv computed here, ``sbias + sw[0] . sx[b, t, :]``
+    (``sx`` ``[B, t_in, s_in]``, ``sw`` ``[1, s_in, c_out]``), in float32, in place of ``res``;
+    ``ELU_OUT``: the output's ELU (its consumer's) is applied before the store. Tiles of
     ``BT`` rows, ``BCO`` output and ``BCI`` input channels; ``OUTS``: ``c_out`` if under 16, else 0
     (:func:`_add_channels` says how each is summed). With
     ``RAGGED``, item ``b`` is ``lens[b]`` long (its rows ``>= lens[b]`` are never read): it is
@@ -63,8 +67,15 @@ def conv1d_kernel(
     acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
     at = item * t_out * c_out + t[:, None] * c_out + co[None, :]
     keep = (t < t_out)[:, None] & co_ok[None, :]
-    if ADD:
+    if SHORTCUT:
+        ok = (t < n) & (t < t_out)
+        short = _add_channels(tl.zeros([BT, BCO], tl.float32), sx + item * t_in * s_in + t * s_in, ok, sw, 0, s_in,
+                              c_out, co, co_ok, 1, False, PREC, BCI, OUTS)  # fmt: skip
+        acc += short + tl.load(sbias + co, mask=co_ok, other=0.0)[None, :]
+    elif ADD:
         acc += tl.load(res + at, mask=keep, other=0.0).to(tl.float32)
+    if ELU_OUT:
+        acc = _elu(acc)
     tl.store(y + at, acc.to(y.dtype.element_ty), mask=keep)
 
 
@@ -73,11 +84,11 @@ def conv_transpose1d_kernel(
     x, w, bias, y, t_in, t_out, c_in, c_out, trim_left,
     K: tl.constexpr, STRIDE: tl.constexpr, ELU: tl.constexpr, PREC: tl.constexpr,
     BQ: tl.constexpr, BCO: tl.constexpr, BCI: tl.constexpr, OUTS: tl.constexpr = 0,
-    lens=None, RAGGED: tl.constexpr = False,
+    lens=None, RAGGED: tl.constexpr = False, ELU_OUT: tl.constexpr = False,
 ):  # fmt: skip
-    """Transposed conv as ``STRIDE`` phases: ``y[b, q * STRIDE + r - trim_left] = bias +
-    sum_j w[r + j * STRIDE] . elu?(x[b, q - j])``; ``w`` is ``[K, c_in, c_out]``; tiles and ``OUTS`` as
-    in :func:`conv1d_kernel`. With ``RAGGED``,
+    """Transposed conv as ``STRIDE`` phases: ``y[b, q * STRIDE + r - trim_left] = elu?(bias +
+    sum_j w[r + j * STRIDE] . elu?(x[b, q - j]))``; ``w`` is ``[K, c_in, c_out]``; tiles, ``OUTS`` and
+    ``ELU_OUT`` as in :func:`conv1d_kernel`. With ``RAGGED``,
     item ``b``'s rows ``>= lens[b]`` read as zeros (the end of the item alone)."""
     q = tl.program_id(0) * BQ + tl.arange(0, BQ)
     co = tl.program_id(1) * BCO + tl.arange(0, BCO)
@@ -96,6 +107,8 @@ def conv_transpose1d_kernel(
         ok = (src >= 0) & (src < n)
         acc = _add_channels(acc, x_item + src * c_in, ok, w, k, c_in, c_out, co, co_ok, K, ELU, PREC, BCI, OUTS)
     acc += tl.load(bias + co, mask=co_ok, other=0.0)[None, :]
+    if ELU_OUT:
+        acc = _elu(acc)
     u = q * STRIDE + phase - trim_left
     keep = ((u >= 0) & (u < t_out))[:, None] & co_ok[None, :]
     tl.store(y + item * t_out * c_out + u[:, None] * c_out + co[None, :], acc.to(y.dtype.element_ty), mask=keep)
@@ -298,10 +311,10 @@ def group_norm_total_kernel(partial, out, chunks, n, eps, RSTD: tl.constexpr, BL
 @triton.jit
 def group_norm_apply_kernel(
     y, mean, rstd, weight, bias, res, out, t, c,
-    ADD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    ADD: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, ELU_OUT: tl.constexpr = False,
 ):  # fmt: skip
-    """``out[b, t, :] = (y[b, t, :] - mean[b]) * rstd[b] * weight + bias (+ res[b, t, :])``, channels-last,
-    computed in float32 and stored in ``out``'s dtype."""
+    """``out[b, t, :] = elu?((y[b, t, :] - mean[b]) * rstd[b] * weight + bias (+ res[b, t, :]))``,
+    channels-last, computed in float32 and stored in ``out``'s dtype."""
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     cols = tl.arange(0, BC)
     item = tl.program_id(1).to(tl.int64)
@@ -313,4 +326,6 @@ def group_norm_apply_kernel(
     v = (v - tl.load(mean + item)) * tl.load(rstd + item) * w[None, :] + b[None, :]
     if ADD:
         v = v + tl.load(res + offs, mask=mask, other=0.0).to(tl.float32)
+    if ELU_OUT:
+        v = _elu(v)
     tl.store(out + offs, v.to(out.dtype.element_ty), mask=mask)
