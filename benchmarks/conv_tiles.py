@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.throughput import cuda_ms  # noqa: E402
 from fastencodec.kernels.conv_tiles import NARROW, ConvShape, ConvTiles, conv_tiles, pow2  # noqa: E402
-from fastencodec.kernels.plan import flatten, fusable_shortcut  # noqa: E402
+from fastencodec.kernels.plan import flatten  # noqa: E402
 from fastencodec.nn.config import META_24KHZ  # noqa: E402
 from fastencodec.nn.layers import Conv1d  # noqa: E402
 from fastencodec.nn.model import EncodecModel  # noqa: E402
@@ -67,23 +67,29 @@ def candidates(shape: ConvShape, operands: str) -> list[ConvTiles]:
 
 class Recorder:
     """Wraps a :class:`~fastencodec.kernels.cuda.CudaNetwork`'s conv methods to keep each call's
-    shape and arguments (for an LSTM, those of a 1x1 conv standing for its input projection)."""
+    shape (the one its launch asks tiles for: a fused shortcut's included) and arguments (for an LSTM,
+    those of a 1x1 conv standing for its input projection)."""
 
     def __init__(self, net):
         self.net = net
         self.calls: list[tuple[ConvShape, str, tuple]] = []
         self.methods = {"conv": net._conv, "transpose": net._conv_transpose}
-        lstm = net._lstm
+        lstm, tiles = net._lstm, net.tiles
+        asked: list[ConvShape] = []
+
+        def ask(shape, operands, capability):
+            asked.append(shape)
+            return tiles(shape, operands, capability)
 
         def record_conv(module, h, elu, lens=None, add=None, elu_out=False):
-            fused = add is not None and add[1] is not None and fusable_shortcut(module, add[1])
-            shape = ConvShape.of(module.conv, add[1].conv if fused else None)
-            self.calls.append((shape, "conv", (module, h, elu, None, add, elu_out)))
-            return self.methods["conv"](module, h, elu, lens, add, elu_out)
+            out = self.methods["conv"](module, h, elu, lens, add, elu_out)  # a shortcut of its own records first
+            self.calls.append((asked[-1], "conv", (module, h, elu, None, add, elu_out)))
+            return out
 
         def record_transpose(module, h, elu, lens=None, elu_out=False):
-            self.calls.append((ConvShape.of(module.conv), "transpose", (module, h, elu, None, elu_out)))
-            return self.methods["transpose"](module, h, elu, lens, elu_out)
+            out = self.methods["transpose"](module, h, elu, lens, elu_out)
+            self.calls.append((asked[-1], "transpose", (module, h, elu, None, elu_out)))
+            return out
 
         def record_lstm(step, h):
             width = step.module.lstm.hidden_size
@@ -92,7 +98,7 @@ class Recorder:
             self.calls.append((ConvShape.lstm_projection(width), "conv", (projection, h, False)))
             return lstm(step, h)
 
-        net._conv, net._conv_transpose, net._lstm = record_conv, record_transpose, record_lstm
+        net._conv, net._conv_transpose, net._lstm, net.tiles = record_conv, record_transpose, record_lstm, ask
 
     def run(self, call: tuple, tile: ConvTiles) -> torch.Tensor:
         """Call ``call`` again with ``tile``."""

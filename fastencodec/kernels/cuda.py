@@ -167,13 +167,14 @@ class CudaNetwork:
         _check_index_range(t_in, c_in)
         _check_index_range(t_out, c_out)
         y = h.new_empty(batch, t_out, c_out)
-        w = self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
+        w = self._conv_weight(conv)
         b = self.fp32.get(conv.bias)
         fuse_add = shortcut is None and residual is not None and module.norm is None
         short = {}
         if shortcut is not None:  # computed in this kernel from the block's input (``residual``)
-            short = dict(sx=residual, sw=self.weights.get(shortcut.conv.weight, "kio", lambda p: p.permute(2, 1, 0)),
-                         sbias=self.fp32.get(shortcut.conv.bias), s_in=residual.shape[2], SHORTCUT=True)  # fmt: skip
+            _check_index_range(*residual.shape[1:])
+            short = dict(sx=residual, sw=self._conv_weight(shortcut.conv), sbias=self.fp32.get(shortcut.conv.bias),
+                         s_in=residual.shape[2], SHORTCUT=True)  # fmt: skip
         shape = ConvShape.of(conv, None if shortcut is None else shortcut.conv)
         tile = self.tiles(shape, self.operands, _capability(h))
         grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
@@ -187,6 +188,10 @@ class CudaNetwork:
         if module.norm is not None:
             y = self._group_norm(module.norm, y, residual, elu_out)
         return y
+
+    def _conv_weight(self, conv: torch.nn.Conv1d) -> torch.Tensor:
+        """A conv's weight ``[c_out, c_in, K]`` as the kernels read it, ``[K, c_in, c_out]`` (activations' dtype)."""
+        return self.weights.get(conv.weight, "kio", lambda p: p.permute(2, 1, 0))
 
     def _conv_transpose(
         self,
