@@ -165,3 +165,26 @@ def test_residual_codes_kernel_matches_float64_and_ignores_other_rows(prec):
     assert (codes == torch.stack(expected, 1)).double().mean() > 0.999
     alone = residual_codes(x[1234:1235].contiguous(), embed, embed.pow(2).sum(-1), prec)
     assert torch.equal(alone, codes[1234:1235])
+
+
+@pytest.mark.parametrize("precision", ["exact", "tf32", "fp16"])
+def test_lstm_tiles_leave_results_bitwise_alike(precision, monkeypatch):
+    """The LSTM kernel's tiles (chosen by the batch) change which program computes an output and how
+    its loads are chunked and scheduled, never its sum: outputs bitwise the same with every tile of
+    the table, the default, and other pipelining depths."""
+    from fastencodec.kernels import cuda
+    from fastencodec.kernels.plan import LSTMStep
+    from fastencodec.nn.layers import LSTM
+
+    torch.manual_seed(0)
+    module = LSTM(512, 2).cuda().eval()
+    net = cuda.CudaNetwork([LSTMStep(module)], precision, "decoder")
+    x = torch.randn(20, 97, 512, device="cuda").to(net.dtype)
+    tiles = {cuda.LSTM_DEFAULT, *(t for pair in cuda.LSTM_TILES.values() for t in pair)}
+    tiles |= {cuda.LSTM_DEFAULT._replace(stages=depth) for depth in (2, 8)}
+    with torch.inference_mode():
+        chosen = net._lstm(net.steps[0], x)  # 20 items: the tiles of more than one block
+        assert torch.equal(net._lstm(net.steps[0], x[3:4].contiguous()), chosen[3:4])  # one item: the others
+        for tile in sorted(tiles):
+            monkeypatch.setattr(cuda, "lstm_tiles", lambda kind, batch, width, tile=tile: tile)
+            assert torch.equal(net._lstm(net.steps[0], x), chosen), tile

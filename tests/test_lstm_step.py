@@ -14,6 +14,22 @@ TOLERANCE = {"exact": 1e-5, "tf32": 1e-5, "fp16": 5e-3}
 
 
 def interpreted_check() -> None:
+    from unittest import mock
+
+    from fastencodec.kernels import cuda
+
+    # the interpreter's dots are NumPy's, whose sums depend on the reduction chunk: one chunk for every
+    # batch here, the units as chosen (on a GPU no tile changes results: test_kernels_gpu.py)
+    chosen = cuda.lstm_tiles
+
+    def one_chunk(kind: str, batch: int, width: int) -> cuda.LSTMTiles:
+        return chosen(kind, batch, width)._replace(chunk=cuda.LSTM_DEFAULT.chunk)
+
+    with mock.patch.object(cuda, "lstm_tiles", one_chunk):
+        check_lstm_kernel()
+
+
+def check_lstm_kernel() -> None:
     from fastencodec.kernels.cuda import CudaNetwork
     from fastencodec.kernels.plan import LSTMStep
     from fastencodec.nn.layers import LSTM
@@ -64,22 +80,23 @@ def test_lstm_kernel_under_the_triton_interpreter():
 @pytest.mark.slow
 def test_lstm_kernel_compiles_for_hopper_in_every_product_precision():
     """The LSTM kernel compiles to sm_90 code with float32 operands in each Triton precision the
-    modes use, and with float16 operands (no GPU needed)."""
+    modes use, and with float16 operands, with each of the tiles it is launched with (no GPU needed)."""
     triton = pytest.importorskip("triton")
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     from fastencodec.kernels import triton_ops as ops
-    from fastencodec.kernels.cuda import LSTM_TILE
+    from fastencodec.kernels.cuda import LSTM_ITEMS, lstm_tiles
 
-    items, units, chunk = LSTM_TILE
     pointers = ["gates_in", "w_ih", "w_hh", "bias", "h", "c", "out", "res"]
     for operand, prec in (("fp32", "ieee"), ("fp32", "tf32x3"), ("fp32", "tf32"), ("fp16", "ieee")):
         signature = dict.fromkeys(pointers, "*fp32") | {"wave": "i32", "steps": "i32", "batch": "i32", "plane": "i64"}
         signature |= dict.fromkeys(["w_ih", "w_hh", "h"], f"*{operand}")
-        constants = {"L": 2, "H": 512, "PREC": prec, "BM": items, "U": units, "BK": chunk}
-        signature |= dict.fromkeys(constants, "constexpr")
-        source = ASTSource(ops.lstm_wave_kernel, signature, constants)
-        ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
-        tensor_cores = operand == "fp16" or prec != "ieee"  # IEEE float32 products run on FMA units
-        assert ("mma" in ptx) == tensor_cores, (operand, prec)
+        kind = "fp16" if operand == "fp16" else prec
+        for tiles in {lstm_tiles(kind, batch, 512) for batch in (1, LSTM_ITEMS + 1)}:  # each tile a mode uses
+            constants = {"L": 2, "H": 512, "PREC": prec, "BM": LSTM_ITEMS, "U": tiles.units, "BK": tiles.chunk}
+            source = ASTSource(ops.lstm_wave_kernel, signature | dict.fromkeys(constants, "constexpr"), constants)
+            options = {"num_warps": 4, "num_stages": tiles.stages}
+            ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
+            tensor_cores = operand == "fp16" or prec != "ieee"  # IEEE float32 products run on FMA units
+            assert ("mma" in ptx) == tensor_cores, (operand, prec, tiles)

@@ -1,9 +1,10 @@
 """CUDA execution of the networks' steps with the Triton kernels of :mod:`.triton_ops`.
 
 Activations stay channels-last (``[batch, time, channels]``) from the first layer to the last;
-weights are re-laid out once (cached, remade if a parameter changes in place). Tile sizes
+weights are re-laid out once (cached, remade if a parameter changes in place). Convolution tiles
 depend only on a layer's shape, never on the batch, so each item's arithmetic is the same in
-any batch. :class:`GraphCache` replays whole-network CUDA graphs for shapes seen before.
+any batch; the LSTM's tiles also follow the batch, where they leave every sum's order unchanged
+(:data:`LSTM_TILES`). :class:`GraphCache` replays whole-network CUDA graphs for shapes seen before.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import triton
@@ -44,10 +46,39 @@ TF32 in half the bytes. Its cell state and sums are float32 in every mode. Convo
 NORM_CHUNK = 1 << 16
 """Values per partial sum of a GroupNorm's statistics (fixed: batch invariance)."""
 
-LSTM_TILE = (16, 8, 64)
-"""Tiles of :func:`~.triton_ops.lstm_wave_kernel`, in every product precision: items, hidden units
-(each with its four gates) and reduction chunk a program (fixed: batch invariance; timings of the
-choices in BENCHMARKS.md)."""
+LSTM_ITEMS = 16
+"""Items a program of :func:`~.triton_ops.lstm_wave_kernel` computes (fixed: batch invariance)."""
+
+
+class LSTMTiles(NamedTuple):
+    """Hidden units (each with its four gates) and reduction chunk a program of
+    :func:`~.triton_ops.lstm_wave_kernel`, and its loop's software-pipelining depth (``num_stages``)."""
+
+    units: int
+    chunk: int
+    stages: int
+
+
+LSTM_TILES = {
+    "ieee": (LSTMTiles(8, 128, 3), LSTMTiles(16, 64, 3)),
+    "fp16": (LSTMTiles(8, 64, 4), LSTMTiles(16, 64, 3)),
+}
+"""LSTM tiles per product kind (Triton precision, or ``"fp16"``: float16 operands) for one block of
+:data:`LSTM_ITEMS` items and for more; other kinds take :data:`LSTM_DEFAULT`. Choosing them by the
+batch keeps batch invariance because they change which program computes an output and how its loads
+are chunked and scheduled, never the order of its sum: the outputs are bitwise the same with any of
+them (measured on an H200 and checked by ``tests/test_kernels_gpu.py``; timings in BENCHMARKS.md)."""
+
+LSTM_DEFAULT = LSTMTiles(8, 64, 3)
+"""The LSTM tiles of other product kinds, and where a table entry does not divide the width."""
+
+
+def lstm_tiles(kind: str, batch: int, width: int) -> LSTMTiles:
+    """The LSTM kernel's tiles for products of ``kind``, ``batch`` items and ``width`` hidden units
+    (:data:`LSTM_DEFAULT` where the table's tiles do not divide the width)."""
+    small, large = LSTM_TILES.get(kind, (LSTM_DEFAULT, LSTM_DEFAULT))
+    tiles = small if batch <= LSTM_ITEMS else large
+    return tiles if width % tiles.units == 0 and width % tiles.chunk == 0 else LSTM_DEFAULT
 
 
 def supports(steps: list[Step]) -> bool:
@@ -57,9 +88,8 @@ def supports(steps: list[Step]) -> bool:
 
 
 def _lstm_fits(width: int) -> bool:
-    """Whether the LSTM kernel's tiles divide ``width``."""
-    _, units, chunk = LSTM_TILE
-    return width % units == 0 and width % chunk == 0
+    """Whether the LSTM kernel's default tiles divide ``width`` (then :func:`lstm_tiles` always has tiles)."""
+    return width % LSTM_DEFAULT.units == 0 and width % LSTM_DEFAULT.chunk == 0
 
 
 INDEX_LIMIT = 1 << 31
@@ -275,9 +305,9 @@ class CudaNetwork:
         weights = self.weights if half else self.fp32
         layer_in = h.to(operand)
         out = h.new_empty(batch, steps, width)
-        bm, units, bk = LSTM_TILE
+        units, bk, stages = lstm_tiles(self.lstm_prec, batch, width)
         if not _lstm_fits(width):  # supports() says so first
-            raise ValueError(f"the LSTM kernel needs a width divisible by {max(units, bk)}, not {width}")
+            raise ValueError(f"the LSTM kernel needs a width divisible by {LSTM_DEFAULT.chunk}, not {width}")
         layers = lstm.num_layers
         biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}") for i in range(layers)]
         bias = torch.stack(biases).float()  # [layers, 4H]
@@ -301,11 +331,11 @@ class CudaNetwork:
         w_ih = stacked("weight_ih", 1) if layers > 1 else w_hh  # (unread with one layer)
         hidden = h.new_empty(layers, batch, steps, width, dtype=operand)
         cell = h.new_zeros(layers, batch, width, dtype=torch.float32)
-        grid = (triton.cdiv(batch, bm), layers * width // units)
+        grid = (triton.cdiv(batch, LSTM_ITEMS), layers * width // units)
         for wave in range(steps + layers - 1):
             ops.lstm_wave_kernel[grid](
                 gates, w_ih, w_hh, bias, hidden, cell, out, h, wave, steps, batch, batch * steps * width,
-                L=layers, H=width, PREC=prec, BM=bm, U=units, BK=bk, num_warps=4,
+                L=layers, H=width, PREC=prec, BM=LSTM_ITEMS, U=units, BK=bk, num_warps=4, num_stages=stages,
             )  # fmt: skip
         return out
 

@@ -2,8 +2,9 @@
 (every layer's in one launch), nearest-codebook search, GroupNorm with per-item statistics.
 
 Activations are ``[batch, time, channels]``. Every kernel computes each batch item with
-the same tiles, the same reduction order and no atomics whatever the batch size, so an
-item's result does not depend on its batch-mates. Products are summed in float32;
+the same reduction order and no atomics whatever the batch size (its caller picks tiles by layer
+shape, or for the LSTM tiles that leave every sum's order unchanged), so an item's result does not
+depend on its batch-mates. Products are summed in float32;
 ``prec`` is Triton's ``input_precision`` (``"ieee"``: true float32, ``"tf32"``), ignored
 for bfloat16 and float16 operands. Triton is imported only when this module is.
 """
