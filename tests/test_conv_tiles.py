@@ -114,7 +114,7 @@ def test_tiles_fit_the_shared_memory_of_their_gpus():
         signature = dict.fromkeys(pointers, dtype) | {"bias": "*fp32", "sbias": "*fp32"} | dict.fromkeys(ints, "i32")
         signature = {name: kind for name, kind in signature.items() if name in pointers + ints}
         signature |= dict.fromkeys(constants, "constexpr")
-        options = {"num_warps": tile.warps, "num_stages": tile.stages}
+        options = {"num_warps": tile.warps, "num_stages": tile.stages, **ops.COMPILE}
         compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", arch, 32),
                                   options=options)  # fmt: skip
         return compiled.metadata.shared

@@ -121,6 +121,7 @@ def test_few_rows_kernel_compiles_for_hopper_without_a_gpu():
     from triton.compiler import ASTSource
 
     from fastencodec.kernels import few_rows
+    from fastencodec.kernels.triton_ops import COMPILE
 
     names = few_rows.few_rows_kernel.arg_names
     for (n_out, k_in), ty, norm in (((3072, 1024), "*fp32", True), ((1536, 6144), "*fp32", False),
@@ -133,7 +134,7 @@ def test_few_rows_kernel_compiles_for_hopper_without_a_gpu():
         aligned = {(names.index(name),): [["tt.divisibility", 16]]  # as a launch specialises them
                    for name in [*names[:7], "n_out", "x_stride", "r_stride"]}
         source = ASTSource(few_rows.few_rows_kernel, signature, constants, aligned)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, **COMPILE})
         assert "ld.global.v4" in compiled.asm["ptx"]  # the weight is read in 16-byte loads
 
 

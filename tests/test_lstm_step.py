@@ -96,7 +96,7 @@ def test_lstm_kernel_compiles_for_hopper_in_every_product_precision():
         for tiles in {lstm_tiles(kind, batch, 512) for batch in (1, LSTM_ITEMS + 1)}:  # each tile a mode uses
             constants = {"L": 2, "H": 512, "PREC": prec, "BM": LSTM_ITEMS, "U": tiles.units, "BK": tiles.chunk}
             source = ASTSource(ops.lstm_wave_kernel, signature | dict.fromkeys(constants, "constexpr"), constants)
-            options = {"num_warps": 4, "num_stages": tiles.stages}
+            options = {"num_warps": 4, "num_stages": tiles.stages, **ops.COMPILE}
             ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options).asm["ptx"]
             tensor_cores = operand == "fp16" or prec != "ieee"  # IEEE float32 products run on FMA units
             assert ("mma" in ptx) == tensor_cores, (operand, prec, tiles)

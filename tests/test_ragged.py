@@ -182,7 +182,8 @@ def test_ragged_kernels_compile_for_hopper_without_a_gpu():
     for kernel, pointers, more, constants in cases:
         constants = constants | {"PREC": "ieee", "BCO": 32, "BCI": 32, "OUTS": 0, "RAGGED": True, "ELU_OUT": True}
         signature = dict.fromkeys(pointers, "*fp32") | lengths | more | dict.fromkeys(constants, "constexpr")
-        compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32))
+        compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32),
+                                  options=ops.COMPILE)  # fmt: skip
         assert ".entry" in compiled.asm["ptx"]
 
 

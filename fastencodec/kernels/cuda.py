@@ -213,7 +213,7 @@ class CudaNetwork:
             K=k, STRIDE=stride, DIL=dil, REFLECT=reflect, ELU=elu, ADD=fuse_add, PREC=self.prec,
             BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, OUTS=shape.narrow_outputs,
             lens=lens, RAGGED=lens is not None, ELU_OUT=elu_out and module.norm is None,
-            num_warps=tile.warps, num_stages=tile.stages, **short,
+            num_warps=tile.warps, num_stages=tile.stages, **short, **ops.COMPILE,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y, residual, elu_out)
@@ -256,7 +256,7 @@ class CudaNetwork:
             h, w, b, y, t_in, t_out, c_in, c_out, left_k,
             K=k, STRIDE=stride, ELU=elu, PREC=self.prec, BQ=tile.rows, BCO=tile.outputs, BCI=tile.inputs,
             OUTS=shape.narrow_outputs, lens=lens, RAGGED=lens is not None, ELU_OUT=elu_out and module.norm is None,
-            num_warps=tile.warps, num_stages=tile.stages,
+            num_warps=tile.warps, num_stages=tile.stages, **ops.COMPILE,
         )  # fmt: skip
         if module.norm is not None:
             y = self._group_norm(module.norm, y, elu_out=elu_out)[:, left : full - right].contiguous()
@@ -281,16 +281,18 @@ class CudaNetwork:
         rstd = torch.empty_like(mean)
         for center, stat in ((False, mean), (True, rstd)):
             ops.group_norm_partial_kernel[(chunks, batch)](
-                y, mean, partial, n, CENTER=center, CHUNK=NORM_CHUNK, BLOCK=1024, num_warps=4
+                y, mean, partial, n, CENTER=center, CHUNK=NORM_CHUNK, BLOCK=1024, num_warps=4, **ops.COMPILE
             )
-            ops.group_norm_total_kernel[(batch,)](partial, stat, chunks, n, norm.eps, RSTD=center, BLOCK=256)
+            ops.group_norm_total_kernel[(batch,)](
+                partial, stat, chunks, n, norm.eps, RSTD=center, BLOCK=256, **ops.COMPILE
+            )
         out = torch.empty_like(y)
         bc = triton.next_power_of_2(c)
         bt = max(1, 4096 // bc)
         ops.group_norm_apply_kernel[(triton.cdiv(t, bt), batch)](
             y, mean, rstd, self.fp32.get(norm.weight), self.fp32.get(norm.bias),
             y if residual is None else residual, out, t, c, ADD=residual is not None, BT=bt, BC=bc, ELU_OUT=elu_out,
-            num_warps=4,
+            num_warps=4, **ops.COMPILE,
         )  # fmt: skip
         return out
 
@@ -319,6 +321,7 @@ class CudaNetwork:
             layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
             K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
             BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, num_warps=tile.warps, num_stages=tile.stages,
+            **ops.COMPILE,
         )  # fmt: skip
 
         def stacked(name: str, first: int) -> torch.Tensor:  # layers first.. of W.T in the kernel's layout
@@ -335,7 +338,8 @@ class CudaNetwork:
         for wave in range(steps + layers - 1):
             ops.lstm_wave_kernel[grid](
                 gates, w_ih, w_hh, bias, hidden, cell, out, h, wave, steps, batch, batch * steps * width,
-                L=layers, H=width, PREC=prec, BM=LSTM_ITEMS, U=units, BK=bk, num_warps=4, num_stages=stages,
+                L=layers, H=width, PREC=prec, BM=LSTM_ITEMS, U=units, BK=bk,
+                num_warps=4, num_stages=stages, **ops.COMPILE,
             )  # fmt: skip
         return out
 
@@ -445,6 +449,7 @@ def residual_codes(
     bm, bn, warps = blocks
     codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
     ops.residual_codes_kernel[(triton.cdiv(rows, bm),)](
-        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, PREC=prec, BM=bm, BN=bn, num_warps=warps
-    )
+        residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, PREC=prec, BM=bm, BN=bn,
+        num_warps=warps, **ops.COMPILE,
+    )  # fmt: skip
     return codes

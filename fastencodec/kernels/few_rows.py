@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastencodec.kernels.triton_ops import COMPILE
+
 MAX_ROWS = 16
 """Most rows a call takes (more rows: a matrix product library does better)."""
 
@@ -152,6 +154,6 @@ def few_rows_linear(
     few_rows_kernel[(triton.cdiv(n_out, block_n),)](
         x2, weight, y if bias is None else bias, r2, g, beta, y, rows, n_out, x2.stride(0), r2.stride(0), eps,
         K=k_in, KP=kp, BN=block_n, BIAS=bias is not None, ADD=residual is not None, NORM=norm is not None,
-        ACT=ACTIVATIONS[activation], num_warps=warps,
+        ACT=ACTIVATIONS[activation], num_warps=warps, **COMPILE,
     )  # fmt: skip
     return y.view(*lead, n_out)

@@ -51,6 +51,8 @@ def run(
     lstm: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """``lstm(x, hx)`` for inputs :func:`supports` accepts: ``(y [steps, 1, H], (h, c) [2, 1, H])``."""
+    from fastencodec.kernels.triton_ops import COMPILE  # Triton is installed: supports() said so
+
     steps, _, width = x.shape
     units = _units_per_program(width, x.device)
     w_ih0, w_hh0, b_ih0, b_hh0, w_ih1, w_hh1, b_ih1, b_hh1 = lstm._flat_weights
@@ -66,7 +68,7 @@ def run(
     arrivals = torch.zeros(1, dtype=torch.int32, device=x.device)
     _kernel()[(width // units,)](
         x_gates, w_hh0, w_ih1, w_hh1, (b_ih1 + b_hh1).contiguous(), h1, h2, c0, y, h_n, c_n, arrivals, steps,
-        H=width, HB=units, num_warps=4,
+        H=width, HB=units, num_warps=4, **COMPILE,
     )  # fmt: skip
     return y, (h_n, c_n)
 

@@ -14,6 +14,12 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+COMPILE = {"enable_fp_fusion": True}
+"""Compile options of every launch of these kernels (and :mod:`.few_rows`, :mod:`.fused_lstm`): a
+multiply followed by an add is one fused multiply-add, as in every measurement in BENCHMARKS.md.
+Stated, not left to Triton's default, which Triton 3.9 warns will turn to unfused in 3.10 (a change
+of every result's rounding and of speed)."""
+
 LENGTHS = ["t_in", "t_out"]
 """Arguments that vary with an item's length: Triton compiles one kernel whatever their values (by
 default it specialises integers on ``== 1`` and divisibility by 16, so new lengths would compile
