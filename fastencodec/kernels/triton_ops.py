@@ -18,7 +18,7 @@ COMPILE = {"enable_fp_fusion": True}
 """Compile options of every launch of these kernels (and :mod:`.few_rows`, :mod:`.fused_lstm`): a
 multiply followed by an add is one fused multiply-add, as in every measurement in BENCHMARKS.md.
 Stated, not left to Triton's default, which Triton 3.9 warns will turn to unfused in 3.10 (a change
-of every result's rounding and of speed)."""
+of every result's rounding and of speed); a user's ``TRITON_FORCE_DISABLE_FP_FUSION=1`` still wins."""
 
 LENGTHS = ["t_in", "t_out"]
 """Arguments that vary with an item's length: Triton compiles one kernel whatever their values (by
