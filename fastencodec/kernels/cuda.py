@@ -17,6 +17,7 @@ from typing import NamedTuple
 import torch
 import triton
 
+from fastencodec.kernels import cluster_lstm
 from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.conv_tiles import TUNED_ON, ConvShape, ConvTiles, conv_tiles
 from fastencodec.kernels.cpu import WeightCache
@@ -313,16 +314,11 @@ class CudaNetwork:
         layers = lstm.num_layers
         biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}") for i in range(layers)]
         bias = torch.stack(biases).float()  # [layers, 4H]
-        # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
-        wi0 = weights.get(lstm.weight_ih_l0, "io1", lambda p: p.t()[None])
-        tile = self.tiles(ConvShape.lstm_projection(width), "16-bit" if half else prec, _capability(h))
-        ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
-            layer_in, wi0, bias[0], gates, gates, steps, steps, width, 4 * width, 0,
-            K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
-            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, num_warps=tile.warps, num_stages=tile.stages,
-            **ops.COMPILE,
-        )  # fmt: skip
+        if half and cluster_lstm.fits(width, h.device):
+            return self._lstm_clusters(lstm, h, layer_in, bias, gates)
+        # layer 0's input projection (with its biases) for every step at once; the others' within the waves
+        self._projection(lstm.weight_ih_l0, layer_in, bias[0], gates, prec)
 
         def stacked(name: str, first: int) -> torch.Tensor:  # layers first.. of W.T in the kernel's layout
             return torch.stack([
@@ -342,6 +338,36 @@ class CudaNetwork:
                 num_warps=4, num_stages=stages, **ops.COMPILE,
             )  # fmt: skip
         return out
+
+    def _projection(
+        self, w_ih: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor, prec: str
+    ) -> None:
+        """An LSTM layer's input projection for every step at once into ``gates`` ``[B, steps, 4H]``
+        float32: ``x @ w_ih.T + bias`` (``x`` ``[B, steps, H]`` in the LSTM's operand dtype)."""
+        batch, steps, width = x.shape
+        half = x.dtype == torch.float16
+        w = (self.weights if half else self.fp32).get(w_ih, "io1", lambda p: p.t()[None])
+        tile = self.tiles(ConvShape.lstm_projection(width), "16-bit" if half else prec, _capability(x))
+        ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
+            x, w, bias, gates, gates, steps, steps, width, 4 * width, 0,
+            K=1, STRIDE=1, DIL=1, REFLECT=False, ELU=False, ADD=False, PREC=prec,
+            BT=tile.rows, BCO=tile.outputs, BCI=tile.inputs, num_warps=tile.warps, num_stages=tile.stages,
+            **ops.COMPILE,
+        )  # fmt: skip
+
+    def _lstm_clusters(
+        self, lstm: torch.nn.LSTM, h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor
+    ) -> torch.Tensor:
+        """The ``fp16`` LSTM one layer at a time with :mod:`.cluster_lstm` (each layer's input
+        projection first, for every step at once): ``h`` ``[B, steps, H]`` plus the last layer's outputs."""
+        for layer in range(lstm.num_layers):
+            self._projection(getattr(lstm, f"weight_ih_l{layer}"), x, bias[layer], gates, "ieee")
+            last = layer == lstm.num_layers - 1
+            y = torch.empty_like(x)
+            w_hh = self.weights.get(getattr(lstm, f"weight_hh_l{layer}"), "cluster", cluster_lstm.fragments)
+            cluster_lstm.run_layer(gates, w_hh, y, h if last else None)
+            x = y
+        return x
 
 
 class GraphCache:

@@ -1,0 +1,69 @@
+"""The codec's two-layer LSTM (width 512, 750 steps: 10 s at 24 kHz) in ``fp16`` on CUDA, the two
+kernels side by side: the Triton kernel (a launch a time step of both layers) and the cluster kernel
+(``fastencodec.kernels.cluster_lstm``: a launch a layer). Milliseconds a network's LSTM (input
+projections included) replayed as a CUDA graph, medians, at batches of 1 to 256, and the largest
+difference between the two kernels' outputs.
+
+``python benchmarks/lstm_layers.py`` on one CUDA GPU of compute capability 9.x.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.throughput import cuda_ms  # noqa: E402
+from fastencodec.kernels import cluster_lstm, cuda  # noqa: E402
+from fastencodec.kernels.plan import LSTMStep  # noqa: E402
+from fastencodec.nn.layers import LSTM  # noqa: E402
+
+WIDTH, STEPS = 512, 750
+
+
+def network_ms(net: cuda.CudaNetwork, x: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Median ms of ``net``'s LSTM on ``x`` replayed as a CUDA graph, and its output."""
+
+    def run():
+        return net._lstm(net.steps[0], x)
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()  # compile outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run()
+    return cuda_ms(graph.replay, 5), out.clone()
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    module = LSTM(WIDTH, 2).cuda().eval()  # parameters made outside inference mode, as a model's are
+    with torch.inference_mode():
+        table(cuda.CudaNetwork([LSTMStep(module)], "fp16", "encoder"))
+
+
+def table(net: cuda.CudaNetwork) -> None:
+    print(f"cluster kernel runs here: {cluster_lstm.fits(WIDTH, torch.device('cuda'))}")
+    print("| batch | Triton, a launch a step | cluster, a launch a layer | ratio | max difference |")
+    print("|---:|---:|---:|---:|---:|")
+    fits = cluster_lstm.fits
+    for batch in (1, 4, 16, 64, 256):
+        x = (torch.randn(batch, STEPS, WIDTH, device="cuda") * 0.5).half()
+        cluster_lstm.fits = lambda width, device: False
+        try:
+            triton_ms, triton_out = network_ms(net, x)
+        finally:
+            cluster_lstm.fits = fits
+        cluster_ms, cluster_out = network_ms(net, x)
+        diff = float((triton_out.float() - cluster_out.float()).abs().max())
+        print(f"| {batch} | {triton_ms:.3f} ms | {cluster_ms:.3f} ms | {triton_ms / cluster_ms:.2f}x | {diff:.2e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""One LSTM layer's time steps in one launch on a cluster of multiprocessors (CUDA C++, Hopper).
+
+The codec's LSTM is a chain of dependent time steps; launched a step at a time (or with a barrier
+across the whole GPU), every step pays round trips of the hidden state through L2. Here a
+thread-block cluster of ``width / 32`` blocks (16 for the 24 and 48 kHz models' width 512) runs a
+block of :data:`ITEMS` items through every step of one layer: each block keeps its 32 hidden
+units' recurrent weights in registers for the whole sequence (sixteen warps, two a m-tile of four
+units' four gates, one a half of the sum), holds their cell state in registers, and copies its new
+hidden state into every block's shared memory (distributed shared memory) with one bulk copy a
+block, which counts its bytes on that block's barrier: a block waits for exactly the data it
+needs, with no barrier across the cluster.
+
+Products are float16 tensor-core products (``mma.sync m16n8k16``, float32 sums): rows are the
+weights' (units and gates), columns items. Each warp sums its half of the width in two interleaved
+parts (even and odd 16-wide chunks), the two halves are added, then the input projection (with
+both biases, computed before for every step); the cell is updated in float32. An item's results
+never depend on the other items of its block or batch (columns do not mix). The hidden state is
+rounded to float16 between steps, as the outputs are.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import torch
+
+from fastencodec.kernels import nvrtc
+
+ITEMS = 16
+"""Items a cluster computes (the tensor-core product's rows)."""
+
+THREADS = 512
+"""Threads a block: sixteen warps, two for each m-tile of four hidden units' four gates (one a
+k-half of its sums)."""
+
+_SOURCE = r"""
+#define H __WIDTH__
+#define RANKS (H / 32)
+#define KHALF (H / 32)
+#define SEG 48
+#define BUF (RANKS * 16 * SEG)
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ u32 pack_half2(float lo, float hi) {
+    u32 d;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+__device__ __forceinline__ u16 to_half(float x) {
+    u16 d;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(d) : "f"(x));
+    return d;
+}
+__device__ __forceinline__ float from_half(u16 x) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x));
+    return f;
+}
+__device__ __forceinline__ void mma(float4& d, const u32* a, u32 b0, u32 b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d.x), "+f"(d.y), "+f"(d.z), "+f"(d.w)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ u32 cluster_rank() {
+    u32 r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ u32 shared_address(const void* p) {
+    u32 a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+__device__ __forceinline__ u32 map_rank(u32 address, u32 rank) {
+    u32 d;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(d) : "r"(address), "r"(rank));
+    return d;
+}
+__device__ __forceinline__ void barrier_init(u32 bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(bar) : "memory");
+}
+__device__ __forceinline__ void barrier_expect(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void barrier_wait(u32 bar, u32 parity) {
+    u32 done = 0;
+    while (!done)
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; "
+                     "selp.u32 %0, 1, 0, p; }"
+                     : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+}
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// This warp's k-half of the products of its m-tile with the hidden state of one or two n-tiles of items.
+template <bool TWO>
+__device__ __forceinline__ void products(const u32 (*a)[4], const u16* hb, float4* p) {
+    float4 acc[2][2];
+    #pragma unroll
+    for (int n = 0; n < 2; ++n)
+        #pragma unroll
+        for (int e = 0; e < 2; ++e) acc[n][e] = make_float4(0.f, 0.f, 0.f, 0.f);
+    #pragma unroll
+    for (int k = 0; k < KHALF; ++k) {
+        const u16* at = hb + (k >> 1) * 16 * SEG + 16 * (k & 1);
+        const uint2 b0 = *(const uint2*)at;
+        mma(acc[0][k & 1], a[k], b0.x, b0.y);
+        if (TWO) {
+            const uint2 b1 = *(const uint2*)(at + 8 * SEG);
+            mma(acc[1][k & 1], a[k], b1.x, b1.y);
+        }
+    }
+    #pragma unroll
+    for (int n = 0; n < 2; ++n)
+        p[n] = make_float4(acc[n][0].x + acc[n][1].x, acc[n][0].y + acc[n][1].y,
+                           acc[n][0].z + acc[n][1].z, acc[n][0].w + acc[n][1].w);
+}
+
+// gates [batch, steps, 4H] float32 (gate-major: i, f, g, o); weights: cluster_lstm.fragments' layout;
+// out [batch, steps, H] float16 = h (+ res, [batch, steps, H] float16, when has_res)
+extern "C" __global__ void __cluster_dims__(RANKS, 1, 1) __launch_bounds__(512, 1)
+lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16* __restrict__ out,
+           const u16* __restrict__ res, int batch, int steps, int has_res)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    u16* hbuf = (u16*)smem;                                   // [parity][block][item][SEG]: h of the step before
+    u16* slices = hbuf + 2 * BUF;                             // [parity][item][SEG]: this block's new h
+    float4* red = (float4*)(slices + 2 * 16 * SEG);           // [m-tile][n-tile][lane]: partial sums
+    unsigned long long* bars = (unsigned long long*)(red + 8 * 2 * 32);  // [parity]: hbuf filled
+    const u32 rank = cluster_rank();
+    const int block = blockIdx.x / RANKS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int mt = warp & 7, kh = warp >> 3;
+    const int items = min(16, batch - 16 * block);
+    const bool two = items > 8;
+    const u32 bytes = RANKS * items * 2 * SEG;                    // a fill of hbuf: every block's units of every item
+    u32 a[KHALF][4];                                          // this warp's weights: rows of its m-tile, its k-half
+    {
+        const u32* mine = weights + (u64)(rank * 16 + warp) * (KHALF * 4 * 32) + lane;
+        #pragma unroll
+        for (int k = 0; k < KHALF; ++k)
+            #pragma unroll
+            for (int j = 0; j < 4; ++j) a[k][j] = mine[(k * 4 + j) * 32];
+    }
+    for (int i = threadIdx.x; i < (2 * BUF + 2 * 16 * SEG) / 2; i += 512) ((u32*)hbuf)[i] = 0u;
+    const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
+    if (threadIdx.x == 0) {
+        barrier_init(bars_at);
+        barrier_init(bars_at + 8);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        barrier_expect(bars_at, bytes);
+        barrier_expect(bars_at + 8, bytes);
+    }
+    // the cell this thread updates (warps of k-half n own n-tile n): unit, item
+    const bool cells = kh == 0 || two;
+    const bool low = g < 4;
+    const int unit_in = 4 * mt + (g & 3);                    // of this block's 32
+    const int unit = 32 * rank + unit_in;
+    const int item = 8 * kh + 2 * t + (g >> 2);
+    const bool live = cells && item < items;
+    const int at_slice = item * SEG + 16 * (unit_in >> 4) + 4 * ((unit_in >> 1) & 3) + 2 * ((unit_in >> 3) & 1)
+                         + (unit_in & 1);                     // units in the order the products read them
+    const u64 row = (u64)(16 * block + item) * steps;
+    float gin[4] = {0.f, 0.f, 0.f, 0.f};
+    u16 rin = 0;
+    float c = 0.f;
+    if (live) {
+        #pragma unroll
+        for (int q = 0; q < 4; ++q) gin[q] = gates[row * 4 * H + q * H + unit];
+        if (has_res) rin = res[row * H + unit];
+    }
+    __syncthreads();
+    cluster_sync();                                           // every block's barriers are ready
+    const u16* hb = hbuf + g * SEG + 4 * t + (KHALF / 2) * kh * 16 * SEG;  // this warp's k-half
+    for (int s = 0; s < steps; ++s) {
+        const int parity = s & 1;
+        if (s > 0) {
+            barrier_wait(bars_at + 8 * parity, ((s - 1) >> 1) & 1);
+            if (threadIdx.x == 0) barrier_expect(bars_at + 8 * parity, bytes);  // for step s + 1's copies
+        }
+        float4 p[2];
+        if (two) products<true>(a, hb + parity * BUF, p);
+        else products<false>(a, hb + parity * BUF, p);
+        // the two k-halves of a m-tile meet: each warp hands the other the n-tile that one owns
+        if (kh == 1) red[(mt * 2 + 0) * 32 + lane] = p[0];
+        else if (two) red[(mt * 2 + 1) * 32 + lane] = p[1];
+        asm volatile("bar.sync %0, 64;" :: "r"(1 + mt) : "memory");
+        float h = 0.f;
+        u16* slice = slices + (s & 1) * 16 * SEG;             // two: a copy may still read the last
+        if (cells) {
+            const float4 o = red[(mt * 2 + kh) * 32 + lane];
+            const float4 q = kh == 0 ? make_float4(p[0].x + o.x, p[0].y + o.y, p[0].z + o.z, p[0].w + o.w)
+                                     : make_float4(o.x + p[1].x, o.y + p[1].y, o.z + p[1].z, o.w + p[1].w);
+            // lane g < 4 holds gates i and g of unit g, lane g + 4 gates f and o: each takes one item
+            const float r0 = __shfl_xor_sync(0xffffffffu, low ? q.y : q.x, 16);
+            const float r1 = __shfl_xor_sync(0xffffffffu, low ? q.w : q.z, 16);
+            const float pi = (low ? q.x : r0) + gin[0], pf = (low ? r0 : q.y) + gin[1];
+            const float pg = (low ? q.z : r1) + gin[2], po = (low ? r1 : q.w) + gin[3];
+            c = sigmoid(pf) * c + sigmoid(pi) * tanhf(pg);
+            h = sigmoid(po) * tanhf(c);
+            slice[at_slice] = to_half(h);
+        }
+        __syncthreads();
+        if (s + 1 < steps) {                                  // this block's units into every block's next buffer
+            const u32 to = hbuf_at + ((1 - parity) * BUF + rank * 16 * SEG) * 2, bar = bars_at + 8 * (1 - parity);
+            if (threadIdx.x < RANKS) {                        // one bulk copy of its rows to each block
+                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+                asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
+                             "[%0], [%1], %2, [%3];"
+                             :: "r"(map_rank(to, threadIdx.x)), "r"(shared_address(slice)), "r"(items * SEG * 2),
+                                "r"(map_rank(bar, threadIdx.x)) : "memory");
+            }
+        }
+        if (live) {
+            const u64 o = row * H + (u64)s * H + unit;
+            out[o] = has_res ? to_half(h + from_half(rin)) : to_half(h);
+            if (s + 1 < steps) {
+                #pragma unroll
+                for (int q = 0; q < 4; ++q) gin[q] = gates[(row + s + 1) * 4 * H + q * H + unit];
+                if (has_res) rin = res[o + H];
+            }
+        }
+    }
+    cluster_sync();                                           // no block leaves while another may write to it
+}
+"""
+
+
+def shared_bytes(width: int) -> int:
+    """Dynamic shared memory a block uses: two hidden-state buffers, its new hidden state, the
+    partial sums of its k-halves and two barriers."""
+    return 2 * (width // 32) * ITEMS * 48 * 2 + 2 * ITEMS * 48 * 2 + 8 * 2 * 32 * 16 + 2 * 8
+
+
+def fits(width: int, device: torch.device) -> bool:
+    """Whether the kernel runs an LSTM of ``width`` hidden units on ``device``: a CUDA GPU of
+    compute capability 9.x (clusters, distributed shared memory), a width of 128, 256 or 512
+    (clusters of 4 to 16 blocks), the shared memory it needs, and an NVRTC library."""
+    if device.type != "cuda" or width not in (128, 256, 512):
+        return False
+    props = torch.cuda.get_device_properties(device)
+    if props.major != 9 or shared_bytes(width) > props.shared_memory_per_block_optin:
+        return False
+    try:
+        _kernel(width, device.index if device.index is not None else torch.cuda.current_device())
+    except (nvrtc.CompileError, RuntimeError, OSError):
+        return False
+    return True
+
+
+def fragments(w_hh: torch.Tensor) -> torch.Tensor:
+    """A recurrent weight ``W_hh`` ``[4H, H]`` (gate-major rows) to the kernel's float16 layout.
+
+    Block ``r`` of a cluster owns units ``32r .. 32r + 31``; its warp ``w`` holds in registers the
+    rows of m-tile ``w % 8`` (units ``32r + 4(w % 8) + u``, ``u < 4``: row ``4q + u`` of the tile is
+    gate ``q``) for the k-half ``w // 8`` of the sum, as the tensor-core product's A operand: for
+    its ``k``-th 16-wide chunk and register ``j``, lane ``4g + t`` holds the two float16 of row
+    ``g + 8 (j % 2)``, columns ``2t + 8 (j // 2) + e``, ``e`` in 0, 1. Shape
+    ``[H / 32, 16, H / 32, 4, 32, 2]`` float16 (the kernel reads each pair as one register)."""
+    four_h, width = w_hh.shape
+    ranks = khalf = width // 32
+    shape = [ranks, 16, khalf, 4, 32, 2]
+
+    def axis(n: int, dim: int) -> torch.Tensor:
+        view = [1] * len(shape)
+        view[dim] = n
+        return torch.arange(n, device=w_hh.device).view(view)
+
+    rank, warp, k, j, lane, e = (axis(n, d) for d, n in enumerate(shape))
+    row = lane // 4 + 8 * (j % 2)
+    rows = (row // 4) * width + 32 * rank + 4 * (warp % 8) + row % 4
+    cols = 16 * ((warp // 8) * khalf + k) + 2 * (lane % 4) + 8 * (j // 2) + e
+    return w_hh.to(torch.float16)[rows, cols].contiguous()
+
+
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _cubin(width: int, capability: tuple[int, int]) -> bytes:
+    return nvrtc.compile_cubin(_SOURCE.replace("__WIDTH__", str(width)), "lstm_layer", capability)
+
+
+_KERNELS: dict[tuple[int, int], nvrtc.Kernel] = {}
+
+
+def _kernel(width: int, device: int) -> nvrtc.Kernel:
+    with _LOCK:
+        key = (width, device)
+        if key not in _KERNELS:
+            cubin = _cubin(width, torch.cuda.get_device_capability(device))
+            _KERNELS[key] = nvrtc.load(cubin, "lstm_layer", device, shared_bytes(width), width // 32 > 8)
+        return _KERNELS[key]
+
+
+def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res: torch.Tensor | None) -> None:
+    """One LSTM layer over every step from a zero state: ``out[b, t] = h_t (+ res[b, t])``.
+
+    ``gates`` ``[batch, steps, 4H]`` float32: the input projection with both biases, gate-major
+    (i, f, g, o); ``weights``: :func:`fragments` of ``W_hh``; ``out`` and ``res`` ``[batch, steps, H]``
+    float16, contiguous, on the same GPU. The caller checks :func:`fits`."""
+    batch, steps, four_h = gates.shape
+    width = four_h // 4
+    kernel = _kernel(width, gates.device.index)
+    clusters = -(-batch // ITEMS)
+    has_res = res is not None
+    kernel.launch(
+        clusters * (width // 32), THREADS, [gates, weights, out, res if has_res else out, batch, steps, int(has_res)]
+    )
