@@ -55,10 +55,12 @@ def _run(gates, w_hh, res):
 
 
 @pytest.mark.parametrize("width", [512, 256, 128])
-def test_cluster_layer_matches_float64(width):
+@pytest.mark.parametrize(("batch", "steps"), [(3, 60), (13, 2), (29, 1)])
+def test_cluster_layer_matches_float64(width, batch, steps):
+    """Clusters of at most 8 items and of 9-15 (the second n-tile partly empty); one and two steps."""
     if not _fits(width):
         pytest.skip("needs a GPU the cluster LSTM runs on")
-    gates, w_hh, res = _layer(width, 3, 60)
+    gates, w_hh, res = _layer(width, batch, steps)
     with torch.inference_mode():
         ref = _float64(gates, w_hh)
         out = _run(gates, w_hh, None).double()

@@ -28,7 +28,7 @@ import torch
 from fastencodec.kernels import nvrtc
 
 ITEMS = 16
-"""Items a cluster computes (the tensor-core product's rows)."""
+"""Items a cluster computes (the tensor-core product's columns: two n-tiles of 8)."""
 
 THREADS = 512
 """Threads a block: sixteen warps, two for each m-tile of four hidden units' four gates (one a
@@ -149,6 +149,7 @@ lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16
             for (int j = 0; j < 4; ++j) a[k][j] = mine[(k * 4 + j) * 32];
     }
     for (int i = threadIdx.x; i < (2 * BUF + 2 * 16 * SEG) / 2; i += 512) ((u32*)hbuf)[i] = 0u;
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the zeros, before other blocks' copies
     const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
     if (threadIdx.x == 0) {
         barrier_init(bars_at);
@@ -244,11 +245,17 @@ def fits(width: int, device: torch.device) -> bool:
     (clusters of 4 to 16 blocks), the shared memory it needs, and an NVRTC library."""
     if device.type != "cuda" or width not in (128, 256, 512):
         return False
+    return _fits(width, device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _fits(width: int, device: int) -> bool:
+    """:func:`fits` on CUDA device ``device``, decided once (a failed compile is not retried each call)."""
     props = torch.cuda.get_device_properties(device)
     if props.major != 9 or shared_bytes(width) > props.shared_memory_per_block_optin:
         return False
     try:
-        _kernel(width, device.index if device.index is not None else torch.cuda.current_device())
+        _kernel(width, device)
     except (nvrtc.CompileError, RuntimeError, OSError):
         return False
     return True
@@ -306,6 +313,8 @@ def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res
     (i, f, g, o); ``weights``: :func:`fragments` of ``W_hh``; ``out`` and ``res`` ``[batch, steps, H]``
     float16, contiguous, on the same GPU. The caller checks :func:`fits`."""
     batch, steps, four_h = gates.shape
+    if batch == 0 or steps == 0:
+        return
     width = four_h // 4
     kernel = _kernel(width, gates.device.index)
     clusters = -(-batch // ITEMS)
