@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import cuda_ms  # noqa: E402
+from benchmarks.throughput import capture, cuda_ms  # noqa: E402
 from fastencodec.kernels import cluster_lstm, cuda  # noqa: E402
 from fastencodec.kernels.plan import LSTMStep  # noqa: E402
 from fastencodec.nn.layers import LSTM  # noqa: E402
@@ -27,17 +27,7 @@ WIDTH, STEPS = 512, 750
 def network_ms(net: cuda.CudaNetwork, x: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Median ms of ``net``'s LSTM on ``x`` replayed as a CUDA graph, and its output."""
 
-    def run():
-        return net._lstm(net.steps[0], x)
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        run()  # compile outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = run()
+    graph, out = capture(lambda: net._lstm(net.steps[0], x))
     return cuda_ms(graph.replay, 5), out.clone()
 
 

@@ -21,7 +21,7 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import cuda_ms  # noqa: E402
+from benchmarks.throughput import capture, cuda_ms  # noqa: E402
 from fastencodec.kernels import triton_ops as ops  # noqa: E402
 from fastencodec.kernels.cuda import LSTM_DEFAULT, LSTM_ITEMS, LSTM_TILES, LSTMTiles, lstm_tiles  # noqa: E402
 
@@ -52,14 +52,7 @@ def step_us(batch: int, precision: str, tiles: LSTMTiles, layers: int = 1) -> tu
                 BM=LSTM_ITEMS, U=tiles.units, BK=tiles.chunk, num_warps=4, num_stages=tiles.stages,
             )  # fmt: skip
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        network()  # compile outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        network()
+    graph, _ = capture(network)
     return cuda_ms(graph.replay, 5) * 1000 / (STEPS + layers - 1), out.clone()
 
 

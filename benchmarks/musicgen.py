@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.throughput import cuda_ms  # noqa: E402
+from benchmarks.throughput import capture, cuda_ms  # noqa: E402
 from fastencodec.musicgen import MusicGen  # noqa: E402
 from fastencodec.musicgen.decoder import few_rows  # noqa: E402
 
@@ -253,15 +253,7 @@ def bench_theirs(hf, arch: str, dtype: str, args: argparse.Namespace, tok, devic
 def graph_us(fn, calls: int = 20, replays: int = 10) -> float:
     """Microseconds per call of ``fn`` (CUDA) with ``calls`` calls captured back to back in a CUDA
     graph (no launch overhead between them, as in our captured step); median of ``replays``."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn()
+    graph, _ = capture(fn, calls)
     return cuda_ms(graph.replay, replays, warmup=0) * 1e3 / calls
 
 

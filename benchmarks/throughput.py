@@ -53,6 +53,21 @@ def cuda_ms(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def capture(fn: Callable[[], object], calls: int = 1) -> tuple[torch.cuda.CUDAGraph, object]:
+    """A CUDA graph of ``calls`` calls of ``fn`` back to back (one call first on a side stream, so
+    kernels compile outside the capture) and what the last captured call returned."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            out = fn()
+    return graph, out
+
+
 class Flags:
     """PyTorch's TF32 flags set for one peer's run, restored after (the peers' configurations)."""
 

@@ -9,6 +9,7 @@ and launches it on PyTorch's current stream, so launches are captured by CUDA gr
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 import threading
@@ -102,7 +103,9 @@ class Kernel:
 _LOCK = threading.Lock()
 
 
+@functools.cache
 def _driver() -> ctypes.CDLL:
+    """The CUDA driver library, opened once (every launch uses it)."""
     return ctypes.CDLL("libcuda.so.1")
 
 
