@@ -1,8 +1,8 @@
-"""The codec's two-layer LSTM (width 512, 750 steps: 10 s at 24 kHz) in ``fp16`` on CUDA, the two
-kernels side by side: the Triton kernel (a launch a time step of both layers) and the cluster kernel
-(``fastencodec.kernels.cluster_lstm``: a launch a layer). Milliseconds a network's LSTM (input
-projections included) replayed as a CUDA graph, medians, at batches of 1 to 256, and the largest
-difference between the two kernels' outputs.
+"""The codec's two-layer LSTM (width 512, 750 steps: 10 s at 24 kHz) on CUDA in ``fp16`` and in
+``exact`` (IEEE float32), the two kernels side by side: the Triton kernel (a launch a time step of
+both layers) and the cluster kernel (``fastencodec.kernels.cluster_lstm``: a launch a layer).
+Milliseconds a network's LSTM (input projections included) replayed as a CUDA graph, medians, at
+batches of 1 to 256, and the largest difference between the two kernels' outputs.
 
 ``python benchmarks/lstm_layers.py`` on one CUDA GPU of compute capability 9.x.
 """
@@ -35,17 +35,18 @@ def main() -> None:
     torch.manual_seed(0)
     module = LSTM(WIDTH, 2).cuda().eval()  # parameters made outside inference mode, as a model's are
     with torch.inference_mode():
-        table(cuda.CudaNetwork([LSTMStep(module)], "fp16", "encoder"))
+        for precision in ("fp16", "exact"):
+            table(cuda.CudaNetwork([LSTMStep(module)], precision, "encoder"))
 
 
 def table(net: cuda.CudaNetwork) -> None:
-    print(f"cluster kernel runs here: {cluster_lstm.fits(WIDTH, torch.device('cuda'))}")
+    print(f"\n{net.precision}: cluster kernel runs here: {cluster_lstm.fits(WIDTH, torch.device('cuda'), net.dtype)}")
     print("| batch | Triton, a launch a step | cluster, a launch a layer | ratio | max difference |")
     print("|---:|---:|---:|---:|---:|")
     fits = cluster_lstm.fits
     for batch in (1, 4, 16, 64, 256):
-        x = (torch.randn(batch, STEPS, WIDTH, device="cuda") * 0.5).half()
-        cluster_lstm.fits = lambda width, device: False
+        x = (torch.randn(batch, STEPS, WIDTH, device="cuda") * 0.5).to(net.dtype)
+        cluster_lstm.fits = lambda width, device, dtype: False
         try:
             triton_ms, triton_out = network_ms(net, x)
         finally:

@@ -1,6 +1,7 @@
-"""The cluster LSTM kernel (``fastencodec.kernels.cluster_lstm``, CUDA C++ on Hopper GPUs): one
-layer against float64, an item's outputs bitwise the same alone and in any batch, and the ``fp16``
-networks' LSTM through it. Skipped without a GPU it runs on; run on a GPU machine."""
+"""The cluster LSTM kernels (``fastencodec.kernels.cluster_lstm``, CUDA C++ on Hopper GPUs), float16
+and IEEE float32: one layer against float64, an item's outputs bitwise the same alone and in any
+batch, and the networks' LSTMs through them (``fp16`` and ``exact``). Skipped without a GPU they run
+on; run on a GPU machine."""
 
 import pytest
 import torch
@@ -9,27 +10,32 @@ from fastencodec.kernels import triton_available
 
 pytestmark = pytest.mark.gpu
 
+DTYPES = [torch.float16, torch.float32]
+TOLERANCE = {torch.float16: 4e-3, torch.float32: 2e-5}
+"""Largest difference from float64 of an output in (-1, 1): float16 rounds at 2^-11; float32's
+sums of 512 products (and the cell's 60 steps) stay far below 2e-5."""
 
-def _fits(width: int) -> bool:
+
+def _fits(width: int, dtype: torch.dtype = torch.float16) -> bool:
     if not (torch.cuda.is_available() and triton_available()):
         return False
     from fastencodec.kernels import cluster_lstm
 
-    return cluster_lstm.fits(width, torch.device("cuda"))
+    return cluster_lstm.fits(width, torch.device("cuda"), dtype)
 
 
-def _layer(width: int, batch: int, steps: int, seed: int = 0):
+def _layer(width: int, batch: int, steps: int, dtype: torch.dtype, seed: int = 0):
     """Seeded inputs of one layer: gates ``[batch, steps, 4H]`` float32, ``W_hh`` ``[4H, H]`` (values of
-    float16), a residual ``[batch, steps, H]`` float16."""
+    ``dtype``), a residual ``[batch, steps, H]`` of ``dtype``."""
     g = torch.Generator().manual_seed(seed)
     gates = torch.randn(batch, steps, 4 * width, generator=g) * 0.7
-    w_hh = (torch.randn(4 * width, width, generator=g) / width**0.5).half().float()
-    res = torch.randn(batch, steps, width, generator=g).half()
+    w_hh = (torch.randn(4 * width, width, generator=g) / width**0.5).to(dtype).float()
+    res = torch.randn(batch, steps, width, generator=g).to(dtype)
     return gates, w_hh, res
 
 
-def _float64(gates: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
-    """The layer in float64 from a zero state, the hidden state rounded to float16 between steps as the
+def _float64(gates: torch.Tensor, w_hh: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The layer in float64 from a zero state, the hidden state rounded to ``dtype`` between steps as the
     kernel's is: ``[batch, steps, H]``."""
     batch, steps, four = gates.shape
     width = four // 4
@@ -37,7 +43,7 @@ def _float64(gates: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     c = torch.zeros_like(h)
     outs = []
     for t in range(steps):
-        pre = gates[:, t].double() + h.half().double() @ w_hh.double().t()
+        pre = gates[:, t].double() + h.to(dtype).double() @ w_hh.double().t()
         i, f, gg, o = pre.split(width, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -45,57 +51,64 @@ def _float64(gates: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
     return torch.stack(outs, 1)
 
 
-def _run(gates, w_hh, res):
+def _run(gates, w_hh, res, dtype):
     from fastencodec.kernels import cluster_lstm
 
-    out = torch.empty(gates.shape[0], gates.shape[1], gates.shape[2] // 4, dtype=torch.float16, device="cuda")
+    layout = cluster_lstm.fragments if dtype == torch.float16 else cluster_lstm.float_layout
+    out = torch.empty(gates.shape[0], gates.shape[1], gates.shape[2] // 4, dtype=dtype, device="cuda")
     residual = None if res is None else res.cuda()
-    cluster_lstm.run_layer(gates.cuda(), cluster_lstm.fragments(w_hh.cuda()), out, residual)
+    cluster_lstm.run_layer(gates.cuda(), layout(w_hh.cuda()), out, residual)
     return out.cpu()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("width", [512, 256, 128])
 @pytest.mark.parametrize(("batch", "steps"), [(3, 60), (13, 2), (29, 1)])
-def test_cluster_layer_matches_float64(width, batch, steps):
-    """Clusters of at most 8 items and of 9-15 (the second n-tile partly empty); one and two steps."""
-    if not _fits(width):
+def test_cluster_layer_matches_float64(width, batch, steps, dtype):
+    """Clusters partly empty and full (float16: at most 8 items and 9-15, the second n-tile partly
+    empty; float32: 8 a cluster); one and two steps."""
+    if not _fits(width, dtype):
         pytest.skip("needs a GPU the cluster LSTM runs on")
-    gates, w_hh, res = _layer(width, batch, steps)
+    gates, w_hh, res = _layer(width, batch, steps, dtype)
     with torch.inference_mode():
-        ref = _float64(gates, w_hh)
-        out = _run(gates, w_hh, None).double()
-        assert (out - ref).abs().max() < 4e-3  # float16 outputs of values in (-1, 1): 2^-11 a rounding
-        with_res = _run(gates, w_hh, res).double()
-        assert (with_res - (ref + res.double())).abs().max() < 8e-3
+        ref = _float64(gates, w_hh, dtype)
+        out = _run(gates, w_hh, None, dtype).double()
+        assert (out - ref).abs().max() < TOLERANCE[dtype]
+        with_res = _run(gates, w_hh, res, dtype).double()
+        assert (with_res - (ref + res.double())).abs().max() < 2 * TOLERANCE[dtype]
 
 
-def test_cluster_layer_ignores_the_batch():
-    """Items 0, 5 and 36 of a batch of 37 (three clusters, the last partly empty) alone and in the batch."""
-    if not _fits(512):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cluster_layer_ignores_the_batch(dtype):
+    """Items 0, 5 and 36 of a batch of 37 (several clusters, the last partly empty) alone and in the batch."""
+    if not _fits(512, dtype):
         pytest.skip("needs a GPU the cluster LSTM runs on")
-    gates, w_hh, res = _layer(512, 37, 40, seed=1)
+    gates, w_hh, res = _layer(512, 37, 40, dtype, seed=1)
     with torch.inference_mode():
-        batch = _run(gates, w_hh, res)
+        batch = _run(gates, w_hh, res, dtype)
         assert torch.isfinite(batch.float()).all()
         for item in (0, 5, 36):
-            alone = _run(gates[item : item + 1].contiguous(), w_hh, res[item : item + 1].contiguous())
+            alone = _run(gates[item : item + 1].contiguous(), w_hh, res[item : item + 1].contiguous(), dtype)
             assert torch.equal(alone, batch[item : item + 1]), item
-        assert torch.equal(_run(gates, w_hh, res), batch)  # and run to run
+        assert torch.equal(_run(gates, w_hh, res, dtype), batch)  # and run to run
 
 
-def test_fp16_networks_take_the_cluster_lstm():
-    """The ``fp16`` CUDA networks of width-512 LSTMs run them here (and their accuracy and batch
-    invariance are those of ``tests/test_kernels_gpu.py``)."""
-    if not _fits(512):
-        pytest.skip("needs a GPU the cluster LSTM runs on")
+@pytest.mark.parametrize(
+    ("precision", "dtype", "tolerance"), [("fp16", torch.float16, 2e-2), ("exact", torch.float32, 1e-4)]
+)
+def test_networks_take_the_cluster_lstm(precision, dtype, tolerance):
+    """The ``fp16`` and ``exact`` CUDA networks of width-512 LSTMs run them here (and their accuracy
+    and batch invariance are those of ``tests/test_kernels_gpu.py``)."""
     from fastencodec.kernels import cluster_lstm, cuda
     from fastencodec.kernels.plan import LSTMStep
     from fastencodec.nn.layers import LSTM
 
+    if not _fits(512, dtype):
+        pytest.skip("needs a GPU the cluster LSTM runs on")
     torch.manual_seed(0)
     module = LSTM(512, 2).cuda().eval()
-    net = cuda.CudaNetwork([LSTMStep(module)], "fp16", "encoder")
-    x = torch.randn(2, 30, 512, device="cuda").half()
+    net = cuda.CudaNetwork([LSTMStep(module)], precision, "encoder")
+    x = torch.randn(2, 30, 512, device="cuda").to(dtype)
     calls = []
     real = cluster_lstm.run_layer
     cluster_lstm.run_layer = lambda *a: calls.append(1) or real(*a)
@@ -104,7 +117,7 @@ def test_fp16_networks_take_the_cluster_lstm():
             y = net._lstm(net.steps[0], x)
     finally:
         cluster_lstm.run_layer = real
-    assert len(calls) == 2
+    assert len(calls) == 2 and y.dtype == dtype
     with torch.inference_mode():
         ref = module.lstm.double()(x.double().transpose(0, 1))[0].transpose(0, 1) + x.double()
-    assert (y.double() - ref).abs().max() < 2e-2
+    assert (y.double() - ref).abs().max() < tolerance

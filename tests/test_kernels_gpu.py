@@ -176,7 +176,7 @@ def test_lstm_tiles_leave_results_bitwise_alike(precision, monkeypatch):
     from fastencodec.kernels.plan import LSTMStep
     from fastencodec.nn.layers import LSTM
 
-    monkeypatch.setattr(cuda.cluster_lstm, "fits", lambda width, device: False)  # the Triton kernel's tiles
+    monkeypatch.setattr(cuda.cluster_lstm, "fits", lambda width, device, dtype: False)  # the Triton kernel's tiles
     torch.manual_seed(0)
     module = LSTM(512, 2).cuda().eval()
     net = cuda.CudaNetwork([LSTMStep(module)], precision, "decoder")

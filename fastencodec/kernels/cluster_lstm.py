@@ -3,25 +3,32 @@
 The codec's LSTM is a chain of dependent time steps; launched a step at a time (or with a barrier
 across the whole GPU), every step pays round trips of the hidden state through L2. Here a
 thread-block cluster of ``width / 32`` blocks (16 for the 24 and 48 kHz models' width 512) runs a
-block of :data:`ITEMS` items through every step of one layer: each block keeps its 32 hidden
-units' recurrent weights in registers for the whole sequence (sixteen warps, two a m-tile of four
-units' four gates, one a half of the sum), holds their cell state in registers, and copies its new
+block of items through every step of one layer: each block keeps its 32 hidden units' recurrent
+weights on chip for the whole sequence, holds their cell state in registers, and copies its new
 hidden state into every block's shared memory (distributed shared memory) with one bulk copy a
 block, which counts its bytes on that block's barrier: a block waits for exactly the data it
-needs, with no barrier across the cluster.
+needs, with no barrier across the cluster. Two kernels share that frame:
 
-Products are float16 tensor-core products (``mma.sync m16n8k16``, float32 sums): rows are the
-weights' (units and gates), columns items. Each warp sums its half of the width in two interleaved
-parts (even and odd 16-wide chunks), the two halves are added, then the input projection (with
-both biases, computed before for every step); the cell is updated in float32. An item's results
-never depend on the other items of its block or batch (columns do not mix). The hidden state is
-rounded to float16 between steps, as the outputs are.
+- float16 (``fp16``, :data:`ITEMS` items a cluster): tensor-core products (``mma.sync m16n8k16``,
+  float32 sums), rows the weights' (units and gates), columns items; sixteen warps, two a m-tile
+  of four units' four gates, one a half of the sum, the weights in registers. Each warp sums its
+  half of the width in two interleaved parts (even and odd 16-wide chunks), the two halves are
+  added, then the input projection (with both biases, computed before for every step). The hidden
+  state is rounded to float16 between steps, as the outputs are.
+- float32 (the float32 modes, :data:`FLOAT_ITEMS` items a cluster): IEEE float32 products and sums
+  on the FMA units; each thread sums one eighth of the width for two rows (a gate pair of one unit)
+  and every item, each column in order, the first 32 columns' weights in registers and the rest in
+  shared memory; the eight partial sums are added in order, then the input projection.
+
+The cell is updated in float32. An item's results never depend on the other items of its block
+or batch (columns do not mix, and each item's sums are in the same order whatever the others).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -34,7 +41,7 @@ THREADS = 512
 """Threads a block: sixteen warps, two for each m-tile of four hidden units' four gates (one a
 k-half of its sums)."""
 
-_SOURCE = r"""
+_HELPERS = r"""
 #define H __WIDTH__
 #define RANKS (H / 32)
 #define KHALF (H / 32)
@@ -98,6 +105,9 @@ __device__ __forceinline__ void barrier_wait(u32 bar, u32 parity) {
 }
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
+"""
+
+_HALF = r"""
 // This warp's k-half of the products of its m-tile with the hidden state of one or two n-tiles of items.
 template <bool TWO>
 __device__ __forceinline__ void products(const u32 (*a)[4], const u16* hb, float4* p) {
@@ -232,37 +242,196 @@ lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16
 }
 """
 
+_FLOAT = r"""
+// float32 (IEEE) kernel: FITEMS items a cluster, weights [RANKS][8][KT][128] float32 (float_layout), the first
+// KR of each thread's KT in registers, the rest in shared memory; hbuf [parity][H][FITEMS] float32.
+#define FITEMS 8
+#define KT (H / 8)
+#define KR (KT < 32 ? KT : 32)
+#define KS (KT - KR)
+extern "C" __global__ void __cluster_dims__(RANKS, 1, 1) __launch_bounds__(512, 1)
+lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weights, float* __restrict__ out,
+               const float* __restrict__ res, int batch, int steps, int has_res)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    float* hbuf = (float*)smem;                               // [parity][k][item]: h of the step before
+    float* slices = hbuf + 2 * H * FITEMS;                    // [parity][unit][item]: this block's new h
+    float* red = slices + 2 * 32 * FITEMS;                    // [k-eighth][item][row]: partial sums
+    float* ws = red + 8 * FITEMS * 128;                       // [k-eighth][KS][row]: weights not in registers
+    unsigned long long* bars = (unsigned long long*)(ws + 8 * KS * 128);  // [parity]: hbuf filled
+    const u32 rank = cluster_rank();
+    const int block = blockIdx.x / RANKS;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int eighth = warp >> 1, r0 = 32 * (warp & 1) + lane, r1 = r0 + 64;  // rows: gates (warp & 1), + 2
+    const int items = min(FITEMS, batch - FITEMS * block);
+    const u32 bytes = RANKS * 32 * FITEMS * 4;                // a fill of hbuf: every block's units of every item
+    const float* mine = weights + ((u64)rank * 8 + eighth) * KT * 128;
+    float wa[KR], wb[KR];                                     // rows r0 and r1, this thread's first KR columns
+    #pragma unroll
+    for (int j = 0; j < KR; ++j) {
+        wa[j] = mine[j * 128 + r0];
+        wb[j] = mine[j * 128 + r1];
+    }
+#if KS > 0
+    for (int i = threadIdx.x; i < 8 * KS * 128; i += 512)
+        ws[i] = weights[((u64)rank * 8 + i / (KS * 128)) * KT * 128 + KR * 128 + i % (KS * 128)];
+#endif
+    for (int i = threadIdx.x; i < 2 * H * FITEMS + 2 * 32 * FITEMS; i += 512) hbuf[i] = 0.f;
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the zeros, before other blocks' copies
+    const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
+    if (threadIdx.x == 0) {
+        barrier_init(bars_at);
+        barrier_init(bars_at + 8);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        barrier_expect(bars_at, bytes);
+        barrier_expect(bars_at + 8, bytes);
+    }
+    // the cell this thread updates (threads < 256): unit, item
+    const bool cells = threadIdx.x < 32 * FITEMS;
+    const int unit = 32 * rank + lane, item = warp;
+    const bool live = cells && item < items;
+    const u64 row = (u64)(FITEMS * block + item) * steps;
+    float gin[4] = {0.f, 0.f, 0.f, 0.f};
+    float rin = 0.f, c = 0.f;
+    if (live) {
+        #pragma unroll
+        for (int q = 0; q < 4; ++q) gin[q] = gates[row * 4 * H + q * H + unit];
+        if (has_res) rin = res[row * H + unit];
+    }
+    __syncthreads();
+    cluster_sync();                                           // every block's barriers are ready
+    for (int s = 0; s < steps; ++s) {
+        const int parity = s & 1;
+        if (s > 0) {
+            barrier_wait(bars_at + 8 * parity, ((s - 1) >> 1) & 1);
+            if (threadIdx.x == 0) barrier_expect(bars_at + 8 * parity, bytes);  // for step s + 1's copies
+        }
+        // this thread's eighth of the sums of rows r0 and r1, each column in order
+        const float4* hb = (const float4*)(hbuf + parity * H * FITEMS) + eighth * KT * 2;
+        float a[FITEMS], b[FITEMS];
+        #pragma unroll
+        for (int i = 0; i < FITEMS; ++i) a[i] = b[i] = 0.f;
+        #pragma unroll
+        for (int j = 0; j < KR; ++j) {
+            const float4 x = hb[2 * j], y = hb[2 * j + 1];
+            const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+            #pragma unroll
+            for (int i = 0; i < FITEMS; ++i) {
+                a[i] = fmaf(wa[j], v[i], a[i]);
+                b[i] = fmaf(wb[j], v[i], b[i]);
+            }
+        }
+        #pragma unroll 4
+        for (int j = 0; j < KS; ++j) {
+            const float4 x = hb[2 * (KR + j)], y = hb[2 * (KR + j) + 1];
+            const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+            const float ua = ws[(eighth * KS + j) * 128 + r0], ub = ws[(eighth * KS + j) * 128 + r1];
+            #pragma unroll
+            for (int i = 0; i < FITEMS; ++i) {
+                a[i] = fmaf(ua, v[i], a[i]);
+                b[i] = fmaf(ub, v[i], b[i]);
+            }
+        }
+        #pragma unroll
+        for (int i = 0; i < FITEMS; ++i) {
+            red[(eighth * FITEMS + i) * 128 + r0] = a[i];
+            red[(eighth * FITEMS + i) * 128 + r1] = b[i];
+        }
+        __syncthreads();
+        float h = 0.f;
+        float* slice = slices + parity * 32 * FITEMS;         // two: a copy may still read the last
+        if (cells) {
+            float p[4];
+            #pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                float sum = red[item * 128 + 32 * q + lane];
+                #pragma unroll
+                for (int e = 1; e < 8; ++e) sum += red[(e * FITEMS + item) * 128 + 32 * q + lane];
+                p[q] = sum + gin[q];
+            }
+            c = sigmoid(p[1]) * c + sigmoid(p[0]) * tanhf(p[2]);
+            h = sigmoid(p[3]) * tanhf(c);
+            slice[lane * FITEMS + item] = h;
+        }
+        __syncthreads();
+        if (s + 1 < steps && threadIdx.x < RANKS) {           // this block's units into every block's next buffer
+            const u32 to = hbuf_at + ((1 - parity) * H + rank * 32) * FITEMS * 4, bar = bars_at + 8 * (1 - parity);
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                         :: "r"(map_rank(to, threadIdx.x)), "r"(shared_address(slice)), "r"(32 * FITEMS * 4),
+                            "r"(map_rank(bar, threadIdx.x)) : "memory");
+        }
+        if (live) {
+            const u64 o = row * H + (u64)s * H + unit;
+            out[o] = has_res ? h + rin : h;
+            if (s + 1 < steps) {
+                #pragma unroll
+                for (int q = 0; q < 4; ++q) gin[q] = gates[(row + s + 1) * 4 * H + q * H + unit];
+                if (has_res) rin = res[o + H];
+            }
+        }
+    }
+    cluster_sync();                                           // no block leaves while another may write to it
+}
+"""
 
-def shared_bytes(width: int) -> int:
-    """Dynamic shared memory a block uses: two hidden-state buffers, its new hidden state, the
-    partial sums of its k-halves and two barriers."""
-    return 2 * (width // 32) * ITEMS * 48 * 2 + 2 * ITEMS * 48 * 2 + 8 * 2 * 32 * 16 + 2 * 8
+_SOURCE = _HELPERS + _HALF + _FLOAT
 
 
-def fits(width: int, device: torch.device) -> bool:
-    """Whether the kernel runs an LSTM of ``width`` hidden units on ``device``: a CUDA GPU of
-    compute capability 9.x (clusters, distributed shared memory), a width of 128, 256 or 512
-    (clusters of 4 to 16 blocks), the shared memory it needs, and an NVRTC library."""
-    if device.type != "cuda" or width not in (128, 256, 512):
+@dataclass(frozen=True)
+class Variant:
+    """One of the two kernels: its name in the source, items a cluster, and operand dtype."""
+
+    name: str
+    items: int
+    dtype: torch.dtype
+
+    def shared_bytes(self, width: int) -> int:
+        """Dynamic shared memory a block uses at ``width``: two hidden-state buffers, its new hidden
+        state, partial sums, (float32) the weights not in registers, and two barriers."""
+        if self.dtype == torch.float16:
+            return 2 * (width // 32) * ITEMS * 48 * 2 + 2 * ITEMS * 48 * 2 + 8 * 2 * 32 * 16 + 2 * 8
+        eighth = width // 8
+        in_shared = eighth - min(eighth, 32)
+        floats = 2 * width * FLOAT_ITEMS + 2 * 32 * FLOAT_ITEMS + 8 * FLOAT_ITEMS * 128 + 8 * in_shared * 128
+        return 4 * floats + 2 * 8
+
+
+FLOAT_ITEMS = 8
+"""Items a cluster of the float32 kernel computes (each thread sums two rows for all of them)."""
+
+VARIANTS = {
+    torch.float16: Variant("lstm_layer", ITEMS, torch.float16),
+    torch.float32: Variant("lstm_layer_f32", FLOAT_ITEMS, torch.float32),
+}
+"""The kernel for each operand dtype: float16 tensor-core products (``fp16``) or IEEE float32 ones."""
+
+
+def fits(width: int, device: torch.device, dtype: torch.dtype = torch.float16) -> bool:
+    """Whether the kernel for ``dtype`` (float16 or float32 operands) runs an LSTM of ``width``
+    hidden units on ``device``: a CUDA GPU of compute capability 9.x (clusters, distributed shared
+    memory), a width of 128, 256 or 512 (clusters of 4 to 16 blocks), the shared memory it needs,
+    and an NVRTC library."""
+    if device.type != "cuda" or width not in (128, 256, 512) or dtype not in VARIANTS:
         return False
-    return _fits(width, device.index if device.index is not None else torch.cuda.current_device())
+    return _fits(width, device.index if device.index is not None else torch.cuda.current_device(), dtype)
 
 
 @functools.cache
-def _fits(width: int, device: int) -> bool:
+def _fits(width: int, device: int, dtype: torch.dtype) -> bool:
     """:func:`fits` on CUDA device ``device``, decided once (a failed compile is not retried each call)."""
     props = torch.cuda.get_device_properties(device)
-    if props.major != 9 or shared_bytes(width) > props.shared_memory_per_block_optin:
+    if props.major != 9 or VARIANTS[dtype].shared_bytes(width) > props.shared_memory_per_block_optin:
         return False
     try:
-        _kernel(width, device)
+        _kernel(width, device, VARIANTS[dtype])
     except (nvrtc.CompileError, RuntimeError, OSError):
         return False
     return True
 
 
 def fragments(w_hh: torch.Tensor) -> torch.Tensor:
-    """A recurrent weight ``W_hh`` ``[4H, H]`` (gate-major rows) to the kernel's float16 layout.
+    """A recurrent weight ``W_hh`` ``[4H, H]`` (gate-major rows) to the float16 kernel's layout.
 
     Block ``r`` of a cluster owns units ``32r .. 32r + 31``; its warp ``w`` holds in registers the
     rows of m-tile ``w % 8`` (units ``32r + 4(w % 8) + u``, ``u < 4``: row ``4q + u`` of the tile is
@@ -286,23 +455,33 @@ def fragments(w_hh: torch.Tensor) -> torch.Tensor:
     return w_hh.to(torch.float16)[rows, cols].contiguous()
 
 
+def float_layout(w_hh: torch.Tensor) -> torch.Tensor:
+    """A recurrent weight ``W_hh`` ``[4H, H]`` (gate-major rows) to the float32 kernel's layout
+    ``[H / 32, 8, H / 8, 128]``: block ``r`` owns units ``32r .. 32r + 31``, its row ``32q + u`` is
+    gate ``q`` of unit ``32r + u``; ``[r, e, j, row]`` is that row's weight of column ``e H / 8 + j``
+    (the eighth ``e`` of the sum two of its warps compute, a row a lane)."""
+    four_h, width = w_hh.shape
+    view = w_hh.to(torch.float32).reshape(4, width // 32, 32, 8, width // 8)  # gate, rank, unit, eighth, j
+    return view.permute(1, 3, 4, 0, 2).reshape(width // 32, 8, width // 8, 128).contiguous()
+
+
 _LOCK = threading.Lock()
 
 
 @functools.cache
 def _cubin(width: int, capability: tuple[int, int]) -> bytes:
-    return nvrtc.compile_cubin(_SOURCE.replace("__WIDTH__", str(width)), "lstm_layer", capability)
+    return nvrtc.compile_cubin(_SOURCE.replace("__WIDTH__", str(width)), "cluster_lstm", capability)
 
 
-_KERNELS: dict[tuple[int, int], nvrtc.Kernel] = {}
+_KERNELS: dict[tuple[int, int, str], nvrtc.Kernel] = {}
 
 
-def _kernel(width: int, device: int) -> nvrtc.Kernel:
+def _kernel(width: int, device: int, variant: Variant) -> nvrtc.Kernel:
     with _LOCK:
-        key = (width, device)
+        key = (width, device, variant.name)
         if key not in _KERNELS:
             cubin = _cubin(width, torch.cuda.get_device_capability(device))
-            _KERNELS[key] = nvrtc.load(cubin, "lstm_layer", device, shared_bytes(width), width // 32 > 8)
+            _KERNELS[key] = nvrtc.load(cubin, variant.name, device, variant.shared_bytes(width), width // 32 > 8)
         return _KERNELS[key]
 
 
@@ -310,14 +489,16 @@ def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res
     """One LSTM layer over every step from a zero state: ``out[b, t] = h_t (+ res[b, t])``.
 
     ``gates`` ``[batch, steps, 4H]`` float32: the input projection with both biases, gate-major
-    (i, f, g, o); ``weights``: :func:`fragments` of ``W_hh``; ``out`` and ``res`` ``[batch, steps, H]``
-    float16, contiguous, on the same GPU. The caller checks :func:`fits`."""
+    (i, f, g, o); ``out`` and ``res`` ``[batch, steps, H]``, contiguous, on the same GPU, float16
+    (the float16 kernel; ``weights``: :func:`fragments` of ``W_hh``) or float32 (the IEEE float32
+    kernel; ``weights``: :func:`float_layout`). The caller checks :func:`fits` for that dtype."""
     batch, steps, four_h = gates.shape
     if batch == 0 or steps == 0:
         return
     width = four_h // 4
-    kernel = _kernel(width, gates.device.index)
-    clusters = -(-batch // ITEMS)
+    variant = VARIANTS[out.dtype]
+    kernel = _kernel(width, gates.device.index, variant)
+    clusters = -(-batch // variant.items)
     has_res = res is not None
     kernel.launch(
         clusters * (width // 32), THREADS, [gates, weights, out, res if has_res else out, batch, steps, int(has_res)]

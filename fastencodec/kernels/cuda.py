@@ -315,7 +315,8 @@ class CudaNetwork:
         biases = [getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}") for i in range(layers)]
         bias = torch.stack(biases).float()  # [layers, 4H]
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
-        if half and cluster_lstm.fits(width, h.device):
+        # the cluster kernels: float16, or IEEE float32 (in 'tf32' the Triton kernel's TF32 products are faster)
+        if (half or prec == "ieee") and h.dtype == operand and cluster_lstm.fits(width, h.device, operand):
             return self._lstm_clusters(lstm, h, layer_in, bias, gates)
         # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         self._projection(lstm.weight_ih_l0, layer_in, bias[0], gates, prec)
@@ -358,13 +359,16 @@ class CudaNetwork:
     def _lstm_clusters(
         self, lstm: torch.nn.LSTM, h: torch.Tensor, x: torch.Tensor, bias: torch.Tensor, gates: torch.Tensor
     ) -> torch.Tensor:
-        """The ``fp16`` LSTM one layer at a time with :mod:`.cluster_lstm` (each layer's input
-        projection first, for every step at once): ``h`` ``[B, steps, H]`` plus the last layer's outputs."""
+        """The LSTM one layer at a time with :mod:`.cluster_lstm` (each layer's input projection
+        first, for every step at once, in IEEE float32 or from float16 operands): ``h`` ``[B, steps, H]`` plus the
+        last layer's outputs, in ``x``'s dtype (float16 in ``fp16``, float32 in ``exact``)."""
+        half = x.dtype == torch.float16
+        weights, layout = (self.weights, cluster_lstm.fragments) if half else (self.fp32, cluster_lstm.float_layout)
         for layer in range(lstm.num_layers):
             self._projection(getattr(lstm, f"weight_ih_l{layer}"), x, bias[layer], gates, "ieee")
             last = layer == lstm.num_layers - 1
             y = torch.empty_like(x)
-            w_hh = self.weights.get(getattr(lstm, f"weight_hh_l{layer}"), "cluster", cluster_lstm.fragments)
+            w_hh = weights.get(getattr(lstm, f"weight_hh_l{layer}"), "cluster", layout)
             cluster_lstm.run_layer(gates, w_hh, y, h if last else None)
             x = y
         return x
