@@ -40,7 +40,10 @@ def main() -> None:
 
 
 def table(net: cuda.CudaNetwork) -> None:
-    print(f"\n{net.precision}: cluster kernel runs here: {cluster_lstm.fits(WIDTH, torch.device('cuda'), net.dtype)}")
+    device = torch.device("cuda")
+    runs = cluster_lstm.fits(WIDTH, device, net.dtype)
+    at_once = cluster_lstm.concurrent_clusters(WIDTH, torch.cuda.current_device(), net.dtype) if runs else 0
+    print(f"\n{net.precision}: cluster kernel runs here: {runs} ({at_once} clusters at once)")
     print("| batch | Triton, a launch a step | cluster, a launch a layer | ratio | max difference |")
     print("|---:|---:|---:|---:|---:|")
     fits = cluster_lstm.fits

@@ -79,26 +79,28 @@ def test_cluster_layer_matches_float64(width, batch, steps, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cluster_layer_ignores_the_batch(dtype):
-    """Items 0, 5 and 36 of a batch of 37 (several clusters, the last partly empty) alone and in the batch."""
-    if not _fits(512, dtype):
+@pytest.mark.parametrize(("width", "batch"), [(512, 37), (128, 32)])
+def test_cluster_layer_ignores_the_batch(dtype, width, batch):
+    """Items 0, 5 and the last of a batch of 37 (several clusters, the last partly empty) or of 32 (full
+    clusters of both kernels) alone and in the batch."""
+    if not _fits(width, dtype):
         pytest.skip("needs a GPU the cluster LSTM runs on")
-    gates, w_hh, res = _layer(512, 37, 40, dtype, seed=1)
+    gates, w_hh, res = _layer(width, batch, 40, dtype, seed=1)
     with torch.inference_mode():
-        batch = _run(gates, w_hh, res, dtype)
-        assert torch.isfinite(batch.float()).all()
-        for item in (0, 5, 36):
+        together = _run(gates, w_hh, res, dtype)
+        assert torch.isfinite(together.float()).all()
+        for item in (0, 5, batch - 1):
             alone = _run(gates[item : item + 1].contiguous(), w_hh, res[item : item + 1].contiguous(), dtype)
-            assert torch.equal(alone, batch[item : item + 1]), item
-        assert torch.equal(_run(gates, w_hh, res, dtype), batch)  # and run to run
+            assert torch.equal(alone, together[item : item + 1]), item
+        assert torch.equal(_run(gates, w_hh, res, dtype), together)  # and run to run
 
 
 @pytest.mark.parametrize(
     ("precision", "dtype", "tolerance"), [("fp16", torch.float16, 2e-2), ("exact", torch.float32, 1e-4)]
 )
-def test_networks_take_the_cluster_lstm(precision, dtype, tolerance):
-    """The ``fp16`` and ``exact`` CUDA networks of width-512 LSTMs run them here (and their accuracy
-    and batch invariance are those of ``tests/test_kernels_gpu.py``)."""
+def test_networks_take_the_cluster_lstm(precision, dtype, tolerance, monkeypatch):
+    """The ``fp16`` and ``exact`` CUDA networks of width-512 LSTMs run them here, and the Triton kernel
+    they replace (elsewhere) is as accurate (batch invariance: ``tests/test_kernels_gpu.py``)."""
     from fastencodec.kernels import cluster_lstm, cuda
     from fastencodec.kernels.plan import LSTMStep
     from fastencodec.nn.layers import LSTM
@@ -117,7 +119,23 @@ def test_networks_take_the_cluster_lstm(precision, dtype, tolerance):
             y = net._lstm(net.steps[0], x)
     finally:
         cluster_lstm.run_layer = real
-    assert len(calls) == 2 and y.dtype == dtype
+    assert len(calls) == 2
+    monkeypatch.setattr(cluster_lstm, "fits", lambda width, device, dtype: False)
     with torch.inference_mode():
+        y_triton = net._lstm(net.steps[0], x)
         ref = module.lstm.double()(x.double().transpose(0, 1))[0].transpose(0, 1) + x.double()
     assert (y.double() - ref).abs().max() < tolerance
+    assert (y_triton.double() - ref).abs().max() < tolerance
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_device_schedules_whole_clusters(dtype):
+    """The driver's count of clusters running at once: at least one (what :func:`fits` asks), at most
+    as many as the multiprocessors hold (16 a cluster at width 512, one block a multiprocessor)."""
+    if not _fits(512, dtype):
+        pytest.skip("needs a GPU the cluster LSTM runs on")
+    from fastencodec.kernels import cluster_lstm
+
+    device = torch.cuda.current_device()
+    count = cluster_lstm.concurrent_clusters(512, device, dtype)
+    assert 1 <= count <= torch.cuda.get_device_properties(device).multi_processor_count // 16

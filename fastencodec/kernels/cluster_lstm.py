@@ -16,9 +16,10 @@ needs, with no barrier across the cluster. Two kernels share that frame:
   added, then the input projection (with both biases, computed before for every step). The hidden
   state is rounded to float16 between steps, as the outputs are.
 - float32 (the float32 modes, :data:`FLOAT_ITEMS` items a cluster): IEEE float32 products and sums
-  on the FMA units; each thread sums one eighth of the width for two rows (a gate pair of one unit)
-  and every item, each column in order, the first 32 columns' weights in registers and the rest in
-  shared memory; the eight partial sums are added in order, then the input projection.
+  on the FMA units (fused multiply-adds); each thread sums one eighth of the width for two rows (a
+  gate pair of one unit) and every item, each column in order, the weights of the first 32 columns
+  of its eighth in registers and the rest in shared memory; the eight partial sums are added in
+  order, then the input projection.
 
 The cell is updated in float32. An item's results never depend on the other items of its block
 or batch (columns do not mix, and each item's sums are in the same order whatever the others).
@@ -38,8 +39,8 @@ ITEMS = 16
 """Items a cluster computes (the tensor-core product's columns: two n-tiles of 8)."""
 
 THREADS = 512
-"""Threads a block: sixteen warps, two for each m-tile of four hidden units' four gates (one a
-k-half of its sums)."""
+"""Threads a block of either kernel: sixteen warps (float16: two for each m-tile of four hidden
+units' four gates, one a k-half of its sums; float32: two for each eighth of the sums)."""
 
 _HELPERS = r"""
 #define H __WIDTH__
@@ -407,11 +408,11 @@ VARIANTS = {
 """The kernel for each operand dtype: float16 tensor-core products (``fp16``) or IEEE float32 ones."""
 
 
-def fits(width: int, device: torch.device, dtype: torch.dtype = torch.float16) -> bool:
+def fits(width: int, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the kernel for ``dtype`` (float16 or float32 operands) runs an LSTM of ``width``
     hidden units on ``device``: a CUDA GPU of compute capability 9.x (clusters, distributed shared
-    memory), a width of 128, 256 or 512 (clusters of 4 to 16 blocks), the shared memory it needs,
-    and an NVRTC library."""
+    memory), a width of 128, 256 or 512 (clusters of 4 to 16 blocks) whose cluster the device can
+    schedule, the shared memory it needs, and an NVRTC library."""
     if device.type != "cuda" or width not in (128, 256, 512) or dtype not in VARIANTS:
         return False
     return _fits(width, device.index if device.index is not None else torch.cuda.current_device(), dtype)
@@ -424,10 +425,19 @@ def _fits(width: int, device: int, dtype: torch.dtype) -> bool:
     if props.major != 9 or VARIANTS[dtype].shared_bytes(width) > props.shared_memory_per_block_optin:
         return False
     try:
-        _kernel(width, device, VARIANTS[dtype])
+        return concurrent_clusters(width, device, dtype) > 0
     except (nvrtc.CompileError, RuntimeError, OSError):
         return False
-    return True
+
+
+def concurrent_clusters(width: int, device: int, dtype: torch.dtype) -> int:
+    """How many clusters of the kernel for ``dtype`` at ``width`` CUDA device ``device`` runs at once
+    (0 where a cluster of ``width / 32`` blocks cannot be scheduled, e.g. on a partitioned GPU).
+
+    Raises:
+        nvrtc.CompileError, RuntimeError: the kernel did not compile or load.
+    """
+    return _kernel(width, device, VARIANTS[dtype]).max_active_clusters(width // 32, THREADS)
 
 
 def fragments(w_hh: torch.Tensor) -> torch.Tensor:
@@ -497,6 +507,8 @@ def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res
         return
     width = four_h // 4
     variant = VARIANTS[out.dtype]
+    if weights.dtype != variant.dtype or (res is not None and res.dtype != out.dtype):
+        raise TypeError(f"the {out.dtype} kernel takes {variant.dtype} weights and residual, not {weights.dtype}")
     kernel = _kernel(width, gates.device.index, variant)
     clusters = -(-batch // variant.items)
     has_res = res is not None

@@ -75,6 +75,19 @@ def compile_cubin(source: str, name: str, capability: tuple[int, int]) -> bytes:
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
+class _LaunchConfig(ctypes.Structure):
+    """``CUlaunchConfig`` of the CUDA driver API (``cuda.h``), without launch attributes."""
+
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("shared_bytes", ctypes.c_uint),
+        ("stream", ctypes.c_void_p),
+        ("attrs", ctypes.c_void_p),
+        ("num_attrs", ctypes.c_uint),
+    ]
+
+
 @dataclass
 class Kernel:
     """A loaded kernel on one device: launch it with :meth:`launch`."""
@@ -98,6 +111,20 @@ class Kernel:
             lib.cuLaunchKernel(self.function, grid, 1, 1, threads, 1, 1, self.shared_bytes, stream, pointers, None),
             "launching a compiled kernel",
         )
+
+    def max_active_clusters(self, cluster: int, threads: int) -> int:
+        """How many clusters of ``cluster`` blocks of ``threads`` threads (the kernel's compiled cluster
+        size) the device runs at once (``cuOccupancyMaxActiveClusters``); 0 when it cannot run one."""
+        config = _LaunchConfig((cluster, 1, 1), (threads, 1, 1), self.shared_bytes, None, None, 0)
+        count = ctypes.c_int()
+        lib = _driver()
+        with torch.cuda.device(self.device):
+            _check(
+                lib,
+                lib.cuOccupancyMaxActiveClusters(ctypes.byref(count), self.function, ctypes.byref(config)),
+                "asking how many clusters run at once",
+            )
+        return count.value
 
 
 _LOCK = threading.Lock()
