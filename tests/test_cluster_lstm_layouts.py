@@ -1,0 +1,43 @@
+"""The cluster LSTM kernels' weight layouts (``fastencodec.kernels.cluster_lstm``), on CPU: read the way
+each kernel's threads read them, they give back ``W_hh @ h``. The kernels themselves run in
+``tests/test_cluster_lstm.py`` (GPU)."""
+
+import pytest
+import torch
+
+from fastencodec.kernels import cluster_lstm
+
+
+@pytest.mark.parametrize("width", [512, 256, 128])
+def test_float_layout_gives_back_the_products(width):
+    """Block ``r``'s eighth ``e`` of row ``32q + u`` (gate ``q`` of unit ``32r + u``) summed over the eighths."""
+    g = torch.Generator().manual_seed(0)
+    w_hh = torch.randn(4 * width, width, generator=g)
+    h = torch.randn(width, cluster_lstm.FLOAT_ITEMS, generator=g, dtype=torch.float64)
+    layout = cluster_lstm.float_layout(w_hh).double()  # [rank, eighth, j, row]
+    ranks, eighth = width // 32, width // 8
+    assert layout.shape == (ranks, 8, eighth, 128)
+    partial = torch.einsum("rejw,eji->reiw", layout, h.view(8, eighth, -1))  # the kernel's red[eighth][item][row]
+    gates = partial.sum(1).view(ranks, -1, 4, 32).permute(1, 2, 0, 3).reshape(-1, 4 * width)  # item, q H + 32 r + u
+    assert torch.allclose(gates, (w_hh.double() @ h).t(), atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [512, 128])
+def test_fragments_give_back_the_products(width):
+    """Warp ``w`` of block ``r`` as the tensor-core product's A operand: its m-tile's rows (units
+    ``32r + 4 (w % 8) + u``, row ``4q + u`` of the tile gate ``q``) over its k-half."""
+    g = torch.Generator().manual_seed(1)
+    w_hh = torch.randn(4 * width, width, generator=g).half().float()
+    frag = cluster_lstm.fragments(w_hh).double()  # [rank, warp, k, register, lane, 2]
+    ranks = khalf = width // 32
+    out = torch.zeros(4 * width, width, dtype=torch.float64)
+    lane, reg, e = torch.meshgrid(torch.arange(32), torch.arange(4), torch.arange(2), indexing="ij")
+    tile_row = lane // 4 + 8 * (reg % 2)  # the m16n8k16 A fragment's row and column of each element
+    tile_col = 2 * (lane % 4) + 8 * (reg // 2) + e
+    for r in range(ranks):
+        for w in range(16):
+            rows = (tile_row // 4) * width + 32 * r + 4 * (w % 8) + tile_row % 4
+            for k in range(khalf):
+                cols = 16 * ((w // 8) * khalf + k) + tile_col
+                out[rows, cols] = frag[r, w, k].permute(1, 0, 2)
+    assert torch.equal(out, w_hh.double())
