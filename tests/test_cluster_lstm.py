@@ -101,12 +101,12 @@ def test_cluster_layer_ignores_the_batch(dtype, width, batch):
 def test_networks_take_the_cluster_lstm(precision, dtype, tolerance, monkeypatch):
     """The ``fp16`` and ``exact`` CUDA networks of width-512 LSTMs run them here, and the Triton kernel
     they replace (elsewhere) is as accurate (batch invariance: ``tests/test_kernels_gpu.py``)."""
+    if not _fits(512, dtype):
+        pytest.skip("needs a GPU the cluster LSTM runs on")
     from fastencodec.kernels import cluster_lstm, cuda
     from fastencodec.kernels.plan import LSTMStep
     from fastencodec.nn.layers import LSTM
 
-    if not _fits(512, dtype):
-        pytest.skip("needs a GPU the cluster LSTM runs on")
     torch.manual_seed(0)
     module = LSTM(512, 2).cuda().eval()
     net = cuda.CudaNetwork([LSTMStep(module)], precision, "encoder")
