@@ -41,3 +41,15 @@ def test_fragments_give_back_the_products(width):
                 cols = 16 * ((w // 8) * khalf + k) + tile_col
                 out[rows, cols] = frag[r, w, k].permute(1, 0, 2)
     assert torch.equal(out, w_hh.double())
+
+
+def test_run_layer_refuses_the_other_kernels_weights():
+    """Float16 fragments given to the float32 kernel (or a residual of another dtype) are refused before
+    any launch, naming the dtypes."""
+    gates = torch.zeros(2, 3, 4 * 128)
+    w_hh = torch.zeros(4 * 128, 128)
+    out = torch.empty(2, 3, 128)
+    with pytest.raises(TypeError, match="float32 weights and residual, not weights torch.float16"):
+        cluster_lstm.run_layer(gates, cluster_lstm.fragments(w_hh), out, None)
+    with pytest.raises(TypeError, match="residual torch.float16"):
+        cluster_lstm.run_layer(gates, cluster_lstm.float_layout(w_hh), out, out.half())

@@ -15,7 +15,7 @@ needs, with no barrier across the cluster. Two kernels share that frame:
   half of the width in two interleaved parts (even and odd 16-wide chunks), the two halves are
   added, then the input projection (with both biases, computed before for every step). The hidden
   state is rounded to float16 between steps, as the outputs are.
-- float32 (the float32 modes, :data:`FLOAT_ITEMS` items a cluster): IEEE float32 products and sums
+- float32 (``exact``, :data:`FLOAT_ITEMS` items a cluster): IEEE float32 products and sums
   on the FMA units (fused multiply-adds); each thread sums one eighth of the width for two rows (a
   gate pair of one unit) and every item, each column in order, the weights of the first 32 columns
   of its eighth in registers and the rest in shared memory; the eight partial sums are added in
@@ -105,6 +105,23 @@ __device__ __forceinline__ void barrier_wait(u32 bar, u32 parity) {
                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
 }
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// Thread 0: both hidden-state barriers [parity] at bars, each expecting one fill of bytes.
+__device__ __forceinline__ void barriers_ready(u32 bars, u32 bytes) {
+    if (threadIdx.x == 0) {
+        barrier_init(bars);
+        barrier_init(bars + 8);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        barrier_expect(bars, bytes);
+        barrier_expect(bars + 8, bytes);
+    }
+}
+// One bulk copy of bytes from this block's slice to address to of block rank, counted on its barrier bar.
+__device__ __forceinline__ void push(u32 to, const void* slice, u32 bytes, u32 bar, u32 rank) {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(map_rank(to, rank)), "r"(shared_address(slice)), "r"(bytes), "r"(map_rank(bar, rank))
+                 : "memory");
+}
 
 """
 
@@ -162,13 +179,7 @@ lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16
     for (int i = threadIdx.x; i < (2 * BUF + 2 * 16 * SEG) / 2; i += 512) ((u32*)hbuf)[i] = 0u;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the zeros, before other blocks' copies
     const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
-    if (threadIdx.x == 0) {
-        barrier_init(bars_at);
-        barrier_init(bars_at + 8);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        barrier_expect(bars_at, bytes);
-        barrier_expect(bars_at + 8, bytes);
-    }
+    barriers_ready(bars_at, bytes);
     // the cell this thread updates (warps of k-half n own n-tile n): unit, item
     const bool cells = kh == 0 || two;
     const bool low = g < 4;
@@ -221,13 +232,7 @@ lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16
         __syncthreads();
         if (s + 1 < steps) {                                  // this block's units into every block's next buffer
             const u32 to = hbuf_at + ((1 - parity) * BUF + rank * 16 * SEG) * 2, bar = bars_at + 8 * (1 - parity);
-            if (threadIdx.x < RANKS) {                        // one bulk copy of its rows to each block
-                asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-                asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes "
-                             "[%0], [%1], %2, [%3];"
-                             :: "r"(map_rank(to, threadIdx.x)), "r"(shared_address(slice)), "r"(items * SEG * 2),
-                                "r"(map_rank(bar, threadIdx.x)) : "memory");
-            }
+            if (threadIdx.x < RANKS) push(to, slice, items * SEG * 2, bar, threadIdx.x);  // one copy to each block
         }
         if (live) {
             const u64 o = row * H + (u64)s * H + unit;
@@ -280,13 +285,7 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
     for (int i = threadIdx.x; i < 2 * H * FITEMS + 2 * 32 * FITEMS; i += 512) hbuf[i] = 0.f;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the zeros, before other blocks' copies
     const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
-    if (threadIdx.x == 0) {
-        barrier_init(bars_at);
-        barrier_init(bars_at + 8);
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-        barrier_expect(bars_at, bytes);
-        barrier_expect(bars_at + 8, bytes);
-    }
+    barriers_ready(bars_at, bytes);
     // the cell this thread updates (threads < 256): unit, item
     const bool cells = threadIdx.x < 32 * FITEMS;
     const int unit = 32 * rank + lane, item = warp;
@@ -357,10 +356,7 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
         __syncthreads();
         if (s + 1 < steps && threadIdx.x < RANKS) {           // this block's units into every block's next buffer
             const u32 to = hbuf_at + ((1 - parity) * H + rank * 32) * FITEMS * 4, bar = bars_at + 8 * (1 - parity);
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            asm volatile("cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                         :: "r"(map_rank(to, threadIdx.x)), "r"(shared_address(slice)), "r"(32 * FITEMS * 4),
-                            "r"(map_rank(bar, threadIdx.x)) : "memory");
+            push(to, slice, 32 * FITEMS * 4, bar, threadIdx.x);
         }
         if (live) {
             const u64 o = row * H + (u64)s * H + unit;
@@ -508,7 +504,8 @@ def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res
     width = four_h // 4
     variant = VARIANTS[out.dtype]
     if weights.dtype != variant.dtype or (res is not None and res.dtype != out.dtype):
-        raise TypeError(f"the {out.dtype} kernel takes {variant.dtype} weights and residual, not {weights.dtype}")
+        got = f"weights {weights.dtype}, residual {None if res is None else res.dtype}"
+        raise TypeError(f"the {out.dtype} kernel takes {variant.dtype} weights and residual, not {got}")
     kernel = _kernel(width, gates.device.index, variant)
     clusters = -(-batch // variant.items)
     has_res = res is not None

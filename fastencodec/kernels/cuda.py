@@ -316,7 +316,7 @@ class CudaNetwork:
         bias = torch.stack(biases).float()  # [layers, 4H]
         gates = h.new_empty(batch, steps, 4 * width, dtype=torch.float32)
         # the cluster kernels: float16, or IEEE float32 (in 'tf32' the Triton kernel's TF32 products are faster)
-        if (half or prec == "ieee") and h.dtype == operand and cluster_lstm.fits(width, h.device, operand):
+        if (half or prec == "ieee") and cluster_lstm.fits(width, h.device, operand):
             return self._lstm_clusters(lstm, h, layer_in, bias, gates)
         # layer 0's input projection (with its biases) for every step at once; the others' within the waves
         self._projection(lstm.weight_ih_l0, layer_in, bias[0], gates, prec)
