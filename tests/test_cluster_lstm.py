@@ -11,6 +11,8 @@ from fastencodec.kernels import triton_available
 pytestmark = pytest.mark.gpu
 
 DTYPES = [torch.float16, torch.float32]
+KERNELS = [(torch.float16, 16), (torch.float32, 8), (torch.float32, 10)]
+"""Each kernel: its dtype and items a cluster."""
 TOLERANCE = {torch.float16: 4e-3, torch.float32: 2e-5}
 """Largest difference from float64 of an output in (-1, 1): float16 rounds at 2^-11; float32's
 sums of 512 products (and the cell's 60 steps) stay far below 2e-5."""
@@ -51,30 +53,30 @@ def _float64(gates: torch.Tensor, w_hh: torch.Tensor, dtype: torch.dtype) -> tor
     return torch.stack(outs, 1)
 
 
-def _run(gates, w_hh, res, dtype):
+def _run(gates, w_hh, res, dtype, items=None):
     from fastencodec.kernels import cluster_lstm
 
     layout = cluster_lstm.fragments if dtype == torch.float16 else cluster_lstm.float_layout
     out = torch.empty(gates.shape[0], gates.shape[1], gates.shape[2] // 4, dtype=dtype, device="cuda")
     residual = None if res is None else res.cuda()
-    cluster_lstm.run_layer(gates.cuda(), layout(w_hh.cuda()), out, residual)
+    cluster_lstm.run_layer(gates.cuda(), layout(w_hh.cuda()), out, residual, items)
     return out.cpu()
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("dtype", "items"), KERNELS)
 @pytest.mark.parametrize("width", [512, 256, 128])
 @pytest.mark.parametrize(("batch", "steps"), [(3, 60), (13, 2), (29, 1)])
-def test_cluster_layer_matches_float64(width, batch, steps, dtype):
+def test_cluster_layer_matches_float64(width, batch, steps, dtype, items):
     """Clusters partly empty and full (float16: at most 8 items and 9-15, the second n-tile partly
-    empty; float32: 8 a cluster); one and two steps."""
+    empty; float32: 8 or 10 a cluster); one and two steps."""
     if not _fits(width, dtype):
         pytest.skip("needs a GPU the cluster LSTM runs on")
     gates, w_hh, res = _layer(width, batch, steps, dtype)
     with torch.inference_mode():
         ref = _float64(gates, w_hh, dtype)
-        out = _run(gates, w_hh, None, dtype).double()
+        out = _run(gates, w_hh, None, dtype, items).double()
         assert (out - ref).abs().max() < TOLERANCE[dtype]
-        with_res = _run(gates, w_hh, res, dtype).double()
+        with_res = _run(gates, w_hh, res, dtype, items).double()
         assert (with_res - (ref + res.double())).abs().max() < 2 * TOLERANCE[dtype]
 
 
@@ -93,6 +95,23 @@ def test_cluster_layer_ignores_the_batch(dtype, width, batch):
             alone = _run(gates[item : item + 1].contiguous(), w_hh, res[item : item + 1].contiguous(), dtype)
             assert torch.equal(alone, together[item : item + 1]), item
         assert torch.equal(_run(gates, w_hh, res, dtype), together)  # and run to run
+
+
+@pytest.mark.parametrize("width", [512, 128])
+def test_float32_kernels_agree_bitwise(width):
+    """Both float32 kernels (8 and 10 items a cluster) give every item's outputs bitwise, so the choice by
+    batch (:func:`~fastencodec.kernels.cluster_lstm.variant`) keeps batch invariance: items alone (one
+    cluster) equal the same items in a batch of 64 (where an H200 takes the 10-item kernel)."""
+    if not _fits(width, torch.float32):
+        pytest.skip("needs a GPU the cluster LSTM runs on")
+    gates, w_hh, res = _layer(width, 64, 30, torch.float32, seed=2)
+    with torch.inference_mode():
+        eight, ten, chosen = (_run(gates, w_hh, res, torch.float32, items) for items in (8, 10, None))
+        assert torch.equal(eight, ten)
+        assert torch.equal(chosen, eight)
+        for item in (0, 9, 63):
+            alone = _run(gates[item : item + 1].contiguous(), w_hh, res[item : item + 1].contiguous(), torch.float32)
+            assert torch.equal(alone, chosen[item : item + 1]), item
 
 
 @pytest.mark.parametrize(
@@ -128,8 +147,8 @@ def test_networks_take_the_cluster_lstm(precision, dtype, tolerance, monkeypatch
     assert (y_triton.double() - ref).abs().max() < tolerance
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_the_device_schedules_whole_clusters(dtype):
+@pytest.mark.parametrize(("dtype", "items"), KERNELS)
+def test_the_device_schedules_whole_clusters(dtype, items):
     """The driver's count of clusters running at once: at least one (what :func:`fits` asks), at most
     as many as the multiprocessors hold (16 a cluster at width 512, one block a multiprocessor)."""
     if not _fits(512, dtype):
@@ -137,5 +156,5 @@ def test_the_device_schedules_whole_clusters(dtype):
     from fastencodec.kernels import cluster_lstm
 
     device = torch.cuda.current_device()
-    count = cluster_lstm.concurrent_clusters(512, device, dtype)
+    count = cluster_lstm.concurrent_clusters(512, device, dtype, items)
     assert 1 <= count <= torch.cuda.get_device_properties(device).multi_processor_count // 16

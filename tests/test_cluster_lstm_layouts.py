@@ -13,7 +13,7 @@ def test_float_layout_gives_back_the_products(width):
     """Block ``r``'s eighth ``e`` of row ``32q + u`` (gate ``q`` of unit ``32r + u``) summed over the eighths."""
     g = torch.Generator().manual_seed(0)
     w_hh = torch.randn(4 * width, width, generator=g)
-    h = torch.randn(width, cluster_lstm.FLOAT_ITEMS, generator=g, dtype=torch.float64)
+    h = torch.randn(width, max(cluster_lstm.FLOAT_ITEMS), generator=g, dtype=torch.float64)
     layout = cluster_lstm.float_layout(w_hh).double()  # [rank, eighth, j, row]
     ranks, eighth = width // 32, width // 8
     assert layout.shape == (ranks, 8, eighth, 128)
@@ -53,3 +53,25 @@ def test_run_layer_refuses_the_other_kernels_weights():
         cluster_lstm.run_layer(gates, cluster_lstm.fragments(w_hh), out, None)
     with pytest.raises(TypeError, match="residual torch.float16"):
         cluster_lstm.run_layer(gates, cluster_lstm.float_layout(w_hh), out, out.half())
+
+
+def test_run_layer_refuses_an_unknown_kernel():
+    """Asking for a float32 kernel of another number of items a cluster names the ones there are."""
+    gates = torch.zeros(2, 3, 4 * 128)
+    out = torch.empty(2, 3, 128)
+    with pytest.raises(ValueError, match=r"of 9 items a cluster \(there are \[8, 10\]\)"):
+        cluster_lstm.run_layer(gates, cluster_lstm.float_layout(torch.zeros(4 * 128, 128)), out, None, items=9)
+
+
+@pytest.mark.parametrize(
+    ("batch", "at_once", "items"),
+    [(1, 7, 8), (56, 7, 8), (57, 7, 10), (64, 7, 10), (70, 7, 10), (71, 7, 8), (256, 7, 10), (64, 8, 8), (64, 6, 8)],
+)
+def test_the_float32_kernel_follows_rounds_of_clusters(batch, at_once, items, monkeypatch):
+    """The kernel :func:`~fastencodec.kernels.cluster_lstm.variant` takes for a batch when the device runs
+    ``at_once`` clusters of either: the fewest rounds, each step costing its items plus 8 (64 items on
+    an H200's 7 clusters: one round of 10-item clusters instead of two of 8-item ones; 71: two rounds
+    either way, so 8; 64 on 6: 8 clusters of 8 in two rounds (32) against 7 of 10 in two (36))."""
+    kernels = cluster_lstm.VARIANTS[torch.float32]
+    monkeypatch.setattr(cluster_lstm, "_usable", lambda width, device, dtype: tuple((v, at_once) for v in kernels))
+    assert cluster_lstm.variant(batch, 512, torch.device("cuda", 0), torch.float32).items == items

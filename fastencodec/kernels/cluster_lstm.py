@@ -15,11 +15,11 @@ needs, with no barrier across the cluster. Two kernels share that frame:
   half of the width in two interleaved parts (even and odd 16-wide chunks), the two halves are
   added, then the input projection (with both biases, computed before for every step). The hidden
   state is rounded to float16 between steps, as the outputs are.
-- float32 (``exact``, :data:`FLOAT_ITEMS` items a cluster): IEEE float32 products and sums
-  on the FMA units (fused multiply-adds); each thread sums one eighth of the width for two rows (a
-  gate pair of one unit) and every item, each column in order, the weights of the first 32 columns
-  of its eighth in registers and the rest in shared memory; the eight partial sums are added in
-  order, then the input projection.
+- float32 (``exact``, two kernels of :data:`FLOAT_ITEMS` items a cluster, :func:`variant` picks one
+  by the batch): IEEE float32 products and sums on the FMA units (fused multiply-adds); each thread
+  sums one eighth of the width for two rows (a gate pair of one unit) and every item, each column in
+  order, the weights of the first 32 (or 28) columns of its eighth in registers and the rest in shared
+  memory; the eight partial sums are added in order, then the input projection.
 
 The cell is updated in float32. An item's results never depend on the other items of its block
 or batch (columns do not mix, and each item's sums are in the same order whatever the others).
@@ -51,6 +51,7 @@ _HELPERS = r"""
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
+extern __shared__ __align__(16) unsigned char smem[];  // a block's dynamic shared memory
 
 __device__ __forceinline__ u32 pack_half2(float lo, float hi) {
     u32 d;
@@ -156,7 +157,6 @@ extern "C" __global__ void __cluster_dims__(RANKS, 1, 1) __launch_bounds__(512, 
 lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16* __restrict__ out,
            const u16* __restrict__ res, int batch, int steps, int has_res)
 {
-    extern __shared__ __align__(16) unsigned char smem[];
     u16* hbuf = (u16*)smem;                                   // [parity][block][item][SEG]: h of the step before
     u16* slices = hbuf + 2 * BUF;                             // [parity][item][SEG]: this block's new h
     float4* red = (float4*)(slices + 2 * 16 * SEG);           // [m-tile][n-tile][lane]: partial sums
@@ -249,17 +249,34 @@ lstm_layer(const float* __restrict__ gates, const u32* __restrict__ weights, u16
 """
 
 _FLOAT = r"""
-// float32 (IEEE) kernel: FITEMS items a cluster, weights [RANKS][8][KT][128] float32 (float_layout), the first
+// float32 (IEEE) kernels: FITEMS items a cluster, weights [RANKS][8][KT][128] float32 (float_layout), the first
 // KR of each thread's KT in registers, the rest in shared memory; hbuf [parity][H][FITEMS] float32.
-#define FITEMS 8
 #define KT (H / 8)
-#define KR (KT < 32 ? KT : 32)
-#define KS (KT - KR)
-extern "C" __global__ void __cluster_dims__(RANKS, 1, 1) __launch_bounds__(512, 1)
-lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weights, float* __restrict__ out,
-               const float* __restrict__ res, int batch, int steps, int has_res)
+
+// The FITEMS hidden-state values of one column (an even count, 8-byte aligned; 16-byte when a multiple of 4).
+template <int FITEMS>
+__device__ __forceinline__ void column(const float* at, float (&v)[FITEMS]) {
+    if constexpr (FITEMS % 4 == 0) {
+        #pragma unroll
+        for (int q = 0; q < FITEMS / 4; ++q) {
+            const float4 x = ((const float4*)at)[q];
+            v[4 * q] = x.x, v[4 * q + 1] = x.y, v[4 * q + 2] = x.z, v[4 * q + 3] = x.w;
+        }
+    } else {
+        #pragma unroll
+        for (int q = 0; q < FITEMS / 2; ++q) {
+            const float2 x = ((const float2*)at)[q];
+            v[2 * q] = x.x, v[2 * q + 1] = x.y;
+        }
+    }
+}
+
+template <int FITEMS, int KR>
+__device__ __forceinline__ void lstm_f32(const float* __restrict__ gates, const float* __restrict__ weights,
+                                         float* __restrict__ out, const float* __restrict__ res, int batch,
+                                         int steps, int has_res)
 {
-    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int KS = KT - KR;
     float* hbuf = (float*)smem;                               // [parity][k][item]: h of the step before
     float* slices = hbuf + 2 * H * FITEMS;                    // [parity][unit][item]: this block's new h
     float* red = slices + 2 * 32 * FITEMS;                    // [k-eighth][item][row]: partial sums
@@ -278,15 +295,14 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
         wa[j] = mine[j * 128 + r0];
         wb[j] = mine[j * 128 + r1];
     }
-#if KS > 0
-    for (int i = threadIdx.x; i < 8 * KS * 128; i += 512)
-        ws[i] = weights[((u64)rank * 8 + i / (KS * 128)) * KT * 128 + KR * 128 + i % (KS * 128)];
-#endif
+    if constexpr (KS > 0)
+        for (int i = threadIdx.x; i < 8 * KS * 128; i += 512)
+            ws[i] = weights[((u64)rank * 8 + i / (KS * 128)) * KT * 128 + KR * 128 + i % (KS * 128)];
     for (int i = threadIdx.x; i < 2 * H * FITEMS + 2 * 32 * FITEMS; i += 512) hbuf[i] = 0.f;
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // the zeros, before other blocks' copies
     const u32 hbuf_at = shared_address(hbuf), bars_at = shared_address(bars);
     barriers_ready(bars_at, bytes);
-    // the cell this thread updates (threads < 256): unit, item
+    // the cell this thread updates (threads < 32 FITEMS): unit, item
     const bool cells = threadIdx.x < 32 * FITEMS;
     const int unit = 32 * rank + lane, item = warp;
     const bool live = cells && item < items;
@@ -307,14 +323,14 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
             if (threadIdx.x == 0) barrier_expect(bars_at + 8 * parity, bytes);  // for step s + 1's copies
         }
         // this thread's eighth of the sums of rows r0 and r1, each column in order
-        const float4* hb = (const float4*)(hbuf + parity * H * FITEMS) + eighth * KT * 2;
+        const float* hb = hbuf + (parity * H + eighth * KT) * FITEMS;
         float a[FITEMS], b[FITEMS];
         #pragma unroll
         for (int i = 0; i < FITEMS; ++i) a[i] = b[i] = 0.f;
         #pragma unroll
         for (int j = 0; j < KR; ++j) {
-            const float4 x = hb[2 * j], y = hb[2 * j + 1];
-            const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+            float v[FITEMS];
+            column<FITEMS>(hb + j * FITEMS, v);
             #pragma unroll
             for (int i = 0; i < FITEMS; ++i) {
                 a[i] = fmaf(wa[j], v[i], a[i]);
@@ -323,8 +339,8 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
         }
         #pragma unroll 4
         for (int j = 0; j < KS; ++j) {
-            const float4 x = hb[2 * (KR + j)], y = hb[2 * (KR + j) + 1];
-            const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+            float v[FITEMS];
+            column<FITEMS>(hb + (KR + j) * FITEMS, v);
             const float ua = ws[(eighth * KS + j) * 128 + r0], ub = ws[(eighth * KS + j) * 128 + r1];
             #pragma unroll
             for (int i = 0; i < FITEMS; ++i) {
@@ -370,18 +386,27 @@ lstm_layer_f32(const float* __restrict__ gates, const float* __restrict__ weight
     }
     cluster_sync();                                           // no block leaves while another may write to it
 }
-"""
 
-_SOURCE = _HELPERS + _HALF + _FLOAT
+// gates [batch, steps, 4H] float32 (gate-major: i, f, g, o); weights: cluster_lstm.float_layout's;
+// out [batch, steps, H] float32 = h (+ res, [batch, steps, H] float32, when has_res)
+#define FLOAT_KERNEL(NAME, FITEMS, KR)                                                                         \
+    extern "C" __global__ void __cluster_dims__(RANKS, 1, 1) __launch_bounds__(512, 1)                         \
+    NAME(const float* __restrict__ gates, const float* __restrict__ weights, float* __restrict__ out,          \
+         const float* __restrict__ res, int batch, int steps, int has_res) {                                   \
+        lstm_f32<FITEMS, (KT < KR ? KT : KR)>(gates, weights, out, res, batch, steps, has_res);                \
+    }
+"""
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One of the two kernels: its name in the source, items a cluster, and operand dtype."""
+    """One kernel of the source: its name, items a cluster, operand dtype and (float32) the most
+    columns of each thread's eighth of the sum whose weights it holds in registers."""
 
     name: str
     items: int
     dtype: torch.dtype
+    registers: int = 0
 
     def shared_bytes(self, width: int) -> int:
         """Dynamic shared memory a block uses at ``width``: two hidden-state buffers, its new hidden
@@ -389,51 +414,88 @@ class Variant:
         if self.dtype == torch.float16:
             return 2 * (width // 32) * ITEMS * 48 * 2 + 2 * ITEMS * 48 * 2 + 8 * 2 * 32 * 16 + 2 * 8
         eighth = width // 8
-        in_shared = eighth - min(eighth, 32)
-        floats = 2 * width * FLOAT_ITEMS + 2 * 32 * FLOAT_ITEMS + 8 * FLOAT_ITEMS * 128 + 8 * in_shared * 128
+        in_shared = eighth - min(eighth, self.registers)
+        floats = 2 * width * self.items + 2 * 32 * self.items + 8 * self.items * 128 + 8 * in_shared * 128
         return 4 * floats + 2 * 8
 
 
-FLOAT_ITEMS = 8
-"""Items a cluster of the float32 kernel computes (each thread sums two rows for all of them)."""
-
 VARIANTS = {
-    torch.float16: Variant("lstm_layer", ITEMS, torch.float16),
-    torch.float32: Variant("lstm_layer_f32", FLOAT_ITEMS, torch.float32),
+    torch.float16: (Variant("lstm_layer", ITEMS, torch.float16),),
+    torch.float32: (
+        Variant("lstm_layer_f32", 8, torch.float32, 32),
+        Variant("lstm_layer_f32_10", 10, torch.float32, 28),
+    ),
 }
-"""The kernel for each operand dtype: float16 tensor-core products (``fp16``) or IEEE float32 ones."""
+"""The kernels for each operand dtype: float16 tensor-core products (``fp16``) or IEEE float32 ones
+(an item's sums in the same order in both float32 kernels, so either gives its results bitwise; 10
+items a cluster let a batch of 64 run in one round of the 7 clusters an H200 holds at once)."""
+
+FLOAT_ITEMS = tuple(v.items for v in VARIANTS[torch.float32])
+"""Items a cluster of the float32 kernels (each thread sums two rows for all of them)."""
+
+_SOURCE = (
+    _HELPERS
+    + _HALF
+    + _FLOAT
+    + "".join(f"FLOAT_KERNEL({v.name}, {v.items}, {v.registers})\n" for v in VARIANTS[torch.float32])
+)
 
 
 def fits(width: int, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the kernel for ``dtype`` (float16 or float32 operands) runs an LSTM of ``width``
+    """Whether a kernel for ``dtype`` (float16 or float32 operands) runs an LSTM of ``width``
     hidden units on ``device``: a CUDA GPU of compute capability 9.x (clusters, distributed shared
     memory), a width of 128, 256 or 512 (clusters of 4 to 16 blocks) whose cluster the device can
     schedule, the shared memory it needs, and an NVRTC library."""
     if device.type != "cuda" or width not in (128, 256, 512) or dtype not in VARIANTS:
         return False
-    return _fits(width, device.index if device.index is not None else torch.cuda.current_device(), dtype)
+    return bool(_usable(width, _index(device), dtype))
+
+
+def _index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 @functools.cache
-def _fits(width: int, device: int, dtype: torch.dtype) -> bool:
-    """:func:`fits` on CUDA device ``device``, decided once (a failed compile is not retried each call)."""
+def _usable(width: int, device: int, dtype: torch.dtype) -> tuple[tuple[Variant, int], ...]:
+    """The kernels for ``dtype`` that run at ``width`` on CUDA device ``device``, each with how many of
+    its clusters run at once; decided once (a failed compile is not retried each call)."""
     props = torch.cuda.get_device_properties(device)
-    if props.major != 9 or VARIANTS[dtype].shared_bytes(width) > props.shared_memory_per_block_optin:
-        return False
-    try:
-        return concurrent_clusters(width, device, dtype) > 0
-    except (nvrtc.CompileError, RuntimeError, OSError):
-        return False
+    if props.major != 9:
+        return ()
+    usable = []
+    for v in VARIANTS[dtype]:
+        if v.shared_bytes(width) > props.shared_memory_per_block_optin:
+            continue
+        try:
+            at_once = _kernel(width, device, v).max_active_clusters(width // 32, THREADS)
+        except (nvrtc.CompileError, RuntimeError, OSError):
+            return ()
+        if at_once > 0:
+            usable.append((v, at_once))
+    return tuple(usable)
 
 
-def concurrent_clusters(width: int, device: int, dtype: torch.dtype) -> int:
-    """How many clusters of the kernel for ``dtype`` at ``width`` CUDA device ``device`` runs at once
-    (0 where a cluster of ``width / 32`` blocks cannot be scheduled, e.g. on a partitioned GPU).
+def concurrent_clusters(width: int, device: int, dtype: torch.dtype, items: int | None = None) -> int:
+    """How many clusters of the kernel for ``dtype`` (of ``items`` items a cluster; None: the first)
+    at ``width`` CUDA device ``device`` runs at once (0 where it cannot run, e.g. a cluster of
+    ``width / 32`` blocks on a partitioned GPU)."""
+    return next((n for v, n in _usable(width, device, dtype) if items in (None, v.items)), 0)
 
-    Raises:
-        nvrtc.CompileError, RuntimeError: the kernel did not compile or load.
-    """
-    return _kernel(width, device, VARIANTS[dtype]).max_active_clusters(width // 32, THREADS)
+
+def variant(batch: int, width: int, device: torch.device, dtype: torch.dtype) -> Variant:
+    """The kernel for ``batch`` items: the fewest rounds of clusters (those beyond what the device
+    runs at once wait for a whole earlier cluster), each round's step costing about its items plus 8
+    (the hidden state's exchange: measured on an H200 as about as long as 8 items' products); fewer
+    items a cluster on a tie. The choice only sets speed: an item's results are bitwise the same in
+    every kernel of a dtype. Call only where :func:`fits`."""
+
+    def cost(choice: tuple[Variant, int]) -> tuple[int, int]:
+        v, at_once = choice
+        clusters = -(-batch // v.items)
+        rounds = -(-clusters // at_once)
+        return rounds * (v.items + 8), v.items
+
+    return min(_usable(width, _index(device), dtype), key=cost)[0]
 
 
 def fragments(w_hh: torch.Tensor) -> torch.Tensor:
@@ -491,23 +553,36 @@ def _kernel(width: int, device: int, variant: Variant) -> nvrtc.Kernel:
         return _KERNELS[key]
 
 
-def run_layer(gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res: torch.Tensor | None) -> None:
+def run_layer(
+    gates: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, res: torch.Tensor | None, items: int | None = None
+) -> None:
     """One LSTM layer over every step from a zero state: ``out[b, t] = h_t (+ res[b, t])``.
 
     ``gates`` ``[batch, steps, 4H]`` float32: the input projection with both biases, gate-major
     (i, f, g, o); ``out`` and ``res`` ``[batch, steps, H]``, contiguous, on the same GPU, float16
     (the float16 kernel; ``weights``: :func:`fragments` of ``W_hh``) or float32 (the IEEE float32
-    kernel; ``weights``: :func:`float_layout`). The caller checks :func:`fits` for that dtype."""
+    kernels; ``weights``: :func:`float_layout`). ``items``: the kernel of that many items a cluster
+    (one of :data:`FLOAT_ITEMS` in float32; None: :func:`variant`'s choice). The caller checks
+    :func:`fits` for that dtype."""
     batch, steps, four_h = gates.shape
     if batch == 0 or steps == 0:
         return
     width = four_h // 4
-    variant = VARIANTS[out.dtype]
-    if weights.dtype != variant.dtype or (res is not None and res.dtype != out.dtype):
+    dtype = out.dtype
+    if dtype not in VARIANTS:
+        raise TypeError(f"the cluster LSTM kernels write float16 or float32, not {dtype}")
+    if weights.dtype != dtype or (res is not None and res.dtype != dtype):
         got = f"weights {weights.dtype}, residual {None if res is None else res.dtype}"
-        raise TypeError(f"the {out.dtype} kernel takes {variant.dtype} weights and residual, not {got}")
-    kernel = _kernel(width, gates.device.index, variant)
-    clusters = -(-batch // variant.items)
+        raise TypeError(f"the {dtype} kernel takes {dtype} weights and residual, not {got}")
+    if items is None:
+        chosen = variant(batch, width, gates.device, dtype)
+    else:
+        chosen = next((v for v in VARIANTS[dtype] if v.items == items), None)
+        if chosen is None:
+            have = [v.items for v in VARIANTS[dtype]]
+            raise ValueError(f"no {dtype} cluster LSTM kernel of {items} items a cluster (there are {have})")
+    kernel = _kernel(width, gates.device.index, chosen)
+    clusters = -(-batch // chosen.items)
     has_res = res is not None
     kernel.launch(
         clusters * (width // 32), THREADS, [gates, weights, out, res if has_res else out, batch, steps, int(has_res)]
