@@ -147,24 +147,32 @@ def test_graphs_of_several_shapes_share_one_pool_and_replay_in_any_order():
             assert torch.equal(cache(inputs[n]), expected[n])
 
 
-@pytest.mark.parametrize("prec", ["ieee", "tf32x3"])
-def test_residual_codes_kernel_matches_float64_and_ignores_other_rows(prec):
-    """In each products' precision a mode's codebook search uses (``CODE_PRECISION``)."""
+@pytest.mark.parametrize(("prec", "blocks"), [("ieee", None), ("ieee", (64, 64, 4)), ("tf32x3", None)])
+@pytest.mark.parametrize("n_q", [1, 8, 32])
+def test_residual_codes_kernel_matches_float64_and_ignores_other_rows(prec, blocks, n_q):
+    """In each products' precision a mode's codebook search uses (``CODE_PRECISION``): IEEE float32 in
+    :mod:`~fastencodec.kernels.rvq_search`'s kernel (``blocks`` None, where it fits) and in Triton's,
+    3xTF32 in Triton's; 3,000 rows (the last block partly empty), rows alone as in the batch."""
+    from fastencodec.kernels import rvq_search
     from fastencodec.kernels.cuda import CODE_PRECISION, residual_codes
 
     assert prec in CODE_PRECISION.values()
+    if prec == "ieee" and blocks is None and torch.cuda.get_device_capability()[0] == 9:
+        assert rvq_search.fits(torch.device("cuda"), 128, 1024)  # the CUDA kernel runs on Hopper
     torch.manual_seed(0)
-    embed = torch.randn(8, 1024, 128, device="cuda")
+    embed = torch.randn(n_q, 1024, 128, device="cuda")
     x = torch.randn(3000, 128, device="cuda") * 3
-    codes = residual_codes(x, embed, embed.pow(2).sum(-1), prec)
+    codes = residual_codes(x, embed, embed.pow(2).sum(-1), prec, blocks)
     residual, expected = x.double(), []
     for book in embed.double():
         index = (2 * residual @ book.t() - book.pow(2).sum(-1)[None]).argmax(1)
         expected.append(index)
         residual = residual - book[index]
     assert (codes == torch.stack(expected, 1)).double().mean() > 0.999
-    alone = residual_codes(x[1234:1235].contiguous(), embed, embed.pow(2).sum(-1), prec)
-    assert torch.equal(alone, codes[1234:1235])
+    for row in (0, 1234, 2999):
+        alone = residual_codes(x[row : row + 1].contiguous(), embed, embed.pow(2).sum(-1), prec, blocks)
+        assert torch.equal(alone, codes[row : row + 1]), row
+    assert torch.equal(residual_codes(x, embed, embed.pow(2).sum(-1), prec, blocks), codes)  # run to run
 
 
 @pytest.mark.parametrize("precision", ["exact", "tf32", "fp16"])

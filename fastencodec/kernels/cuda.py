@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import triton
 
-from fastencodec.kernels import cluster_lstm
+from fastencodec.kernels import cluster_lstm, rvq_search, sgemm_conv
 from fastencodec.kernels import triton_ops as ops
 from fastencodec.kernels.conv_tiles import TUNED_ON, ConvShape, ConvTiles, conv_tiles
 from fastencodec.kernels.cpu import WeightCache
@@ -206,6 +206,11 @@ class CudaNetwork:
             _check_index_range(*residual.shape[1:])
             short = dict(sx=residual, sw=self._conv_weight(shortcut.conv), sbias=self.fp32.get(shortcut.conv.bias),
                          s_in=residual.shape[2], SHORTCUT=True)  # fmt: skip
+        if not short and self._sgemm(h, c_in, c_out):
+            res = residual if fuse_add else None
+            elu_y = elu_out and module.norm is None
+            sgemm_conv.conv1d(h, w, b, y, left, stride, dil, reflect, elu, res, elu_y, lens)  # fmt: skip
+            return y if module.norm is None else self._group_norm(module.norm, y, residual, elu_out)
         shape = ConvShape.of(conv, None if shortcut is None else shortcut.conv)
         tile = self.tiles(shape, self.operands, _capability(h))
         grid = (triton.cdiv(t_out, tile.rows), triton.cdiv(c_out, tile.outputs), batch)
@@ -219,6 +224,11 @@ class CudaNetwork:
         if module.norm is not None:
             y = self._group_norm(module.norm, y, residual, elu_out)
         return y
+
+    def _sgemm(self, h: torch.Tensor, c_in: int, c_out: int) -> bool:
+        """Whether a convolution of ``c_in`` to ``c_out`` channels on ``h`` runs :mod:`.sgemm_conv`'s IEEE
+        float32 kernel (``exact``'s products, where it fits: chosen by shape and device, never the batch)."""
+        return self.prec == "ieee" and h.dtype == torch.float32 and sgemm_conv.fits(h.device, c_in, c_out)
 
     def _conv_weight(self, conv: torch.nn.Conv1d) -> torch.Tensor:
         """A conv's weight ``[c_out, c_in, K]`` as the kernels read it, ``[K, c_in, c_out]`` (activations' dtype)."""
@@ -348,6 +358,9 @@ class CudaNetwork:
         batch, steps, width = x.shape
         half = x.dtype == torch.float16
         w = (self.weights if half else self.fp32).get(w_ih, "io1", lambda p: p.t()[None])
+        if prec == "ieee" and self._sgemm(x, width, 4 * width):
+            sgemm_conv.conv1d(x, w, bias, gates, 0)
+            return
         tile = self.tiles(ConvShape.lstm_projection(width), "16-bit" if half else prec, _capability(x))
         ops.conv1d_kernel[(triton.cdiv(steps, tile.rows), triton.cdiv(4 * width, tile.outputs), batch)](
             x, w, bias, gates, gates, steps, steps, width, 4 * width, 0,
@@ -454,13 +467,14 @@ class GraphCache:
 
 CODE_PRECISION = {"exact": "ieee", "tf32": "tf32x3", "fp16": "tf32x3", "bf16": "tf32x3"}
 """Triton ``input_precision`` of the codebook search's products per mode: IEEE float32 in
-``exact``; 3xTF32 (tensor cores, error near float32's) in the others, whose encoders already move
-more codes than its rounding does (quality per mode in BENCHMARKS.md)."""
+``exact`` (:mod:`.rvq_search`'s kernel where it fits); 3xTF32 (tensor cores, error near float32's)
+in the others, whose encoders already move more codes than its rounding does (quality per mode in
+BENCHMARKS.md)."""
 
 CODE_BLOCKS = (64, 64, 4)
-"""Rows a program, codebook rows a tile and warps of :func:`residual_codes` (fixed: never the
-batch). Other choices gave these codes bitwise on an H200 (``benchmarks/codebook_search.py``), but
-the order of a row's squared-norm sum follows the layout, so that is measured, not promised."""
+"""Rows a program, codebook rows a tile and warps of :func:`residual_codes`' Triton kernel (fixed:
+never the batch). Other choices gave these codes bitwise on an H200 (``benchmarks/codebook_search.py``),
+but the order of a row's squared-norm sum follows the layout, so that is measured, not promised."""
 
 
 def residual_codes(
@@ -468,15 +482,20 @@ def residual_codes(
     embed: torch.Tensor,
     embed_sq: torch.Tensor,
     prec: str = "ieee",
-    blocks: tuple[int, int, int] = CODE_BLOCKS,
+    blocks: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Residual vector quantization in one launch: int64 codes ``[rows, n_q]`` of ``residual``
     ``[rows, D]`` float32 against the codebooks ``embed`` ``[n_q, bins, D]`` with squared norms
     ``embed_sq`` ``[n_q, bins]``; distances' products in ``prec`` (Triton ``input_precision``:
-    ``"ieee"`` is IEEE float32), ``blocks`` as :data:`CODE_BLOCKS` (benchmarks compare)."""
+    ``"ieee"`` is IEEE float32). IEEE float32 takes :mod:`.rvq_search`'s kernel where it
+    :func:`~.rvq_search.fits` (the choice follows the device and the codebooks' shape, never the
+    batch), the others Triton's with ``blocks`` (:data:`CODE_BLOCKS` when None; given, always
+    Triton's: benchmarks compare)."""
+    if prec == "ieee" and blocks is None and rvq_search.fits(residual.device, residual.shape[1], embed.shape[1]):
+        return rvq_search.residual_codes(residual, embed, embed_sq)
     rows, dim = residual.shape
     n_q, bins, _ = embed.shape
-    bm, bn, warps = blocks
+    bm, bn, warps = blocks or CODE_BLOCKS
     codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
     ops.residual_codes_kernel[(triton.cdiv(rows, bm),)](
         residual, embed, embed_sq, codes, rows, bins, NQ=n_q, D=dim, PREC=prec, BM=bm, BN=bn,

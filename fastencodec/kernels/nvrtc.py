@@ -97,18 +97,23 @@ class Kernel:
     device: int
     shared_bytes: int
 
-    def launch(self, grid: int, threads: int, args: list[torch.Tensor | int]) -> None:
-        """Launch ``grid`` blocks of ``threads`` threads on PyTorch's current stream of the kernel's device;
-        ``args``: tensors (passed as their data pointers) and 32-bit integers, in the kernel's order."""
+    def launch(self, grid: int | tuple[int, int, int], threads: int, args: list[torch.Tensor | int | None]) -> None:
+        """Launch ``grid`` blocks (a count, or x, y, z counts) of ``threads`` threads on PyTorch's current
+        stream of the kernel's device; ``args``: tensors (passed as their data pointers), None (a null
+        pointer) and 32-bit integers, in the kernel's order."""
         held: list[ctypes.c_void_p | ctypes.c_int] = []
         for arg in args:
-            held.append(ctypes.c_void_p(arg.data_ptr()) if isinstance(arg, torch.Tensor) else ctypes.c_int(arg))
+            if arg is None or isinstance(arg, torch.Tensor):
+                held.append(ctypes.c_void_p(None if arg is None else arg.data_ptr()))
+            else:
+                held.append(ctypes.c_int(arg))
+        gx, gy, gz = (grid, 1, 1) if isinstance(grid, int) else grid
         pointers = (ctypes.c_void_p * len(held))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in held])
         stream = ctypes.c_void_p(torch.cuda.current_stream(self.device).cuda_stream)
         lib = _driver()
         _check(
             lib,
-            lib.cuLaunchKernel(self.function, grid, 1, 1, threads, 1, 1, self.shared_bytes, stream, pointers, None),
+            lib.cuLaunchKernel(self.function, gx, gy, gz, threads, 1, 1, self.shared_bytes, stream, pointers, None),
             "launching a compiled kernel",
         )
 
