@@ -97,7 +97,7 @@ def test_cluster_layer_ignores_the_batch(dtype, width, batch):
         assert torch.equal(_run(gates, w_hh, res, dtype), together)  # and run to run
 
 
-@pytest.mark.parametrize("width", [512, 128])
+@pytest.mark.parametrize("width", [512, 256, 128])
 def test_float32_kernels_agree_bitwise(width):
     """Both float32 kernels (8 and 10 items a cluster) give every item's outputs bitwise, so the choice by
     batch (:func:`~fastencodec.kernels.cluster_lstm.variant`) keeps batch invariance: items alone (one

@@ -175,6 +175,20 @@ def test_residual_codes_kernel_matches_float64_and_ignores_other_rows(prec, bloc
     assert torch.equal(residual_codes(x, embed, embed.pow(2).sum(-1), prec, blocks), codes)  # run to run
 
 
+@pytest.mark.parametrize("blocks", [None, (64, 64, 4)])
+def test_residual_codes_take_the_lowest_of_tied_codes(blocks):
+    """Code 700 a copy of code 5 (exactly tied distances): every row near them gets 5, in IEEE float32
+    through either kernel."""
+    from fastencodec.kernels.cuda import residual_codes
+
+    torch.manual_seed(3)
+    embed = torch.randn(2, 1024, 128, device="cuda")
+    embed[0, 700] = embed[0, 5]
+    x = embed[0, 5][None] + 0.01 * torch.randn(300, 128, device="cuda")
+    codes = residual_codes(x, embed, embed.pow(2).sum(-1), "ieee", blocks)
+    assert (codes[:, 0] == 5).all()
+
+
 @pytest.mark.parametrize("precision", ["exact", "tf32", "fp16"])
 def test_lstm_tiles_leave_results_bitwise_alike(precision, monkeypatch):
     """The LSTM kernel's tiles (chosen by the batch) change which program computes an output and how

@@ -34,6 +34,7 @@ CASES = [  # c_in, c_out, taps, stride, dilation, reflect, elu_in, residual, elu
     (256, 128, 3, 1, 3, True, True, True, True),
     (128, 256, 10, 5, 1, False, False, False, True),
     (512, 2048, 1, 1, 1, False, False, False, False),
+    (16, 256, 1, 1, 1, False, False, True, False),  # a single reduction chunk, two output blocks
 ]
 
 

@@ -175,8 +175,9 @@ class Networks:
 
     def quantize(self, embeddings: torch.Tensor, n_q: int) -> torch.Tensor:
         """Embeddings ``[B, dimension, frames]`` to int64 codes ``[B, n_q, frames]``: a search on CUDA
-        with Triton, its products as :data:`~fastencodec.kernels.cuda.CODE_PRECISION` gives for the
-        mode, else the quantizer's own (float32 on CPU, float64 on CUDA)."""
+        in one launch (:func:`~fastencodec.kernels.cuda.residual_codes`), its products as
+        :data:`~fastencodec.kernels.cuda.CODE_PRECISION` gives for the mode, else the quantizer's own
+        (float32 on CPU, float64 on CUDA)."""
         quantizer = self.model.quantizer
         if not self._uses_kernels():
             return _per_item(lambda item: quantizer.encode(item, n_q), embeddings.float())

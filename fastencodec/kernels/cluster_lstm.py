@@ -464,7 +464,7 @@ def _usable(width: int, device: int, dtype: torch.dtype) -> tuple[tuple[Variant,
         return ()
     usable = []
     for v in VARIANTS[dtype]:
-        if v.shared_bytes(width) > props.shared_memory_per_block_optin:
+        if v.shared_bytes(width) > getattr(props, "shared_memory_per_block_optin", 0):
             continue
         try:
             at_once = _kernel(width, device, v).max_active_clusters(width // 32, THREADS)

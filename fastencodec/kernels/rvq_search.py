@@ -1,11 +1,12 @@
 """Residual vector quantization's code search in IEEE float32 in one launch (CUDA C++, compiled with NVRTC).
 
-``exact``'s search on GPUs with the shared memory for it (compute capability 8.0 or later, about
-193 KiB a block): a block of 256 threads takes 128 rows (frames) through every codebook. Its
-residual stays in shared memory (transposed, a row a column); each codebook streams through in tiles
-of 128 codes (``cp.async``, double-buffered); a thread computes 8 rows x 8 codes of the distances
-with fused multiply-adds over the 128 dimensions in order, as an SGEMM's register tile does. A row's
-sums never depend on the other rows, so its codes do not depend on the batch. The Triton kernel
+``exact``'s search on GPUs with the shared memory for it (compute capability 8.0 or later with about
+193 KiB a block: Hopper's 227 KiB, not an A100's 163): a block of 256 threads takes 128 rows
+(frames) through every codebook. Its residual stays in shared memory (transposed, a row a column);
+each codebook streams through in tiles of 128 codes (``cp.async``, double-buffered); a thread
+computes 8 rows x 8 codes of the distances with fused multiply-adds over the 128 dimensions in
+order, as an SGEMM's register tile does. A row's sums never depend on the other rows, so its codes
+do not depend on the batch; a row whose distances are all NaN gets code 0. The Triton kernel
 (:func:`fastencodec.kernels.cuda.residual_codes`) does the other shapes and precisions.
 """
 
@@ -190,7 +191,7 @@ def fits(device: torch.device, dim: int, bins: int) -> bool:
 @functools.cache
 def _fits(device: int) -> bool:
     props = torch.cuda.get_device_properties(device)
-    if props.major < 8 or props.shared_memory_per_block_optin < SHARED_BYTES:
+    if props.major < 8 or getattr(props, "shared_memory_per_block_optin", 0) < SHARED_BYTES:
         return False
     try:
         _kernel(device)
@@ -211,6 +212,12 @@ def _kernel(device: int) -> nvrtc.Kernel:
         return _KERNELS[device]
 
 
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` contiguous at a 16-byte aligned address (the kernels' vector loads), copied if it is not."""
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 def residual_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
     """Int64 codes ``[rows, n_q]`` of ``residual`` ``[rows, D]`` float32 against the codebooks ``embed``
     ``[n_q, bins, D]`` with squared norms ``embed_sq`` ``[n_q, bins]``, all contiguous float32 on one GPU
@@ -219,11 +226,13 @@ def residual_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.
     if any(t.dtype != torch.float32 for t in (residual, embed, embed_sq)):
         raise TypeError(f"the search takes float32, not {residual.dtype}, {embed.dtype}, {embed_sq.dtype}")
     rows, dim = residual.shape
-    n_q, bins, _ = embed.shape
+    n_q, bins, embed_dim = embed.shape
+    if embed_dim != dim or embed_sq.shape != (n_q, bins):
+        raise ValueError(f"codebooks {tuple(embed.shape)} and norms {tuple(embed_sq.shape)} for rows of {dim} values")
     codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
     if rows == 0 or n_q == 0:
         return codes
-    residual, embed = (t if t.data_ptr() % 16 == 0 else t.clone() for t in (residual, embed))  # float4 loads
+    residual, embed, embed_sq = (_aligned(t) for t in (residual, embed, embed_sq))
     embed_t = embed.transpose(1, 2).contiguous()
     kernel = _kernel(residual.device.index)
     kernel.launch(-(-rows // ROWS), THREADS, [residual, embed, embed_t, embed_sq, codes, rows, bins, n_q])

@@ -1,7 +1,7 @@
 """IEEE float32 convolutions as register-tiled implicit GEMMs (CUDA C++, compiled with NVRTC).
 
-``exact``'s convolutions of at least :data:`MIN_INPUTS` input and a multiple of :data:`OUTPUTS`
-output channels, channels-last, on CUDA GPUs of compute capability 8.0 or later: a block of 256
+``exact``'s convolutions of a multiple of :data:`CHUNK` input and of :data:`OUTPUTS` output
+channels, channels-last, on CUDA GPUs of compute capability 8.0 or later: a block of 256
 threads computes 128 output rows x 128 output channels, a thread 8 x 8 of them, summing the
 products of every tap and input channel in order (tap-major, 16 channels a chunk) with fused
 multiply-adds; the input's rows (reflect- or zero-padded by index arithmetic, an ELU applied on
@@ -24,8 +24,6 @@ ROWS = OUTPUTS = 128
 
 CHUNK = 16
 """Input channels a reduction chunk; the input channels must be a multiple."""
-
-MIN_INPUTS = CHUNK
 
 THREADS = 256
 
@@ -204,6 +202,14 @@ def _kernel(device: int) -> nvrtc.Kernel:
         return _KERNELS[device]
 
 
+def _aligned(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` contiguous at a 16-byte aligned address (the kernel's vector loads), copied if it is not."""
+    if t is None:
+        return None
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
 def conv1d(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -229,9 +235,14 @@ def conv1d(
     t_out = y.shape[1]
     if batch == 0 or t_out == 0:
         return
-    tensors = [x, w, bias, y] + ([] if res is None else [res])
-    if any(t.dtype != torch.float32 or not t.is_contiguous() or t.data_ptr() % 16 for t in tensors):
-        raise TypeError("the float32 convolution takes contiguous, 16-byte aligned float32 tensors")
+    if any(t.dtype != torch.float32 for t in (x, w, bias, y, *([] if res is None else [res]))):
+        raise TypeError("the float32 convolution takes float32 tensors")
+    if not y.is_contiguous() or y.data_ptr() % 16:
+        raise ValueError("the float32 convolution writes a contiguous, 16-byte aligned output")
+    if lens is not None and (lens.dtype != torch.int32 or lens.shape != (batch,) or lens.device != x.device):
+        raise ValueError(f"lens must be int32 [{batch}] on {x.device}, not {lens.dtype} {tuple(lens.shape)}")
+    x, w, bias, lens = (_aligned(t) for t in (x, w, bias, lens))
+    res = _aligned(res)
     flags = int(reflect) | int(elu_in) << 1 | int(res is not None) << 2 | int(elu_out) << 3
     grid = (-(-t_out // ROWS), c_out // OUTPUTS, batch)
     args = [x, w, bias, y if res is None else res, y, lens, t_in, t_out, c_in, c_out, pad_left, taps, stride, dilation]
