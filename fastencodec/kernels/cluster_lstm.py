@@ -448,11 +448,7 @@ def fits(width: int, device: torch.device, dtype: torch.dtype) -> bool:
     schedule, the shared memory it needs, and an NVRTC library."""
     if device.type != "cuda" or width not in (128, 256, 512) or dtype not in VARIANTS:
         return False
-    return bool(_usable(width, _index(device), dtype))
-
-
-def _index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
+    return bool(_usable(width, nvrtc.device_index(device), dtype))
 
 
 @functools.cache
@@ -495,7 +491,7 @@ def variant(batch: int, width: int, device: torch.device, dtype: torch.dtype) ->
         rounds = -(-clusters // at_once)
         return rounds * (v.items + 8), v.items
 
-    return min(_usable(width, _index(device), dtype), key=cost)[0]
+    return min(_usable(width, nvrtc.device_index(device), dtype), key=cost)[0]
 
 
 def fragments(w_hh: torch.Tensor) -> torch.Tensor:

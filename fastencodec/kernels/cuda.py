@@ -206,7 +206,7 @@ class CudaNetwork:
             _check_index_range(*residual.shape[1:])
             short = dict(sx=residual, sw=self._conv_weight(shortcut.conv), sbias=self.fp32.get(shortcut.conv.bias),
                          s_in=residual.shape[2], SHORTCUT=True)  # fmt: skip
-        if not short and self._sgemm(h, c_in, c_out):
+        if not short and self._sgemm(h, c_in, c_out, self.prec):
             res = residual if fuse_add else None
             elu_y = elu_out and module.norm is None
             sgemm_conv.conv1d(h, w, b, y, left, stride, dil, reflect, elu, res, elu_y, lens)  # fmt: skip
@@ -225,10 +225,12 @@ class CudaNetwork:
             y = self._group_norm(module.norm, y, residual, elu_out)
         return y
 
-    def _sgemm(self, h: torch.Tensor, c_in: int, c_out: int) -> bool:
-        """Whether a convolution of ``c_in`` to ``c_out`` channels on ``h`` runs :mod:`.sgemm_conv`'s IEEE
-        float32 kernel (``exact``'s products, where it fits: chosen by shape and device, never the batch)."""
-        return self.prec == "ieee" and h.dtype == torch.float32 and sgemm_conv.fits(h.device, c_in, c_out)
+    @staticmethod
+    def _sgemm(h: torch.Tensor, c_in: int, c_out: int, prec: str) -> bool:
+        """Whether a convolution of ``c_in`` to ``c_out`` channels on ``h`` with products in ``prec`` runs
+        :mod:`.sgemm_conv`'s IEEE float32 kernel (float32 ``h`` and ``"ieee"``, where it fits: chosen by
+        shape and device, never the batch)."""
+        return prec == "ieee" and h.dtype == torch.float32 and sgemm_conv.fits(h.device, c_in, c_out)
 
     def _conv_weight(self, conv: torch.nn.Conv1d) -> torch.Tensor:
         """A conv's weight ``[c_out, c_in, K]`` as the kernels read it, ``[K, c_in, c_out]`` (activations' dtype)."""
@@ -358,7 +360,7 @@ class CudaNetwork:
         batch, steps, width = x.shape
         half = x.dtype == torch.float16
         w = (self.weights if half else self.fp32).get(w_ih, "io1", lambda p: p.t()[None])
-        if prec == "ieee" and self._sgemm(x, width, 4 * width):
+        if self._sgemm(x, width, 4 * width, prec):
             sgemm_conv.conv1d(x, w, bias, gates, 0)
             return
         tile = self.tiles(ConvShape.lstm_projection(width), "16-bit" if half else prec, _capability(x))

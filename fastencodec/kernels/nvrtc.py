@@ -163,3 +163,46 @@ def load(cubin: bytes, name: str, device: int, shared_bytes: int, cluster_over_8
                 "allowing a kernel's cluster size",
             )
     return Kernel(module, function, device, shared_bytes)
+
+
+def device_index(device: torch.device) -> int:
+    """The number of CUDA ``device`` (the current device where it names none)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def aligned(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` contiguous at a 16-byte aligned address (kernels' vector loads), copied if it is not; None stays None."""
+    if t is None:
+        return None
+    t = t.contiguous()
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+class Loader:
+    """Kernel ``name`` of CUDA C++ ``source`` (``program`` names it in NVRTC's messages), compiled and
+    loaded once a device on first use, with ``shared_bytes`` of dynamic shared memory a block."""
+
+    def __init__(self, source: str, program: str, name: str, shared_bytes: int) -> None:
+        self.source, self.program, self.name, self.shared_bytes = source, program, name, shared_bytes
+        self._kernels: dict[int, Kernel] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, device: int) -> Kernel:
+        """The kernel on CUDA ``device``.
+
+        Raises:
+            CompileError, RuntimeError: it did not compile or load.
+        """
+        with self._lock:
+            if device not in self._kernels:
+                cubin = compile_cubin(self.source, self.program, torch.cuda.get_device_capability(device))
+                self._kernels[device] = load(cubin, self.name, device, self.shared_bytes, False)
+            return self._kernels[device]
+
+    def loads(self, device: int) -> bool:
+        """Whether the kernel compiles and loads on CUDA ``device`` (False without an NVRTC library)."""
+        try:
+            self(device)
+        except (CompileError, RuntimeError, OSError):
+            return False
+        return True

@@ -1,9 +1,9 @@
 """Precision modes of the encoder and decoder networks, and which device can run which.
 
 - ``"exact"``: float32 operands, products and sums. On CPU this is the reference's own
-  arithmetic (bit-equal to Meta's ``encodec`` on CPU); on CUDA our kernels (Triton's, and the
-  cluster LSTM of :mod:`.cluster_lstm` on compute capability 9.x) compute in IEEE float32 (never
-  TF32, whatever ``torch.backends`` flags say).
+  arithmetic (bit-equal to Meta's ``encodec`` on CPU); on CUDA our kernels (Triton's, and where
+  they fit the CUDA C++ ones of :mod:`.cluster_lstm`, :mod:`.sgemm_conv` and :mod:`.rvq_search`)
+  compute in IEEE float32 (never TF32, whatever ``torch.backends`` flags say).
 - ``"tf32"``: CUDA only; tensor-core float32. The decoder's convolution and LSTM products take
   TF32 operands (10-bit mantissa) and sum in float32; the encoder, which picks the tokens,
   uses 3xTF32 (each float32 operand split into two TF32 parts; error near float32's).

@@ -13,7 +13,6 @@ do not depend on the batch; a row whose distances are all NaN gets code 0. The T
 from __future__ import annotations
 
 import functools
-import threading
 
 import torch
 
@@ -185,7 +184,7 @@ def fits(device: torch.device, dim: int, bins: int) -> bool:
     :data:`DIM`, ``bins`` a multiple of :data:`CODES`, and an NVRTC library that compiles it."""
     if device.type != "cuda" or dim != DIM or bins % CODES or bins == 0:
         return False
-    return _fits(device.index if device.index is not None else torch.cuda.current_device())
+    return _fits(nvrtc.device_index(device))
 
 
 @functools.cache
@@ -193,29 +192,10 @@ def _fits(device: int) -> bool:
     props = torch.cuda.get_device_properties(device)
     if props.major < 8 or getattr(props, "shared_memory_per_block_optin", 0) < SHARED_BYTES:
         return False
-    try:
-        _kernel(device)
-    except (nvrtc.CompileError, RuntimeError, OSError):
-        return False
-    return True
+    return _KERNEL.loads(device)
 
 
-_LOCK = threading.Lock()
-_KERNELS: dict[int, nvrtc.Kernel] = {}
-
-
-def _kernel(device: int) -> nvrtc.Kernel:
-    with _LOCK:
-        if device not in _KERNELS:
-            cubin = nvrtc.compile_cubin(_SOURCE, "rvq_search", torch.cuda.get_device_capability(device))
-            _KERNELS[device] = nvrtc.load(cubin, "residual_codes", device, SHARED_BYTES, False)
-        return _KERNELS[device]
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """``t`` contiguous at a 16-byte aligned address (the kernels' vector loads), copied if it is not."""
-    t = t.contiguous()
-    return t if t.data_ptr() % 16 == 0 else t.clone()
+_KERNEL = nvrtc.Loader(_SOURCE, "rvq_search", "residual_codes", SHARED_BYTES)
 
 
 def residual_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
@@ -232,8 +212,8 @@ def residual_codes(residual: torch.Tensor, embed: torch.Tensor, embed_sq: torch.
     codes = torch.empty(rows, n_q, dtype=torch.long, device=residual.device)
     if rows == 0 or n_q == 0:
         return codes
-    residual, embed, embed_sq = (_aligned(t) for t in (residual, embed, embed_sq))
+    residual, embed, embed_sq = (nvrtc.aligned(t) for t in (residual, embed, embed_sq))
     embed_t = embed.transpose(1, 2).contiguous()
-    kernel = _kernel(residual.device.index)
+    kernel = _KERNEL(residual.device.index)
     kernel.launch(-(-rows // ROWS), THREADS, [residual, embed, embed_t, embed_sq, codes, rows, bins, n_q])
     return codes

@@ -13,7 +13,6 @@ batch. The Triton kernel (:func:`fastencodec.kernels.triton_ops.conv1d_kernel`) 
 from __future__ import annotations
 
 import functools
-import threading
 
 import torch
 
@@ -176,38 +175,17 @@ def fits(device: torch.device, c_in: int, c_out: int) -> bool:
     :data:`OUTPUTS`, and an NVRTC library that compiles it."""
     if device.type != "cuda" or c_in % CHUNK or c_out % OUTPUTS or not c_in or not c_out:
         return False
-    return _fits(device.index if device.index is not None else torch.cuda.current_device())
+    return _fits(nvrtc.device_index(device))
 
 
 @functools.cache
 def _fits(device: int) -> bool:
     if torch.cuda.get_device_properties(device).major < 8:
         return False
-    try:
-        _kernel(device)
-    except (nvrtc.CompileError, RuntimeError, OSError):
-        return False
-    return True
+    return _KERNEL.loads(device)
 
 
-_LOCK = threading.Lock()
-_KERNELS: dict[int, nvrtc.Kernel] = {}
-
-
-def _kernel(device: int) -> nvrtc.Kernel:
-    with _LOCK:
-        if device not in _KERNELS:
-            cubin = nvrtc.compile_cubin(_SOURCE, "sgemm_conv", torch.cuda.get_device_capability(device))
-            _KERNELS[device] = nvrtc.load(cubin, "conv1d", device, SHARED_BYTES, False)
-        return _KERNELS[device]
-
-
-def _aligned(t: torch.Tensor | None) -> torch.Tensor | None:
-    """``t`` contiguous at a 16-byte aligned address (the kernel's vector loads), copied if it is not."""
-    if t is None:
-        return None
-    t = t.contiguous()
-    return t if t.data_ptr() % 16 == 0 else t.clone()
+_KERNEL = nvrtc.Loader(_SOURCE, "sgemm_conv", "conv1d", SHARED_BYTES)
 
 
 def conv1d(
@@ -241,9 +219,8 @@ def conv1d(
         raise ValueError("the float32 convolution writes a contiguous, 16-byte aligned output")
     if lens is not None and (lens.dtype != torch.int32 or lens.shape != (batch,) or lens.device != x.device):
         raise ValueError(f"lens must be int32 [{batch}] on {x.device}, not {lens.dtype} {tuple(lens.shape)}")
-    x, w, bias, lens = (_aligned(t) for t in (x, w, bias, lens))
-    res = _aligned(res)
+    x, w, bias, res, lens = (nvrtc.aligned(t) for t in (x, w, bias, res, lens))
     flags = int(reflect) | int(elu_in) << 1 | int(res is not None) << 2 | int(elu_out) << 3
     grid = (-(-t_out // ROWS), c_out // OUTPUTS, batch)
     args = [x, w, bias, y if res is None else res, y, lens, t_in, t_out, c_in, c_out, pad_left, taps, stride, dilation]
-    _kernel(x.device.index).launch(grid, THREADS, [*args, flags])
+    _KERNEL(x.device.index).launch(grid, THREADS, [*args, flags])
